@@ -1,0 +1,164 @@
+/* conf.h - the configuration file (libconfig), loaded and range-checked once.
+ *
+ * CNF_Load reads a file into a CNF_Config; every value is checked here, so the
+ * rest of wavelock reads plain typed fields.  Errors name the file, the line
+ * and the key:  "conf/x.conf:12: lasers.[2].pid.ki: must be >= 0".
+ * Key names are the contract of DESIGN.md section 4.
+ */
+#ifndef WL_CONF_H
+#define WL_CONF_H
+
+#include <stddef.h>
+#include "regenc.h"
+
+#define CNF_NAME_MAX 32
+#define CNF_PATH_MAX 512
+#define CNF_MAX_LISTEN 8
+#define CNF_MAX_TOKENS 32
+#define CNF_MAX_CHANNEL 64       /* wavemeter channels 1..CNF_MAX_CHANNEL */
+
+typedef enum { CNF_ROLE_NONE = 0, CNF_ROLE_MONITOR = 1, CNF_ROLE_CONTROL = 2 } CNF_Role;
+typedef enum { CNF_WM_STREAM = 0, CNF_WM_WLMDATA } CNF_WmBackend;
+typedef enum { CNF_URL_TCP = 0, CNF_URL_RTU } CNF_UrlKind;
+
+/* A parsed Modbus device URL:
+   tcp://host:port   or   rtu:/dev/ttyX?baud=19200&parity=N&data=8&stop=1 */
+typedef struct {
+  CNF_UrlKind kind;
+  char host[256];          /* tcp: host name or address; rtu: device path */
+  int port;                /* tcp */
+  int baud;                /* rtu, default 19200 */
+  char parity;             /* rtu: 'N', 'E' or 'O', default 'N' */
+  int data_bits;           /* rtu, default 8 */
+  int stop_bits;           /* rtu, default 1 */
+} CNF_Url;
+
+/* Parse a device URL; 0 on success, -1 with a message in err. */
+int CNF_ParseUrl(const char *text, CNF_Url *url, char *err, size_t errlen);
+
+/* Parse "host:port" (IPv4, name, or [v6]:port); 0 on success. */
+int CNF_ParseHostPort(const char *text, char *host, size_t hostlen, int *port);
+
+typedef struct {
+  char secret[128];
+  CNF_Role role;
+} CNF_Token;
+
+typedef struct {
+  char listen[CNF_MAX_LISTEN][128];  /* "host:port"; port 0 = any free port */
+  int n_listen;
+  int max_clients;                   /* default 64 */
+  int idle_timeout_s;                /* 0 = none; default 0 */
+  int line_timeout_s;                /* partial line stalled this long: close; default 30 */
+  CNF_Token tokens[CNF_MAX_TOKENS];
+  int n_tokens;
+} CNF_Server;
+
+typedef struct {
+  CNF_WmBackend backend;
+  char library[CNF_PATH_MAX];        /* wlmdata: default "libwlmData.so" */
+  char address[128];                 /* stream: "host:port", default 127.0.0.1:7480 */
+  int stale_ms;                      /* default 1000 */
+  int poll_ms;                       /* wlmdata polling fallback interval, default 100 */
+  int callback_silence_ms;           /* wlmdata: no callback this long -> poll; default 2000 */
+} CNF_Wavemeter;
+
+typedef struct {
+  char name[CNF_NAME_MAX];
+  char url[256];
+  CNF_Url parsed;
+  int unit;                          /* Modbus unit id, default 1 */
+  int timeout_ms;                    /* response timeout, default 200 */
+  int line;                          /* config line, for messages */
+} CNF_Device;
+
+typedef struct {
+  int present;                       /* group given in the config */
+  char device[CNF_NAME_MAX];
+  int device_index;                  /* index into CNF_Config.devices */
+  int reg;                           /* first holding register (0-based) */
+  REG_Encoding enc;                  /* format, word_order, scale, offset */
+  double min_v, max_v;               /* hard output limits */
+  double start_v;                    /* output at start (default mid-range, clamped) */
+  double max_step_v;                 /* slew limit per update, <= 0 none; default 0 */
+  double feedforward;                /* current only: V per V of piezo, default 0 */
+} CNF_Actuator;
+
+/* Physics of a simulated laser (wavelock-sim only; DESIGN.md section 6). */
+typedef struct {
+  double offset_mhz;          /* free-running offset from the setpoint at start_v */
+  double piezo_mhz_per_v;     /* default 300 */
+  double current_mhz_per_v;   /* default 50 */
+  double piezo_lag_ms;        /* default 1 */
+  double current_lag_ms;      /* default 100 */
+  double walk_mhz_rts;        /* random walk, MHz/sqrt(s); default 2 */
+  double sine_mhz;            /* slow sine amplitude; default 5 */
+  double sine_period_s;       /* default 600 */
+  double linear_mhz_per_h;    /* default 20 */
+  double modehop_per_h;       /* spontaneous mode hops per hour; default 0 */
+  double modehop_mhz;         /* size of a hop; default 8000 */
+  double modehop_s;           /* how long a hop lasts before the laser falls back; default 3 */
+  double noise_mhz;           /* wavemeter white noise rms; default 1 */
+  double exposure_ms;         /* per channel; default 10 */
+  double error_rate;          /* fraction of readings that are error codes; default 0 */
+} CNF_SimLaser;
+
+typedef struct {
+  char name[CNF_NAME_MAX];
+  int channel;                       /* wavemeter channel 1..CNF_MAX_CHANNEL */
+  double setpoint_thz;
+  int autolock;                      /* default 0 */
+  double window_mhz;                 /* default 5 */
+  double capture_mhz;                /* default 2000 */
+  double modehop_mhz;                /* default 1000; 0 off */
+  int lock_n, unlock_m;              /* defaults 5, 3 */
+  double min_thz, max_thz;           /* allowed setpoint range (required) */
+  double kp, ki, kd;                 /* pid group; defaults 0, 0.002, 0 */
+  double d_tau_s;                    /* pid.d_filter_s, default 0.05 */
+  int polarity;                      /* pid.polarity, +1 (default) or -1 */
+  double max_dt_s;                   /* pid.max_dt_s, default 1.0 */
+  CNF_Actuator piezo;                /* required */
+  CNF_Actuator current;              /* optional (present = 0) */
+  char datalog[CNF_PATH_MAX];        /* per-laser data log, "" = none */
+  CNF_SimLaser sim;
+  int line;
+} CNF_Laser;
+
+typedef struct {
+  unsigned long seed;                /* sim.seed, default 1 */
+  char control[128];                 /* sim.control "host:port", default 127.0.0.1:7481 */
+  double switch_ms;                  /* sim.switch_ms fibre switch settle, default 1 */
+  double speed;                      /* sim.speed time factor, default 1 */
+} CNF_Sim;
+
+typedef struct {
+  char path[CNF_PATH_MAX];           /* the file this was loaded from */
+  CNF_Server server;
+  char state_file[CNF_PATH_MAX];     /* "" = no state file; relative to the config's directory */
+  char log_target[64];               /* log = "stderr" | "syslog"; default stderr */
+  char log_level[16];                /* log_level = "error".."debug"; default "info" */
+  char pid_file[CNF_PATH_MAX];       /* "" = none */
+  char user[64];                     /* drop privileges to this user after binding */
+  CNF_Wavemeter wavemeter;
+  CNF_Device *devices;
+  int n_devices;
+  CNF_Laser *lasers;
+  int n_lasers;
+  CNF_Sim sim;
+} CNF_Config;
+
+/* Load and check a config file.  On success returns a new config (free with
+   CNF_Free); on error returns NULL and writes "file:line: key: message" to err. */
+CNF_Config *CNF_Load(const char *path, char *err, size_t errlen);
+
+/* Free a config (NULL is fine). */
+void CNF_Free(CNF_Config *cfg);
+
+/* Index of the laser or device with this name, -1 if none. */
+int CNF_FindLaser(const CNF_Config *cfg, const char *name);
+int CNF_FindDevice(const CNF_Config *cfg, const char *name);
+
+/* Whether a listen address is loopback-only (127.0.0.0/8, ::1, localhost). */
+int CNF_IsLoopback(const char *host);
+
+#endif

@@ -1,0 +1,95 @@
+/* lsr.h - per-laser lock state machine and setpoint ramps (pure, no I/O).
+ *
+ * States (DESIGN.md section 3):
+ *   off        not regulating
+ *   acquiring  regulating, not yet inside the lock window
+ *   locked     lock_n consecutive readings inside window_mhz; left after
+ *              unlock_m consecutive readings outside (hysteresis)
+ *   holding    engaged, but no valid fresh reading (error code, or none for
+ *              stale_s): output held, integrator frozen
+ *   relocking  engaged, error beyond capture_mhz or a reading-to-reading jump
+ *              beyond modehop_mhz: output returns to the last good output and
+ *              waits until the error is back inside capture_mhz
+ *   fault      an actuator device is unreachable
+ * Every state recovers by itself when its cause clears.
+ */
+#ifndef WL_LSR_H
+#define WL_LSR_H
+
+typedef enum {
+  LSR_OFF = 0, LSR_ACQUIRING, LSR_LOCKED, LSR_HOLDING, LSR_RELOCKING, LSR_FAULT
+} LSR_StateId;
+
+/* What the caller should do with the controller after an input. */
+typedef enum {
+  LSR_ACT_NONE = 0,   /* nothing: output stays where it is */
+  LSR_ACT_REGULATE,   /* run a PID step with this reading */
+  LSR_ACT_RESUME,     /* forget PID history (bumpless), then run a PID step */
+  LSR_ACT_RELOCK      /* move the output back to the last good output, reset PID */
+} LSR_Action;
+
+typedef struct {
+  double window_mhz;   /* |error| inside this counts as in lock */
+  double capture_mhz;  /* |error| beyond this means the lock is lost */
+  double modehop_mhz;  /* reading-to-reading jump that signals a mode hop; <= 0 off */
+  int lock_n;          /* consecutive in-window readings to enter locked (>= 1) */
+  int unlock_m;        /* consecutive out-of-window readings to leave locked (>= 1) */
+  double stale_s;      /* no valid reading for this long: holding */
+} LSR_Params;
+
+typedef struct {
+  LSR_StateId state;
+  int engaged;         /* user wants regulation */
+  int actuator_ok;     /* every actuator device answers */
+  int in_count;        /* consecutive readings inside the window */
+  int out_count;       /* consecutive readings outside the window while locked */
+  double last_valid_t; /* time of the last valid reading (s), < 0 none */
+  double last_freq_mhz;/* last valid frequency, for mode-hop detection */
+  int have_freq;
+  unsigned long lock_losses; /* times locked was left */
+  unsigned long relocks;     /* times relocking was entered */
+} LSR_Machine;
+
+/* A fresh machine: off, actuators assumed ok. */
+void LSR_Init(LSR_Machine *m);
+
+/* Engage (off -> acquiring, or fault if an actuator is down) / disengage (-> off,
+   or fault while an actuator is down).  t is the present time (s). */
+void LSR_Engage(LSR_Machine *m, double t);
+void LSR_Disengage(LSR_Machine *m);
+
+/* A reading for this laser at time t: valid = 0 for a wavemeter error code.
+   freq_mhz is the reading, error_mhz = reading - setpoint. */
+LSR_Action LSR_OnReading(LSR_Machine *m, const LSR_Params *p, double t, int valid,
+                         double freq_mhz, double error_mhz);
+
+/* Time passes without readings: goes holding when stale.  Returns 1 if the
+   state changed. */
+int LSR_OnTick(LSR_Machine *m, const LSR_Params *p, double now);
+
+/* Actuator devices became unreachable (ok = 0) or answer again (ok = 1). */
+void LSR_OnActuator(LSR_Machine *m, int ok);
+
+/* Whether the state regulates (acquiring or locked). */
+int LSR_Regulating(const LSR_Machine *m);
+
+/* Name of a state as printed by the protocol ("off", "acquiring", ...). */
+const char *LSR_StateName(LSR_StateId s);
+
+/* A setpoint ramp towards target at rate MHz/s. */
+typedef struct {
+  int active;
+  double sp_thz;       /* present setpoint */
+  double target_thz;
+  double rate_mhz_s;   /* > 0 */
+  double last_t;
+} LSR_Ramp;
+
+/* Start a ramp from from_thz at time t. */
+void LSR_RampStart(LSR_Ramp *r, double from_thz, double target_thz, double rate_mhz_s, double t);
+
+/* Advance to time t and return the setpoint; the ramp ends (active = 0)
+   exactly on the target. */
+double LSR_RampAdvance(LSR_Ramp *r, double t);
+
+#endif

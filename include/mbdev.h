@@ -1,0 +1,78 @@
+/* mbdev.h - Modbus analog-output devices, each driven by its own thread.
+ *
+ * A device owns one libmodbus context, used only by the device's thread (a
+ * context is not thread-safe).  Other threads hand it jobs; a job runs on the
+ * device thread and writes registers through the MB_Io it is given.  Jobs run
+ * in order.  A device that times out, answers with an exception or drops its
+ * connection is marked down; while down, MB_Write fails at once (ENOTCONN) and
+ * the thread reconnects with capped exponential back-off plus jitter, probing
+ * with a read of probe_reg, and reports every up/down change through the
+ * status callback.  libmodbus's own link recovery stays off.
+ */
+#ifndef WL_MBDEV_H
+#define WL_MBDEV_H
+
+#include <stdint.h>
+#include "conf.h"
+
+typedef struct MB_Device MB_Device;
+typedef struct MB_Io MB_Io;
+
+/* A job: runs on the device thread; io is valid only during the call. */
+typedef void (*MB_JobFn)(MB_Io *io, void *arg);
+
+/* Device went up (up = 1) or down (up = 0); runs on the device thread.
+   why is a short reason ("timeout", "connection refused", ...). */
+typedef void (*MB_StatusFn)(MB_Device *dev, int up, const char *why, void *arg);
+
+typedef struct {
+  int backoff_min_ms;     /* first retry delay, default 100 */
+  int backoff_max_ms;     /* cap, default 5000 */
+  int probe_reg;          /* holding register read to test a device, default 0 */
+} MB_Options;
+
+/* Create a device (no I/O yet).  NULL on error with errno set. */
+MB_Device *MB_Create(const CNF_Device *cfg, const MB_Options *opt,
+                     MB_StatusFn status, void *status_arg);
+
+/* Start the device thread, which connects in the background. 0 or -1. */
+int MB_Start(MB_Device *dev);
+
+/* Queue a job; thread-safe; never blocks on I/O.  0, or -1 if stopping. */
+int MB_Submit(MB_Device *dev, MB_JobFn fn, void *arg);
+
+/* Write n (1..32) holding registers from addr: function 06 for one register,
+   16 for more.  Only from inside a job.  0 on success, -1 with errno
+   (ETIMEDOUT, ENOTCONN, EMBXxxx exception...) on failure, which marks the
+   device down. */
+int MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n);
+
+/* Read n holding registers (for tests and probes).  Same rules as MB_Write. */
+int MB_Read(MB_Io *io, int addr, uint16_t *regs, int n);
+
+/* The device an MB_Io belongs to. */
+MB_Device *MB_IoDevice(MB_Io *io);
+
+/* Whether the device is up now (thread-safe snapshot). */
+int MB_IsUp(const MB_Device *dev);
+
+/* Name from the config. */
+const char *MB_Name(const MB_Device *dev);
+
+/* Counters (thread-safe snapshot). */
+typedef struct {
+  unsigned long writes, write_errors, reconnects, jobs_queued;
+} MB_Stats;
+void MB_GetStats(const MB_Device *dev, MB_Stats *st);
+
+/* Stop: the running job finishes, queued jobs still run (with writes failing
+   fast if the device is down), then the thread exits.  Waits for the thread. */
+void MB_Stop(MB_Device *dev);
+
+/* Free a stopped device. */
+void MB_Destroy(MB_Device *dev);
+
+/* Thread-safe text for a Modbus/system errno. */
+const char *MB_StrError(int errnum, char *buf, size_t len);
+
+#endif

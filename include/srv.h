@@ -1,0 +1,94 @@
+/* srv.h - the line-based text protocol server (DESIGN.md section 3).
+ *
+ * Runs entirely on the event loop thread.  It owns listeners and client
+ * connections: framing (LF or CRLF, 1024-byte lines, 413 and discard up to
+ * the next newline), telnet IAC filtering, the greeting, max_clients (429),
+ * idle and stalled-line timeouts, authentication and roles, and subscriber
+ * output with bounded buffering.  Commands come from a table the daemon
+ * supplies; built in are help, ping, auth and quit.
+ *
+ * A handler answers synchronously: zero or more SRV_Data lines, then exactly
+ * one SRV_Ok or SRV_Err (SRV finishes with "ERR 500" if a handler forgot).
+ * Events ("* ..." lines) are therefore never written inside a response.
+ */
+#ifndef WL_SRV_H
+#define WL_SRV_H
+
+#include <stddef.h>
+#include "conf.h"
+
+struct event_base;
+
+#define SRV_LINE_MAX 1024
+
+typedef struct SRV_Server SRV_Server;
+typedef struct SRV_Conn SRV_Conn;
+
+/* argv[0] is the command word as typed; argc >= 1. */
+typedef void (*SRV_Handler)(SRV_Conn *c, int argc, char **argv, void *ctx);
+
+typedef struct {
+  const char *name;      /* lower case */
+  CNF_Role role;         /* least role needed: MONITOR for reading, CONTROL for changing */
+  int min_args, max_args;/* arguments after the command word; max -1 = any */
+  const char *usage;     /* "setpoint <laser> [<value> [unit]]" */
+  const char *help;      /* one line */
+  SRV_Handler fn;
+} SRV_Command;
+
+/* Create a server on base listening on cfg->listen; commands[0..n-1] is the
+   daemon's table (kept by pointer).  NULL with a message in err on failure. */
+SRV_Server *SRV_Create(struct event_base *base, const CNF_Server *cfg,
+                       const SRV_Command *commands, int n, void *ctx,
+                       char *err, size_t errlen);
+
+/* Port actually bound by listener i (useful with port 0); -1 if none. */
+int SRV_BoundPort(const SRV_Server *s, int i);
+int SRV_ListenerCount(const SRV_Server *s);
+
+/* Apply a reloaded config: tokens, roles, max_clients, timeouts (listen
+   addresses are kept). */
+void SRV_Reconfigure(SRV_Server *s, const CNF_Server *cfg);
+
+/* Stop accepting new connections (shutdown). */
+void SRV_StopListening(SRV_Server *s);
+
+/* Close every connection and free. */
+void SRV_Destroy(SRV_Server *s);
+
+/* Responses; text is printf-formatted and must not contain newlines. */
+void SRV_Data(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void SRV_Ok(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void SRV_Err(SRV_Conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The connection's role (NONE before auth when tokens are configured,
+   CONTROL when no tokens are configured). */
+CNF_Role SRV_Role(const SRV_Conn *c);
+
+/* Subscriptions: a connection subscribes to all lasers (all = 1) or to the
+   lasers whose indices are set in mask (0..n-1).  SRV_Unsubscribe ends it. */
+void SRV_Subscribe(SRV_Conn *c, int all, const unsigned char *mask, int n);
+void SRV_Unsubscribe(SRV_Conn *c);
+
+/* Publish an event line (without the "* " prefix) about laser index laser
+   (-1: about no laser, goes to every subscriber).  A subscriber whose output
+   buffer is over its bound has the event dropped and counted; when it has
+   drained it gets "* dropped n=<count>". */
+void SRV_Publish(SRV_Server *s, int laser, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Number of connected clients, and of subscribers. */
+int SRV_ClientCount(const SRV_Server *s);
+int SRV_SubscriberCount(const SRV_Server *s);
+
+/* Pure helpers (unit-tested): remove telnet IAC sequences from buf in place,
+   carrying state across calls in *state (start with 0); returns the new length. */
+size_t SRV_StripTelnet(unsigned char *buf, size_t len, int *state);
+
+/* Split a line into words on spaces/tabs in place; at most max words;
+   returns the count, or -1 if there are more than max. */
+int SRV_Split(char *line, char **argv, int max);
+
+/* Compare two strings in time independent of where they differ. */
+int SRV_TokenEqual(const char *a, const char *b);
+
+#endif

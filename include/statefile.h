@@ -1,0 +1,32 @@
+/* statefile.h - the runtime state file: what users changed at run time.
+ *
+ * Text, one "laser" line per laser with key=value fields, closed by an "end"
+ * line carrying the count and a CRC-32 of everything before it, so a
+ * truncated or garbage file is recognised and ignored.  Written atomically:
+ * temp file in the same directory, fsync, rename, fsync of the directory.
+ */
+#ifndef WL_STATEFILE_H
+#define WL_STATEFILE_H
+
+#include <stddef.h>
+#include "conf.h"
+
+typedef struct {
+  char name[CNF_NAME_MAX];
+  double setpoint_thz;
+  int engaged;
+  double kp, ki, kd;
+  double piezo_v;
+  int has_current;
+  double current_v;
+} STF_Laser;
+
+/* Write n lasers atomically to path; 0, or -1 with a message in err. */
+int STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t errlen);
+
+/* Load path: returns the count and a malloc'ed array in *out (free()), 0 if
+   the file does not exist, or -1 with a message in err if it is unreadable,
+   truncated or malformed (then nothing is returned). */
+int STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,60 @@
+/* wm.h - wavemeter backends behind one interface.
+ *
+ * A backend delivers readings to a callback that always runs on the event
+ * loop thread (backends with their own threads post to the loop).  Each
+ * reading carries a channel, a frequency in THz or a HighFinesse error code
+ * (<= 0), the measurement time on the wavemeter's clock, and the time it
+ * arrived on our monotonic clock.
+ */
+#ifndef WL_WM_H
+#define WL_WM_H
+
+#include <stddef.h>
+#include "conf.h"
+
+struct event_base;
+
+/* HighFinesse error codes (value <= 0). */
+#define WM_ERR_NOVALUE      0
+#define WM_ERR_NOSIGNAL    -1
+#define WM_ERR_BADSIGNAL   -2
+#define WM_ERR_LOWSIGNAL   -3
+#define WM_ERR_BIGSIGNAL   -4
+#define WM_ERR_WLMMISSING  -5
+#define WM_ERR_NOTAVAIL    -6
+#define WM_ERR_NOPULSE     -8
+
+typedef struct {
+  int channel;          /* 1.. */
+  double value;         /* THz if > 0, else an error code */
+  double t_s;           /* measurement time (s) on the wavemeter's clock; < 0 unknown */
+  double rx_s;          /* arrival time (s) on our monotonic clock */
+} WM_Reading;
+
+typedef void (*WM_ReadingFn)(const WM_Reading *r, void *arg);
+
+typedef struct WM_Backend WM_Backend;
+
+/* Create and start the configured backend on base.  NULL on error with a
+   one-line message in err (missing library or symbol, bad address...). */
+WM_Backend *WM_Create(const CNF_Wavemeter *cfg, struct event_base *base,
+                      WM_ReadingFn fn, void *arg, char *err, size_t errlen);
+
+/* Stop and free (removes callbacks, closes connections). */
+void WM_Destroy(WM_Backend *wm);
+
+/* One line of key=value status: backend, connected, counters. */
+void WM_Status(const WM_Backend *wm, char *buf, size_t len);
+
+/* Name of an error code ("no-signal", "underexposed", ...). */
+const char *WM_ErrorName(double code);
+
+/* Parse one stream line "<channel> <value> [<time_ms>]" (no newline).
+   0 and *r filled (rx_s untouched, t_s < 0 when absent); -1 if malformed. */
+int WM_ParseLine(const char *line, size_t len, WM_Reading *r);
+
+/* Convert a vacuum wavelength in nm (or an error code <= 0, passed through)
+   to THz. */
+double WM_NmToTHz(double nm);
+
+#endif
