@@ -1,0 +1,225 @@
+/* units.c - optical frequency units and setpoint parsing (pure, no I/O). */
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "units.h"
+
+/* c in nm*THz (f[THz] * lambda[nm] = 299792.458) and in cm/ps (THz per cm-1). */
+#define C_NM_THZ 299792.458
+#define C_THZ_PER_CM1 0.0299792458
+
+static const struct {
+  const char *word;
+  UNI_Unit unit;
+} unit_words[] = {
+  { "THz", UNI_THZ }, { "GHz", UNI_GHZ }, { "MHz", UNI_MHZ }, { "nm", UNI_NM },
+  { "cm-1", UNI_CM1 }, { "cm^-1", UNI_CM1 }, { "1/cm", UNI_CM1 },
+};
+
+int
+UNI_ParseUnit(const char *text, UNI_Unit *unit)
+{
+  size_t i;
+
+  if (!text)
+    return -1;
+  for (i = 0; i < sizeof unit_words / sizeof unit_words[0]; i++) {
+    if (strcasecmp(text, unit_words[i].word) == 0) {
+      *unit = unit_words[i].unit;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+const char *
+UNI_Name(UNI_Unit unit)
+{
+  switch (unit) {
+    case UNI_THZ: return "THz";
+    case UNI_GHZ: return "GHz";
+    case UNI_MHZ: return "MHz";
+    case UNI_NM: return "nm";
+    case UNI_CM1: return "cm-1";
+  }
+  return "?";
+}
+
+int
+UNI_ToTHz(double value, UNI_Unit unit, double *thz)
+{
+  double f;
+
+  if (!isfinite(value))
+    return -1;
+  switch (unit) {
+    case UNI_THZ: f = value; break;
+    case UNI_GHZ: f = value / 1e3; break;
+    case UNI_MHZ: f = value / 1e6; break;
+    case UNI_NM:
+      if (value <= 0.0)
+        return -1;
+      f = C_NM_THZ / value;
+      break;
+    case UNI_CM1: f = value * C_THZ_PER_CM1; break;
+    default: return -1;
+  }
+  if (!isfinite(f) || f <= 0.0)
+    return -1;
+  *thz = f;
+  return 0;
+}
+
+double
+UNI_FromTHz(double thz, UNI_Unit unit)
+{
+  switch (unit) {
+    case UNI_THZ: return thz;
+    case UNI_GHZ: return thz * 1e3;
+    case UNI_MHZ: return thz * 1e6;
+    case UNI_NM: return C_NM_THZ / thz;
+    case UNI_CM1: return thz / C_THZ_PER_CM1;
+  }
+  return NAN;
+}
+
+/* Length of a plain decimal number at the start of s:
+   [+-]digits[.digits][(e|E)[+-]digits], at least one mantissa digit.
+   No inf, nan or hex.  0 if there is none. */
+static size_t
+scan_number(const char *s)
+{
+  size_t i = 0, digits = 0, save;
+
+  if (s[i] == '+' || s[i] == '-')
+    i++;
+  while (isdigit((unsigned char)s[i])) {
+    i++;
+    digits++;
+  }
+  if (s[i] == '.') {
+    i++;
+    while (isdigit((unsigned char)s[i])) {
+      i++;
+      digits++;
+    }
+  }
+  if (digits == 0)
+    return 0;
+  if (s[i] == 'e' || s[i] == 'E') {
+    save = i;
+    i++;
+    if (s[i] == '+' || s[i] == '-')
+      i++;
+    if (isdigit((unsigned char)s[i])) {
+      while (isdigit((unsigned char)s[i]))
+        i++;
+    } else {
+      i = save;   /* "5e" or "5eV": the 'e' is not part of the number */
+    }
+  }
+  return i;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+
+static void
+set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (!err || errlen == 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+int
+UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
+                   char *err, size_t errlen)
+{
+  char numbuf[64], unitbuf[32];
+  const char *p, *u;
+  size_t n, ulen;
+  UNI_Unit unit = UNI_THZ;
+  double value, f;
+
+  if (!number) {
+    set_err(err, errlen, "missing frequency");
+    return -1;
+  }
+  p = number;
+  while (isspace((unsigned char)*p))
+    p++;
+  n = scan_number(p);
+  if (n == 0 || n >= sizeof numbuf) {
+    set_err(err, errlen, "malformed frequency '%s'", number);
+    return -1;
+  }
+  memcpy(numbuf, p, n);
+  numbuf[n] = '\0';
+
+  /* A unit glued on or after spaces inside the same word. */
+  u = p + n;
+  while (isspace((unsigned char)*u))
+    u++;
+  ulen = strlen(u);
+  while (ulen > 0 && isspace((unsigned char)u[ulen - 1]))
+    ulen--;
+
+  if (unit_word) {
+    while (isspace((unsigned char)*unit_word))
+      unit_word++;
+    if (*unit_word == '\0')
+      unit_word = NULL;
+  }
+
+  if (ulen > 0 && unit_word) {
+    set_err(err, errlen, "two units given in '%s'", number);
+    return -1;
+  }
+  if (ulen > 0) {
+    if (ulen >= sizeof unitbuf) {
+      set_err(err, errlen, "malformed frequency '%s'", number);
+      return -1;
+    }
+    memcpy(unitbuf, u, ulen);
+    unitbuf[ulen] = '\0';
+  } else if (unit_word) {
+    ulen = strlen(unit_word);
+    while (ulen > 0 && isspace((unsigned char)unit_word[ulen - 1]))
+      ulen--;
+    if (ulen >= sizeof unitbuf) {
+      set_err(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unit_word);
+      return -1;
+    }
+    memcpy(unitbuf, unit_word, ulen);
+    unitbuf[ulen] = '\0';
+  } else {
+    unitbuf[0] = '\0';
+  }
+
+  if (unitbuf[0] != '\0' && UNI_ParseUnit(unitbuf, &unit) < 0) {
+    set_err(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unitbuf);
+    return -1;
+  }
+
+  value = strtod(numbuf, NULL);
+  if (!isfinite(value)) {
+    set_err(err, errlen, "frequency '%s' out of range", number);
+    return -1;
+  }
+  if (UNI_ToTHz(value, unit, &f) < 0) {
+    set_err(err, errlen, "'%s' is not a positive finite frequency", number);
+    return -1;
+  }
+  *thz = f;
+  return 0;
+}
