@@ -12,6 +12,17 @@
  *              waits until the error is back inside capture_mhz
  *   fault      an actuator device is unreachable
  * Every state recovers by itself when its cause clears.
+ *
+ * Readings drive the machine (LSR_OnReading) and say what the caller should
+ * do with the PID: LSR_ACT_RELOCK once when relocking is entered (move the
+ * output back to the last good output and PID_Reset there), LSR_ACT_NONE
+ * while relocking/holding/off/fault, LSR_ACT_RESUME on the first regulating
+ * reading after engage or any interruption (PID_Forget, then PID_Step), and
+ * LSR_ACT_REGULATE otherwise.  An invalid reading (error code) while engaged
+ * goes to holding; the next valid one resumes (acquiring, or relocking if the
+ * error is beyond capture_mhz or the frequency jumped by a mode hop).
+ * In relocking only the error decides (the jump back is as large as the hop).
+ * lock_losses counts every exit from locked except a disengage.
  */
 #ifndef WL_LSR_H
 #define WL_LSR_H
@@ -48,13 +59,19 @@ typedef struct {
   int have_freq;
   unsigned long lock_losses; /* times locked was left */
   unsigned long relocks;     /* times relocking was entered */
+  double engage_t;     /* time of the last engage (s): staleness counts from
+                          the later of this and last_valid_t */
+  int resume;          /* regulation was interrupted: the next regulating
+                          reading returns LSR_ACT_RESUME */
 } LSR_Machine;
 
 /* A fresh machine: off, actuators assumed ok. */
 void LSR_Init(LSR_Machine *m);
 
 /* Engage (off -> acquiring, or fault if an actuator is down) / disengage (-> off,
-   or fault while an actuator is down).  t is the present time (s). */
+   or fault while an actuator is down).  t is the present time (s); staleness
+   is counted from it until the first reading.  Engaging an engaged machine
+   changes nothing. */
 void LSR_Engage(LSR_Machine *m, double t);
 void LSR_Disengage(LSR_Machine *m);
 
@@ -85,7 +102,8 @@ typedef struct {
   double last_t;
 } LSR_Ramp;
 
-/* Start a ramp from from_thz at time t. */
+/* Start a ramp from from_thz at time t.  A rate that is not a finite
+   positive number (or from == target) jumps straight to the target. */
 void LSR_RampStart(LSR_Ramp *r, double from_thz, double target_thz, double rate_mhz_s, double t);
 
 /* Advance to time t and return the setpoint; the ramp ends (active = 0)

@@ -8,6 +8,13 @@
  * The integrator is held inside min_v..max_v (anti-windup) and the output is
  * clamped to min_v..max_v and slewed by at most max_step_v per update.
  * Engaging sets the integrator to the present output (bumpless).
+ *
+ * Anti-windup is back-calculation: whenever the output is limited (by
+ * min_v..max_v or by max_step_v) the integrator is set so that it agrees
+ * with the output actually written, so it never runs ahead of it.  The first
+ * reading after PID_Reset or PID_Forget only records the history and leaves
+ * the output where it is (the proportional term is absorbed into the
+ * integrator), so engaging and resuming cause no jump.
  */
 #ifndef WL_PID_H
 #define WL_PID_H
@@ -28,6 +35,7 @@ typedef struct {
   double last_meas;    /* last measurement used (MHz) */
   double last_t;       /* time stamp of the last reading used (s) */
   int have_last;       /* last_meas/last_t valid */
+  double last_err;     /* error of the last reading used (MHz), for PID_Retune */
 } PID_State;
 
 /* Start from output out (clamped to the limits): integrator = out, no history. */
@@ -36,7 +44,8 @@ void PID_Reset(PID_State *s, const PID_Params *p, double out);
 /* One update with a reading taken at time t (s).  meas_mhz is the measured
    frequency and sp_mhz the setpoint, both in MHz on the same scale.
    Returns 0 and updates s->out; returns -1 and changes nothing if t is not
-   newer than the last reading used (a reading is never used twice). */
+   newer than the last reading used (a reading is never used twice) or if
+   an input is not finite. */
 int PID_Step(PID_State *s, const PID_Params *p, double t, double meas_mhz, double sp_mhz);
 
 /* Change parameters bumplessly: keeps the output where it is (re-clamped to
