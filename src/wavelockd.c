@@ -1,11 +1,579 @@
-/* wavelockd.c - the wavelock daemon (being assembled). */
+/* wavelockd.c - the wavelock daemon: start-up, signals, reload, state file.
+ *
+ * Modules start in dependency order (config, logging, event base, control
+ * runtime and its device threads, state restore, protocol server, wavemeter)
+ * and stop in reverse.  The event loop never blocks on hardware: device I/O
+ * runs on the device threads of the control runtime.
+ */
 #include "config.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "conf.h"
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "srv.h"
+#include "statefile.h"
+#include "util.h"
+#include "wm.h"
+
+#define EXIT_CONFIG 78            /* EX_CONFIG */
+#define STOP_GRACE_S 1.5          /* longest wait for running cycles at shutdown */
+#define OUTPUT_SAVE_INTERVAL_S 60 /* outputs alone are saved at most this often */
+
+static WLD_Daemon daemon_state;
+
+/* ---- state file ------------------------------------------------------------ */
+
+static int
+collect_state(WLD_Daemon *d, STF_Laser **out)
+{
+  int n = CTL_LaserCount(d->ctl);
+  STF_Laser *s = calloc((size_t)n + 1, sizeof *s);
+
+  if (!s)
+    return -1;
+  for (int i = 0; i < n; i++) {
+    const CTL_Laser *l = CTL_Laser_(d->ctl, i);
+    UTL_Strlcpy(s[i].name, l->cfg.name, sizeof s[i].name);
+    s[i].setpoint_thz = l->ramp.active ? l->ramp.target_thz : l->setpoint_thz;
+    s[i].engaged = l->sm.engaged;
+    s[i].kp = l->cfg.kp;
+    s[i].ki = l->cfg.ki;
+    s[i].kd = l->cfg.kd;
+    s[i].piezo_v = l->piezo_v;
+    s[i].has_current = l->current_dev != NULL;
+    s[i].current_v = l->current_v;
+  }
+  *out = s;
+  return n;
+}
 
 int
-main(void)
+WLD_SaveState(WLD_Daemon *d, char *err, size_t errlen)
 {
-  printf("wavelockd %s\n", PACKAGE_VERSION);
+  STF_Laser *s;
+  int n;
+
+  if (!d->cfg->state_file[0])
+    return 0;
+  n = collect_state(d, &s);
+  if (n < 0) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (STF_Save(d->cfg->state_file, s, n, err, errlen) != 0) {
+    free(s);
+    return -1;
+  }
+  free(d->saved);
+  d->saved = s;
+  d->n_saved = n;
   return 0;
+}
+
+static void
+save_now(WLD_Daemon *d, const char *why)
+{
+  char err[512];
+
+  if (WLD_SaveState(d, err, sizeof err) != 0)
+    log_error("cannot write state file (%s): %s", why, err);
+  else
+    log_debug("state file written (%s)", why);
+}
+
+static void
+save_cb(evutil_socket_t fd, short what, void *arg)
+{
+  WLD_Daemon *d = arg;
+
+  d->save_scheduled = 0;
+  save_now(d, "change");
+}
+
+void
+WLD_ScheduleSave(WLD_Daemon *d)
+{
+  struct timeval one_s = { 1, 0 };
+
+  if (d->save_scheduled || !d->cfg->state_file[0] || d->stopping)
+    return;
+  d->save_scheduled = 1;
+  evtimer_add(d->save_ev, &one_s);
+}
+
+static void
+restore_state(WLD_Daemon *d)
+{
+  STF_Laser *s = NULL;
+  char err[512];
+  int n;
+
+  if (!d->cfg->state_file[0])
+    return;
+  n = STF_Load(d->cfg->state_file, &s, err, sizeof err);
+  if (n < 0) {
+    log_warn("state file ignored: %s", err);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    CTL_Laser *l = CTL_FindLaser(d->ctl, s[i].name);
+    if (!l) {
+      log_info("state file: laser %s is no longer configured", s[i].name);
+      continue;
+    }
+    CTL_Restore(d->ctl, l, s[i].setpoint_thz, s[i].engaged, s[i].kp, s[i].ki, s[i].kd,
+                s[i].piezo_v, s[i].has_current, s[i].current_v);
+  }
+  if (n > 0)
+    log_info("restored %d laser%s from %s", n, n == 1 ? "" : "s", d->cfg->state_file);
+  free(s);
+}
+
+/* ---- control runtime hooks ------------------------------------------------- */
+
+static double
+unix_now(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void
+hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
+{
+  WLD_Daemon *d = arg;
+
+  log_info("laser %s: %s -> %s", l->cfg.name, LSR_StateName(from), LSR_StateName(l->sm.state));
+  if (d->srv)
+    SRV_Publish(d->srv, l->index, "state laser=%s state=%s from=%s t=%.3f", l->cfg.name,
+                LSR_StateName(l->sm.state), LSR_StateName(from), unix_now());
+}
+
+static void
+hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
+{
+  WLD_Daemon *d = arg;
+  char current[48] = "";
+
+  if (!d->srv || SRV_SubscriberCount(d->srv) == 0)
+    return;
+  if (l->current_dev)
+    snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
+  if (r->value > 0.0)
+    SRV_Publish(d->srv, l->index,
+                "reading laser=%s t=%.3f freq_thz=%.9f error_mhz=%.4f piezo_v=%.6f%s state=%s",
+                l->cfg.name, unix_now(), r->value, l->last_error_mhz, l->piezo_v, current,
+                LSR_StateName(l->sm.state));
+  else
+    SRV_Publish(d->srv, l->index,
+                "reading laser=%s t=%.3f freq_thz=none wm_status=%s piezo_v=%.6f%s state=%s",
+                l->cfg.name, unix_now(), WM_ErrorName(r->value), l->piezo_v, current,
+                LSR_StateName(l->sm.state));
+}
+
+static void
+hook_dirty(void *arg)
+{
+  WLD_ScheduleSave(arg);
+}
+
+static void
+on_reading(const WM_Reading *r, void *arg)
+{
+  WLD_Daemon *d = arg;
+
+  if (r->channel >= 1 && r->channel <= CNF_MAX_CHANNEL) {
+    d->channels[r->channel] = *r;
+    d->have_channel[r->channel] = 1;
+  }
+  if (!d->stopping)
+    CTL_OnReading(d->ctl, r);
+}
+
+/* ---- reload ------------------------------------------------------------------ */
+
+static int
+same_wavemeter(const CNF_Wavemeter *a, const CNF_Wavemeter *b)
+{
+  return a->backend == b->backend && strcmp(a->library, b->library) == 0 &&
+         strcmp(a->address, b->address) == 0 && a->poll_ms == b->poll_ms &&
+         a->callback_silence_ms == b->callback_silence_ms;
+}
+
+int
+WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
+{
+  CNF_Config *nc = CNF_Load(d->cfg_path, err, errlen);
+  LOG_Level lv;
+
+  if (!nc) {
+    d->reload_failures++;
+    log_error("reload refused, old config kept: %s", err);
+    return -1;
+  }
+  if (nc->server.n_listen != d->cfg->server.n_listen ||
+      memcmp(nc->server.listen, d->cfg->server.listen, sizeof nc->server.listen) != 0)
+    log_warn("reload: listen addresses take effect at the next restart");
+  if (strcmp(nc->state_file, d->cfg->state_file) != 0)
+    log_info("reload: state file is now %s", nc->state_file[0] ? nc->state_file : "(none)");
+  if (!same_wavemeter(&nc->wavemeter, &d->cfg->wavemeter)) {
+    WM_Backend *wm = WM_Create(&nc->wavemeter, d->base, on_reading, d, err, errlen);
+    if (!wm) {
+      d->reload_failures++;
+      log_error("reload refused, old config kept: %s", err);
+      CNF_Free(nc);
+      return -1;
+    }
+    WM_Destroy(d->wm);
+    d->wm = wm;
+  }
+  SRV_Reconfigure(d->srv, &nc->server);
+  CTL_Reconfigure(d->ctl, nc);
+  if (LOG_ParseLevel(nc->log_level, &lv) == 0 && !LOG_Enabled(LOG_LV_DEBUG))
+    LOG_SetLevel(lv);
+  CNF_Free(d->cfg);
+  d->cfg = nc;
+  d->reloads++;
+  log_info("configuration reloaded from %s: %d lasers, %d devices", d->cfg_path, nc->n_lasers,
+           nc->n_devices);
+  WLD_ScheduleSave(d);
+  return 0;
+}
+
+/* ---- signals, timers, shutdown ----------------------------------------------- */
+
+static void
+stop_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+  WLD_Daemon *d = arg;
+
+  if (CTL_Busy(d->ctl) == 0 || UTL_Now() >= d->stop_deadline)
+    event_base_loopexit(d->base, NULL);
+}
+
+static void
+begin_stop(WLD_Daemon *d, const char *why)
+{
+  struct timeval tick = { 0, 10000 };
+
+  if (d->stopping)
+    return;
+  d->stopping = 1;
+  d->stop_deadline = UTL_Now() + STOP_GRACE_S;
+  log_info("%s: stopping; outputs stay where they are", why);
+  SRV_StopListening(d->srv);
+  WM_Destroy(d->wm);      /* no new readings, so no new cycles */
+  d->wm = NULL;
+  event_del(d->tick_ev);
+  d->stop_ev = event_new(d->base, -1, EV_PERSIST, stop_check_cb, d);
+  if (d->stop_ev)
+    event_add(d->stop_ev, &tick);
+  else
+    event_base_loopexit(d->base, NULL);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+  WLD_Daemon *d = arg;
+  char err[1024];
+
+  if (sig == SIGHUP) {
+    log_info("SIGHUP: reloading %s", d->cfg_path);
+    WLD_Reload(d, err, sizeof err);
+    return;
+  }
+  begin_stop(d, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+  WLD_Daemon *d = arg;
+
+  CTL_Tick(d->ctl);
+}
+
+static void
+slow_cb(evutil_socket_t fd, short what, void *arg)
+{
+  WLD_Daemon *d = arg;
+  static int seconds;
+  STF_Laser *s;
+  int n;
+
+  /* Data logs are flushed once a second. */
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
+    if (CTL_Laser_(d->ctl, i)->datalog)
+      fflush(CTL_Laser_(d->ctl, i)->datalog);
+
+  /* Outputs alone change every cycle: write them now and then, not always. */
+  if (++seconds < OUTPUT_SAVE_INTERVAL_S || !d->cfg->state_file[0])
+    return;
+  seconds = 0;
+  n = collect_state(d, &s);
+  if (n < 0)
+    return;
+  if (n != d->n_saved || memcmp(s, d->saved, (size_t)n * sizeof *s) != 0)
+    save_now(d, "outputs");
+  free(s);
+}
+
+/* ---- start-up -------------------------------------------------------------------- */
+
+static void
+usage(FILE *f)
+{
+  fprintf(f,
+          "Usage: wavelockd [options]\n"
+          "Keeps lab lasers locked to their frequency setpoints.\n\n"
+          "  -c, --config FILE     config file (default %s/wavelockd.conf)\n"
+          "  -f, --foreground      stay in the foreground, log to stderr\n"
+          "  -d, --debug           log debug messages\n"
+          "  -t, --test            check the config file and exit (0 good, 78 bad)\n"
+          "  -P, --port-file FILE  write the bound protocol port to FILE\n"
+          "  -V, --version         print the version and exit\n"
+          "  -h, --help            this help\n\n"
+          "Signals: SIGHUP reloads the config, SIGTERM/SIGINT stop (outputs are held).\n"
+          "See wavelockd(8) and wavelockd.conf(5).\n",
+          SYSCONFDIR);
+}
+
+static int
+write_pid_or_port(const char *path, long value)
+{
+  char tmp[CNF_PATH_MAX + 8];
+  FILE *f;
+
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  f = fopen(tmp, "w");
+  if (!f)
+    return -1;
+  fprintf(f, "%ld\n", value);
+  if (fclose(f) != 0 || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+drop_privileges(const char *user)
+{
+  struct passwd *pw;
+
+  if (!user[0] || geteuid() != 0)
+    return 0;
+  pw = getpwnam(user);
+  if (!pw) {
+    log_error("user %s: no such user", user);
+    return -1;
+  }
+  if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+      setuid(pw->pw_uid) != 0) {
+    log_error("cannot become user %s: %s", user, strerror(errno));
+    return -1;
+  }
+  log_info("running as user %s", user);
+  return 0;
+}
+
+static void
+warn_token_permissions(const CNF_Config *cfg)
+{
+  struct stat st;
+
+  if (cfg->server.n_tokens > 0 && stat(cfg->path, &st) == 0 && (st.st_mode & S_IROTH))
+    log_warn("%s holds tokens and is readable by others: chmod o-r it", cfg->path);
+}
+
+int
+main(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "config", required_argument, NULL, 'c' },
+    { "foreground", no_argument, NULL, 'f' },
+    { "debug", no_argument, NULL, 'd' },
+    { "test", no_argument, NULL, 't' },
+    { "port-file", required_argument, NULL, 'P' },
+    { "version", no_argument, NULL, 'V' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+  };
+  WLD_Daemon *d = &daemon_state;
+  const char *cfg_arg = SYSCONFDIR "/wavelockd.conf";
+  const char *port_file = NULL;
+  int foreground = 0, debug = 0, test_only = 0, opt, status = 0;
+  char err[1024];
+  LOG_Level level = LOG_LV_INFO;
+
+  while ((opt = getopt_long(argc, argv, "c:fdtP:Vh", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'c': cfg_arg = optarg; break;
+    case 'f': foreground = 1; break;
+    case 'd': debug = 1; break;
+    case 't': test_only = 1; break;
+    case 'P': port_file = optarg; break;
+    case 'V':
+      printf("wavelockd %s (protocol %d)\n", PACKAGE_VERSION, WL_PROTOCOL_VERSION);
+      return 0;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind != argc) {
+    fprintf(stderr, "wavelockd: unexpected argument '%s'\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+
+  /* Config: checked completely before anything starts. */
+  if (!realpath(cfg_arg, d->cfg_path))
+    UTL_Strlcpy(d->cfg_path, cfg_arg, sizeof d->cfg_path);
+  d->cfg = CNF_Load(d->cfg_path, err, sizeof err);
+  if (!d->cfg) {
+    fprintf(stderr, "wavelockd: %s\n", err);
+    return EXIT_CONFIG;
+  }
+  if (test_only) {
+    printf("%s: configuration OK (%d lasers, %d devices)\n", d->cfg_path, d->cfg->n_lasers,
+           d->cfg->n_devices);
+    CNF_Free(d->cfg);
+    return 0;
+  }
+
+  LOG_ParseLevel(d->cfg->log_level, &level);
+  if (debug)
+    level = LOG_LV_DEBUG;
+  /* In the background stderr goes nowhere: log to syslog. */
+  LOG_Open("wavelockd", !foreground || strcmp(d->cfg->log_target, "syslog") == 0, level);
+  warn_token_permissions(d->cfg);
+
+  if (!foreground && daemon(0, 0) != 0) {
+    log_error("cannot detach: %s", strerror(errno));
+    return 1;
+  }
+
+  signal(SIGPIPE, SIG_IGN);
+  if (evthread_use_pthreads() != 0) {
+    log_error("libevent has no thread support");
+    return 1;
+  }
+  d->base = event_base_new();
+  if (!d->base) {
+    log_error("cannot create the event loop");
+    return 1;
+  }
+
+  static const CTL_Hooks hooks = { hook_state, hook_reading, hook_dirty, &daemon_state };
+  d->ctl = CTL_Create(d->base, d->cfg, &hooks);
+  if (!d->ctl) {
+    log_error("cannot set up the lasers and devices: %s", strerror(errno));
+    status = 1;
+    goto out;
+  }
+  restore_state(d);
+
+  d->srv = SRV_Create(d->base, &d->cfg->server, WLD_Commands, WLD_NumCommands, d, err, sizeof err);
+  if (!d->srv) {
+    log_error("%s", err);
+    status = 1;
+    goto out;
+  }
+  if (port_file && write_pid_or_port(port_file, SRV_BoundPort(d->srv, 0)) != 0)
+    log_warn("cannot write port file %s: %s", port_file, strerror(errno));
+  if (drop_privileges(d->cfg->user) != 0) {
+    status = 1;
+    goto out;
+  }
+  if (d->cfg->pid_file[0] && write_pid_or_port(d->cfg->pid_file, (long)getpid()) != 0)
+    log_warn("cannot write pid file %s: %s", d->cfg->pid_file, strerror(errno));
+
+  if (CTL_Start(d->ctl, err, sizeof err) != 0) {
+    log_error("%s", err);
+    status = 1;
+    goto out;
+  }
+  d->wm = WM_Create(&d->cfg->wavemeter, d->base, on_reading, d, err, sizeof err);
+  if (!d->wm) {
+    log_error("wavemeter: %s", err);
+    status = 1;
+    goto out;
+  }
+
+  {
+    struct timeval tick = { 0, 100000 }, slow = { 1, 0 };
+    d->save_ev = evtimer_new(d->base, save_cb, d);
+    d->tick_ev = event_new(d->base, -1, EV_PERSIST, tick_cb, d);
+    d->slow_ev = event_new(d->base, -1, EV_PERSIST, slow_cb, d);
+    d->sig_hup = evsignal_new(d->base, SIGHUP, signal_cb, d);
+    d->sig_term = evsignal_new(d->base, SIGTERM, signal_cb, d);
+    d->sig_int = evsignal_new(d->base, SIGINT, signal_cb, d);
+    if (!d->save_ev || !d->tick_ev || !d->slow_ev || !d->sig_hup || !d->sig_term || !d->sig_int) {
+      log_error("cannot create timers");
+      status = 1;
+      goto out;
+    }
+    event_add(d->tick_ev, &tick);
+    event_add(d->slow_ev, &slow);
+    event_add(d->sig_hup, NULL);
+    event_add(d->sig_term, NULL);
+    event_add(d->sig_int, NULL);
+  }
+
+  log_info("wavelockd %s started: %d lasers, %d devices, port %d", PACKAGE_VERSION,
+           d->cfg->n_lasers, d->cfg->n_devices, SRV_BoundPort(d->srv, 0));
+  event_base_dispatch(d->base);
+
+out:
+  /* Reverse order: readings, devices (running cycles finish), state, clients. */
+  WM_Destroy(d->wm);
+  d->wm = NULL;
+  if (d->ctl) {
+    int busy = CTL_Busy(d->ctl);
+    if (busy)
+      log_warn("%d cycle%s still running at exit", busy, busy == 1 ? "" : "s");
+  }
+  if (d->ctl && d->srv)
+    save_now(d, "shutdown");
+  CTL_Destroy(d->ctl);
+  SRV_Destroy(d->srv);
+  if (d->cfg && d->cfg->pid_file[0])
+    unlink(d->cfg->pid_file);
+  free(d->saved);
+  if (d->stop_ev) event_free(d->stop_ev);
+  if (d->save_ev) event_free(d->save_ev);
+  if (d->tick_ev) event_free(d->tick_ev);
+  if (d->slow_ev) event_free(d->slow_ev);
+  if (d->sig_hup) event_free(d->sig_hup);
+  if (d->sig_term) event_free(d->sig_term);
+  if (d->sig_int) event_free(d->sig_int);
+  if (d->base) event_base_free(d->base);
+  CNF_Free(d->cfg);
+  log_info("wavelockd stopped");
+  LOG_Close();
+  return status;
 }

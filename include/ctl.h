@@ -1,0 +1,131 @@
+/* ctl.h - the daemon's control runtime: lasers, devices, cycles.
+ *
+ * Everything here runs on the event loop thread except the cycle jobs, which
+ * run on the device threads of include/mbdev.h.  A wavemeter reading for a
+ * laser starts a cycle when no cycle of that laser is in flight; otherwise it
+ * waits in a one-reading slot (latest wins).  A cycle job owns a copy of the
+ * laser's PID state, does the PID step and the Modbus write on the device
+ * thread, and posts its result back to the loop with event_active().
+ */
+#ifndef WL_CTL_H
+#define WL_CTL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "conf.h"
+#include "lsr.h"
+#include "pid.h"
+#include "wm.h"
+
+struct event_base;
+typedef struct CTL_Ctx CTL_Ctx;
+typedef struct CTL_Device CTL_Device;
+typedef struct CTL_Job CTL_Job;
+
+/* Per-laser runtime; fields are read by the command handlers. */
+typedef struct CTL_Laser {
+  CNF_Laser cfg;               /* config in force (runtime changes applied) */
+  CNF_Laser base_cfg;          /* config as loaded, to tell what reload changed */
+  int index;                   /* position in the laser list */
+  LSR_Machine sm;
+  LSR_Ramp ramp;
+  double setpoint_thz;         /* effective setpoint (follows a ramp) */
+
+  /* Outputs: last values acknowledged by the device. */
+  double piezo_v, current_v;
+  double piezo_ref_v;          /* piezo output the current feed-forward is relative to */
+  double current_ref_v;        /* current output at piezo_ref_v */
+  double last_good_v;          /* piezo output when last locked: the relock target */
+  double piezo_lo, piezo_hi;   /* runtime limits (inside the configured ones) */
+  double current_lo, current_hi;
+  PID_State pid;               /* owned by the job while a cycle is in flight */
+
+  int busy;                    /* a cycle job is in flight */
+  int have_pending;            /* a reading waits in the slot */
+  WM_Reading pending;
+  int manual_pending;          /* a manual output waits */
+  double manual_piezo, manual_current;
+  int manual_has_piezo, manual_has_current;
+
+  /* Latest reading seen on the laser's channel. */
+  int have_reading;
+  WM_Reading last;
+  double last_error_mhz;
+  double last_used_t;          /* time stamp of the last reading fed to a cycle */
+
+  CTL_Device *piezo_dev, *current_dev;
+  int removed;                 /* dropped by a reload; freed when idle */
+  CTL_Job *job;                /* the laser's one cycle job (never two in flight) */
+
+  FILE *datalog;
+  unsigned long cycles, coalesced, write_errors, readings, bad_readings;
+} CTL_Laser;
+
+/* Called on the loop thread when a laser changes state or gets a reading. */
+typedef struct {
+  void (*state_changed)(CTL_Laser *l, LSR_StateId from, void *arg);
+  void (*reading)(CTL_Laser *l, const WM_Reading *r, void *arg);
+  void (*dirty)(void *arg);     /* runtime state worth saving changed */
+  void *arg;
+} CTL_Hooks;
+
+/* Create the runtime for cfg on base (no I/O until CTL_Start). */
+CTL_Ctx *CTL_Create(struct event_base *base, const CNF_Config *cfg, const CTL_Hooks *hooks);
+
+/* Start device threads and open data logs.  0, or -1 with err. */
+int CTL_Start(CTL_Ctx *ctx, char *err, size_t errlen);
+
+/* Feed a wavemeter reading (loop thread). */
+void CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r);
+
+/* Periodic work: staleness, ramps, manual writes (loop thread). */
+void CTL_Tick(CTL_Ctx *ctx);
+
+/* Apply a newly loaded config bumplessly; changed keys take effect, added
+   lasers start, removed lasers stop.  Keeps runtime changes to keys the
+   new config does not change. */
+void CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg);
+
+/* Lasers. */
+int CTL_LaserCount(const CTL_Ctx *ctx);
+CTL_Laser *CTL_Laser_(CTL_Ctx *ctx, int i);
+CTL_Laser *CTL_FindLaser(CTL_Ctx *ctx, const char *name);
+
+/* Engage / disengage regulation. */
+void CTL_Lock(CTL_Ctx *ctx, CTL_Laser *l);
+void CTL_Unlock(CTL_Ctx *ctx, CTL_Laser *l);
+
+/* Change the setpoint now (clamped by the caller to the allowed range);
+   stops a ramp.  Ramp to a target at rate MHz/s. */
+void CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz);
+void CTL_Ramp(CTL_Ctx *ctx, CTL_Laser *l, double thz, double rate_mhz_s);
+
+/* Set outputs by hand (only while disengaged); values are clamped to the
+   limits.  has_* selects which. */
+void CTL_SetOutput(CTL_Ctx *ctx, CTL_Laser *l, int has_piezo, double piezo_v,
+                   int has_current, double current_v);
+
+/* Restore outputs/state from the state file before CTL_Start. */
+void CTL_Restore(CTL_Ctx *ctx, CTL_Laser *l, double setpoint_thz, int engaged,
+                 double kp, double ki, double kd, double piezo_v, int has_current,
+                 double current_v);
+
+/* Apply changed gains/limits bumplessly after l->cfg or the runtime limits
+   were edited; old holds the PID parameters before the edit. */
+void CTL_ParamsChanged(CTL_Ctx *ctx, CTL_Laser *l, const PID_Params *old);
+
+/* Number of cycles in flight (for shutdown). */
+int CTL_Busy(const CTL_Ctx *ctx);
+
+/* Device status lines: name=... up=0|1 writes=... errors=... reconnects=... */
+int CTL_DeviceCount(const CTL_Ctx *ctx);
+void CTL_DeviceStatus(const CTL_Ctx *ctx, int i, char *buf, size_t len);
+
+/* Stop device threads (waits for running jobs) and free everything. */
+void CTL_Destroy(CTL_Ctx *ctx);
+
+/* The PID parameters of a laser's piezo loop, from its config and runtime limits. */
+void CTL_PidParams(const CTL_Laser *l, PID_Params *p);
+
+#endif

@@ -1,0 +1,52 @@
+/* daemon.h - wavelockd's top-level state, shared by main and the commands. */
+#ifndef WL_DAEMON_H
+#define WL_DAEMON_H
+
+#include "conf.h"
+#include "ctl.h"
+#include "srv.h"
+#include "statefile.h"
+#include "wm.h"
+
+struct event_base;
+struct event;
+
+typedef struct {
+  struct event_base *base;
+  char cfg_path[CNF_PATH_MAX];
+  CNF_Config *cfg;
+  CTL_Ctx *ctl;
+  SRV_Server *srv;
+  WM_Backend *wm;
+
+  /* Latest reading per wavemeter channel (index = channel). */
+  WM_Reading channels[CNF_MAX_CHANNEL + 1];
+  int have_channel[CNF_MAX_CHANNEL + 1];
+
+  /* State file. */
+  struct event *save_ev;        /* debounced save after a change */
+  int save_scheduled;
+  STF_Laser *saved;             /* what was written last */
+  int n_saved;
+
+  struct event *tick_ev, *slow_ev, *stop_ev;
+  struct event *sig_hup, *sig_term, *sig_int;
+  int stopping;
+  double stop_deadline;
+  unsigned long reloads, reload_failures;
+} WLD_Daemon;
+
+/* The command table for the text protocol. */
+extern const SRV_Command WLD_Commands[];
+extern const int WLD_NumCommands;
+
+/* Re-read the config file; 0, or -1 with the error in err (old config kept). */
+int WLD_Reload(WLD_Daemon *d, char *err, size_t errlen);
+
+/* Write the state file now; 0, or -1 with the error in err. */
+int WLD_SaveState(WLD_Daemon *d, char *err, size_t errlen);
+
+/* Ask for a state-file write soon (debounced). */
+void WLD_ScheduleSave(WLD_Daemon *d);
+
+#endif

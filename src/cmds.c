@@ -1,0 +1,585 @@
+/* cmds.c - wavelockd's text-protocol commands (DESIGN.md section 3).
+ *
+ * Every handler runs on the event loop thread, answers at once and never
+ * waits for hardware: it reads or changes the loop-owned laser state, and
+ * the control runtime carries changes to the devices.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+#include <modbus.h>
+
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "units.h"
+#include "util.h"
+
+#define D(ctx) ((WLD_Daemon *)(ctx))
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static int
+need_control(SRV_Conn *c)
+{
+  if (SRV_Role(c) >= CNF_ROLE_CONTROL)
+    return 1;
+  SRV_Err(c, 403, "not permitted for role monitor");
+  return 0;
+}
+
+static CTL_Laser *
+laser_arg(WLD_Daemon *d, SRV_Conn *c, const char *name)
+{
+  CTL_Laser *l = CTL_FindLaser(d->ctl, name);
+
+  if (!l)
+    SRV_Err(c, 404, "unknown laser '%s'", name);
+  return l;
+}
+
+static double
+age_ms(const WM_Reading *r)
+{
+  return (UTL_Now() - r->rx_s) * 1000.0;
+}
+
+static void
+status_line(SRV_Conn *c, const CTL_Laser *l)
+{
+  char reading[160] = "freq_thz=none error_mhz=none";
+  char current[48] = "";
+
+  if (l->have_reading) {
+    if (l->last.value > 0.0)
+      snprintf(reading, sizeof reading, "freq_thz=%.9f error_mhz=%.4f age_ms=%.0f",
+               l->last.value, l->last_error_mhz, age_ms(&l->last));
+    else
+      snprintf(reading, sizeof reading, "freq_thz=none error_mhz=none wm_status=%s age_ms=%.0f",
+               WM_ErrorName(l->last.value), age_ms(&l->last));
+  }
+  if (l->current_dev)
+    snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
+  SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
+           " cycles=%lu coalesced=%lu write_errors=%lu",
+           l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
+           l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors);
+}
+
+/* ---- commands ---------------------------------------------------------------- */
+
+static void
+cmd_version(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  SRV_Data(c, "wavelock=%s protocol=%d libevent=%s libmodbus=%s", PACKAGE_VERSION,
+           WL_PROTOCOL_VERSION, event_get_version(), LIBMODBUS_VERSION_STRING);
+  SRV_Ok(c, NULL);
+}
+
+static void
+cmd_lasers(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++) {
+    CTL_Laser *l = CTL_Laser_(d->ctl, i);
+    SRV_Data(c, "name=%s state=%s channel=%d", l->cfg.name, LSR_StateName(l->sm.state),
+             l->cfg.channel);
+  }
+  SRV_Ok(c, NULL);
+}
+
+static void
+cmd_status(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l;
+
+  if (argc < 2 || strcasecmp(argv[1], "all") == 0) {
+    for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
+      status_line(c, CTL_Laser_(d->ctl, i));
+    SRV_Ok(c, NULL);
+    return;
+  }
+  for (int i = 1; i < argc; i++)
+    if (!CTL_FindLaser(d->ctl, argv[i])) {
+      SRV_Err(c, 404, "unknown laser '%s'", argv[i]);
+      return;
+    }
+  for (int i = 1; i < argc; i++) {
+    l = CTL_FindLaser(d->ctl, argv[i]);
+    status_line(c, l);
+  }
+  SRV_Ok(c, NULL);
+}
+
+static void
+lock_common(SRV_Conn *c, void *ctx, const char *name, int lock)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *one;
+
+  if (strcasecmp(name, "all") != 0) {
+    one = laser_arg(d, c, name);
+    if (!one)
+      return;
+    if (lock)
+      CTL_Lock(d->ctl, one);
+    else
+      CTL_Unlock(d->ctl, one);
+    SRV_Ok(c, NULL);
+    return;
+  }
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++) {
+    if (lock)
+      CTL_Lock(d->ctl, CTL_Laser_(d->ctl, i));
+    else
+      CTL_Unlock(d->ctl, CTL_Laser_(d->ctl, i));
+  }
+  SRV_Ok(c, "%d laser%s", CTL_LaserCount(d->ctl), CTL_LaserCount(d->ctl) == 1 ? "" : "s");
+}
+
+static void
+cmd_lock(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  lock_common(c, ctx, argv[1], 1);
+}
+
+static void
+cmd_unlock(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  lock_common(c, ctx, argv[1], 0);
+}
+
+/* Parse "<number>[unit]" or "<number> <unit>" from argv[i..]; on success
+   returns the count of words used. */
+static int
+frequency_args(SRV_Conn *c, const CTL_Laser *l, int argc, char **argv, int i, int allow_unit_word,
+               double *thz)
+{
+  char err[128];
+  const char *unit = NULL;
+  int used = 1;
+  UNI_Unit u;
+
+  if (allow_unit_word && i + 1 < argc && UNI_ParseUnit(argv[i + 1], &u) == 0) {
+    unit = argv[i + 1];
+    used = 2;
+  }
+  if (UNI_ParseFrequency(argv[i], unit, thz, err, sizeof err) != 0) {
+    SRV_Err(c, 422, "%s", err);
+    return 0;
+  }
+  if (*thz < l->cfg.min_thz || *thz > l->cfg.max_thz) {
+    SRV_Err(c, 422, "%.9f THz is outside the allowed range %.9f..%.9f THz of %s", *thz,
+            l->cfg.min_thz, l->cfg.max_thz, l->cfg.name);
+    return 0;
+  }
+  return used;
+}
+
+static void
+cmd_setpoint(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  double thz;
+
+  if (!l)
+    return;
+  if (argc == 2) {
+    SRV_Data(c, "name=%s setpoint_thz=%.9f setpoint_nm=%.7f target_thz=%.9f ramp=%d"
+             " min_thz=%.9f max_thz=%.9f", l->cfg.name, l->setpoint_thz,
+             UNI_FromTHz(l->setpoint_thz, UNI_NM),
+             l->ramp.active ? l->ramp.target_thz : l->setpoint_thz, l->ramp.active,
+             l->cfg.min_thz, l->cfg.max_thz);
+    SRV_Ok(c, NULL);
+    return;
+  }
+  if (!need_control(c))
+    return;
+  if (argc > 4) {
+    SRV_Err(c, 400, "usage: setpoint <laser> [<value> [unit]]");
+    return;
+  }
+  int used = frequency_args(c, l, argc, argv, 2, 1, &thz);
+  if (!used)
+    return;
+  if (2 + used != argc) {
+    SRV_Err(c, 422, "unknown unit '%s'", argv[3]);
+    return;
+  }
+  CTL_SetSetpoint(d->ctl, l, thz);
+  log_info("laser %s: setpoint %.9f THz", l->cfg.name, thz);
+  SRV_Ok(c, "setpoint_thz=%.9f", thz);
+}
+
+static void
+cmd_ramp(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  double thz, rate;
+  int used;
+
+  if (!l)
+    return;
+  used = frequency_args(c, l, argc - 1, argv, 2, 1, &thz);
+  if (!used)
+    return;
+  if (2 + used + 1 != argc) {
+    SRV_Err(c, 400, "usage: ramp <laser> <value>[unit] <rate_mhz_per_s>");
+    return;
+  }
+  if (UTL_ParseDouble(argv[argc - 1], &rate) != 0 || !(rate > 0.0) || rate > 1e9) {
+    SRV_Err(c, 422, "rate must be a number of MHz/s above 0, got '%s'", argv[argc - 1]);
+    return;
+  }
+  CTL_Ramp(d->ctl, l, thz, rate);
+  log_info("laser %s: ramp to %.9f THz at %g MHz/s", l->cfg.name, thz, rate);
+  SRV_Ok(c, "target_thz=%.9f rate_mhz_s=%g", thz, rate);
+}
+
+/* Run-time parameters for get/set. */
+enum { P_DOUBLE, P_INT, P_POLARITY };
+typedef struct {
+  const char *name;
+  int type;
+  size_t off;            /* offset in CTL_Laser */
+  double lo, hi;         /* allowed range (set) */
+  int current;           /* needs a current actuator */
+  int pid;               /* a PID parameter: bumpless retune */
+} Param;
+
+#define LO(f) offsetof(CTL_Laser, f)
+static const Param params[] = {
+  { "kp", P_DOUBLE, LO(cfg.kp), 0.0, 1e6, 0, 1 },
+  { "ki", P_DOUBLE, LO(cfg.ki), 0.0, 1e6, 0, 1 },
+  { "kd", P_DOUBLE, LO(cfg.kd), 0.0, 1e6, 0, 1 },
+  { "d_filter_s", P_DOUBLE, LO(cfg.d_tau_s), 0.0, 100.0, 0, 1 },
+  { "polarity", P_POLARITY, LO(cfg.polarity), -1, 1, 0, 1 },
+  { "max_dt_s", P_DOUBLE, LO(cfg.max_dt_s), 1e-3, 3600.0, 0, 1 },
+  { "window_mhz", P_DOUBLE, LO(cfg.window_mhz), 1e-6, 1e7, 0, 0 },
+  { "capture_mhz", P_DOUBLE, LO(cfg.capture_mhz), 1e-6, 1e9, 0, 0 },
+  { "modehop_mhz", P_DOUBLE, LO(cfg.modehop_mhz), 0.0, 1e9, 0, 0 },
+  { "lock_n", P_INT, LO(cfg.lock_n), 1, 100000, 0, 0 },
+  { "unlock_m", P_INT, LO(cfg.unlock_m), 1, 100000, 0, 0 },
+  { "max_step_v", P_DOUBLE, LO(cfg.piezo.max_step_v), 0.0, 1e6, 0, 1 },
+  { "piezo_min_v", P_DOUBLE, LO(piezo_lo), -1e6, 1e6, 0, 1 },
+  { "piezo_max_v", P_DOUBLE, LO(piezo_hi), -1e6, 1e6, 0, 1 },
+  { "current_min_v", P_DOUBLE, LO(current_lo), -1e6, 1e6, 1, 0 },
+  { "current_max_v", P_DOUBLE, LO(current_hi), -1e6, 1e6, 1, 0 },
+  { "feedforward", P_DOUBLE, LO(cfg.current.feedforward), -1e6, 1e6, 1, 0 },
+};
+#define NPARAMS ((int)(sizeof params / sizeof params[0]))
+
+static const Param *
+find_param(const char *name)
+{
+  for (int i = 0; i < NPARAMS; i++)
+    if (strcasecmp(params[i].name, name) == 0)
+      return &params[i];
+  return NULL;
+}
+
+static void
+param_value(const CTL_Laser *l, const Param *p, char *buf, size_t len)
+{
+  const char *base = (const char *)l;
+
+  if (p->type == P_DOUBLE)
+    snprintf(buf, len, "%.17g", *(const double *)(const void *)(base + p->off));
+  else
+    snprintf(buf, len, "%d", *(const int *)(const void *)(base + p->off));
+}
+
+static void
+cmd_get(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  char v[64];
+
+  if (!l)
+    return;
+  if (strcasecmp(argv[2], "all") == 0) {
+    char line[1024];
+    size_t n = (size_t)snprintf(line, sizeof line, "name=%s", l->cfg.name);
+    for (int i = 0; i < NPARAMS && n < sizeof line; i++) {
+      if (params[i].current && !l->current_dev)
+        continue;
+      param_value(l, &params[i], v, sizeof v);
+      n += (size_t)snprintf(line + n, sizeof line - n, " %s=%s", params[i].name, v);
+    }
+    SRV_Data(c, "%s", line);
+    SRV_Ok(c, NULL);
+    return;
+  }
+  const Param *p = find_param(argv[2]);
+  if (!p || (p->current && !l->current_dev)) {
+    SRV_Err(c, 404, "unknown parameter '%s' for %s", argv[2], l->cfg.name);
+    return;
+  }
+  param_value(l, p, v, sizeof v);
+  SRV_Data(c, "name=%s %s=%s", l->cfg.name, p->name, v);
+  SRV_Ok(c, NULL);
+}
+
+static void
+cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  const Param *p;
+  double v, lo, hi;
+  PID_Params before;
+
+  if (!l)
+    return;
+  p = find_param(argv[2]);
+  if (!p || (p->current && !l->current_dev)) {
+    SRV_Err(c, 404, "unknown parameter '%s' for %s", argv[2], l->cfg.name);
+    return;
+  }
+  if (UTL_ParseDouble(argv[3], &v) != 0) {
+    SRV_Err(c, 422, "%s: '%s' is not a number", p->name, argv[3]);
+    return;
+  }
+  lo = p->lo;
+  hi = p->hi;
+  /* Run-time limits only narrow the configured ones. */
+  if (p->off == LO(piezo_lo) || p->off == LO(piezo_hi)) {
+    lo = l->cfg.piezo.min_v;
+    hi = l->cfg.piezo.max_v;
+  } else if (p->off == LO(current_lo) || p->off == LO(current_hi)) {
+    lo = l->cfg.current.min_v;
+    hi = l->cfg.current.max_v;
+  }
+  if (v < lo || v > hi || (p->type != P_DOUBLE && v != floor(v)) ||
+      (p->type == P_POLARITY && v != 1.0 && v != -1.0)) {
+    if (p->type == P_POLARITY)
+      SRV_Err(c, 422, "polarity must be 1 or -1");
+    else
+      SRV_Err(c, 422, "%s must be %s in %g..%g", p->name,
+              p->type == P_INT ? "an integer" : "a number", lo, hi);
+    return;
+  }
+  if ((p->off == LO(piezo_lo) && v >= l->piezo_hi) || (p->off == LO(piezo_hi) && v <= l->piezo_lo) ||
+      (p->off == LO(current_lo) && v >= l->current_hi) ||
+      (p->off == LO(current_hi) && v <= l->current_lo)) {
+    SRV_Err(c, 422, "%s would leave an empty output range", p->name);
+    return;
+  }
+  if ((p->off == LO(cfg.capture_mhz) && v <= l->cfg.window_mhz) ||
+      (p->off == LO(cfg.window_mhz) && v >= l->cfg.capture_mhz)) {
+    SRV_Err(c, 422, "window_mhz must stay below capture_mhz");
+    return;
+  }
+  CTL_PidParams(l, &before);
+  char *base = (char *)l;
+  if (p->type == P_DOUBLE)
+    *(double *)(void *)(base + p->off) = v;
+  else
+    *(int *)(void *)(base + p->off) = (int)v;
+  CTL_ParamsChanged(d->ctl, l, &before);
+  log_info("laser %s: %s = %g", l->cfg.name, p->name, v);
+  SRV_Ok(c, "%s=%g", p->name, v);
+}
+
+static void
+cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  int piezo;
+  double v, lo, hi;
+
+  if (!l)
+    return;
+  if (strcasecmp(argv[2], "piezo") == 0) {
+    piezo = 1;
+  } else if (strcasecmp(argv[2], "current") == 0 && l->current_dev) {
+    piezo = 0;
+  } else {
+    SRV_Err(c, 404, "%s has no actuator '%s' (piezo%s)", l->cfg.name, argv[2],
+            l->current_dev ? " or current" : "");
+    return;
+  }
+  if (argc == 3) {
+    SRV_Data(c, "name=%s %s_v=%.6f min_v=%g max_v=%g", l->cfg.name, piezo ? "piezo" : "current",
+             piezo ? l->piezo_v : l->current_v, piezo ? l->piezo_lo : l->current_lo,
+             piezo ? l->piezo_hi : l->current_hi);
+    SRV_Ok(c, NULL);
+    return;
+  }
+  if (!need_control(c))
+    return;
+  if (l->sm.engaged) {
+    SRV_Err(c, 409, "%s is engaged (state %s): unlock it first", l->cfg.name,
+            LSR_StateName(l->sm.state));
+    return;
+  }
+  lo = piezo ? l->piezo_lo : l->current_lo;
+  hi = piezo ? l->piezo_hi : l->current_hi;
+  if (UTL_ParseDouble(argv[3], &v) != 0 || v < lo || v > hi) {
+    SRV_Err(c, 422, "%s output must be a number of volts in %g..%g, got '%s'",
+            piezo ? "piezo" : "current", lo, hi, argv[3]);
+    return;
+  }
+  CTL_SetOutput(d->ctl, l, piezo, v, !piezo, v);
+  log_info("laser %s: %s output set to %g V by hand", l->cfg.name, piezo ? "piezo" : "current", v);
+  SRV_Ok(c, "%s_v=%g", piezo ? "piezo" : "current", v);
+}
+
+static void
+wavemeter_line(SRV_Conn *c, WLD_Daemon *d, int ch)
+{
+  const WM_Reading *r = &d->channels[ch];
+  const char *laser = "-";
+
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
+    if (CTL_Laser_(d->ctl, i)->cfg.channel == ch)
+      laser = CTL_Laser_(d->ctl, i)->cfg.name;
+  if (r->value > 0.0)
+    SRV_Data(c, "channel=%d laser=%s freq_thz=%.9f status=ok age_ms=%.0f", ch, laser, r->value,
+             age_ms(r));
+  else
+    SRV_Data(c, "channel=%d laser=%s freq_thz=none status=%s code=%g age_ms=%.0f", ch, laser,
+             WM_ErrorName(r->value), r->value, age_ms(r));
+}
+
+static void
+cmd_wavemeter(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  char buf[512];
+
+  if (argc == 2) {
+    long ch;
+    if (UTL_ParseInt(argv[1], 1, CNF_MAX_CHANNEL, &ch) != 0) {
+      SRV_Err(c, 422, "channel must be 1..%d", CNF_MAX_CHANNEL);
+      return;
+    }
+    if (!d->have_channel[ch]) {
+      SRV_Err(c, 404, "no reading on channel %ld yet", ch);
+      return;
+    }
+    wavemeter_line(c, d, (int)ch);
+    SRV_Ok(c, NULL);
+    return;
+  }
+  if (d->wm) {
+    WM_Status(d->wm, buf, sizeof buf);
+    SRV_Data(c, "%s", buf);
+  }
+  for (int ch = 1; ch <= CNF_MAX_CHANNEL; ch++)
+    if (d->have_channel[ch])
+      wavemeter_line(c, d, ch);
+  SRV_Ok(c, NULL);
+}
+
+static void
+cmd_devices(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  char buf[512];
+
+  for (int i = 0; i < CTL_DeviceCount(d->ctl); i++) {
+    CTL_DeviceStatus(d->ctl, i, buf, sizeof buf);
+    SRV_Data(c, "%s", buf);
+  }
+  SRV_Ok(c, NULL);
+}
+
+static void
+cmd_subscribe(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  int n = CTL_LaserCount(d->ctl);
+  unsigned char *mask;
+
+  if (argc == 1 || (argc == 2 && strcasecmp(argv[1], "all") == 0)) {
+    SRV_Subscribe(c, 1, NULL, 0);
+    SRV_Ok(c, "subscribed to all lasers");
+    return;
+  }
+  mask = calloc((size_t)n + 1, 1);
+  if (!mask) {
+    SRV_Err(c, 500, "out of memory");
+    return;
+  }
+  for (int i = 1; i < argc; i++) {
+    CTL_Laser *l = laser_arg(d, c, argv[i]);
+    if (!l) {
+      free(mask);
+      return;
+    }
+    mask[l->index] = 1;
+  }
+  SRV_Subscribe(c, 0, mask, n);
+  free(mask);
+  SRV_Ok(c, "subscribed to %d laser%s", argc - 1, argc == 2 ? "" : "s");
+}
+
+static void
+cmd_unsubscribe(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  SRV_Unsubscribe(c);
+  SRV_Ok(c, NULL);
+}
+
+static void
+cmd_save(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  char err[512];
+
+  if (!d->cfg->state_file[0]) {
+    SRV_Err(c, 409, "no state_file configured");
+    return;
+  }
+  if (WLD_SaveState(d, err, sizeof err) != 0) {
+    SRV_Err(c, 500, "%s", err);
+    return;
+  }
+  SRV_Ok(c, "saved %s", d->cfg->state_file);
+}
+
+static void
+cmd_reload(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  char err[1024];
+
+  if (WLD_Reload(d, err, sizeof err) != 0) {
+    SRV_Err(c, 422, "reload failed, old config kept: %s", err);
+    return;
+  }
+  SRV_Ok(c, "reloaded %s", d->cfg_path);
+}
+
+const SRV_Command WLD_Commands[] = {
+  { "version", CNF_ROLE_MONITOR, 0, 0, "version", "versions of wavelock and the protocol", cmd_version },
+  { "lasers", CNF_ROLE_MONITOR, 0, 0, "lasers", "one line per laser: name, state, channel", cmd_lasers },
+  { "status", CNF_ROLE_MONITOR, 0, -1, "status [<laser>...|all]", "state, setpoint, reading, error and outputs", cmd_status },
+  { "lock", CNF_ROLE_CONTROL, 1, 1, "lock <laser|all>", "engage regulation (bumpless)", cmd_lock },
+  { "unlock", CNF_ROLE_CONTROL, 1, 1, "unlock <laser|all>", "disengage, holding the last output", cmd_unlock },
+  { "setpoint", CNF_ROLE_MONITOR, 1, 3, "setpoint <laser> [<value>[unit]]", "read or change the setpoint (THz, GHz, MHz, nm, cm-1)", cmd_setpoint },
+  { "ramp", CNF_ROLE_CONTROL, 3, 4, "ramp <laser> <value>[unit] <rate_mhz_per_s>", "move the setpoint at a rate", cmd_ramp },
+  { "get", CNF_ROLE_MONITOR, 2, 2, "get <laser> <param|all>", "read a run-time parameter", cmd_get },
+  { "set", CNF_ROLE_CONTROL, 3, 3, "set <laser> <param> <value>", "change a gain or limit (bumpless)", cmd_set },
+  { "output", CNF_ROLE_MONITOR, 2, 3, "output <laser> <piezo|current> [<volts>]", "read an output, or set it by hand while unlocked", cmd_output },
+  { "wavemeter", CNF_ROLE_MONITOR, 0, 1, "wavemeter [<channel>]", "latest raw readings with age and status", cmd_wavemeter },
+  { "devices", CNF_ROLE_MONITOR, 0, 0, "devices", "Modbus devices: up/down and counters", cmd_devices },
+  { "subscribe", CNF_ROLE_MONITOR, 0, -1, "subscribe [<laser>...]", "stream '* ' events for readings and state changes", cmd_subscribe },
+  { "unsubscribe", CNF_ROLE_MONITOR, 0, 0, "unsubscribe", "stop the event stream", cmd_unsubscribe },
+  { "save", CNF_ROLE_CONTROL, 0, 0, "save", "write the runtime state file now", cmd_save },
+  { "reload", CNF_ROLE_CONTROL, 0, 0, "reload", "re-read the config file (an invalid one is refused)", cmd_reload },
+};
+const int WLD_NumCommands = (int)(sizeof WLD_Commands / sizeof WLD_Commands[0]);

@@ -1,0 +1,1158 @@
+/* ctl.c - the daemon's control runtime: lasers, devices, cycles.
+ *
+ * Threads: the event loop owns every CTL_Laser field.  A cycle job (one per
+ * laser, embedded in the laser, so the hot path allocates nothing) is handed
+ * to the device thread of the laser's piezo actuator, and, when the current
+ * actuator sits on another device, then to that device's thread.  While a job
+ * is in flight the loop does not touch the job; the job carries a copy of the
+ * PID state and everything it needs.  Finished jobs and device status changes
+ * come back through a mutex-protected list and one pre-made event that the
+ * device threads activate.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "ctl.h"
+#include "log.h"
+#include "mbdev.h"
+#include "regenc.h"
+#include "util.h"
+
+enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL };
+
+typedef struct CTL_Job {
+  struct CTL_Job *next;          /* result list link */
+  CTL_Ctx *ctx;
+  CTL_Laser *laser;
+  int kind;
+  int resume;                /* forget PID history before the step */
+  int stage;                 /* 1: piezo device, 2: current device */
+  PID_Params pp;
+  PID_State pid;
+  PID_State pid_before;
+  double t, meas_mhz, sp_mhz;
+  double relock_v;
+  /* Actuators (copied so the job never reads the laser). */
+  MB_Device *pdev, *cdev;    /* cdev NULL when no current actuator */
+  int preg, creg;
+  REG_Encoding penc, cenc;
+  double pmin, pmax, cmin, cmax;       /* configured hard limits */
+  double ff, piezo_ref, current_ref;
+  double clo, chi;                     /* runtime current limits */
+  int has_current;
+  int want_piezo, want_current;        /* manual: which outputs */
+  double piezo_v, current_v;           /* values to write / written */
+  /* Results. */
+  int skipped;               /* PID refused the reading: nothing written */
+  int piezo_ok, current_ok;  /* write acknowledged */
+  int failed;                /* a write failed */
+  int err;
+} Job;
+
+struct CTL_Device {
+  CNF_Device cfg;
+  MB_Device *mb;
+  CTL_Ctx *ctx;
+  int up;                    /* as seen by the loop */
+  /* Written by the device thread under ctx->lock. */
+  int status_dirty, status_up;
+  char status_why[96];
+  int keep;                  /* reload bookkeeping */
+};
+
+struct CTL_Ctx {
+  struct event_base *base;
+  CTL_Hooks hooks;
+  CTL_Laser **lasers;
+  int n_lasers;
+  CTL_Device **devices;
+  int n_devices;
+  double stale_s;
+  struct event *result_ev;
+  pthread_mutex_t lock;
+  Job *results, **results_tail;
+  int started;
+  /* Lasers dropped by a reload while a job was in flight. */
+  CTL_Laser **zombies;
+  int n_zombies;
+};
+
+/* ------------------------------------------------------------------------ */
+
+static double
+clampd(double v, double lo, double hi)
+{
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+void
+CTL_PidParams(const CTL_Laser *l, PID_Params *p)
+{
+  p->kp = l->cfg.kp;
+  p->ki = l->cfg.ki;
+  p->kd = l->cfg.kd;
+  p->d_tau_s = l->cfg.d_tau_s;
+  p->polarity = l->cfg.polarity;
+  p->min_v = l->piezo_lo;
+  p->max_v = l->piezo_hi;
+  p->max_step_v = l->cfg.piezo.max_step_v;
+  p->max_dt_s = l->cfg.max_dt_s;
+}
+
+static void
+lsr_params(const CTL_Ctx *ctx, const CTL_Laser *l, LSR_Params *p)
+{
+  p->window_mhz = l->cfg.window_mhz;
+  p->capture_mhz = l->cfg.capture_mhz;
+  p->modehop_mhz = l->cfg.modehop_mhz;
+  p->lock_n = l->cfg.lock_n;
+  p->unlock_m = l->cfg.unlock_m;
+  p->stale_s = ctx->stale_s;
+}
+
+static void
+set_state_hook(CTL_Ctx *ctx, CTL_Laser *l, LSR_StateId from)
+{
+  if (l->sm.state != from && ctx->hooks.state_changed)
+    ctx->hooks.state_changed(l, from, ctx->hooks.arg);
+}
+
+static void
+mark_dirty(CTL_Ctx *ctx)
+{
+  if (ctx->hooks.dirty)
+    ctx->hooks.dirty(ctx->hooks.arg);
+}
+
+static CTL_Device *
+find_device(CTL_Ctx *ctx, const char *name)
+{
+  for (int i = 0; i < ctx->n_devices; i++)
+    if (strcmp(ctx->devices[i]->cfg.name, name) == 0)
+      return ctx->devices[i];
+  return NULL;
+}
+
+static int
+laser_actuators_ok(const CTL_Laser *l)
+{
+  return l->piezo_dev->up && (!l->current_dev || l->current_dev->up);
+}
+
+/* ---- jobs: run on device threads --------------------------------------- */
+
+static void post_result(Job *j);
+
+static int
+write_value(MB_Io *io, int reg, const REG_Encoding *enc, double v)
+{
+  uint16_t regs[2];
+  int n = REG_Encode(enc, v, regs);
+
+  if (n < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  return MB_Write(io, reg, regs, n);
+}
+
+static void
+job_compute(Job *j)
+{
+  j->pid_before = j->pid;
+  if (j->kind == JOB_RELOCK) {
+    PID_Reset(&j->pid, &j->pp, j->relock_v);
+  } else if (j->kind == JOB_PID) {
+    if (j->resume)
+      PID_Forget(&j->pid);
+    if (PID_Step(&j->pid, &j->pp, j->t, j->meas_mhz, j->sp_mhz) != 0) {
+      j->skipped = 1;
+      return;
+    }
+  }
+  if (j->kind != JOB_MANUAL) {
+    j->piezo_v = j->pid.out;
+    j->want_piezo = 1;
+    if (j->has_current) {
+      j->current_v = PID_FeedForward(j->piezo_v, j->piezo_ref, j->ff, j->current_ref,
+                                     j->clo, j->chi);
+      j->want_current = 1;
+    }
+  }
+  /* The last gate before the wire: never outside the configured limits. */
+  j->piezo_v = clampd(j->piezo_v, j->pmin, j->pmax);
+  if (j->has_current)
+    j->current_v = clampd(j->current_v, j->cmin, j->cmax);
+}
+
+static void
+job_fail(Job *j)
+{
+  j->failed = 1;
+  j->err = errno;
+  if (j->kind != JOB_MANUAL)
+    j->pid = j->pid_before;   /* the output did not move: neither does the PID */
+}
+
+static void
+job_fn(MB_Io *io, void *arg)
+{
+  Job *j = arg;
+
+  if (j->stage == 1) {
+    job_compute(j);
+    if (j->skipped)
+      goto done;
+    if (j->want_piezo) {
+      int same = j->want_current && j->cdev == j->pdev;
+      int pn = REG_Count(&j->penc);
+
+      if (same && j->creg == j->preg + pn) {
+        /* Adjacent registers on one device: one request (function 16). */
+        uint16_t regs[4];
+        int n1 = REG_Encode(&j->penc, j->piezo_v, regs);
+        int n2 = REG_Encode(&j->cenc, j->current_v, regs + n1);
+        if (n1 < 0 || n2 < 0 || MB_Write(io, j->preg, regs, n1 + n2) != 0) {
+          job_fail(j);
+          goto done;
+        }
+        j->piezo_ok = j->current_ok = 1;
+        goto done;
+      }
+      if (write_value(io, j->preg, &j->penc, j->piezo_v) != 0) {
+        job_fail(j);
+        goto done;
+      }
+      j->piezo_ok = 1;
+      if (same) {
+        if (write_value(io, j->creg, &j->cenc, j->current_v) != 0) {
+          job_fail(j);
+          goto done;
+        }
+        j->current_ok = 1;
+        goto done;
+      }
+    }
+    if (j->want_current && !j->current_ok) {
+      if (j->cdev == MB_IoDevice(io)) {
+        if (write_value(io, j->creg, &j->cenc, j->current_v) != 0)
+          job_fail(j);
+        else
+          j->current_ok = 1;
+        goto done;
+      }
+      j->stage = 2;
+      if (MB_Submit(j->cdev, job_fn, j) == 0)
+        return;
+      errno = ESHUTDOWN;
+      job_fail(j);
+    }
+    goto done;
+  }
+
+  /* Stage 2: the current actuator on its own device. */
+  if (write_value(io, j->creg, &j->cenc, j->current_v) != 0)
+    job_fail(j);
+  else
+    j->current_ok = 1;
+
+done:
+  post_result(j);
+}
+
+static void
+post_result(Job *j)
+{
+  CTL_Ctx *ctx = j->ctx;
+
+  pthread_mutex_lock(&ctx->lock);
+  j->next = NULL;
+  *ctx->results_tail = j;
+  ctx->results_tail = &j->next;
+  pthread_mutex_unlock(&ctx->lock);
+  event_active(ctx->result_ev, EV_READ, 0);
+}
+
+static void
+device_status_cb(MB_Device *mb, int up, const char *why, void *arg)
+{
+  CTL_Device *d = arg;
+  CTL_Ctx *ctx = d->ctx;
+
+  (void)mb;
+  pthread_mutex_lock(&ctx->lock);
+  d->status_dirty = 1;
+  d->status_up = up;
+  UTL_Strlcpy(d->status_why, why ? why : "", sizeof d->status_why);
+  pthread_mutex_unlock(&ctx->lock);
+  event_active(ctx->result_ev, EV_READ, 0);
+}
+
+/* ---- loop side ---------------------------------------------------------- */
+
+static int
+submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
+{
+  Job *j = l->job;
+  MB_Device *first;
+
+  memset(j, 0, sizeof *j);
+  j->ctx = ctx;
+  j->laser = l;
+  j->kind = kind;
+  j->stage = 1;
+  CTL_PidParams(l, &j->pp);
+  j->pid = l->pid;
+  j->pdev = l->piezo_dev->mb;
+  j->preg = l->cfg.piezo.reg;
+  j->penc = l->cfg.piezo.enc;
+  j->pmin = l->cfg.piezo.min_v;
+  j->pmax = l->cfg.piezo.max_v;
+  j->has_current = l->current_dev != NULL;
+  if (j->has_current) {
+    j->cdev = l->current_dev->mb;
+    j->creg = l->cfg.current.reg;
+    j->cenc = l->cfg.current.enc;
+    j->cmin = l->cfg.current.min_v;
+    j->cmax = l->cfg.current.max_v;
+    j->ff = l->cfg.current.feedforward;
+    j->piezo_ref = l->piezo_ref_v;
+    j->current_ref = l->current_ref_v;
+    j->clo = l->current_lo;
+    j->chi = l->current_hi;
+  }
+  j->relock_v = l->last_good_v;
+  j->resume = resume;
+  if (r) {
+    j->t = r->t_s >= 0.0 ? r->t_s : r->rx_s;
+    j->meas_mhz = r->value * 1e6;
+    j->sp_mhz = l->setpoint_thz * 1e6;
+  }
+  if (kind == JOB_MANUAL) {
+    j->want_piezo = l->manual_has_piezo;
+    j->piezo_v = clampd(l->manual_piezo, l->piezo_lo, l->piezo_hi);
+    j->want_current = j->has_current && l->manual_has_current;
+    j->current_v = j->has_current ? clampd(l->manual_current, l->current_lo, l->current_hi) : 0.0;
+    l->manual_pending = 0;
+    l->manual_has_piezo = l->manual_has_current = 0;
+    if (!j->want_piezo && !j->want_current)
+      return 0;
+  }
+  first = (kind == JOB_MANUAL && !j->want_piezo) ? j->cdev : j->pdev;
+  if (kind == JOB_MANUAL && !j->want_piezo)
+    j->stage = 2;
+  l->busy = 1;
+  if (MB_Submit(first, job_fn, j) != 0) {
+    l->busy = 0;
+    return -1;
+  }
+  return 0;
+}
+
+static void process_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r);
+
+/* Start whatever waits for an idle laser: a manual write first, then the
+   latest reading. */
+static void
+kick(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  if (l->busy || l->removed)
+    return;
+  if (l->manual_pending) {
+    submit(ctx, l, JOB_MANUAL, NULL, 0);
+    if (l->busy)
+      return;
+  }
+  if (l->have_pending) {
+    WM_Reading r = l->pending;
+    l->have_pending = 0;
+    process_reading(ctx, l, &r);
+  }
+}
+
+static void
+datalog_write(CTL_Laser *l)
+{
+  struct timespec ts;
+
+  if (!l->datalog)
+    return;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  fprintf(l->datalog, "%.3f %.9f %.4f %.6f %.6f %s\n",
+          (double)ts.tv_sec + ts.tv_nsec * 1e-9,
+          l->have_reading ? l->last.value : 0.0, l->last_error_mhz,
+          l->piezo_v, l->current_dev ? l->current_v : 0.0, LSR_StateName(l->sm.state));
+}
+
+static void
+free_laser(CTL_Laser *l)
+{
+  if (l->datalog)
+    fclose(l->datalog);
+  free(l->job);
+  free(l);
+}
+
+static void
+finish_job(CTL_Ctx *ctx, Job *j)
+{
+  CTL_Laser *l = j->laser;
+
+  l->busy = 0;
+  if (l->removed) {
+    /* The laser was dropped by a reload; free it now that it is idle. */
+    for (int i = 0; i < ctx->n_zombies; i++) {
+      if (ctx->zombies[i] == l) {
+        ctx->zombies[i] = ctx->zombies[ctx->n_zombies - 1];
+        ctx->n_zombies--;
+        free_laser(l);
+        break;
+      }
+    }
+    return;
+  }
+  if (j->kind != JOB_MANUAL)
+    l->pid = j->pid;
+  if (j->piezo_ok)
+    l->piezo_v = j->piezo_v;
+  if (j->current_ok)
+    l->current_v = j->current_v;
+  if (j->kind == JOB_MANUAL && (j->piezo_ok || j->current_ok)) {
+    /* A hand-set output is where regulation and feed-forward start from. */
+    l->pid.out = l->piezo_v;
+    l->pid.integ = l->piezo_v;
+    l->piezo_ref_v = l->piezo_v;
+    l->current_ref_v = l->current_v;
+    mark_dirty(ctx);
+  }
+  if (j->failed) {
+    char buf[128];
+    l->write_errors++;
+    log_debug("laser %s: write failed: %s", l->cfg.name, MB_StrError(j->err, buf, sizeof buf));
+  } else if (!j->skipped) {
+    l->cycles++;
+    if (l->sm.state == LSR_LOCKED)
+      l->last_good_v = l->piezo_v;
+    datalog_write(l);
+  }
+  kick(ctx, l);
+}
+
+static void
+apply_device_status(CTL_Ctx *ctx, CTL_Device *d, int up, const char *why)
+{
+  if (d->up == up)
+    return;
+  d->up = up;
+  if (up)
+    log_info("device %s is up", d->cfg.name);
+  else
+    log_warn("device %s is down: %s", d->cfg.name, why);
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    if (l->piezo_dev != d && l->current_dev != d)
+      continue;
+    LSR_StateId from = l->sm.state;
+    int ok = laser_actuators_ok(l);
+    LSR_OnActuator(&l->sm, ok);
+    if (ok) {
+      /* Resume bumplessly from the held output: forget the old history. */
+      PID_Forget(&l->pid);
+      if (!LSR_Regulating(&l->sm) || l->sm.state == LSR_OFF) {
+        /* Re-assert the held outputs once the device answers again. */
+        l->manual_pending = 1;
+        l->manual_has_piezo = 1;
+        l->manual_piezo = l->piezo_v;
+        l->manual_has_current = l->current_dev != NULL;
+        l->manual_current = l->current_v;
+        kick(ctx, l);
+      }
+    }
+    set_state_hook(ctx, l, from);
+  }
+}
+
+static void
+result_cb(evutil_socket_t fd, short what, void *arg)
+{
+  CTL_Ctx *ctx = arg;
+  Job *list;
+
+  (void)fd;
+  (void)what;
+  pthread_mutex_lock(&ctx->lock);
+  list = ctx->results;
+  ctx->results = NULL;
+  ctx->results_tail = &ctx->results;
+  struct { CTL_Device *d; int up; char why[96]; } st[64];
+  int nst = 0;
+  for (int i = 0; i < ctx->n_devices && nst < 64; i++) {
+    CTL_Device *d = ctx->devices[i];
+    if (d->status_dirty) {
+      d->status_dirty = 0;
+      st[nst].d = d;
+      st[nst].up = d->status_up;
+      memcpy(st[nst].why, d->status_why, sizeof st[nst].why);
+      nst++;
+    }
+  }
+  pthread_mutex_unlock(&ctx->lock);
+
+  for (int i = 0; i < nst; i++)
+    apply_device_status(ctx, st[i].d, st[i].up, st[i].why);
+  while (list) {
+    Job *next = list->next;
+    finish_job(ctx, list);
+    list = next;
+  }
+}
+
+static void
+advance_ramp(CTL_Ctx *ctx, CTL_Laser *l, double now)
+{
+  if (!l->ramp.active)
+    return;
+  l->setpoint_thz = LSR_RampAdvance(&l->ramp, now);
+  if (!l->ramp.active)
+    mark_dirty(ctx);
+}
+
+static void
+process_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
+{
+  LSR_Params lp;
+  int valid = r->value > 0.0;
+  double t = r->t_s >= 0.0 ? r->t_s : r->rx_s;
+  double meas_mhz = r->value * 1e6;
+  double sp_mhz;
+  LSR_StateId from = l->sm.state;
+  LSR_Action act;
+  int resume = 0;
+
+  advance_ramp(ctx, l, r->rx_s);
+  sp_mhz = l->setpoint_thz * 1e6;
+  lsr_params(ctx, l, &lp);
+  if (valid && l->last_used_t >= 0.0) {
+    if (t == l->last_used_t)
+      return;                       /* the same reading again: never used twice */
+    if (t < l->last_used_t)
+      resume = 1;                   /* the wavemeter's clock restarted */
+  }
+  act = LSR_OnReading(&l->sm, &lp, r->rx_s, valid, meas_mhz, meas_mhz - sp_mhz);
+  set_state_hook(ctx, l, from);
+
+  switch (act) {
+  case LSR_ACT_NONE:
+    return;
+  case LSR_ACT_RELOCK:
+    submit(ctx, l, JOB_RELOCK, NULL, 0);
+    return;
+  case LSR_ACT_RESUME:
+    resume = 1;
+    /* fall through */
+  case LSR_ACT_REGULATE:
+    if (!valid)
+      return;
+    l->last_used_t = t;
+    submit(ctx, l, JOB_PID, r, resume);
+    return;
+  }
+}
+
+void
+CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
+{
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    if (l->cfg.channel != r->channel)
+      continue;
+    l->readings++;
+    if (r->value <= 0.0)
+      l->bad_readings++;
+    l->last = *r;
+    l->have_reading = 1;
+    advance_ramp(ctx, l, r->rx_s);
+    if (r->value > 0.0)
+      l->last_error_mhz = (r->value - l->setpoint_thz) * 1e6;
+    if (ctx->hooks.reading)
+      ctx->hooks.reading(l, r, ctx->hooks.arg);
+    if (l->busy || l->manual_pending) {
+      if (l->have_pending)
+        l->coalesced++;
+      l->pending = *r;
+      l->have_pending = 1;
+      if (!l->busy)
+        kick(ctx, l);
+      continue;
+    }
+    process_reading(ctx, l, r);
+  }
+}
+
+void
+CTL_Tick(CTL_Ctx *ctx)
+{
+  double now = UTL_Now();
+  LSR_Params lp;
+
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    LSR_StateId from = l->sm.state;
+    advance_ramp(ctx, l, now);
+    lsr_params(ctx, l, &lp);
+    if (LSR_OnTick(&l->sm, &lp, now))
+      set_state_hook(ctx, l, from);
+    kick(ctx, l);
+  }
+}
+
+/* ---- laser setup -------------------------------------------------------- */
+
+static void
+init_limits(CTL_Laser *l)
+{
+  l->piezo_lo = l->cfg.piezo.min_v;
+  l->piezo_hi = l->cfg.piezo.max_v;
+  l->current_lo = l->cfg.current.present ? l->cfg.current.min_v : 0.0;
+  l->current_hi = l->cfg.current.present ? l->cfg.current.max_v : 0.0;
+}
+
+static int
+bind_devices(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  l->piezo_dev = find_device(ctx, l->cfg.piezo.device);
+  l->current_dev = l->cfg.current.present ? find_device(ctx, l->cfg.current.device) : NULL;
+  return l->piezo_dev && (!l->cfg.current.present || l->current_dev) ? 0 : -1;
+}
+
+static CTL_Laser *
+new_laser(CTL_Ctx *ctx, const CNF_Laser *cfg)
+{
+  CTL_Laser *l = calloc(1, sizeof *l);
+
+  if (!l)
+    return NULL;
+  l->job = calloc(1, sizeof *l->job);
+  if (!l->job) {
+    free(l);
+    return NULL;
+  }
+  l->cfg = *cfg;
+  l->base_cfg = *cfg;
+  LSR_Init(&l->sm);
+  l->setpoint_thz = cfg->setpoint_thz;
+  init_limits(l);
+  l->piezo_v = clampd(cfg->piezo.start_v, l->piezo_lo, l->piezo_hi);
+  l->current_v = cfg->current.present ? clampd(cfg->current.start_v, l->current_lo, l->current_hi) : 0.0;
+  l->piezo_ref_v = l->piezo_v;
+  l->current_ref_v = l->current_v;
+  l->last_good_v = l->piezo_v;
+  l->last_used_t = -1.0;
+  {
+    PID_Params pp;
+    CTL_PidParams(l, &pp);
+    PID_Reset(&l->pid, &pp, l->piezo_v);
+  }
+  /* The first write puts the actuators at their start outputs. */
+  l->manual_pending = 1;
+  l->manual_has_piezo = 1;
+  l->manual_piezo = l->piezo_v;
+  l->manual_has_current = cfg->current.present;
+  l->manual_current = l->current_v;
+  if (bind_devices(ctx, l) != 0) {
+    free_laser(l);
+    return NULL;
+  }
+  return l;
+}
+
+static int
+probe_reg(const CNF_Config *cfg, const char *dev)
+{
+  int reg = -1;
+  for (int i = 0; i < cfg->n_lasers; i++) {
+    const CNF_Laser *c = &cfg->lasers[i];
+    if (strcmp(c->piezo.device, dev) == 0 && (reg < 0 || c->piezo.reg < reg))
+      reg = c->piezo.reg;
+    if (c->current.present && strcmp(c->current.device, dev) == 0 && (reg < 0 || c->current.reg < reg))
+      reg = c->current.reg;
+  }
+  return reg < 0 ? 0 : reg;
+}
+
+static CTL_Device *
+new_device(CTL_Ctx *ctx, const CNF_Config *cfg, const CNF_Device *dc)
+{
+  CTL_Device *d = calloc(1, sizeof *d);
+  MB_Options opt = { 100, 5000, probe_reg(cfg, dc->name) };
+
+  if (!d)
+    return NULL;
+  d->cfg = *dc;
+  d->ctx = ctx;
+  d->up = 1;   /* assumed until the device says otherwise */
+  d->mb = MB_Create(&d->cfg, &opt, device_status_cb, d);
+  if (!d->mb) {
+    free(d);
+    return NULL;
+  }
+  return d;
+}
+
+CTL_Ctx *
+CTL_Create(struct event_base *base, const CNF_Config *cfg, const CTL_Hooks *hooks)
+{
+  CTL_Ctx *ctx = calloc(1, sizeof *ctx);
+
+  if (!ctx)
+    return NULL;
+  ctx->base = base;
+  if (hooks)
+    ctx->hooks = *hooks;
+  ctx->stale_s = cfg->wavemeter.stale_ms / 1000.0;
+  pthread_mutex_init(&ctx->lock, NULL);
+  ctx->results_tail = &ctx->results;
+  ctx->result_ev = event_new(base, -1, 0, result_cb, ctx);
+  ctx->devices = calloc((size_t)cfg->n_devices + 1, sizeof *ctx->devices);
+  ctx->lasers = calloc((size_t)cfg->n_lasers + 1, sizeof *ctx->lasers);
+  if (!ctx->result_ev || !ctx->devices || !ctx->lasers)
+    goto fail;
+  for (int i = 0; i < cfg->n_devices; i++) {
+    CTL_Device *d = new_device(ctx, cfg, &cfg->devices[i]);
+    if (!d)
+      goto fail;
+    ctx->devices[ctx->n_devices++] = d;
+  }
+  for (int i = 0; i < cfg->n_lasers; i++) {
+    CTL_Laser *l = new_laser(ctx, &cfg->lasers[i]);
+    if (!l)
+      goto fail;
+    l->index = ctx->n_lasers;
+    ctx->lasers[ctx->n_lasers++] = l;
+  }
+  return ctx;
+
+fail:
+  CTL_Destroy(ctx);
+  return NULL;
+}
+
+static void
+open_datalog(CTL_Laser *l)
+{
+  if (l->datalog || !l->cfg.datalog[0])
+    return;
+  l->datalog = fopen(l->cfg.datalog, "a");
+  if (!l->datalog) {
+    log_warn("laser %s: cannot open data log %s: %s", l->cfg.name, l->cfg.datalog, strerror(errno));
+    return;
+  }
+  if (ftell(l->datalog) == 0)
+    fprintf(l->datalog, "# wavelock data log, laser %s\n"
+            "# unix_time_s reading_thz error_mhz piezo_v current_v state\n", l->cfg.name);
+}
+
+int
+CTL_Start(CTL_Ctx *ctx, char *err, size_t errlen)
+{
+  for (int i = 0; i < ctx->n_devices; i++) {
+    if (MB_Start(ctx->devices[i]->mb) != 0) {
+      snprintf(err, errlen, "device %s: cannot start: %s", ctx->devices[i]->cfg.name, strerror(errno));
+      return -1;
+    }
+  }
+  ctx->started = 1;
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    open_datalog(l);
+    if (l->cfg.autolock && !l->sm.engaged)
+      CTL_Lock(ctx, l);
+    kick(ctx, l);
+  }
+  return 0;
+}
+
+void
+CTL_Restore(CTL_Ctx *ctx, CTL_Laser *l, double setpoint_thz, int engaged,
+            double kp, double ki, double kd, double piezo_v, int has_current,
+            double current_v)
+{
+  PID_Params pp;
+
+  if (setpoint_thz >= l->cfg.min_thz && setpoint_thz <= l->cfg.max_thz)
+    l->setpoint_thz = setpoint_thz;
+  if (kp >= 0.0 && ki >= 0.0 && kd >= 0.0) {
+    l->cfg.kp = kp;
+    l->cfg.ki = ki;
+    l->cfg.kd = kd;
+  }
+  l->piezo_v = clampd(piezo_v, l->piezo_lo, l->piezo_hi);
+  if (has_current && l->current_dev)
+    l->current_v = clampd(current_v, l->current_lo, l->current_hi);
+  l->piezo_ref_v = l->piezo_v;
+  l->current_ref_v = l->current_v;
+  l->last_good_v = l->piezo_v;
+  l->manual_piezo = l->piezo_v;
+  l->manual_current = l->current_v;
+  CTL_PidParams(l, &pp);
+  PID_Reset(&l->pid, &pp, l->piezo_v);
+  l->cfg.autolock = engaged;    /* the saved lock state wins over autolock */
+  (void)ctx;
+}
+
+/* ---- user actions ------------------------------------------------------- */
+
+void
+CTL_Lock(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  PID_Params pp;
+  LSR_StateId from = l->sm.state;
+
+  if (l->sm.engaged)
+    return;
+  CTL_PidParams(l, &pp);
+  PID_Reset(&l->pid, &pp, l->piezo_v);   /* bumpless: start from the present output */
+  l->piezo_ref_v = l->piezo_v;
+  l->current_ref_v = l->current_v;
+  l->last_good_v = l->piezo_v;
+  l->last_used_t = -1.0;
+  LSR_Engage(&l->sm, UTL_Now());
+  if (!laser_actuators_ok(l))
+    LSR_OnActuator(&l->sm, 0);
+  set_state_hook(ctx, l, from);
+  mark_dirty(ctx);
+}
+
+void
+CTL_Unlock(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  LSR_StateId from = l->sm.state;
+
+  if (!l->sm.engaged)
+    return;
+  LSR_Disengage(&l->sm);
+  l->have_pending = 0;
+  set_state_hook(ctx, l, from);
+  mark_dirty(ctx);
+}
+
+void
+CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
+{
+  l->ramp.active = 0;
+  l->setpoint_thz = thz;
+  mark_dirty(ctx);
+}
+
+void
+CTL_Ramp(CTL_Ctx *ctx, CTL_Laser *l, double thz, double rate_mhz_s)
+{
+  LSR_RampStart(&l->ramp, l->setpoint_thz, thz, rate_mhz_s, UTL_Now());
+  mark_dirty(ctx);
+}
+
+void
+CTL_SetOutput(CTL_Ctx *ctx, CTL_Laser *l, int has_piezo, double piezo_v,
+              int has_current, double current_v)
+{
+  if (has_piezo) {
+    l->manual_has_piezo = 1;
+    l->manual_piezo = clampd(piezo_v, l->piezo_lo, l->piezo_hi);
+  }
+  if (has_current && l->current_dev) {
+    l->manual_has_current = 1;
+    l->manual_current = clampd(current_v, l->current_lo, l->current_hi);
+  }
+  l->manual_pending = l->manual_has_piezo || l->manual_has_current;
+  kick(ctx, l);
+}
+
+void
+CTL_ParamsChanged(CTL_Ctx *ctx, CTL_Laser *l, const PID_Params *old)
+{
+  PID_Params pp;
+
+  /* Runtime limits never leave the configured ones. */
+  l->piezo_lo = clampd(l->piezo_lo, l->cfg.piezo.min_v, l->cfg.piezo.max_v);
+  l->piezo_hi = clampd(l->piezo_hi, l->piezo_lo, l->cfg.piezo.max_v);
+  if (l->current_dev) {
+    l->current_lo = clampd(l->current_lo, l->cfg.current.min_v, l->cfg.current.max_v);
+    l->current_hi = clampd(l->current_hi, l->current_lo, l->cfg.current.max_v);
+  }
+  CTL_PidParams(l, &pp);
+  if (!l->busy)
+    PID_Retune(&l->pid, old, &pp);
+  /* Outputs outside narrowed limits are brought inside at once. */
+  if (l->piezo_v < l->piezo_lo || l->piezo_v > l->piezo_hi ||
+      (l->current_dev && (l->current_v < l->current_lo || l->current_v > l->current_hi))) {
+    if (!l->sm.engaged)
+      CTL_SetOutput(ctx, l, 1, l->piezo_v, l->current_dev != NULL, l->current_v);
+  }
+  mark_dirty(ctx);
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+static int
+same_device_cfg(const CNF_Device *a, const CNF_Device *b)
+{
+  return strcmp(a->url, b->url) == 0 && a->unit == b->unit && a->timeout_ms == b->timeout_ms;
+}
+
+#define CHANGED(field) (memcmp(&old->base_cfg.field, &nc->field, sizeof nc->field) != 0)
+
+static void
+update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
+{
+  CTL_Laser *old = l;
+  PID_Params before, after;
+
+  CTL_PidParams(l, &before);
+  if (CHANGED(setpoint_thz))
+    l->setpoint_thz = nc->setpoint_thz, l->ramp.active = 0;
+  if (CHANGED(kp)) l->cfg.kp = nc->kp;
+  if (CHANGED(ki)) l->cfg.ki = nc->ki;
+  if (CHANGED(kd)) l->cfg.kd = nc->kd;
+  /* Everything else follows the file. */
+  {
+    double kp = l->cfg.kp, ki = l->cfg.ki, kd = l->cfg.kd;
+    int autolock = l->cfg.autolock;
+    l->cfg = *nc;
+    l->cfg.kp = kp;
+    l->cfg.ki = ki;
+    l->cfg.kd = kd;
+    l->cfg.autolock = autolock;
+  }
+  l->base_cfg = *nc;
+  if (l->setpoint_thz < l->cfg.min_thz || l->setpoint_thz > l->cfg.max_thz) {
+    l->setpoint_thz = clampd(l->setpoint_thz, l->cfg.min_thz, l->cfg.max_thz);
+    l->ramp.active = 0;
+  }
+  init_limits(l);
+  bind_devices(ctx, l);
+  CTL_PidParams(l, &after);
+  if (!l->busy)
+    PID_Retune(&l->pid, &before, &after);
+  if (l->datalog && strcmp(l->cfg.datalog, old->base_cfg.datalog) != 0) {
+    fclose(l->datalog);
+    l->datalog = NULL;
+  }
+  open_datalog(l);
+  if (l->piezo_v < l->piezo_lo || l->piezo_v > l->piezo_hi ||
+      (l->current_dev && (l->current_v < l->current_lo || l->current_v > l->current_hi)))
+    CTL_SetOutput(ctx, l, 1, l->piezo_v, l->current_dev != NULL, l->current_v);
+}
+
+void
+CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg)
+{
+  CTL_Device **devs = calloc((size_t)cfg->n_devices + 1, sizeof *devs);
+  CTL_Laser **lasers = calloc((size_t)cfg->n_lasers + 1, sizeof *lasers);
+  CTL_Device **old_devs = ctx->devices;
+  int n_old_devs = ctx->n_devices;
+
+  if (!devs || !lasers) {
+    log_error("reload: out of memory");
+    free(devs);
+    free(lasers);
+    return;
+  }
+  ctx->stale_s = cfg->wavemeter.stale_ms / 1000.0;
+
+  /* Devices: keep the unchanged ones, start new ones. */
+  for (int i = 0; i < n_old_devs; i++)
+    old_devs[i]->keep = 0;
+  for (int i = 0; i < cfg->n_devices; i++) {
+    CTL_Device *d = NULL;
+    for (int k = 0; k < n_old_devs; k++) {
+      if (strcmp(old_devs[k]->cfg.name, cfg->devices[i].name) == 0 &&
+          same_device_cfg(&old_devs[k]->cfg, &cfg->devices[i])) {
+        d = old_devs[k];
+        d->keep = 1;
+        break;
+      }
+    }
+    if (!d) {
+      d = new_device(ctx, cfg, &cfg->devices[i]);
+      if (!d || (ctx->started && MB_Start(d->mb) != 0)) {
+        log_error("reload: device %s cannot start", cfg->devices[i].name);
+        if (d) {
+          MB_Destroy(d->mb);
+          free(d);
+        }
+        continue;
+      }
+      log_info("reload: device %s added", d->cfg.name);
+    }
+    devs[i] = d;
+  }
+  ctx->devices = devs;
+  ctx->n_devices = cfg->n_devices;
+
+  /* Lasers: update, add, remove. */
+  for (int i = 0; i < cfg->n_lasers; i++) {
+    CTL_Laser *l = NULL;
+    for (int k = 0; k < ctx->n_lasers; k++) {
+      if (ctx->lasers[k] && strcmp(ctx->lasers[k]->cfg.name, cfg->lasers[i].name) == 0) {
+        l = ctx->lasers[k];
+        ctx->lasers[k] = NULL;
+        break;
+      }
+    }
+    if (l) {
+      update_laser(ctx, l, &cfg->lasers[i]);
+    } else {
+      l = new_laser(ctx, &cfg->lasers[i]);
+      if (!l) {
+        log_error("reload: laser %s cannot be added", cfg->lasers[i].name);
+        continue;
+      }
+      log_info("reload: laser %s added", l->cfg.name);
+      if (ctx->started) {
+        open_datalog(l);
+        if (l->cfg.autolock)
+          CTL_Lock(ctx, l);
+      }
+    }
+    l->index = i;
+    lasers[i] = l;
+  }
+  for (int k = 0; k < ctx->n_lasers; k++) {
+    CTL_Laser *l = ctx->lasers[k];
+    if (!l)
+      continue;
+    log_info("reload: laser %s removed; its outputs stay where they are", l->cfg.name);
+    l->removed = 1;
+    if (l->busy) {
+      CTL_Laser **z = realloc(ctx->zombies, (size_t)(ctx->n_zombies + 1) * sizeof *z);
+      if (z) {
+        ctx->zombies = z;
+        ctx->zombies[ctx->n_zombies++] = l;
+      } else {
+        log_error("reload: out of memory keeping a busy laser");
+      }
+      continue;   /* freed when its job comes back (leaked rather than freed under it) */
+    }
+    free_laser(l);
+  }
+  free(ctx->lasers);
+  ctx->lasers = lasers;
+  ctx->n_lasers = cfg->n_lasers;
+  /* Compact in case a laser could not be added. */
+  {
+    int n = 0;
+    for (int i = 0; i < ctx->n_lasers; i++) {
+      if (lasers[i]) {
+        lasers[i]->index = n;
+        lasers[n++] = lasers[i];
+      }
+    }
+    ctx->n_lasers = n;
+  }
+
+  /* Old devices nobody uses any more: stop them (their queued jobs finish). */
+  for (int i = 0; i < n_old_devs; i++) {
+    if (old_devs[i]->keep)
+      continue;
+    log_info("reload: device %s stopped", old_devs[i]->cfg.name);
+    MB_Stop(old_devs[i]->mb);
+    MB_Destroy(old_devs[i]->mb);
+    free(old_devs[i]);
+  }
+  free(old_devs);
+
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    LSR_StateId from = l->sm.state;
+    LSR_OnActuator(&l->sm, laser_actuators_ok(l));
+    set_state_hook(ctx, l, from);
+    kick(ctx, l);
+  }
+  mark_dirty(ctx);
+}
+
+/* ---- queries and teardown ------------------------------------------------ */
+
+int
+CTL_LaserCount(const CTL_Ctx *ctx)
+{
+  return ctx->n_lasers;
+}
+
+CTL_Laser *
+CTL_Laser_(CTL_Ctx *ctx, int i)
+{
+  return i >= 0 && i < ctx->n_lasers ? ctx->lasers[i] : NULL;
+}
+
+CTL_Laser *
+CTL_FindLaser(CTL_Ctx *ctx, const char *name)
+{
+  for (int i = 0; i < ctx->n_lasers; i++)
+    if (strcasecmp(ctx->lasers[i]->cfg.name, name) == 0)
+      return ctx->lasers[i];
+  return NULL;
+}
+
+int
+CTL_Busy(const CTL_Ctx *ctx)
+{
+  int n = ctx->n_zombies;
+  for (int i = 0; i < ctx->n_lasers; i++)
+    n += ctx->lasers[i]->busy;
+  return n;
+}
+
+int
+CTL_DeviceCount(const CTL_Ctx *ctx)
+{
+  return ctx->n_devices;
+}
+
+void
+CTL_DeviceStatus(const CTL_Ctx *ctx, int i, char *buf, size_t len)
+{
+  const CTL_Device *d = ctx->devices[i];
+  MB_Stats st;
+
+  MB_GetStats(d->mb, &st);
+  snprintf(buf, len, "name=%s url=%s unit=%d up=%d writes=%lu write_errors=%lu reconnects=%lu",
+           d->cfg.name, d->cfg.url, d->cfg.unit, MB_IsUp(d->mb), st.writes, st.write_errors,
+           st.reconnects);
+}
+
+void
+CTL_Destroy(CTL_Ctx *ctx)
+{
+  if (!ctx)
+    return;
+  for (int i = 0; i < ctx->n_devices; i++) {
+    if (ctx->started)
+      MB_Stop(ctx->devices[i]->mb);
+  }
+  /* Device threads are gone: no job can post any more. */
+  for (int i = 0; i < ctx->n_devices; i++) {
+    MB_Destroy(ctx->devices[i]->mb);
+    free(ctx->devices[i]);
+  }
+  for (int i = 0; i < ctx->n_lasers; i++)
+    if (ctx->lasers[i])
+      free_laser(ctx->lasers[i]);
+  for (int i = 0; i < ctx->n_zombies; i++)
+    free_laser(ctx->zombies[i]);
+  free(ctx->zombies);
+  free(ctx->devices);
+  free(ctx->lasers);
+  if (ctx->result_ev)
+    event_free(ctx->result_ev);
+  pthread_mutex_destroy(&ctx->lock);
+  free(ctx);
+}
