@@ -1,0 +1,539 @@
+/* statefile.c - the runtime state file: atomic save, checked load.
+ *
+ * Format (text, one record per line):
+ *
+ *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
+ *   laser name=cool780 setpoint_thz=384.23048440000002 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
+ *   end count=1 crc32=89abcdef
+ *
+ * Doubles are written with %.17g so they read back exactly.  current_v is
+ * present only for lasers with a current actuator.  The end line must be the
+ * last line; its count is the number of laser lines and its crc32 is the
+ * CRC-32 (IEEE 802.3, as zlib) of every byte before the end line.  Comment
+ * lines (#) and empty lines are allowed before it; unknown key=value fields in
+ * a laser line are ignored (written by a newer wavelock).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "statefile.h"
+#include "util.h"
+
+#define STF_MAX_BYTES (4 * 1024 * 1024)   /* far more than 64 lasers need */
+#define STF_MAX_LINE 4096
+
+static void __attribute__((format(printf, 3, 4)))
+set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (!err || errlen == 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* CRC-32, reflected polynomial 0xEDB88320 (the zlib/PNG/Ethernet CRC). */
+static uint32_t
+crc32_update(uint32_t crc, const char *data, size_t len)
+{
+  crc = ~crc;
+  for (size_t i = 0; i < len; i++) {
+    crc ^= (unsigned char)data[i];
+    for (int k = 0; k < 8; k++)
+      crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Save                                                                 */
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+  int failed;
+} Buf;
+
+static void __attribute__((format(printf, 2, 3)))
+buf_printf(Buf *b, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  if (b->failed)
+    return;
+  for (;;) {
+    va_start(ap, fmt);
+    n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->failed = 1;
+      return;
+    }
+    if ((size_t)n < b->cap - b->len) {
+      b->len += (size_t)n;
+      return;
+    }
+    {
+      size_t cap = 2 * b->cap + (size_t)n + 1;
+      char *d = realloc(b->data, cap);
+
+      if (!d) {
+        b->failed = 1;
+        return;
+      }
+      b->data = d;
+      b->cap = cap;
+    }
+  }
+}
+
+/* A laser name goes into a space-separated key=value line. */
+static int
+name_ok(const char *name)
+{
+  if (!name[0] || strlen(name) >= CNF_NAME_MAX)
+    return 0;
+  for (const char *c = name; *c; c++) {
+    if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || *c == '=')
+      return 0;
+  }
+  return 1;
+}
+
+static int
+write_all(int fd, const char *data, size_t len)
+{
+  while (len > 0) {
+    ssize_t n = write(fd, data, len);
+
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    data += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Directory part of path ("." if none). */
+static void
+dir_of(const char *path, char *dir, size_t dirlen)
+{
+  const char *slash = strrchr(path, '/');
+
+  if (!slash)
+    UTL_Strlcpy(dir, ".", dirlen);
+  else if (slash == path)
+    UTL_Strlcpy(dir, "/", dirlen);
+  else {
+    size_t n = (size_t)(slash - path);
+
+    if (n >= dirlen)
+      n = dirlen - 1;
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+  }
+}
+
+int
+STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t errlen)
+{
+  Buf b = { NULL, 0, 0, 0 };
+  char tmp[CNF_PATH_MAX + 16], dir[CNF_PATH_MAX], ebuf[128];
+  uint32_t crc;
+  int fd, dfd;
+
+  if (!path || !path[0] || strlen(path) >= CNF_PATH_MAX) {
+    set_err(err, errlen, "bad state file path");
+    return -1;
+  }
+  if (n < 0 || (n > 0 && !lasers)) {
+    set_err(err, errlen, "%s: bad laser count %d", path, n);
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    const STF_Laser *l = &lasers[i];
+
+    if (!name_ok(l->name)) {
+      set_err(err, errlen, "%s: laser %d: name \"%s\" cannot be stored", path, i, l->name);
+      return -1;
+    }
+    if (!isfinite(l->setpoint_thz) || !isfinite(l->kp) || !isfinite(l->ki) ||
+        !isfinite(l->kd) || !isfinite(l->piezo_v) ||
+        (l->has_current && !isfinite(l->current_v))) {
+      set_err(err, errlen, "%s: laser %s: a value is not a finite number", path, l->name);
+      return -1;
+    }
+  }
+
+  b.cap = 256 + 256 * (size_t)n;
+  b.data = malloc(b.cap);
+  if (!b.data) {
+    set_err(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+  buf_printf(&b, "# wavelock runtime state, format 1 (written by wavelockd; do not edit)\n");
+  for (int i = 0; i < n; i++) {
+    const STF_Laser *l = &lasers[i];
+
+    buf_printf(&b, "laser name=%s setpoint_thz=%.17g engaged=%d kp=%.17g ki=%.17g "
+               "kd=%.17g piezo_v=%.17g", l->name, l->setpoint_thz, l->engaged ? 1 : 0,
+               l->kp, l->ki, l->kd, l->piezo_v);
+    if (l->has_current)
+      buf_printf(&b, " current_v=%.17g", l->current_v);
+    buf_printf(&b, "\n");
+  }
+  crc = crc32_update(0, b.data, b.failed ? 0 : b.len);
+  buf_printf(&b, "end count=%d crc32=%08x\n", n, (unsigned int)crc);
+  if (b.failed) {
+    free(b.data);
+    set_err(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+
+  snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", path);
+  fd = mkstemp(tmp);
+  if (fd < 0) {
+    set_err(err, errlen, "%s: cannot create a temporary file: %s", path,
+            strerror_r(errno, ebuf, sizeof ebuf));
+    free(b.data);
+    return -1;
+  }
+  if (write_all(fd, b.data, b.len) < 0 || fsync(fd) < 0) {
+    set_err(err, errlen, "%s: cannot write %s: %s", path, tmp,
+            strerror_r(errno, ebuf, sizeof ebuf));
+    close(fd);
+    unlink(tmp);
+    free(b.data);
+    return -1;
+  }
+  free(b.data);
+  if (close(fd) < 0) {
+    set_err(err, errlen, "%s: cannot write %s: %s", path, tmp,
+            strerror_r(errno, ebuf, sizeof ebuf));
+    unlink(tmp);
+    return -1;
+  }
+  if (rename(tmp, path) < 0) {
+    set_err(err, errlen, "%s: cannot rename %s into place: %s", path, tmp,
+            strerror_r(errno, ebuf, sizeof ebuf));
+    unlink(tmp);
+    return -1;
+  }
+  /* Make the rename itself durable.  The new file is in place already, so a
+     directory that cannot be synced (some file systems refuse) is no error. */
+  dir_of(path, dir, sizeof dir);
+  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Load                                                                 */
+
+/* Read the whole file; 1 if it does not exist, 0 ok, -1 error. */
+static int
+read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
+{
+  char ebuf[128];
+  struct stat st;
+  size_t cap, used = 0;
+  char *d;
+  int fd;
+
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return 1;
+    set_err(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+    return -1;
+  }
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    set_err(err, errlen, "%s: not a regular file", path);
+    close(fd);
+    return -1;
+  }
+  if (st.st_size > STF_MAX_BYTES) {
+    set_err(err, errlen, "%s: too large to be a state file (%lld bytes)", path,
+            (long long)st.st_size);
+    close(fd);
+    return -1;
+  }
+  cap = (size_t)st.st_size + 1;
+  d = malloc(cap);
+  if (!d) {
+    set_err(err, errlen, "%s: out of memory", path);
+    close(fd);
+    return -1;
+  }
+  for (;;) {
+    ssize_t n;
+
+    if (used + 1 >= cap) {
+      char *nd;
+
+      if (cap > STF_MAX_BYTES) {
+        set_err(err, errlen, "%s: too large to be a state file", path);
+        free(d);
+        close(fd);
+        return -1;
+      }
+      nd = realloc(d, cap * 2);
+      if (!nd) {
+        set_err(err, errlen, "%s: out of memory", path);
+        free(d);
+        close(fd);
+        return -1;
+      }
+      d = nd;
+      cap *= 2;
+    }
+    n = read(fd, d + used, cap - 1 - used);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      set_err(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+      free(d);
+      close(fd);
+      return -1;
+    }
+    if (n == 0)
+      break;
+    used += (size_t)n;
+  }
+  close(fd);
+  d[used] = '\0';
+  *data = d;
+  *len = used;
+  return 0;
+}
+
+/* Parse the end line "end count=N crc32=XXXXXXXX" (without newline). */
+static int
+parse_end(const char *line, long *count, uint32_t *crc)
+{
+  char cbuf[16], xbuf[16];
+  long c;
+  char *e;
+  unsigned long x;
+  int used = 0;
+
+  if (sscanf(line, "end count=%15[0-9] crc32=%15[0-9a-fA-F]%n", cbuf, xbuf, &used) != 2 ||
+      line[used] != '\0' || strlen(xbuf) != 8)
+    return -1;
+  if (UTL_ParseInt(cbuf, 0, 1000000, &c) < 0)
+    return -1;
+  errno = 0;
+  x = strtoul(xbuf, &e, 16);
+  if (*e || errno)
+    return -1;
+  *count = c;
+  *crc = (uint32_t)x;
+  return 0;
+}
+
+enum {
+  F_NAME = 1, F_SETPOINT = 2, F_ENGAGED = 4, F_KP = 8, F_KI = 16, F_KD = 32,
+  F_PIEZO = 64, F_CURRENT = 128
+};
+#define F_REQUIRED (F_NAME | F_SETPOINT | F_ENGAGED | F_KP | F_KI | F_KD | F_PIEZO)
+
+/* Parse the fields of one laser line (after "laser").  0 or -1 with why. */
+static int
+parse_laser(char *fields, STF_Laser *l, const char **why)
+{
+  char *save = NULL;
+  unsigned int seen = 0;
+
+  memset(l, 0, sizeof *l);
+  for (char *kv = strtok_r(fields, " \t", &save); kv; kv = strtok_r(NULL, " \t", &save)) {
+    char *eq = strchr(kv, '=');
+    const char *val;
+    unsigned int bit = 0;
+    double *dst = NULL;
+
+    if (!eq || eq == kv) {
+      *why = "a field is not key=value";
+      return -1;
+    }
+    *eq = '\0';
+    val = eq + 1;
+    if (strcmp(kv, "name") == 0) {
+      bit = F_NAME;
+      if (!val[0] || strlen(val) >= sizeof l->name) {
+        *why = "bad laser name";
+        return -1;
+      }
+      UTL_Strlcpy(l->name, val, sizeof l->name);
+    } else if (strcmp(kv, "engaged") == 0) {
+      bit = F_ENGAGED;
+      if (strcmp(val, "0") != 0 && strcmp(val, "1") != 0) {
+        *why = "engaged must be 0 or 1";
+        return -1;
+      }
+      l->engaged = val[0] == '1';
+    } else if (strcmp(kv, "setpoint_thz") == 0) {
+      bit = F_SETPOINT;
+      dst = &l->setpoint_thz;
+    } else if (strcmp(kv, "kp") == 0) {
+      bit = F_KP;
+      dst = &l->kp;
+    } else if (strcmp(kv, "ki") == 0) {
+      bit = F_KI;
+      dst = &l->ki;
+    } else if (strcmp(kv, "kd") == 0) {
+      bit = F_KD;
+      dst = &l->kd;
+    } else if (strcmp(kv, "piezo_v") == 0) {
+      bit = F_PIEZO;
+      dst = &l->piezo_v;
+    } else if (strcmp(kv, "current_v") == 0) {
+      bit = F_CURRENT;
+      dst = &l->current_v;
+      l->has_current = 1;
+    } else {
+      continue;       /* a field of a newer format: ignore */
+    }
+    if (seen & bit) {
+      *why = "a field appears twice";
+      return -1;
+    }
+    seen |= bit;
+    if (dst && UTL_ParseDouble(val, dst) < 0) {
+      *why = "a value is not a finite number";
+      return -1;
+    }
+  }
+  if ((seen & F_REQUIRED) != F_REQUIRED) {
+    *why = "a laser line lacks a required field";
+    return -1;
+  }
+  return 0;
+}
+
+int
+STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
+{
+  char *data = NULL, *end_line, *p, *body_end;
+  size_t len = 0;
+  STF_Laser *lasers = NULL;
+  long count;
+  uint32_t crc;
+  int n = 0, r, lineno = 0;
+
+  *out = NULL;
+  if (!path || !path[0]) {
+    set_err(err, errlen, "bad state file path");
+    return -1;
+  }
+  r = read_file(path, &data, &len, err, errlen);
+  if (r == 1)
+    return 0;
+  if (r < 0)
+    return -1;
+
+  if (len == 0) {
+    set_err(err, errlen, "%s: empty (truncated state file)", path);
+    goto bad;
+  }
+  if (memchr(data, '\0', len)) {
+    set_err(err, errlen, "%s: contains NUL bytes (not a state file)", path);
+    goto bad;
+  }
+  if (data[len - 1] != '\n') {
+    set_err(err, errlen, "%s: truncated (last line incomplete)", path);
+    goto bad;
+  }
+  /* The last line must be the end line. */
+  data[len - 1] = '\0';
+  end_line = strrchr(data, '\n');
+  end_line = end_line ? end_line + 1 : data;
+  if (strncmp(end_line, "end ", 4) != 0) {
+    set_err(err, errlen, "%s: truncated or not a state file (no end line)", path);
+    goto bad;
+  }
+  if (parse_end(end_line, &count, &crc) < 0) {
+    set_err(err, errlen, "%s: malformed end line", path);
+    goto bad;
+  }
+  body_end = end_line;
+  if (crc32_update(0, data, (size_t)(body_end - data)) != crc) {
+    set_err(err, errlen, "%s: checksum mismatch (file damaged or edited)", path);
+    goto bad;
+  }
+  if (count > 0) {
+    lasers = calloc((size_t)count, sizeof *lasers);
+    if (!lasers) {
+      set_err(err, errlen, "%s: out of memory", path);
+      goto bad;
+    }
+  }
+
+  /* Body: lines up to the end line. */
+  p = data;
+  while (p < body_end) {
+    char *nl = memchr(p, '\n', (size_t)(body_end - p)), *line = p;
+    const char *why = NULL;
+
+    lineno++;
+    if (!nl)      /* cannot happen: the body ends with a newline */
+      break;
+    *nl = '\0';
+    p = nl + 1;
+    if ((size_t)(nl - line) > STF_MAX_LINE) {
+      set_err(err, errlen, "%s:%d: line too long", path, lineno);
+      goto bad;
+    }
+    if (line[0] == '\0' || line[0] == '#')
+      continue;
+    if (strncmp(line, "laser ", 6) != 0) {
+      set_err(err, errlen, "%s:%d: unknown record", path, lineno);
+      goto bad;
+    }
+    if (n >= count) {
+      set_err(err, errlen, "%s:%d: more laser lines than the end line counts", path, lineno);
+      goto bad;
+    }
+    if (parse_laser(line + 6, &lasers[n], &why) < 0) {
+      set_err(err, errlen, "%s:%d: %s", path, lineno, why);
+      goto bad;
+    }
+    for (int i = 0; i < n; i++) {
+      if (strcmp(lasers[i].name, lasers[n].name) == 0) {
+        set_err(err, errlen, "%s:%d: laser %s appears twice", path, lineno, lasers[n].name);
+        goto bad;
+      }
+    }
+    n++;
+  }
+  if (n != count) {
+    set_err(err, errlen, "%s: %d laser lines but the end line counts %ld", path, n, count);
+    goto bad;
+  }
+  free(data);
+  *out = lasers;
+  return n;
+
+bad:
+  free(data);
+  free(lasers);
+  return -1;
+}
