@@ -425,6 +425,10 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
             LSR_StateName(l->sm.state));
     return;
   }
+  if (l->sm.state == LSR_FAULT) {
+    SRV_Err(c, 503, "%s: actuator device unreachable", l->cfg.name);
+    return;
+  }
   lo = piezo ? l->piezo_lo : l->current_lo;
   hi = piezo ? l->piezo_hi : l->current_hi;
   if (UTL_ParseDouble(argv[3], &v) != 0 || v < lo || v > hi) {

@@ -259,3 +259,198 @@ class Env:
                 pass
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- config files for tests ------------------------------------------------
+
+def laser_conf(name, channel, thz, device="ao1", reg=0, fmt="u16", order=None,
+               scale=6553.5, offset=0.0, min_v=0.0, max_v=10.0, start_v=5.0,
+               current=None, autolock=True, span_thz=0.2, pid=None, sim=None,
+               extra=""):
+    """One entry of the lasers list.  current: dict with device, reg, fmt,
+    scale, min_v, max_v, feedforward (or None).  pid: dict of pid keys.
+    sim: dict of sim keys."""
+    pid = pid or {"kp": 0.0, "ki": 0.002, "kd": 0.0}
+    word = ' word_order = "%s";' % order if order else ""
+    cur = ""
+    if current:
+        c = dict({"reg": reg + (2 if fmt == "f32" else 1), "fmt": "s16", "scale": 3276.7,
+                  "min_v": -1.0, "max_v": 1.0, "feedforward": -0.2, "device": device}, **current)
+        cword = ' word_order = "%s";' % c["order"] if c.get("order") else ""
+        cur = ('    current = { device = "%s"; register = %d; format = "%s";%s scale = %r;'
+               ' min_v = %r; max_v = %r; feedforward = %r; };\n'
+               % (c["device"], c["reg"], c["fmt"], cword, c["scale"], c["min_v"], c["max_v"],
+                  c["feedforward"]))
+    simtxt = ""
+    if sim:
+        simtxt = "    sim = { %s };\n" % " ".join("%s = %r;" % (k, v) for k, v in sim.items())
+    return ("  { name = \"%s\"; channel = %d; setpoint = \"%.9f THz\"; autolock = %s;\n"
+            "    min_thz = %.9f; max_thz = %.9f; window_mhz = 5.0; capture_mhz = 2000.0;\n"
+            "    pid = { %s };\n"
+            "    piezo = { device = \"%s\"; register = %d; format = \"%s\";%s scale = %r;"
+            " offset = %r; min_v = %r; max_v = %r; start_v = %r; };\n"
+            "%s%s%s  }"
+            % (name, channel, thz, "true" if autolock else "false",
+               thz - span_thz, thz + span_thz,
+               " ".join("%s = %r;" % (k, v) for k, v in pid.items()),
+               device, reg, fmt, word, scale, offset, min_v, max_v, start_v,
+               cur, simtxt, extra))
+
+
+def lab_conf(lasers, devices, wm_port, listen="127.0.0.1:0", state_file="wavelock.state",
+             server_extra="", top_extra="", stale_ms=1000, sim_control=None, seed=1):
+    """A whole config.  devices: list of (name, port) on 127.0.0.1."""
+    devs = ",\n".join('  { name = "%s"; url = "tcp://127.0.0.1:%d"; unit = 1; timeout_ms = 200; }'
+                      % (n, p) for n, p in devices)
+    sim = ""
+    if sim_control:
+        sim = 'sim = { seed = %d; control = "127.0.0.1:%d"; };\n' % (seed, sim_control)
+    return ('server = { listen = ["%s"]; %s };\n'
+            'state_file = "%s";\n'
+            'wavemeter = { backend = "stream"; address = "127.0.0.1:%d"; stale_ms = %d; };\n'
+            '%s%s'
+            'devices = (\n%s\n);\n'
+            'lasers = (\n%s\n);\n'
+            % (listen, server_extra, state_file, wm_port, stale_ms, top_extra, sim, devs,
+               ",\n".join(lasers)))
+
+
+# ---- in-process stand-ins for a Modbus module and a wavemeter publisher ----
+
+import struct
+import threading
+
+
+class ModbusRecorder:
+    """A minimal Modbus TCP server (functions 03, 06, 16) on 127.0.0.1 that
+    keeps 256 holding registers and records every write as
+    (time, first_register, [values]).  For daemon tests that need to see
+    exactly what was written."""
+
+    def __init__(self, port=0):
+        self.regs = [0] * 256
+        self.writes = []
+        self.lock = threading.Lock()
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", port))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.silent = False      # accept and read, never answer
+        self.stopping = False
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _recv(self, c, n):
+        b = b""
+        while len(b) < n:
+            chunk = c.recv(n - len(b))
+            if not chunk:
+                raise EOFError
+            b += chunk
+        return b
+
+    def _serve(self, c):
+        try:
+            while True:
+                hdr = self._recv(c, 7)
+                tid, pid, length, unit = struct.unpack(">HHHB", hdr)
+                pdu = self._recv(c, length - 1)
+                if self.silent:
+                    continue
+                fc = pdu[0]
+                with self.lock:
+                    if fc == 3:
+                        addr, cnt = struct.unpack(">HH", pdu[1:5])
+                        vals = self.regs[addr:addr + cnt]
+                        resp = struct.pack(">BB", 3, 2 * cnt) + b"".join(struct.pack(">H", v) for v in vals)
+                    elif fc == 6:
+                        addr, val = struct.unpack(">HH", pdu[1:5])
+                        self.regs[addr] = val
+                        self.writes.append((time.monotonic(), addr, [val]))
+                        resp = pdu[:5]
+                    elif fc == 16:
+                        addr, cnt, nb = struct.unpack(">HHB", pdu[1:6])
+                        vals = list(struct.unpack(">%dH" % cnt, pdu[6:6 + 2 * cnt]))
+                        self.regs[addr:addr + cnt] = vals
+                        self.writes.append((time.monotonic(), addr, vals))
+                        resp = pdu[:5]
+                    else:
+                        resp = struct.pack(">BB", fc | 0x80, 1)
+                c.sendall(struct.pack(">HHHB", tid, 0, len(resp) + 1, unit) + resp)
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def drop_all(self):
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.conns = []
+
+    def close(self):
+        self.stopping = True
+        self.ls.close()
+        self.drop_all()
+
+
+class StreamPublisher:
+    """A wavemeter stream publisher (DESIGN.md section 5) on 127.0.0.1."""
+
+    def __init__(self, port=0):
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", port))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        self.clients = []
+        self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.clients.append(c)
+
+    def connected(self):
+        with self.lock:
+            return len(self.clients)
+
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        with self.lock:
+            for c in list(self.clients):
+                try:
+                    c.sendall(data)
+                except OSError:
+                    self.clients.remove(c)
+
+    def send(self, channel, value, t_ms=None):
+        if t_ms is None:
+            t_ms = (time.monotonic() - self.t0) * 1000.0
+        self.send_raw("%d %.9f %.1f\n" % (channel, value, t_ms))
+
+    def close(self):
+        self.ls.close()
+        with self.lock:
+            for c in self.clients:
+                c.close()
+            self.clients = []
