@@ -454,3 +454,44 @@ class StreamPublisher:
             for c in self.clients:
                 c.close()
             self.clients = []
+
+
+class PyPlant:
+    """A small closed-loop laser plant for daemon tests: reads the piezo
+    registers (u16) from a ModbusRecorder and publishes the resulting
+    frequencies on a StreamPublisher every period_s, per laser:
+        f = thz + 1e-6 * (offset_mhz + mhz_per_v * (V - start_v) + drift)."""
+
+    def __init__(self, mb, pub, lasers, period_s=0.02, noise_mhz=0.2, seed=1):
+        import random
+        self.mb, self.pub = mb, pub
+        self.lasers = lasers      # dicts: channel, thz, reg, scale, offset, start_v, mhz_per_v, offset_mhz
+        self.period_s = period_s
+        self.noise = noise_mhz
+        self.rng = random.Random(seed)
+        self.sent = 0
+        self.stopping = False
+        self.paused = False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def volts(self, l):
+        return (self.mb.regs[l["reg"]] - l.get("offset", 0.0)) / l["scale"]
+
+    def true_thz(self, l):
+        v = self.volts(l)
+        return l["thz"] + 1e-6 * (l.get("offset_mhz", 300.0) + l.get("mhz_per_v", 200.0) *
+                                  (v - l.get("start_v", 5.0)) + l.get("drift", 0.0))
+
+    def _run(self):
+        while not self.stopping:
+            if not self.paused:
+                for l in self.lasers:
+                    f = self.true_thz(l) + 1e-6 * self.rng.gauss(0.0, self.noise)
+                    self.pub.send(l["channel"], f)
+                    self.sent += 1
+            time.sleep(self.period_s)
+
+    def stop(self):
+        self.stopping = True
+        self.t.join()
