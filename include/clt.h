@@ -95,12 +95,14 @@ CLT_Csv *CLT_CsvNew(void);
 /* The header line (without newline). */
 const char *CLT_CsvHeader(void);
 
-/* Feed one event line (with or without the leading "* ").  If it is a
+/* Feed one event line (with or without the leading "* ").  A reading is an
+   event whose first word is "reading", or that has no type word but a
+   freq_thz= key; either way it needs laser= (or name=).  If it is a
    reading, writes one CSV row (with newline) to out (unless out is NULL)
    and returns 1; returns 0
    for other events (a state event updates the remembered state), -1 on
    memory exhaustion.  now_unix is used as the time when the event has no
-   t=/time=/ts= key. */
+   t=/time=/ts= key.  Missing values and "none" give empty fields. */
 int CLT_CsvEvent(CLT_Csv *c, const char *event, double now_unix, FILE *out);
 
 /* Free a converter (NULL is fine). */

@@ -397,11 +397,12 @@ csv_get_state(const CLT_Csv *c, const char *laser)
   return NULL;
 }
 
-/* Write one CSV field, quoted when needed (RFC 4180). */
+/* Write one CSV field, quoted when needed (RFC 4180); a missing value and
+   the daemon's "none" (no valid reading) are written as an empty field. */
 static void
 csv_field(FILE *out, const char *v)
 {
-  if (!v)
+  if (!v || strcmp(v, "none") == 0)
     return;
   if (strpbrk(v, ",\"\r\n")) {
     fputc('"', out);

@@ -13,7 +13,8 @@
 
 #include "clt.h"
 
-/* Run fn's output into a string (free it). */
+/* The aligned table of lines as a string (free it); *kept says whether
+   every line was key=value. */
 static char *
 capture_table(const char **lines, int n, int *kept)
 {
@@ -175,6 +176,8 @@ test_csv(void **state)
   assert_int_equal(CLT_CsvEvent(c, "* reading freq_thz=1", 0, f), 0);   /* no laser */
   /* Values needing quotes. */
   assert_int_equal(CLT_CsvEvent(c, "* reading laser=x,y t=1 state=a\"b", 0, f), 1);
+  /* An error-code reading: "none" becomes an empty field. */
+  assert_int_equal(CLT_CsvEvent(c, "* reading laser=a t=2 freq_thz=none wm_status=underexposed piezo_v=5", 0, f), 1);
   /* Counting only (no output). */
   assert_int_equal(CLT_CsvEvent(c, "* reading laser=a t=1", 0, NULL), 1);
   fclose(f);
@@ -183,7 +186,8 @@ test_csv(void **state)
                       "101,a,384.2,0.5,5.1,,locked\n"
                       "42.250,b,380,-2,1,-0.5,holding\n"
                       "7,c,1,,,,\n"
-                      "1,\"x,y\",,,,,\"a\"\"b\"\n");
+                      "1,\"x,y\",,,,,\"a\"\"b\"\n"
+                      "2,a,,,5,,locked\n");
   free(buf);
   CLT_CsvFree(c);
   CLT_CsvFree(NULL);
