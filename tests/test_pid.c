@@ -272,6 +272,32 @@ test_no_windup(void **state)
   assert_true(s.out > 0.0);
 }
 
+/* Nor does the integrator run ahead of a slew-limited output: when the
+   error changes sign the output turns at once instead of carrying on
+   towards where the integrator had got to. */
+static void
+test_no_slew_windup(void **state)
+{
+  PID_Params p = base_params();
+  PID_State s;
+  double prev;
+  int k;
+
+  (void)state;
+  p.ki = 1.0;                  /* 100 V/s of integral action at 1000 MHz */
+  p.max_step_v = 0.25;
+  PID_Reset(&s, &p, 5.0);
+  step_ok(&s, &p, 0.0, -1000.0, 0.0);
+  for (k = 1; k <= 3; k++)
+    step_ok(&s, &p, 0.1 * k, -1000.0, 0.0);
+  assert_near(s.out, 5.75, EPS);
+  assert_true(s.integ <= s.out + EPS);
+  prev = s.out;
+  step_ok(&s, &p, 0.4, 1.0, 0.0);
+  assert_true(s.out < prev);
+  assert_near(s.out, 5.75 - 1.0 * 1.0 * 0.1, EPS);
+}
+
 /* D acts on the measurement through a first-order filter: a setpoint step
    or ramp gives no kick, a moving measurement does. */
 static void
@@ -413,6 +439,7 @@ main(void)
     cmocka_unit_test(test_long_gap_capped),
     cmocka_unit_test(test_limits_and_slew),
     cmocka_unit_test(test_no_windup),
+    cmocka_unit_test(test_no_slew_windup),
     cmocka_unit_test(test_derivative_on_measurement),
     cmocka_unit_test(test_retune_bumpless),
     cmocka_unit_test(test_forget),
