@@ -135,10 +135,10 @@ REG_Decode(const REG_Encoding *enc, const uint16_t regs[2])
       raw = (double)f;
       break;
     default:
-      return NAN;
+      return (double)NAN;
   }
   if (enc->scale == 0.0)
-    return NAN;
+    return (double)NAN;
   return (raw - enc->offset) / enc->scale;
 }
 

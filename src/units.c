@@ -85,7 +85,7 @@ UNI_FromTHz(double thz, UNI_Unit unit)
     case UNI_NM: return C_NM_THZ / thz;
     case UNI_CM1: return thz / C_THZ_PER_CM1;
   }
-  return NAN;
+  return (double)NAN;
 }
 
 /* Length of a plain decimal number at the start of s:

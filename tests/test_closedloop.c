@@ -107,9 +107,9 @@ loop_step(Loop *lp, int valid)
   act = LSR_OnReading(&lp->m, &lsrp, lp->t, valid, meas, meas - lp->sp_mhz);
   switch (act) {
     case LSR_ACT_RESUME:
-      PID_Forget(&lp->pid);
-      /* fall through */
     case LSR_ACT_REGULATE:
+      if (act == LSR_ACT_RESUME)
+        PID_Forget(&lp->pid);
       assert_int_equal(PID_Step(&lp->pid, &pidp, lp->t, meas, lp->sp_mhz), 0);
       if (fabs(lp->pid.out - prev) > lp->max_dout)
         lp->max_dout = fabs(lp->pid.out - prev);

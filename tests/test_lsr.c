@@ -237,7 +237,7 @@ test_invalid_reading_holds(void **state)
   assert_int_equal(m.state, LSR_HOLDING);
   assert_false(LSR_Regulating(&m));
   assert_int_equal(bad(&m, 1.1), LSR_ACT_NONE);
-  assert_int_equal(LSR_OnReading(&m, &P, 1.2, 1, NAN, NAN), LSR_ACT_NONE);
+  assert_int_equal(LSR_OnReading(&m, &P, 1.2, 1, (double)NAN, (double)NAN), LSR_ACT_NONE);
   assert_int_equal(m.state, LSR_HOLDING);
   assert_int_equal(rd(&m, 1.3, 1.0), LSR_ACT_RESUME);
   assert_int_equal(m.state, LSR_ACQUIRING);
@@ -396,7 +396,7 @@ test_ramp(void **state)
   assert_true(r.sp_thz == 385.0);
   LSR_RampStart(&r, 384.0, 385.0, -5.0, 0.0);
   assert_true(!r.active && r.sp_thz == 385.0);
-  LSR_RampStart(&r, 384.0, 385.0, NAN, 0.0);
+  LSR_RampStart(&r, 384.0, 385.0, (double)NAN, 0.0);
   assert_true(!r.active && r.sp_thz == 385.0);
   LSR_RampStart(&r, 384.0, 384.0, 10.0, 0.0);
   assert_true(!r.active && LSR_RampAdvance(&r, 1.0) == 384.0);

@@ -123,10 +123,10 @@ test_reading_used_once(void **state)
   assert_int_equal(PID_Step(&s, &p, 1.1, 12.0, 0.0), -1);
   assert_int_equal(PID_Step(&s, &p, 1.1, 50.0, 0.0), -1);
   assert_int_equal(PID_Step(&s, &p, 0.5, 12.0, 0.0), -1);
-  assert_int_equal(PID_Step(&s, &p, NAN, 12.0, 0.0), -1);
-  assert_int_equal(PID_Step(&s, &p, INFINITY, 12.0, 0.0), -1);
-  assert_int_equal(PID_Step(&s, &p, 1.2, NAN, 0.0), -1);
-  assert_int_equal(PID_Step(&s, &p, 1.2, 12.0, -INFINITY), -1);
+  assert_int_equal(PID_Step(&s, &p, (double)NAN, 12.0, 0.0), -1);
+  assert_int_equal(PID_Step(&s, &p, (double)INFINITY, 12.0, 0.0), -1);
+  assert_int_equal(PID_Step(&s, &p, 1.2, (double)NAN, 0.0), -1);
+  assert_int_equal(PID_Step(&s, &p, 1.2, 12.0, -(double)INFINITY), -1);
   assert_memory_equal(&copy, &s, sizeof s);
   step_ok(&s, &p, 1.2, 12.0, 0.0);
   assert_true(s.out < copy.out);
@@ -220,7 +220,7 @@ test_limits_and_slew(void **state)
   assert_true(PID_Clamp(&p, 11.0) == 10.0);
   assert_true(PID_Clamp(&p, -0.5) == 0.0);
   assert_true(PID_Clamp(&p, 4.5) == 4.5);
-  assert_true(PID_Clamp(&p, NAN) == 0.0);
+  assert_true(PID_Clamp(&p, (double)NAN) == 0.0);
 }
 
 /* Anti-windup: after 1000 s pinned at max_v the integrator is still inside
@@ -425,7 +425,7 @@ test_feedforward(void **state)
   assert_true(PID_FeedForward(20.0, 5.0, -0.2, 0.0, -1.0, 1.0) == -1.0);
   assert_true(PID_FeedForward(-20.0, 5.0, -0.2, 0.0, -1.0, 1.0) == 1.0);
   assert_true(PID_FeedForward(9.0, 5.0, 0.0, 2.0, -1.0, 1.0) == 1.0);
-  assert_true(PID_FeedForward(NAN, 5.0, -0.2, 0.0, -1.0, 1.0) == -1.0);
+  assert_true(PID_FeedForward((double)NAN, 5.0, -0.2, 0.0, -1.0, 1.0) == -1.0);
 }
 
 int

@@ -120,12 +120,12 @@ test_nonfinite(void **state)
   uint16_t regs[2] = { 0x1234, 0x5678 };
 
   (void)state;
-  assert_int_equal(REG_Encode(&enc, NAN, regs), -1);
-  assert_int_equal(REG_Encode(&enc, INFINITY, regs), -1);
+  assert_int_equal(REG_Encode(&enc, (double)NAN, regs), -1);
+  assert_int_equal(REG_Encode(&enc, (double)INFINITY, regs), -1);
   enc.format = REG_U16;
-  assert_int_equal(REG_Encode(&enc, -INFINITY, regs), -1);
+  assert_int_equal(REG_Encode(&enc, -(double)INFINITY, regs), -1);
   enc.format = REG_S16;
-  assert_int_equal(REG_Encode(&enc, NAN, regs), -1);
+  assert_int_equal(REG_Encode(&enc, (double)NAN, regs), -1);
   assert_int_equal(regs[0], 0x1234);
   assert_int_equal(regs[1], 0x5678);
 }

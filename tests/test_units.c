@@ -95,8 +95,8 @@ test_bad_conversions(void **state)
   assert_int_equal(UNI_ToTHz(-780.0, UNI_NM, &thz), -1);
   assert_int_equal(UNI_ToTHz(0.0, UNI_THZ, &thz), -1);
   assert_int_equal(UNI_ToTHz(-1.0, UNI_GHZ, &thz), -1);
-  assert_int_equal(UNI_ToTHz(INFINITY, UNI_THZ, &thz), -1);
-  assert_int_equal(UNI_ToTHz(NAN, UNI_CM1, &thz), -1);
+  assert_int_equal(UNI_ToTHz((double)INFINITY, UNI_THZ, &thz), -1);
+  assert_int_equal(UNI_ToTHz((double)NAN, UNI_CM1, &thz), -1);
   assert_int_equal(UNI_ToTHz(1e-320, UNI_NM, &thz), -1);   /* overflows to inf */
   assert_true(thz == 7.0);
 }
