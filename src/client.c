@@ -614,7 +614,7 @@ static int
 read_token_file(const char *path)
 {
   FILE *f = fopen(path, "r");
-  size_t len;
+  size_t len, lead;
 
   if (!f) {
     warnx_("cannot read token file %s: %s", path, strerror(errno));
@@ -627,6 +627,8 @@ read_token_file(const char *path)
   opt.token[len] = '\0';
   while (len > 0 && (opt.token[len - 1] == ' ' || opt.token[len - 1] == '\t'))
     opt.token[--len] = '\0';
+  lead = strspn(opt.token, " \t");
+  memmove(opt.token, opt.token + lead, len - lead + 1);
   if (!opt.token[0]) {
     warnx_("token file %s is empty", path);
     return -1;
