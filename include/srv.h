@@ -21,6 +21,24 @@ struct event_base;
 
 #define SRV_LINE_MAX 1024
 
+/* Output bounds per connection (bytes buffered in the daemon, not counting
+   the kernel's socket buffer).  Events to a subscriber whose output would
+   exceed SRV_OUTPUT_MAX are dropped and counted; once its output has drained
+   to SRV_OUTPUT_LOW it gets "* dropped n=<count>".  Requests are not read from
+   a client whose output is at SRV_OUTPUT_PAUSE or more until it has drained to
+   SRV_OUTPUT_LOW (backpressure), so the output of a client that sends but
+   never reads stays below SRV_OUTPUT_PAUSE plus one response. */
+#define SRV_OUTPUT_MAX (256 * 1024)
+#define SRV_OUTPUT_PAUSE (64 * 1024)
+#define SRV_OUTPUT_LOW (32 * 1024)
+
+/* Failed auth attempts allowed before auth is refused for a while (429);
+   the refusal lasts SRV_AUTH_DELAY_S, doubling with each further failure
+   up to SRV_AUTH_DELAY_MAX_S. */
+#define SRV_AUTH_FREE_TRIES 3
+#define SRV_AUTH_DELAY_S 2
+#define SRV_AUTH_DELAY_MAX_S 60
+
 typedef struct SRV_Server SRV_Server;
 typedef struct SRV_Conn SRV_Conn;
 
@@ -37,7 +55,11 @@ typedef struct {
 } SRV_Command;
 
 /* Create a server on base listening on cfg->listen; commands[0..n-1] is the
-   daemon's table (kept by pointer).  NULL with a message in err on failure. */
+   daemon's table (kept by pointer).  NULL with a message in err on failure.
+   Built-ins: help, auth and quit always (a table entry of that name is
+   ignored with a warning); ping and version unless the table has its own.
+   Every listen entry binds each address its host resolves to ("*" or an
+   empty host: all); with port 0 they share the first one's port if free. */
 SRV_Server *SRV_Create(struct event_base *base, const CNF_Server *cfg,
                        const SRV_Command *commands, int n, void *ctx,
                        char *err, size_t errlen);
@@ -53,10 +75,14 @@ void SRV_Reconfigure(SRV_Server *s, const CNF_Server *cfg);
 /* Stop accepting new connections (shutdown). */
 void SRV_StopListening(SRV_Server *s);
 
-/* Close every connection and free. */
+/* Close every connection and free (not from inside a handler). */
 void SRV_Destroy(SRV_Server *s);
 
 /* Responses; text is printf-formatted and must not contain newlines. */
+/* SRV_Ok(c, NULL) sends a plain "OK" (an empty format string draws
+   -Wformat-zero-length).  Control characters are sent as '?'; a data line
+   that is empty or would begin with OK, ERR or * is a bug: it is logged and
+   sent with "data=" in front. */
 void SRV_Data(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Ok(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Err(SRV_Conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -64,6 +90,15 @@ void SRV_Err(SRV_Conn *c, int code, const char *fmt, ...) __attribute__((format(
 /* The connection's role (NONE before auth when tokens are configured,
    CONTROL when no tokens are configured). */
 CNF_Role SRV_Role(const SRV_Conn *c);
+
+/* The peer address of a connection, "127.0.0.1:40312" or "[::1]:40312". */
+const char *SRV_Peer(const SRV_Conn *c);
+
+/* The server a connection belongs to (e.g. to publish from a handler). */
+SRV_Server *SRV_ConnServer(const SRV_Conn *c);
+
+/* "any" (NONE), "monitor" or "control". */
+const char *SRV_RoleName(CNF_Role role);
 
 /* Subscriptions: a connection subscribes to all lasers (all = 1) or to the
    lasers whose indices are set in mask (0..n-1).  SRV_Unsubscribe ends it. */
@@ -79,6 +114,20 @@ void SRV_Publish(SRV_Server *s, int laser, const char *fmt, ...) __attribute__((
 /* Number of connected clients, and of subscribers. */
 int SRV_ClientCount(const SRV_Server *s);
 int SRV_SubscriberCount(const SRV_Server *s);
+
+typedef struct {
+  int clients;                 /* as SRV_ClientCount */
+  int subscribers;             /* as SRV_SubscriberCount */
+  size_t out_bytes;            /* output buffered now, all connections */
+  size_t out_max;              /* largest output buffer of one connection now */
+  size_t out_peak;             /* largest ever seen (since create or reset) */
+  unsigned long events_dropped;/* events dropped for slow subscribers, total */
+  unsigned long rejected;      /* connections refused with 429, total */
+} SRV_Stats;
+
+/* Counters and buffer sizes (e.g. for a "server" command or tests); with
+   reset_peak the out_peak high-water mark starts again from now. */
+void SRV_GetStats(SRV_Server *s, SRV_Stats *st, int reset_peak);
 
 /* Pure helpers (unit-tested): remove telnet IAC sequences from buf in place,
    carrying state across calls in *state (start with 0); returns the new length. */
