@@ -157,7 +157,8 @@ edit_distance(const char *a, const char *b)
   return prev[lb];
 }
 
-/* Every member of group g must be one of allowed (NULL-terminated). */
+/* Every member of group g must be one of allowed (NULL-terminated).  An
+   unknown key is reported with the closest allowed names as suggestions. */
 static int
 check_keys(Loader *ld, const config_setting_t *g, const char *const *allowed)
 {
@@ -166,9 +167,9 @@ check_keys(Loader *ld, const config_setting_t *g, const char *const *allowed)
   for (int i = 0; i < n; i++) {
     const config_setting_t *m = config_setting_get_elem(g, (unsigned int)i);
     const char *name = config_setting_name(m);
-    const char *best = NULL;
+    const char *best[3];
     size_t best_d = 3;
-    int ok = 0;
+    int ok = 0, nbest = 0;
 
     if (!name)
       continue;
@@ -180,16 +181,29 @@ check_keys(Loader *ld, const config_setting_t *g, const char *const *allowed)
         break;
       }
       d = edit_distance(name, *k);
-      if (d < best_d && (d < 2 || strlen(*k) > 3)) {
+      if (d > 1 && strlen(*k) <= 3)
+        continue;                 /* "kx" is not two edits from "offset" */
+      if (d < best_d) {
         best_d = d;
-        best = *k;
+        nbest = 0;
       }
+      if (d == best_d && nbest < 3)
+        best[nbest++] = *k;
     }
     if (ok)
       continue;
-    if (best)
-      return fail(ld, m, NULL, "unknown key (did you mean \"%s\"?)", best);
-    return fail(ld, m, NULL, "unknown key");
+    switch (nbest) {
+      case 0:
+        return fail(ld, m, NULL, "unknown key");
+      case 1:
+        return fail(ld, m, NULL, "unknown key (did you mean \"%s\"?)", best[0]);
+      case 2:
+        return fail(ld, m, NULL, "unknown key (did you mean \"%s\" or \"%s\"?)",
+                    best[0], best[1]);
+      default:
+        return fail(ld, m, NULL, "unknown key (did you mean \"%s\", \"%s\" or \"%s\"?)",
+                    best[0], best[1], best[2]);
+    }
   }
   return 0;
 }

@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -326,6 +327,24 @@ read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
   return 0;
 }
 
+/* A whole word as a finite double.  Unlike UTL_ParseDouble this accepts
+   subnormal values (strtod reports ERANGE for them), which %.17g writes. */
+static int
+parse_double(const char *s, double *out)
+{
+  char *end;
+  double v;
+
+  if (!s[0] || isspace((unsigned char)s[0]))
+    return -1;
+  errno = 0;
+  v = strtod(s, &end);
+  if (*end != '\0' || !isfinite(v) || (errno == ERANGE && fabs(v) >= 1.0))
+    return -1;
+  *out = v;
+  return 0;
+}
+
 /* Parse the end line "end count=N crc32=XXXXXXXX" (without newline). */
 static int
 parse_end(const char *line, long *count, uint32_t *crc)
@@ -417,7 +436,7 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
       return -1;
     }
     seen |= bit;
-    if (dst && UTL_ParseDouble(val, dst) < 0) {
+    if (dst && parse_double(val, dst) < 0) {
       *why = "a value is not a finite number";
       return -1;
     }

@@ -1,0 +1,469 @@
+/* test_statefile.c - the runtime state file (STF_): exact round trip, the
+ * on-disk format, and rejection of truncated, damaged and garbage files. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "statefile.h"
+
+/* cmocka 1.1's assert_float_equal works in float; compare doubles here. */
+#define assert_dbl(a, b, eps) do {                                            \
+    double a_ = (a), b_ = (b);                                                \
+    if (!(fabs(a_ - b_) <= (eps)))                                            \
+      fail_msg("%s = %.17g, expected %.17g", #a, a_, b_);                     \
+  } while (0)
+
+static char dir[PATH_MAX];
+static char path[PATH_MAX + 32];
+static char err[1024];
+
+/* An independent CRC-32 (the one of zlib and Python's zlib.crc32). */
+static uint32_t
+ref_crc32(const char *p, size_t n)
+{
+  uint32_t c = 0xFFFFFFFFu;
+
+  for (size_t i = 0; i < n; i++) {
+    c ^= (unsigned char)p[i];
+    for (int k = 0; k < 8; k++)
+      c = (c & 1u) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+  }
+  return c ^ 0xFFFFFFFFu;
+}
+
+static int
+setup(void **state)
+{
+  snprintf(dir, sizeof dir, "/tmp/wl-test-stf-XXXXXX");
+  if (!mkdtemp(dir))
+    return -1;
+  snprintf(path, sizeof path, "%s/wavelock.state", dir);
+  return 0;
+}
+
+/* Remove everything in dir (tests leave nothing else behind), then dir. */
+static int
+teardown(void **state)
+{
+  DIR *d = opendir(dir);
+  struct dirent *e;
+
+  if (d) {
+    while ((e = readdir(d))) {
+      char p[PATH_MAX + 300];
+
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+        continue;
+      snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+      unlink(p);
+    }
+    closedir(d);
+  }
+  return rmdir(dir);
+}
+
+/* Number of directory entries other than . and .. */
+static int
+count_entries(void)
+{
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int n = 0;
+
+  assert_non_null(d);
+  while ((e = readdir(d)))
+    n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+  closedir(d);
+  return n;
+}
+
+static char *
+read_all(const char *p, size_t *len)
+{
+  FILE *f = fopen(p, "rb");
+  char *buf;
+  long n;
+
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  n = ftell(f);
+  rewind(f);
+  buf = malloc((size_t)n + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  buf[n] = '\0';
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+static void
+write_all(const char *p, const char *data, size_t len)
+{
+  FILE *f = fopen(p, "wb");
+
+  assert_non_null(f);
+  assert_int_equal(fwrite(data, 1, len, f), len);
+  assert_int_equal(fclose(f), 0);
+}
+
+/* Write a body and a correct end line for it. */
+static void
+write_with_end(const char *body, int count)
+{
+  char buf[4096];
+  int n = snprintf(buf, sizeof buf, "%s", body);
+
+  snprintf(buf + n, sizeof buf - (size_t)n, "end count=%d crc32=%08x\n", count,
+           (unsigned int)ref_crc32(body, strlen(body)));
+  write_all(path, buf, strlen(buf));
+}
+
+static STF_Laser sample[3];
+
+static void
+fill_sample(void)
+{
+  memset(sample, 0, sizeof sample);
+  strcpy(sample[0].name, "cool780");
+  sample[0].setpoint_thz = 384.2304844;
+  sample[0].engaged = 1;
+  sample[0].kp = 0.1;
+  sample[0].ki = 1.0 / 3.0;
+  sample[0].kd = 0.0;
+  sample[0].piezo_v = 5.123456789012345;
+  sample[0].has_current = 1;
+  sample[0].current_v = -0.2;
+  strcpy(sample[1].name, "repump_795.b-2");
+  sample[1].setpoint_thz = 377.10746338;
+  sample[1].engaged = 0;
+  sample[1].kp = 4.9e-324;                /* smallest subnormal */
+  sample[1].ki = DBL_MAX;
+  sample[1].kd = 1e-300;
+  sample[1].piezo_v = -0.0;
+  sample[1].has_current = 0;
+  strcpy(sample[2].name, "x");
+  sample[2].setpoint_thz = nextafter(650.503225, 1000.0);
+  sample[2].engaged = 1;
+  sample[2].kp = 2.0 / 3.0;
+  sample[2].ki = 0.002;
+  sample[2].kd = 0.0001;
+  sample[2].piezo_v = 9.999999999999998;
+  sample[2].has_current = 1;
+  sample[2].current_v = 1e-17;
+}
+
+static void
+assert_same_bits(double a, double b)
+{
+  assert_memory_equal(&a, &b, sizeof a);
+}
+
+static void
+test_round_trip(void **state)
+{
+  STF_Laser *out = NULL;
+
+  fill_sample();
+  assert_int_equal(STF_Save(path, sample, 3, err, sizeof err), 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
+  assert_non_null(out);
+  for (int i = 0; i < 3; i++) {
+    assert_string_equal(out[i].name, sample[i].name);
+    assert_same_bits(out[i].setpoint_thz, sample[i].setpoint_thz);
+    assert_int_equal(out[i].engaged, sample[i].engaged);
+    assert_same_bits(out[i].kp, sample[i].kp);
+    assert_same_bits(out[i].ki, sample[i].ki);
+    assert_same_bits(out[i].kd, sample[i].kd);
+    assert_same_bits(out[i].piezo_v, sample[i].piezo_v);
+    assert_int_equal(out[i].has_current, sample[i].has_current);
+    if (sample[i].has_current)
+      assert_same_bits(out[i].current_v, sample[i].current_v);
+  }
+  free(out);
+
+  /* saving again replaces the file */
+  sample[0].setpoint_thz = 384.0;
+  assert_int_equal(STF_Save(path, sample, 1, err, sizeof err), 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
+  assert_dbl(out[0].setpoint_thz, 384.0, 0);
+  free(out);
+  assert_int_equal(count_entries(), 1);
+}
+
+/* The format documented in statefile.h, checked with an independent CRC. */
+static void
+test_format(void **state)
+{
+  size_t len;
+  char *text, *end, want[128];
+
+  fill_sample();
+  assert_int_equal(STF_Save(path, sample, 2, err, sizeof err), 0);
+  text = read_all(path, &len);
+  assert_true(len > 0 && text[len - 1] == '\n');
+  assert_int_equal(strncmp(text, "# ", 2), 0);
+  snprintf(want, sizeof want, "\nlaser name=cool780 setpoint_thz=%.17g engaged=1 ",
+           sample[0].setpoint_thz);
+  assert_non_null(strstr(text, want));
+  snprintf(want, sizeof want, " current_v=%.17g\n", sample[0].current_v);
+  assert_non_null(strstr(text, want));
+  assert_non_null(strstr(text, "\nlaser name=repump_795.b-2 "));
+  assert_null(strstr(strstr(text, "name=repump_795.b-2"), "current_v"));
+  text[len - 1] = '\0';
+  end = strrchr(text, '\n') + 1;
+  snprintf(want, sizeof want, "end count=2 crc32=%08x",
+           (unsigned int)ref_crc32(text, (size_t)(end - text)));
+  assert_string_equal(end, want);
+  free(text);
+}
+
+static void
+test_empty_list(void **state)
+{
+  STF_Laser *out = (STF_Laser *)&out;
+
+  assert_int_equal(STF_Save(path, NULL, 0, err, sizeof err), 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 0);
+  assert_null(out);
+}
+
+static void
+test_missing_file(void **state)
+{
+  STF_Laser *out = (STF_Laser *)&out;
+
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 0);
+  assert_null(out);
+}
+
+/* Every proper prefix of a good file is rejected, with a message naming
+   the file: a crash in the middle of any write is never taken for state. */
+static void
+test_truncated(void **state)
+{
+  size_t len;
+  char *text;
+
+  fill_sample();
+  assert_int_equal(STF_Save(path, sample, 3, err, sizeof err), 0);
+  text = read_all(path, &len);
+  for (size_t cut = 0; cut < len; cut++) {
+    STF_Laser *out = (STF_Laser *)&out;
+
+    write_all(path, text, cut);
+    err[0] = '\0';
+    if (STF_Load(path, &out, err, sizeof err) != -1)
+      fail_msg("prefix of %zu of %zu bytes accepted", cut, len);
+    assert_null(out);
+    assert_true(strncmp(err, path, strlen(path)) == 0);
+  }
+  {
+    STF_Laser *out = NULL;
+
+    write_all(path, text, len);                 /* the whole file is fine */
+    assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
+    free(out);
+  }
+  free(text);
+}
+
+/* Any change of a byte before the end line is caught by the checksum. */
+static void
+test_crc_mismatch(void **state)
+{
+  size_t len;
+  char *text, *p;
+  STF_Laser *out = NULL;
+
+  fill_sample();
+  assert_int_equal(STF_Save(path, sample, 3, err, sizeof err), 0);
+  text = read_all(path, &len);
+  p = strstr(text, "piezo_v=5.1");
+  assert_non_null(p);
+  p[9] = '2';                              /* 5.123... -> 5.223... */
+  write_all(path, text, len);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_null(out);
+  assert_non_null(strstr(err, "checksum mismatch"));
+  assert_non_null(strstr(err, path));
+
+  /* one flipped bit anywhere in the body */
+  p[9] = '1';
+  for (size_t i = 0; i < (size_t)(strstr(text, "\nend ") - text); i += 7) {
+    text[i] ^= 0x01;
+    write_all(path, text, len);
+    if (STF_Load(path, &out, err, sizeof err) != -1)
+      fail_msg("bit flip at %zu accepted", i);
+    text[i] ^= 0x01;
+  }
+  free(text);
+}
+
+static void
+test_garbage(void **state)
+{
+  static const char *const junk[] = {
+    "hello\n",
+    "\n",
+    "end\n",
+    "end count=0 crc32=12345678\n",          /* wrong CRC of an empty body */
+    "end count=0 crc32=zzzzzzzz\n",
+    "laser name=a setpoint_thz=1 engaged=1 kp=0 ki=0 kd=0 piezo_v=0\n",
+    "\x7f" "ELF\x02\x01\x01\n",
+  };
+  STF_Laser *out = NULL;
+  char bin[256];
+
+  for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+    write_all(path, junk[i], strlen(junk[i]));
+    if (STF_Load(path, &out, err, sizeof err) != -1)
+      fail_msg("junk %zu accepted", i);
+    assert_null(out);
+    assert_true(strlen(err) > strlen(path));
+  }
+  for (int i = 0; i < 256; i++)
+    bin[i] = (char)(i * 37 + 11);
+  bin[255] = '\n';
+  write_all(path, bin, sizeof bin);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+
+  /* an empty body with its correct checksum is a valid, empty state */
+  write_with_end("", 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 0);
+}
+
+/* Files whose checksum is right but whose content is wrong. */
+static void
+test_malformed_with_good_crc(void **state)
+{
+  static const struct { const char *body; int count; const char *why; } cases[] = {
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n", 2,
+      "counts 2" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n", 0,
+      "more laser lines" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0\n", 1, "lacks" },
+    { "laser name=a setpoint_thz=nan engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n", 1, "finite" },
+    { "laser name=a setpoint_thz=384 engaged=2 kp=0 ki=0 kd=0 piezo_v=1\n", 1, "engaged" },
+    { "laser name=a setpoint_thz=384x engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n", 1, "finite" },
+    { "laser name=a setpoint_thz=384 setpoint_thz=385 engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n", 1,
+      "twice" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 junk\n", 1,
+      "key=value" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n"
+      "laser name=a setpoint_thz=385 engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n", 2, "twice" },
+    { "lasers name=a\n", 0, "unknown record" },
+  };
+  STF_Laser *out = NULL;
+
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    write_with_end(cases[i].body, cases[i].count);
+    if (STF_Load(path, &out, err, sizeof err) != -1)
+      fail_msg("case %zu accepted", i);
+    if (!strstr(err, cases[i].why))
+      fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].why);
+    assert_null(out);
+  }
+
+  /* comments, empty lines and fields of a newer format are fine */
+  write_with_end("# comment\n\nlaser name=a setpoint_thz=384.5 engaged=0 kp=1 ki=2 kd=3 "
+                 "piezo_v=4 future_field=xyz\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
+  assert_string_equal(out[0].name, "a");
+  assert_dbl(out[0].setpoint_thz, 384.5, 0);
+  assert_int_equal(out[0].engaged, 0);
+  assert_dbl(out[0].kd, 3.0, 0);
+  assert_int_equal(out[0].has_current, 0);
+  free(out);
+}
+
+/* Saving leaves exactly one file, and failed saves leave nothing. */
+static void
+test_atomic_no_temp_files(void **state)
+{
+  STF_Laser bad;
+  char nodir[PATH_MAX + 64];
+
+  fill_sample();
+  for (int i = 0; i < 20; i++) {
+    sample[0].piezo_v = i * 0.5;
+    assert_int_equal(STF_Save(path, sample, 3, err, sizeof err), 0);
+  }
+  assert_int_equal(count_entries(), 1);
+
+  /* values that cannot be stored: refused before anything is written */
+  memset(&bad, 0, sizeof bad);
+  strcpy(bad.name, "a");
+  bad.setpoint_thz = NAN;
+  assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
+  assert_non_null(strstr(err, "finite"));
+  bad.setpoint_thz = 384.0;
+  bad.piezo_v = INFINITY;
+  assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
+  bad.piezo_v = 1.0;
+  strcpy(bad.name, "two words");
+  assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
+  strcpy(bad.name, "a=b");
+  assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
+  bad.name[0] = '\0';
+  assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
+  assert_int_equal(count_entries(), 1);
+
+  /* the previous state is still there, intact */
+  {
+    STF_Laser *out = NULL;
+
+    assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
+    assert_dbl(out[0].piezo_v, 9.5, 0);
+    free(out);
+  }
+
+  /* a directory that does not exist */
+  snprintf(nodir, sizeof nodir, "%s/missing/wavelock.state", dir);
+  assert_int_equal(STF_Save(nodir, sample, 3, err, sizeof err), -1);
+  assert_non_null(strstr(err, nodir));
+  assert_int_equal(count_entries(), 1);
+}
+
+/* A path that is not a regular file is an error, not "missing". */
+static void
+test_not_a_file(void **state)
+{
+  STF_Laser *out = NULL;
+
+  assert_int_equal(STF_Load(dir, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, "not a regular file"));
+}
+
+int
+main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_format, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_empty_list, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_crc_mismatch, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_malformed_with_good_crc, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_atomic_no_temp_files, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_not_a_file, setup, teardown),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
