@@ -22,7 +22,9 @@ typedef struct MB_Io MB_Io;
 typedef void (*MB_JobFn)(MB_Io *io, void *arg);
 
 /* Device went up (up = 1) or down (up = 0); runs on the device thread.
-   why is a short reason ("timeout", "connection refused", ...). */
+   why is a short reason ("connect: connection refused", "write: timeout",
+   ...).  The outcome of the first connection attempt is always reported
+   (up or down); after that, every change. */
 typedef void (*MB_StatusFn)(MB_Device *dev, int up, const char *why, void *arg);
 
 typedef struct {
@@ -31,14 +33,21 @@ typedef struct {
   int probe_reg;          /* holding register read to test a device, default 0 */
 } MB_Options;
 
-/* Create a device (no I/O yet).  NULL on error with errno set. */
+/* Fill opt with the defaults above. */
+void MB_DefaultOptions(MB_Options *opt);
+
+/* Create a device (no I/O yet); opt may be NULL for the defaults, values
+   <= 0 (probe_reg < 0) also mean the default.  NULL on error with errno set
+   (EINVAL for a bad URL or unit, ENOMEM). */
 MB_Device *MB_Create(const CNF_Device *cfg, const MB_Options *opt,
                      MB_StatusFn status, void *status_arg);
 
 /* Start the device thread, which connects in the background. 0 or -1. */
 int MB_Start(MB_Device *dev);
 
-/* Queue a job; thread-safe; never blocks on I/O.  0, or -1 if stopping. */
+/* Queue a job; thread-safe; never blocks on I/O.  0, or -1 if stopping
+   (errno ESHUTDOWN) or out of memory.  Every accepted job runs exactly once,
+   even if the device is stopped before it was started. */
 int MB_Submit(MB_Device *dev, MB_JobFn fn, void *arg);
 
 /* Write n (1..32) holding registers from addr: function 06 for one register,
@@ -59,9 +68,14 @@ int MB_IsUp(const MB_Device *dev);
 /* Name from the config. */
 const char *MB_Name(const MB_Device *dev);
 
-/* Counters (thread-safe snapshot). */
+/* Counters (thread-safe snapshot).  writes: successful MB_Write calls;
+   write_errors: failed ones (including the fast ENOTCONN failures while
+   down); reconnects: times the device came back up after having been up
+   once; jobs_queued: jobs ever accepted by MB_Submit; pending: jobs waiting
+   now (not yet started); jobs_run: jobs finished; downs: up->down changes. */
 typedef struct {
   unsigned long writes, write_errors, reconnects, jobs_queued;
+  unsigned long pending, jobs_run, downs;
 } MB_Stats;
 void MB_GetStats(const MB_Device *dev, MB_Stats *st);
 

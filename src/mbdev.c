@@ -1,0 +1,635 @@
+/* mbdev.c - Modbus analog-output devices, each driven by its own thread.
+ *
+ * Every device has one thread that owns its modbus_t.  Jobs are kept in a
+ * FIFO protected by a mutex and a condition variable; the thread runs them in
+ * order.  A failed request closes the connection and marks the device down;
+ * while down, writes fail at once and the thread reconnects with capped
+ * exponential back-off and jitter, probing the device with a one-register
+ * read before it declares it up again.  libmodbus's link recovery stays off,
+ * so no libmodbus call blocks for longer than the response timeout (plus the
+ * byte timeout), and MB_Stop is bounded by that too.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <modbus.h>
+
+#include "log.h"
+#include "mbdev.h"
+#include "util.h"
+
+#define MB_MAX_WRITE 32
+#define MB_MAX_READ 125
+
+typedef struct Job {
+  MB_JobFn fn;
+  void *arg;
+  struct Job *next;
+} Job;
+
+struct MB_Io {
+  MB_Device *dev;
+};
+
+struct MB_Device {
+  CNF_Device cfg;
+  MB_Options opt;
+  MB_StatusFn status;
+  void *status_arg;
+
+  /* Device thread only (or before MB_Start / after the join). */
+  modbus_t *ctx;
+  MB_Io io;
+  unsigned int seed;
+  int backoff_ms;             /* next nominal retry delay */
+  int reported;               /* last state reported: -1 none yet, 0, 1 */
+  int ever_up;
+
+  /* Protected by lock. */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  Job *head, *tail;
+  int up;
+  int stopping;
+  int started;
+  int joined;
+  double next_try;            /* monotonic time of the next connect attempt */
+  MB_Stats stats;
+
+  pthread_t thread;
+};
+
+/* ------------------------------------------------------------------ */
+
+static const char *const exception_names[] = {
+  NULL,
+  "illegal function",
+  "illegal data address",
+  "illegal data value",
+  "server device failure",
+  "acknowledge",
+  "server device busy",
+  "negative acknowledge",
+  "memory parity error",
+  NULL,
+  "gateway path unavailable",
+  "gateway target failed to respond",
+};
+
+const char *
+MB_StrError(int errnum, char *buf, size_t len)
+{
+  const char *text = NULL;
+
+  if (!buf || len == 0)
+    return "";
+  if (errnum > MODBUS_ENOBASE && errnum < MODBUS_ENOBASE + MODBUS_EXCEPTION_MAX) {
+    int code = errnum - MODBUS_ENOBASE;
+    const char *name = exception_names[code] ? exception_names[code] : "unknown";
+    snprintf(buf, len, "Modbus exception %d (%s)", code, name);
+    return buf;
+  }
+  switch (errnum) {
+    case EMBBADCRC: text = "invalid CRC"; break;
+    case EMBBADDATA: text = "invalid data"; break;
+    case EMBBADEXC: text = "invalid exception code"; break;
+    case EMBUNKEXC: text = "unknown exception code"; break;
+    case EMBMDATA: text = "too many data"; break;
+    case EMBBADSLAVE: text = "response from an unexpected unit id"; break;
+    default: break;
+  }
+  if (text) {
+    snprintf(buf, len, "%s", text);
+    return buf;
+  }
+  /* _GNU_SOURCE: the GNU strerror_r, which may return a static string. */
+  text = strerror_r(errnum, buf, len);
+  if (text != buf)
+    snprintf(buf, len, "%s", text);
+  return buf;
+}
+
+/* Short reason for status messages: "timeout", "connection refused"... */
+static void
+short_reason(const char *what, int err, char *buf, size_t len)
+{
+  char tmp[96];
+  const char *text;
+
+  switch (err) {
+    case ETIMEDOUT: text = "timeout"; break;
+    case ECONNREFUSED: text = "connection refused"; break;
+    case ECONNRESET: text = "connection reset"; break;
+    case EPIPE: text = "connection closed"; break;
+    case ENOTCONN: text = "not connected"; break;
+    case EHOSTUNREACH: text = "host unreachable"; break;
+    case ENETUNREACH: text = "network unreachable"; break;
+    default:
+      if (err > MODBUS_ENOBASE && err < MODBUS_ENOBASE + MODBUS_EXCEPTION_MAX) {
+        int code = err - MODBUS_ENOBASE;
+        snprintf(tmp, sizeof tmp, "exception %d (%s)", code,
+                 exception_names[code] ? exception_names[code] : "unknown");
+        text = tmp;
+      } else {
+        text = MB_StrError(err, tmp, sizeof tmp);
+      }
+      break;
+  }
+  snprintf(buf, len, "%s: %s", what, text);
+}
+
+/* ------------------------------------------------------------------ */
+
+void
+MB_DefaultOptions(MB_Options *opt)
+{
+  opt->backoff_min_ms = 100;
+  opt->backoff_max_ms = 5000;
+  opt->probe_reg = 0;
+}
+
+static int
+is_ipv4_literal(const char *host)
+{
+  struct in_addr a;
+
+  return inet_pton(AF_INET, host, &a) == 1;
+}
+
+static modbus_t *
+new_context(const CNF_Device *cfg)
+{
+  const CNF_Url *u = &cfg->parsed;
+  modbus_t *ctx;
+
+  if (u->kind == CNF_URL_TCP) {
+    char service[16];
+
+    if (u->port < 1 || u->port > 65535 || !u->host[0]) {
+      errno = EINVAL;
+      return NULL;
+    }
+    if (is_ipv4_literal(u->host)) {
+      ctx = modbus_new_tcp(u->host, u->port);
+    } else {
+      snprintf(service, sizeof service, "%d", u->port);
+      ctx = modbus_new_tcp_pi(u->host, service);
+    }
+  } else {
+    if (!u->host[0]) {
+      errno = EINVAL;
+      return NULL;
+    }
+    ctx = modbus_new_rtu(u->host, u->baud > 0 ? u->baud : 19200,
+                         u->parity ? u->parity : 'N',
+                         u->data_bits > 0 ? u->data_bits : 8,
+                         u->stop_bits > 0 ? u->stop_bits : 1);
+  }
+  return ctx;
+}
+
+MB_Device *
+MB_Create(const CNF_Device *cfg, const MB_Options *opt,
+          MB_StatusFn status, void *status_arg)
+{
+  MB_Device *d;
+  pthread_condattr_t ca;
+  int timeout_ms;
+
+  if (!cfg || cfg->unit < 0 || cfg->unit > 247) {
+    errno = EINVAL;
+    return NULL;
+  }
+  d = calloc(1, sizeof *d);
+  if (!d) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  d->cfg = *cfg;
+  MB_DefaultOptions(&d->opt);
+  if (opt) {
+    if (opt->backoff_min_ms > 0)
+      d->opt.backoff_min_ms = opt->backoff_min_ms;
+    if (opt->backoff_max_ms > 0)
+      d->opt.backoff_max_ms = opt->backoff_max_ms;
+    if (opt->probe_reg >= 0 && opt->probe_reg <= 65535)
+      d->opt.probe_reg = opt->probe_reg;
+  }
+  if (d->opt.backoff_max_ms < d->opt.backoff_min_ms)
+    d->opt.backoff_max_ms = d->opt.backoff_min_ms;
+  d->status = status;
+  d->status_arg = status_arg;
+  d->io.dev = d;
+  d->seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)d ^
+            (unsigned int)(UTL_Now() * 1e6);
+  d->backoff_ms = d->opt.backoff_min_ms;
+  d->reported = -1;
+
+  d->ctx = new_context(cfg);
+  if (!d->ctx) {
+    int err = errno ? errno : EINVAL;
+    free(d);
+    errno = err;
+    return NULL;
+  }
+  timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 200;
+  if (modbus_set_slave(d->ctx, cfg->unit) < 0 ||
+      modbus_set_response_timeout(d->ctx, (uint32_t)(timeout_ms / 1000),
+                                  (uint32_t)(timeout_ms % 1000) * 1000) < 0 ||
+      modbus_set_byte_timeout(d->ctx, (uint32_t)(timeout_ms / 1000),
+                              (uint32_t)(timeout_ms % 1000) * 1000) < 0 ||
+      modbus_set_error_recovery(d->ctx, MODBUS_ERROR_RECOVERY_NONE) < 0) {
+    int err = errno ? errno : EINVAL;
+    modbus_free(d->ctx);
+    free(d);
+    errno = err;
+    return NULL;
+  }
+
+  pthread_mutex_init(&d->lock, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&d->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  return d;
+}
+
+/* ------------------------------------------------------------------ */
+/* Device thread */
+
+static double
+jittered_delay_s(MB_Device *d)
+{
+  double u = (double)rand_r(&d->seed) / ((double)RAND_MAX + 1.0);
+  double delay_ms = d->backoff_ms * (1.0 - 0.25 * u);
+
+  if (d->backoff_ms < d->opt.backoff_max_ms) {
+    d->backoff_ms *= 2;
+    if (d->backoff_ms > d->opt.backoff_max_ms)
+      d->backoff_ms = d->opt.backoff_max_ms;
+  }
+  return delay_ms / 1000.0;
+}
+
+static void
+report(MB_Device *d, int up, const char *why)
+{
+  if (d->reported == up)
+    return;
+  d->reported = up;
+  if (up)
+    log_info("device %s: up (%s)", d->cfg.name, why);
+  else
+    log_warn("device %s: down (%s)", d->cfg.name, why);
+  if (d->status)
+    d->status(d, up, why, d->status_arg);
+}
+
+/* An I/O error on an up device: close, mark down, schedule the retry. */
+static void
+mark_down(MB_Device *d, const char *what, int err)
+{
+  char why[128];
+  double delay;
+
+  modbus_close(d->ctx);
+  d->backoff_ms = d->opt.backoff_min_ms;
+  delay = jittered_delay_s(d);
+  pthread_mutex_lock(&d->lock);
+  if (d->up)
+    d->stats.downs++;
+  d->up = 0;
+  d->next_try = UTL_Now() + delay;
+  pthread_mutex_unlock(&d->lock);
+  short_reason(what, err, why, sizeof why);
+  report(d, 0, why);
+}
+
+static void
+try_connect(MB_Device *d)
+{
+  char why[128];
+  uint16_t v;
+  int ok = 0;
+
+  if (modbus_connect(d->ctx) < 0) {
+    short_reason("connect", errno, why, sizeof why);
+  } else if (modbus_read_registers(d->ctx, d->opt.probe_reg, 1, &v) < 0) {
+    short_reason("probe", errno, why, sizeof why);
+    modbus_close(d->ctx);
+  } else {
+    ok = 1;
+    snprintf(why, sizeof why, "connected");
+  }
+
+  if (ok) {
+    pthread_mutex_lock(&d->lock);
+    d->up = 1;
+    if (d->ever_up)
+      d->stats.reconnects++;
+    pthread_mutex_unlock(&d->lock);
+    d->ever_up = 1;
+    d->backoff_ms = d->opt.backoff_min_ms;
+  } else {
+    double delay = jittered_delay_s(d);
+
+    pthread_mutex_lock(&d->lock);
+    d->next_try = UTL_Now() + delay;
+    pthread_mutex_unlock(&d->lock);
+    log_debug("device %s: %s, next attempt in %.0f ms", d->cfg.name, why, delay * 1e3);
+  }
+  report(d, ok, why);
+}
+
+static void
+abs_time(double mono_s, struct timespec *ts)
+{
+  if (mono_s < 0)
+    mono_s = 0;
+  ts->tv_sec = (time_t)mono_s;
+  ts->tv_nsec = (long)((mono_s - (double)ts->tv_sec) * 1e9);
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
+
+static void *
+device_thread(void *arg)
+{
+  MB_Device *d = arg;
+
+  pthread_mutex_lock(&d->lock);
+  for (;;) {
+    if (!d->up && !d->stopping && UTL_Now() >= d->next_try) {
+      pthread_mutex_unlock(&d->lock);
+      try_connect(d);
+      pthread_mutex_lock(&d->lock);
+      continue;
+    }
+    if (d->head) {
+      Job *job = d->head;
+
+      d->head = job->next;
+      if (!d->head)
+        d->tail = NULL;
+      d->stats.pending--;
+      pthread_mutex_unlock(&d->lock);
+      job->fn(&d->io, job->arg);
+      free(job);
+      pthread_mutex_lock(&d->lock);
+      d->stats.jobs_run++;
+      continue;
+    }
+    if (d->stopping)
+      break;
+    if (!d->up) {
+      struct timespec ts;
+
+      abs_time(d->next_try, &ts);
+      pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+    } else {
+      pthread_cond_wait(&d->cond, &d->lock);
+    }
+  }
+  d->up = 0;
+  pthread_mutex_unlock(&d->lock);
+  modbus_close(d->ctx);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+int
+MB_Start(MB_Device *dev)
+{
+  int rc;
+
+  pthread_mutex_lock(&dev->lock);
+  if (dev->started || dev->stopping) {
+    pthread_mutex_unlock(&dev->lock);
+    errno = EALREADY;
+    return -1;
+  }
+  dev->next_try = 0;
+  rc = pthread_create(&dev->thread, NULL, device_thread, dev);
+  if (rc == 0)
+    dev->started = 1;
+  pthread_mutex_unlock(&dev->lock);
+  if (rc != 0) {
+    errno = rc;
+    return -1;
+  }
+  return 0;
+}
+
+int
+MB_Submit(MB_Device *dev, MB_JobFn fn, void *arg)
+{
+  Job *job;
+
+  if (!fn) {
+    errno = EINVAL;
+    return -1;
+  }
+  job = malloc(sizeof *job);
+  if (!job) {
+    errno = ENOMEM;
+    return -1;
+  }
+  job->fn = fn;
+  job->arg = arg;
+  job->next = NULL;
+  pthread_mutex_lock(&dev->lock);
+  if (dev->stopping) {
+    pthread_mutex_unlock(&dev->lock);
+    free(job);
+    errno = ESHUTDOWN;
+    return -1;
+  }
+  if (dev->tail)
+    dev->tail->next = job;
+  else
+    dev->head = job;
+  dev->tail = job;
+  dev->stats.jobs_queued++;
+  dev->stats.pending++;
+  pthread_cond_signal(&dev->cond);
+  pthread_mutex_unlock(&dev->lock);
+  return 0;
+}
+
+/* Common checks of MB_Write/MB_Read; 0 if the request may go out. */
+static int
+io_ready(MB_Device *d)
+{
+  int up;
+
+  pthread_mutex_lock(&d->lock);
+  up = d->up;
+  if (!up)
+    d->stats.write_errors++;
+  pthread_mutex_unlock(&d->lock);
+  if (!up) {
+    errno = ENOTCONN;
+    return -1;
+  }
+  return 0;
+}
+
+int
+MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n)
+{
+  MB_Device *d;
+  int rc, err;
+
+  if (!io || !regs || n < 1 || n > MB_MAX_WRITE || addr < 0 || addr + n > 65536) {
+    errno = EINVAL;
+    return -1;
+  }
+  d = io->dev;
+  if (io_ready(d) < 0)
+    return -1;
+  if (n == 1)
+    rc = modbus_write_register(d->ctx, addr, regs[0]);
+  else
+    rc = modbus_write_registers(d->ctx, addr, n, regs);
+  if (rc < 0) {
+    err = errno ? errno : EIO;
+    pthread_mutex_lock(&d->lock);
+    d->stats.write_errors++;
+    pthread_mutex_unlock(&d->lock);
+    mark_down(d, "write", err);
+    errno = err;
+    return -1;
+  }
+  pthread_mutex_lock(&d->lock);
+  d->stats.writes++;
+  pthread_mutex_unlock(&d->lock);
+  return 0;
+}
+
+int
+MB_Read(MB_Io *io, int addr, uint16_t *regs, int n)
+{
+  MB_Device *d;
+  int rc, err;
+
+  if (!io || !regs || n < 1 || n > MB_MAX_READ || addr < 0 || addr + n > 65536) {
+    errno = EINVAL;
+    return -1;
+  }
+  d = io->dev;
+  pthread_mutex_lock(&d->lock);
+  rc = d->up;
+  pthread_mutex_unlock(&d->lock);
+  if (!rc) {
+    errno = ENOTCONN;
+    return -1;
+  }
+  rc = modbus_read_registers(d->ctx, addr, n, regs);
+  if (rc < 0) {
+    err = errno ? errno : EIO;
+    mark_down(d, "read", err);
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+MB_Device *
+MB_IoDevice(MB_Io *io)
+{
+  return io->dev;
+}
+
+int
+MB_IsUp(const MB_Device *dev)
+{
+  MB_Device *d = (MB_Device *)dev;
+  int up;
+
+  pthread_mutex_lock(&d->lock);
+  up = d->up;
+  pthread_mutex_unlock(&d->lock);
+  return up;
+}
+
+const char *
+MB_Name(const MB_Device *dev)
+{
+  return dev->cfg.name;
+}
+
+void
+MB_GetStats(const MB_Device *dev, MB_Stats *st)
+{
+  MB_Device *d = (MB_Device *)dev;
+
+  pthread_mutex_lock(&d->lock);
+  *st = d->stats;
+  pthread_mutex_unlock(&d->lock);
+}
+
+void
+MB_Stop(MB_Device *dev)
+{
+  int join = 0;
+
+  if (!dev)
+    return;
+  pthread_mutex_lock(&dev->lock);
+  dev->stopping = 1;
+  if (dev->started && !dev->joined) {
+    dev->joined = 1;
+    join = 1;
+  }
+  pthread_cond_broadcast(&dev->cond);
+  pthread_mutex_unlock(&dev->lock);
+
+  if (join) {
+    pthread_join(dev->thread, NULL);
+    return;
+  }
+  /* Never started: run the queued jobs here, their writes failing fast. */
+  for (;;) {
+    Job *job;
+
+    pthread_mutex_lock(&dev->lock);
+    job = dev->head;
+    if (job) {
+      dev->head = job->next;
+      if (!dev->head)
+        dev->tail = NULL;
+      dev->stats.pending--;
+    }
+    pthread_mutex_unlock(&dev->lock);
+    if (!job)
+      break;
+    job->fn(&dev->io, job->arg);
+    free(job);
+    pthread_mutex_lock(&dev->lock);
+    dev->stats.jobs_run++;
+    pthread_mutex_unlock(&dev->lock);
+  }
+}
+
+void
+MB_Destroy(MB_Device *dev)
+{
+  if (!dev)
+    return;
+  MB_Stop(dev);
+  modbus_free(dev->ctx);
+  pthread_cond_destroy(&dev->cond);
+  pthread_mutex_destroy(&dev->lock);
+  free(dev);
+}

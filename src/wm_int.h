@@ -1,0 +1,23 @@
+/* wm_int.h - what the wavemeter backends share with wm.c (internal). */
+#ifndef WL_WM_INT_H
+#define WL_WM_INT_H
+
+#include "wm.h"
+
+/* Every backend starts with this header; wm.c dispatches through it. */
+struct WM_Backend {
+  const char *name;
+  void (*destroy)(WM_Backend *wm);
+  void (*status)(const WM_Backend *wm, char *buf, size_t len);
+};
+
+/* Backend constructors: same contract as WM_Create. */
+WM_Backend *WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
+                            WM_ReadingFn fn, void *arg, char *err, size_t errlen);
+WM_Backend *WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
+                             WM_ReadingFn fn, void *arg, char *err, size_t errlen);
+
+/* Channel (1..17) of a CallbackProcEx wavelength mode, 0 if none. */
+int WM_WlmModeChannel(int mode);
+
+#endif

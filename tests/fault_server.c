@@ -1,0 +1,499 @@
+/* fault_server.c - a Modbus TCP server that injects faults on command.
+ *
+ * Built on libmodbus's server side (modbus_receive, modbus_reply,
+ * modbus_reply_exception) with a select() loop serving many clients.  It
+ * serves holding registers 0..N-1 (all zero at start) and is steered by
+ * commands on its standard input, one per line; every command is answered on
+ * standard output with one line starting "ok" (or "err ..."), flushed.
+ *
+ *   fault_server [-p PORT] [-P PORT_FILE] [-r NREGS] [-v]
+ *     -p PORT        TCP port on 127.0.0.1 (default 0: any free port)
+ *     -P FILE        after binding, write the port and a newline to FILE
+ *     -r NREGS       number of holding registers (default 1000)
+ *     -v             print every applied write: "W fc=06 addr=A regs=V[,V...]"
+ *   At start it prints "listening 127.0.0.1:PORT".
+ *
+ * Commands (a fault applies to every request, or to the next count=N ones,
+ * or with "writes" only to write requests, reads being answered normally;
+ * when the count runs out the server is normal again):
+ *   normal                              answer everything
+ *   exception [code=4] [count=N] [writes]  answer with Modbus exception code
+ *   delay [ms=2000] [count=N] [writes]  answer late (other clients are served meanwhile)
+ *   silent [count=N] [writes]           read the request, never answer
+ *   drop [count=N] [writes]             close the connection instead of answering
+ *   down                                close the listening socket and every connection
+ *                                       (new connections are refused)
+ *   up                                  listen again on the same port
+ *   stats                               "ok stats requests= reads= fc06= fc16= other=
+ *                                       exceptions= delayed= silent= dropped= accepted= clients="
+ *   reset                               zero the counters
+ *   regs ADDR [N]                       "ok regs ADDR V V ..." (N default 1)
+ *   set ADDR V [V...]                   write registers locally
+ *   quit                                exit 0
+ * End of input is ignored (the server keeps running until killed or "quit").
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <modbus.h>
+
+#define MAX_CLIENTS 64
+
+typedef enum { F_NORMAL = 0, F_EXCEPTION, F_DELAY, F_SILENT, F_DROP } Fault;
+
+typedef struct {
+  int fd;
+  int pending;                          /* a delayed reply is due */
+  int fresh;                            /* accepted in this round of select() */
+  uint8_t query[MODBUS_TCP_MAX_ADU_LENGTH];
+  int len;
+  double due;
+} Client;
+
+static modbus_t *ctx;
+static modbus_mapping_t *map;
+static int listen_fd = -1;
+static int port;
+static Client clients[MAX_CLIENTS];
+static int verbose;
+static int nregs = 1000;
+
+static Fault fault;
+static int fault_code = MODBUS_EXCEPTION_SLAVE_OR_SERVER_FAILURE;
+static int fault_ms = 2000;
+static long fault_count = -1;           /* -1: until changed */
+static int fault_writes_only;
+
+static unsigned long n_requests, n_reads, n_fc06, n_fc16, n_other, n_exceptions,
+  n_delayed, n_silent, n_dropped, n_accepted;
+
+static double
+now_s(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void
+reply(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+reply(const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  putchar('\n');
+  fflush(stdout);
+}
+
+static int
+open_listener(void)
+{
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  int one = 1, fd;
+
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 16) < 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+    close(fd);
+    return -1;
+  }
+  port = ntohs(sa.sin_port);
+  return fd;
+}
+
+static void
+close_client(Client *c)
+{
+  if (c->fd >= 0)
+    close(c->fd);
+  c->fd = -1;
+  c->pending = 0;
+}
+
+static int
+is_write(int fc)
+{
+  return fc == 5 || fc == 6 || fc == 15 || fc == 16 || fc == 22 || fc == 23;
+}
+
+static void
+log_write(const uint8_t *q, int hl)
+{
+  int fc = q[hl], addr = (q[hl + 1] << 8) | q[hl + 2];
+  char buf[1024];
+  size_t n = 0;
+  int count;
+
+  if (fc == 6) {
+    count = 1;
+  } else if (fc == 16) {
+    count = (q[hl + 3] << 8) | q[hl + 4];
+  } else {
+    return;
+  }
+  for (int i = 0; i < count && addr + i < nregs && n + 8 < sizeof buf; i++)
+    n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%u", i ? "," : "",
+                          map->tab_registers[addr + i]);
+  buf[n] = '\0';
+  reply("W fc=%02d addr=%d regs=%s", fc, addr, buf);
+}
+
+static void
+answer(Client *c, const uint8_t *q, int len)
+{
+  int hl = modbus_get_header_length(ctx);
+
+  modbus_set_socket(ctx, c->fd);
+  modbus_reply(ctx, q, len, map);
+  if (verbose && is_write(q[hl]))
+    log_write(q, hl);
+}
+
+static void
+handle_request(Client *c, const uint8_t *q, int len)
+{
+  int hl = modbus_get_header_length(ctx);
+  int fc = q[hl];
+  Fault f = F_NORMAL;
+
+  n_requests++;
+  if (fc == 3)
+    n_reads++;
+  else if (fc == 6)
+    n_fc06++;
+  else if (fc == 16)
+    n_fc16++;
+  else
+    n_other++;
+
+  if (fault != F_NORMAL && (!fault_writes_only || is_write(fc))) {
+    f = fault;
+    if (fault_count > 0 && --fault_count == 0)
+      fault = F_NORMAL;
+  }
+  switch (f) {
+    case F_NORMAL:
+      answer(c, q, len);
+      break;
+    case F_EXCEPTION:
+      n_exceptions++;
+      modbus_set_socket(ctx, c->fd);
+      modbus_reply_exception(ctx, q, (unsigned int)fault_code);
+      break;
+    case F_DELAY:
+      n_delayed++;
+      memcpy(c->query, q, (size_t)len);
+      c->len = len;
+      c->pending = 1;
+      c->due = now_s() + fault_ms / 1000.0;
+      break;
+    case F_SILENT:
+      n_silent++;
+      break;
+    case F_DROP:
+      n_dropped++;
+      close_client(c);
+      break;
+  }
+}
+
+static void
+set_fault(Fault f, char *args)
+{
+  char *save = NULL;
+
+  fault_count = -1;
+  fault_writes_only = 0;
+  if (f == F_EXCEPTION)
+    fault_code = MODBUS_EXCEPTION_SLAVE_OR_SERVER_FAILURE;
+  if (f == F_DELAY)
+    fault_ms = 2000;
+  for (char *w = strtok_r(args, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+    if (!strncmp(w, "code=", 5))
+      fault_code = atoi(w + 5);
+    else if (!strncmp(w, "ms=", 3))
+      fault_ms = atoi(w + 3);
+    else if (!strncmp(w, "count=", 6))
+      fault_count = atol(w + 6);
+    else if (!strcmp(w, "writes"))
+      fault_writes_only = 1;
+  }
+  if (fault_count == 0)
+    f = F_NORMAL;
+  fault = f;
+}
+
+static int
+command(char *line)
+{
+  char *args, *cmd;
+  static const struct { const char *name; Fault f; } faults[] = {
+    { "normal", F_NORMAL }, { "exception", F_EXCEPTION }, { "delay", F_DELAY },
+    { "silent", F_SILENT }, { "drop", F_DROP },
+  };
+
+  line[strcspn(line, "\r\n")] = '\0';
+  cmd = line + strspn(line, " \t");
+  if (!*cmd)
+    return 0;
+  args = cmd + strcspn(cmd, " \t");
+  if (*args)
+    *args++ = '\0';
+
+  for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+    if (!strcmp(cmd, faults[i].name)) {
+      set_fault(faults[i].f, args);
+      reply("ok %s", cmd);
+      return 0;
+    }
+  }
+  if (!strcmp(cmd, "down")) {
+    if (listen_fd >= 0)
+      close(listen_fd);
+    listen_fd = -1;
+    for (int i = 0; i < MAX_CLIENTS; i++)
+      close_client(&clients[i]);
+    reply("ok down");
+  } else if (!strcmp(cmd, "up")) {
+    if (listen_fd < 0)
+      listen_fd = open_listener();
+    if (listen_fd < 0)
+      reply("err cannot listen on port %d: %s", port, strerror(errno));
+    else
+      reply("ok up");
+  } else if (!strcmp(cmd, "stats")) {
+    int nc = 0;
+
+    for (int i = 0; i < MAX_CLIENTS; i++)
+      nc += clients[i].fd >= 0;
+    reply("ok stats requests=%lu reads=%lu fc06=%lu fc16=%lu other=%lu exceptions=%lu "
+          "delayed=%lu silent=%lu dropped=%lu accepted=%lu clients=%d",
+          n_requests, n_reads, n_fc06, n_fc16, n_other, n_exceptions, n_delayed,
+          n_silent, n_dropped, n_accepted, nc);
+  } else if (!strcmp(cmd, "reset")) {
+    n_requests = n_reads = n_fc06 = n_fc16 = n_other = n_exceptions = 0;
+    n_delayed = n_silent = n_dropped = n_accepted = 0;
+    reply("ok reset");
+  } else if (!strcmp(cmd, "regs")) {
+    char buf[2048];
+    size_t n = 0;
+    int addr = -1, count = 1;
+
+    if (sscanf(args, "%d %d", &addr, &count) < 1 || addr < 0 || count < 1 ||
+        addr + count > nregs || count > 125) {
+      reply("err usage: regs ADDR [N]");
+      return 0;
+    }
+    for (int i = 0; i < count; i++)
+      n += (size_t)snprintf(buf + n, sizeof buf - n, " %u", map->tab_registers[addr + i]);
+    reply("ok regs %d%s", addr, buf);
+  } else if (!strcmp(cmd, "set")) {
+    char *save = NULL, *w = strtok_r(args, " \t", &save);
+    int addr = w ? atoi(w) : -1, i = 0;
+
+    if (addr < 0) {
+      reply("err usage: set ADDR V [V...]");
+      return 0;
+    }
+    while ((w = strtok_r(NULL, " \t", &save)) && addr + i < nregs)
+      map->tab_registers[addr + i++] = (uint16_t)strtoul(w, NULL, 0);
+    reply("ok set %d", i);
+  } else if (!strcmp(cmd, "quit")) {
+    reply("ok quit");
+    return 1;
+  } else {
+    reply("err unknown command '%s'", cmd);
+  }
+  return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+  const char *port_file = NULL;
+  char linebuf[4096];
+  size_t linelen = 0;
+  int stdin_open = 1, opt;
+
+  signal(SIGPIPE, SIG_IGN);
+  while ((opt = getopt(argc, argv, "p:P:r:vh")) != -1) {
+    switch (opt) {
+      case 'p': port = atoi(optarg); break;
+      case 'P': port_file = optarg; break;
+      case 'r': nregs = atoi(optarg); break;
+      case 'v': verbose = 1; break;
+      default:
+        fprintf(stderr, "usage: %s [-p PORT] [-P PORT_FILE] [-r NREGS] [-v]\n", argv[0]);
+        return 2;
+    }
+  }
+  if (nregs < 1 || nregs > 65536 || port < 0 || port > 65535) {
+    fprintf(stderr, "fault_server: bad -r or -p\n");
+    return 2;
+  }
+  for (int i = 0; i < MAX_CLIENTS; i++)
+    clients[i].fd = -1;
+  ctx = modbus_new_tcp("127.0.0.1", 502);
+  map = modbus_mapping_new(0, 0, nregs, 0);
+  if (!ctx || !map) {
+    fprintf(stderr, "fault_server: out of memory\n");
+    return 1;
+  }
+  listen_fd = open_listener();
+  if (listen_fd < 0) {
+    fprintf(stderr, "fault_server: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
+    return 1;
+  }
+  if (port_file) {
+    FILE *f = fopen(port_file, "w");
+
+    if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0) {
+      fprintf(stderr, "fault_server: cannot write %s\n", port_file);
+      return 1;
+    }
+  }
+  reply("listening 127.0.0.1:%d", port);
+
+  for (;;) {
+    fd_set rd;
+    struct timeval tv, *tvp = NULL;
+    double next_due = -1, t;
+    int maxfd = -1, rc;
+
+    FD_ZERO(&rd);
+    if (stdin_open) {
+      FD_SET(0, &rd);
+      maxfd = 0;
+    }
+    if (listen_fd >= 0) {
+      FD_SET(listen_fd, &rd);
+      if (listen_fd > maxfd)
+        maxfd = listen_fd;
+    }
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+      Client *c = &clients[i];
+
+      if (c->fd < 0)
+        continue;
+      if (c->pending) {
+        if (next_due < 0 || c->due < next_due)
+          next_due = c->due;
+        continue;
+      }
+      FD_SET(c->fd, &rd);
+      if (c->fd > maxfd)
+        maxfd = c->fd;
+    }
+    if (next_due >= 0) {
+      t = next_due - now_s();
+      if (t < 0)
+        t = 0;
+      tv.tv_sec = (time_t)t;
+      tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6);
+      tvp = &tv;
+    }
+    rc = select(maxfd + 1, &rd, NULL, NULL, tvp);
+    if (rc < 0) {
+      if (errno == EINTR)
+        continue;
+      perror("fault_server: select");
+      return 1;
+    }
+
+    t = now_s();
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+      Client *c = &clients[i];
+
+      if (c->fd >= 0 && c->pending && c->due <= t) {
+        c->pending = 0;
+        answer(c, c->query, c->len);
+      }
+    }
+    if (stdin_open && FD_ISSET(0, &rd)) {
+      ssize_t n = read(0, linebuf + linelen, sizeof linebuf - 1 - linelen);
+
+      if (n <= 0) {
+        stdin_open = 0;
+      } else {
+        char *nl;
+
+        linelen += (size_t)n;
+        linebuf[linelen] = '\0';
+        while ((nl = strchr(linebuf, '\n'))) {
+          *nl = '\0';
+          if (command(linebuf))
+            return 0;
+          memmove(linebuf, nl + 1, linelen - (size_t)(nl + 1 - linebuf) + 1);
+          linelen = strlen(linebuf);
+        }
+        if (linelen >= sizeof linebuf - 1)
+          linelen = 0;      /* an absurd line: forget it */
+      }
+    }
+    if (listen_fd >= 0 && FD_ISSET(listen_fd, &rd)) {
+      int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+      if (fd >= 0) {
+        int slot = -1;
+
+        for (int i = 0; i < MAX_CLIENTS; i++) {
+          if (clients[i].fd < 0) {
+            slot = i;
+            break;
+          }
+        }
+        if (slot < 0) {
+          close(fd);
+        } else {
+          clients[slot].fd = fd;
+          clients[slot].pending = 0;
+          clients[slot].fresh = 1;
+          n_accepted++;
+        }
+      }
+    }
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+      Client *c = &clients[i];
+      uint8_t q[MODBUS_TCP_MAX_ADU_LENGTH];
+
+      if (c->fresh) {
+        c->fresh = 0;
+        continue;
+      }
+      if (c->fd < 0 || c->pending || !FD_ISSET(c->fd, &rd))
+        continue;
+      modbus_set_socket(ctx, c->fd);
+      rc = modbus_receive(ctx, q);
+      if (rc < 0)
+        close_client(c);
+      else if (rc > 0)
+        handle_request(c, q, rc);
+    }
+  }
+}

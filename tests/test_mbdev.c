@@ -1,0 +1,779 @@
+/* test_mbdev.c - Modbus device threads (MB_*) against tests/fault_server:
+ * function codes, exception replies, a slow device next to a healthy one,
+ * dropped connections, a server that goes down and comes back, back-off,
+ * MB_Stop bounded, thread-safe error texts. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <modbus.h>
+
+#include "conf.h"
+#include "hwchild.h"
+#include "mbdev.h"
+#include "util.h"
+
+/* ---- a fault server child ---- */
+
+typedef struct {
+  HWT_Child child;
+  int port;
+} Server;
+
+/* Servers still running when a test fails are stopped by the teardown. */
+static Server *running[8];
+
+static int
+stop_servers(void **state)
+{
+  for (int i = 0; i < 8; i++) {
+    if (running[i] && running[i]->child.pid > 0)
+      HWT_Stop(&running[i]->child);
+    running[i] = NULL;
+  }
+  return 0;
+}
+
+static void
+server_start(Server *s)
+{
+  char path[1024], line[256], opt_p[] = "-p", zero[] = "0";
+  char *argv[] = { path, opt_p, zero, NULL };
+
+  HWT_BuildPath("tests/fault_server", path, sizeof path);
+  assert_int_equal(HWT_Spawn(&s->child, argv), 0);
+  for (int i = 0; i < 8; i++) {
+    if (!running[i]) {
+      running[i] = s;
+      break;
+    }
+  }
+  assert_int_equal(HWT_ReadLine(&s->child, line, sizeof line, 10), 0);
+  assert_int_equal(sscanf(line, "listening 127.0.0.1:%d", &s->port), 1);
+}
+
+static void
+server_cmd(Server *s, const char *fmt, ...)
+{
+  char cmd[256], reply[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  if (HWT_Command(&s->child, cmd, reply, sizeof reply, 10) < 0)
+    fail_msg("fault_server command '%s': %s", cmd, reply);
+}
+
+/* One counter of the "stats" answer. */
+static unsigned long
+server_stat(Server *s, const char *key)
+{
+  char reply[512], pat[64];
+  const char *p;
+
+  if (HWT_Command(&s->child, "stats", reply, sizeof reply, 10) < 0)
+    fail_msg("stats: %s", reply);
+  snprintf(pat, sizeof pat, " %s=", key);
+  p = strstr(reply, pat);
+  assert_non_null(p);
+  return strtoul(p + strlen(pat), NULL, 10);
+}
+
+/* ---- a device with its status history ---- */
+
+typedef struct {
+  MB_Device *dev;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int ups, downs, state;
+  char why[128];
+} Dev;
+
+static void
+status_cb(MB_Device *dev, int up, const char *why, void *arg)
+{
+  Dev *d = arg;
+
+  pthread_mutex_lock(&d->lock);
+  if (up)
+    d->ups++;
+  else
+    d->downs++;
+  d->state = up;
+  snprintf(d->why, sizeof d->why, "%s", why);
+  pthread_cond_broadcast(&d->cond);
+  pthread_mutex_unlock(&d->lock);
+}
+
+static void
+dev_open(Dev *d, int port, int timeout_ms, int backoff_min, int backoff_max)
+{
+  CNF_Device cfg;
+  MB_Options opt;
+  char url[64], err[256];
+
+  memset(d, 0, sizeof *d);
+  d->state = -1;
+  pthread_mutex_init(&d->lock, NULL);
+  pthread_cond_init(&d->cond, NULL);
+  memset(&cfg, 0, sizeof cfg);
+  snprintf(cfg.name, sizeof cfg.name, "dev%d", port);
+  snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+  snprintf(cfg.url, sizeof cfg.url, "%s", url);
+  if (CNF_ParseUrl(url, &cfg.parsed, err, sizeof err) < 0)
+    fail_msg("CNF_ParseUrl(%s): %s", url, err);
+  cfg.unit = 1;
+  cfg.timeout_ms = timeout_ms;
+  MB_DefaultOptions(&opt);
+  opt.backoff_min_ms = backoff_min;
+  opt.backoff_max_ms = backoff_max;
+  d->dev = MB_Create(&cfg, &opt, status_cb, d);
+  assert_non_null(d->dev);
+  assert_string_equal(MB_Name(d->dev), cfg.name);
+  assert_int_equal(MB_Start(d->dev), 0);
+}
+
+static void
+dev_close(Dev *d)
+{
+  MB_Destroy(d->dev);
+  pthread_cond_destroy(&d->cond);
+  pthread_mutex_destroy(&d->lock);
+}
+
+/* Wait until the device has reported state up (1) or down (0). */
+static int
+dev_wait(Dev *d, int up, double timeout_s)
+{
+  double end = UTL_Now() + timeout_s;
+  int ok;
+
+  pthread_mutex_lock(&d->lock);
+  while (d->state != up && UTL_Now() < end) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 10 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+  }
+  ok = d->state == up;
+  pthread_mutex_unlock(&d->lock);
+  return ok && MB_IsUp(d->dev) == up;
+}
+
+/* ---- synchronous jobs ---- */
+
+typedef struct {
+  int write;
+  int addr, n;
+  uint16_t regs[40];
+  int rc, err;
+  double elapsed;
+  int done;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+} Req;
+
+static void
+req_job(MB_Io *io, void *arg)
+{
+  Req *r = arg;
+  double t0 = UTL_Now();
+  int rc = r->write ? MB_Write(io, r->addr, r->regs, r->n) : MB_Read(io, r->addr, r->regs, r->n);
+
+  pthread_mutex_lock(&r->lock);
+  r->err = rc < 0 ? errno : 0;
+  r->rc = rc;
+  r->elapsed = UTL_Now() - t0;
+  r->done = 1;
+  pthread_cond_broadcast(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+}
+
+/* Run one write or read on the device thread and wait for it. */
+static int
+dev_io(Dev *d, int write, int addr, uint16_t *regs, int n, int *err, double *elapsed)
+{
+  Req r;
+
+  memset(&r, 0, sizeof r);
+  pthread_mutex_init(&r.lock, NULL);
+  pthread_cond_init(&r.cond, NULL);
+  r.write = write;
+  r.addr = addr;
+  r.n = n;
+  if (write)
+    memcpy(r.regs, regs, sizeof(uint16_t) * (size_t)(n > 0 && n <= 40 ? n : 0));
+  assert_int_equal(MB_Submit(d->dev, req_job, &r), 0);
+  pthread_mutex_lock(&r.lock);
+  while (!r.done)
+    pthread_cond_wait(&r.cond, &r.lock);
+  pthread_mutex_unlock(&r.lock);
+  if (!write && r.rc == 0)
+    memcpy(regs, r.regs, sizeof(uint16_t) * (size_t)n);
+  if (err)
+    *err = r.err;
+  if (elapsed)
+    *elapsed = r.elapsed;
+  pthread_cond_destroy(&r.cond);
+  pthread_mutex_destroy(&r.lock);
+  return r.rc;
+}
+
+static int
+dev_write1(Dev *d, int addr, uint16_t v, int *err, double *elapsed)
+{
+  return dev_io(d, 1, addr, &v, 1, err, elapsed);
+}
+
+/* ---- tests ---- */
+
+static void
+test_strerror(void **state)
+{
+  char buf[128], small[8];
+
+  assert_non_null(strstr(MB_StrError(EMBXILADD, buf, sizeof buf), "illegal data address"));
+  assert_non_null(strstr(MB_StrError(EMBXSFAIL, buf, sizeof buf), "exception 4"));
+  assert_non_null(strstr(MB_StrError(EMBXGTAR, buf, sizeof buf), "gateway target"));
+  assert_string_equal(MB_StrError(EMBBADCRC, buf, sizeof buf), "invalid CRC");
+  assert_string_equal(MB_StrError(EMBBADSLAVE, buf, sizeof buf),
+                      "response from an unexpected unit id");
+  assert_string_equal(MB_StrError(ETIMEDOUT, buf, sizeof buf), "Connection timed out");
+  assert_string_equal(MB_StrError(ECONNREFUSED, buf, sizeof buf), "Connection refused");
+  assert_non_null(strstr(MB_StrError(987654, buf, sizeof buf), "987654"));
+  /* truncation is safe */
+  MB_StrError(EMBXILADD, small, sizeof small);
+  assert_int_equal(strlen(small), sizeof small - 1);
+  MB_StrError(ETIMEDOUT, small, sizeof small);
+  assert_true(strlen(small) < sizeof small);
+}
+
+static void
+count_job(MB_Io *io, void *arg)
+{
+  uint16_t v = 1;
+  int *n = arg;
+
+  /* never started: the job runs at MB_Stop, its write fails fast */
+  if (MB_Write(io, 0, &v, 1) < 0 && errno == ENOTCONN)
+    (*n)++;
+  else
+    (*n) += 1000;
+}
+
+static void
+test_create_errors(void **state)
+{
+  CNF_Device cfg;
+  MB_Options opt;
+  MB_Device *dev;
+  MB_Stats st;
+  char err[256];
+  int n = 0;
+
+  MB_DefaultOptions(&opt);
+  assert_int_equal(opt.backoff_min_ms, 100);
+  assert_int_equal(opt.backoff_max_ms, 5000);
+  assert_int_equal(opt.probe_reg, 0);
+
+  memset(&cfg, 0, sizeof cfg);
+  snprintf(cfg.name, sizeof cfg.name, "x");
+  assert_int_equal(CNF_ParseUrl("tcp://127.0.0.1:1", &cfg.parsed, err, sizeof err), 0);
+  cfg.unit = 300;
+  errno = 0;
+  assert_null(MB_Create(&cfg, NULL, NULL, NULL));
+  assert_int_equal(errno, EINVAL);
+  cfg.parsed.port = 0;
+  cfg.unit = 1;
+  assert_null(MB_Create(&cfg, NULL, NULL, NULL));
+  assert_int_equal(errno, EINVAL);
+
+  /* an RTU device can be created without the port existing */
+  assert_int_equal(CNF_ParseUrl("rtu:/dev/nonexistent-tty?baud=19200&parity=E",
+                                &cfg.parsed, err, sizeof err), 0);
+  dev = MB_Create(&cfg, NULL, NULL, NULL);
+  assert_non_null(dev);
+  MB_Destroy(dev);
+
+  /* queued jobs of a device never started run exactly once at MB_Stop */
+  assert_int_equal(CNF_ParseUrl("tcp://127.0.0.1:1", &cfg.parsed, err, sizeof err), 0);
+  dev = MB_Create(&cfg, NULL, NULL, NULL);
+  assert_non_null(dev);
+  assert_int_equal(MB_Submit(dev, count_job, &n), 0);
+  assert_int_equal(MB_Submit(dev, count_job, &n), 0);
+  MB_Stop(dev);
+  assert_int_equal(n, 2);
+  assert_int_equal(MB_Submit(dev, count_job, &n), -1);
+  assert_int_equal(errno, ESHUTDOWN);
+  MB_GetStats(dev, &st);
+  assert_int_equal(st.jobs_queued, 2);
+  assert_int_equal(st.jobs_run, 2);
+  assert_int_equal(st.pending, 0);
+  assert_int_equal(st.write_errors, 2);
+  MB_Stop(dev);                 /* twice is fine */
+  MB_Destroy(dev);
+}
+
+/* fc 06 for one register, fc 16 for several; values land; reads work;
+   bad arguments fail without touching the link. */
+static void
+test_function_codes(void **state)
+{
+  Server s;
+  Dev d;
+  uint16_t two[2] = { 0x4049, 0x0fdb }, back[3], big[33] = { 0 };
+  char reply[256];
+  int err;
+  MB_Stats st;
+
+  server_start(&s);
+  dev_open(&d, s.port, 500, 50, 400);
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "reset");
+
+  assert_int_equal(dev_write1(&d, 5, 54321, &err, NULL), 0);
+  assert_int_equal(server_stat(&s, "fc06"), 1);
+  assert_int_equal(server_stat(&s, "fc16"), 0);
+  assert_int_equal(dev_io(&d, 1, 10, two, 2, &err, NULL), 0);
+  assert_int_equal(server_stat(&s, "fc06"), 1);
+  assert_int_equal(server_stat(&s, "fc16"), 1);
+  assert_int_equal(HWT_Command(&s.child, "regs 10 2", reply, sizeof reply, 10), 0);
+  assert_string_equal(reply, "ok regs 10 16457 4059");
+  assert_int_equal(HWT_Command(&s.child, "regs 5", reply, sizeof reply, 10), 0);
+  assert_string_equal(reply, "ok regs 5 54321");
+
+  assert_int_equal(dev_io(&d, 0, 9, back, 3, &err, NULL), 0);
+  assert_int_equal(back[0], 0);
+  assert_int_equal(back[1], 0x4049);
+  assert_int_equal(back[2], 0x0fdb);
+
+  /* out-of-range requests: EINVAL, device stays up, nothing sent */
+  server_cmd(&s, "reset");
+  assert_int_equal(dev_io(&d, 1, 0, big, 0, &err, NULL), -1);
+  assert_int_equal(err, EINVAL);
+  assert_int_equal(dev_io(&d, 1, 0, big, 33, &err, NULL), -1);
+  assert_int_equal(err, EINVAL);
+  assert_int_equal(dev_io(&d, 1, 65535, big, 2, &err, NULL), -1);
+  assert_int_equal(err, EINVAL);
+  assert_true(MB_IsUp(d.dev));
+  assert_int_equal(server_stat(&s, "requests"), 0);
+
+  MB_GetStats(d.dev, &st);
+  assert_int_equal(st.writes, 2);
+  assert_int_equal(st.downs, 0);
+  assert_int_equal(d.ups, 1);
+  assert_int_equal(d.downs, 0);
+  dev_close(&d);
+  HWT_Stop(&s.child);
+}
+
+/* An exception reply fails the write, marks the device down; the probe
+   brings it back. */
+static void
+test_exception(void **state)
+{
+  Server s;
+  Dev d;
+  int err;
+  double elapsed;
+  MB_Stats st;
+
+  server_start(&s);
+  dev_open(&d, s.port, 500, 300, 400);
+  assert_true(dev_wait(&d, 1, 10));
+
+  server_cmd(&s, "exception code=2 count=1 writes");
+  assert_int_equal(dev_write1(&d, 0, 1, &err, NULL), -1);
+  assert_int_equal(err, EMBXILADD);
+  /* down was reported from inside the write, before it returned */
+  pthread_mutex_lock(&d.lock);
+  assert_int_equal(d.state, 0);
+  assert_int_equal(d.downs, 1);
+  assert_non_null(strstr(d.why, "exception 2"));
+  pthread_mutex_unlock(&d.lock);
+
+  /* while down (the first retry is >= 225 ms away), writes fail at once */
+  assert_int_equal(dev_write1(&d, 0, 2, &err, &elapsed), -1);
+  assert_int_equal(err, ENOTCONN);
+  assert_true(elapsed < 0.05);
+
+  assert_true(dev_wait(&d, 1, 10));
+  assert_int_equal(dev_write1(&d, 0, 3, &err, NULL), 0);
+  MB_GetStats(d.dev, &st);
+  assert_int_equal(st.downs, 1);
+  assert_int_equal(st.reconnects, 1);
+  assert_int_equal(st.write_errors, 2);
+  assert_int_equal(server_stat(&s, "exceptions"), 1);
+
+  /* exceptions on every write: the device flaps, and each write fails
+     with the exception, never hangs */
+  server_cmd(&s, "exception code=4 writes");
+  for (int i = 0; i < 3; i++) {
+    assert_true(dev_wait(&d, 1, 10));
+    assert_int_equal(dev_write1(&d, 0, 4, &err, NULL), -1);
+    assert_int_equal(err, EMBXSFAIL);
+  }
+  server_cmd(&s, "normal");
+  assert_true(dev_wait(&d, 1, 10));
+  assert_int_equal(dev_write1(&d, 0, 5, &err, NULL), 0);
+  dev_close(&d);
+  HWT_Stop(&s.child);
+}
+
+/* A healthy device's writes, paced by a thread, while another device is slow. */
+typedef struct {
+  Dev *d;
+  volatile int stop;
+  double period_s;
+  double times[4096];
+  int n;
+  int failures;
+} Pacer;
+
+static void *
+pacer_thread(void *arg)
+{
+  Pacer *p = arg;
+  double next = UTL_Now();
+
+  while (!p->stop) {
+    int err;
+
+    if (dev_write1(p->d, 1, (uint16_t)p->n, &err, NULL) == 0) {
+      if (p->n < 4096)
+        p->times[p->n++] = UTL_Now();
+    } else {
+      p->failures++;
+    }
+    next += p->period_s;
+    {
+      double wait = next - UTL_Now();
+
+      if (wait > 0)
+        usleep((useconds_t)(wait * 1e6));
+      else
+        next = UTL_Now();
+    }
+  }
+  return NULL;
+}
+
+static int
+count_between(const Pacer *p, double t0, double t1, double *max_gap)
+{
+  int n = 0;
+  double last = t0;
+
+  *max_gap = 0;
+  for (int i = 0; i < p->n; i++) {
+    if (p->times[i] < t0 || p->times[i] > t1)
+      continue;
+    if (p->times[i] - last > *max_gap)
+      *max_gap = p->times[i] - last;
+    last = p->times[i];
+    n++;
+  }
+  if (t1 - last > *max_gap)
+    *max_gap = t1 - last;
+  return n;
+}
+
+static void
+test_slow_device_isolated(void **state)
+{
+  Server slow, good;
+  Dev ds, dg;
+  Pacer p;
+  pthread_t th;
+  double t0, t1, t2, t3, gap_base, gap_fault, elapsed;
+  int n_base, n_fault, err, timeouts = 0;
+
+  server_start(&slow);
+  server_start(&good);
+  dev_open(&ds, slow.port, 1000, 50, 400);
+  dev_open(&dg, good.port, 1000, 50, 400);
+  assert_true(dev_wait(&ds, 1, 10));
+  assert_true(dev_wait(&dg, 1, 10));
+
+  memset(&p, 0, sizeof p);
+  p.d = &dg;
+  p.period_s = 0.02;
+  assert_int_equal(pthread_create(&th, NULL, pacer_thread, &p), 0);
+
+  t0 = UTL_Now();
+  usleep(1000000);
+  t1 = UTL_Now();
+
+  /* the slow device answers 2 s late: its writes time out after ~1 s */
+  server_cmd(&slow, "delay ms=2000 writes");
+  for (int i = 0; i < 2; i++) {
+    assert_true(dev_wait(&ds, 1, 10));
+    assert_int_equal(dev_write1(&ds, 0, 7, &err, &elapsed), -1);
+    assert_int_equal(err, ETIMEDOUT);
+    assert_true(elapsed >= 0.8);
+    assert_true(elapsed < 1.9);
+    timeouts++;
+    assert_false(MB_IsUp(ds.dev));
+  }
+  t2 = UTL_Now();
+  p.stop = 1;
+  pthread_join(th, NULL);
+  t3 = UTL_Now();
+  (void)t3;
+
+  n_base = count_between(&p, t0, t1, &gap_base);
+  n_fault = count_between(&p, t1, t2, &gap_fault);
+  print_message("# healthy device: %d writes in %.2f s before, %d in %.2f s during the fault; "
+                "longest gap %.3f s / %.3f s\n", n_base, t1 - t0, n_fault, t2 - t1,
+                gap_base, gap_fault);
+  assert_int_equal(timeouts, 2);
+  assert_int_equal(p.failures, 0);
+  /* the healthy device keeps its rate (generous: at least half of it) and
+     is never stalled for anything like the slow device's timeout */
+  assert_true(n_base > 10);
+  assert_true(n_fault / (t2 - t1) >= 0.5 * n_base / (t1 - t0));
+  assert_true(gap_fault < 0.6);
+  assert_true(MB_IsUp(dg.dev));
+
+  server_cmd(&slow, "normal");
+  assert_true(dev_wait(&ds, 1, 15));
+  assert_int_equal(dev_write1(&ds, 0, 8, &err, NULL), 0);
+
+  dev_close(&ds);
+  dev_close(&dg);
+  HWT_Stop(&slow.child);
+  HWT_Stop(&good.child);
+}
+
+/* A dropped connection: down, then up again by itself. */
+static void
+test_dropped_connection(void **state)
+{
+  Server s;
+  Dev d;
+  int err;
+  MB_Stats st;
+
+  server_start(&s);
+  dev_open(&d, s.port, 500, 50, 400);
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "drop count=1 writes");
+  assert_int_equal(dev_write1(&d, 0, 1, &err, NULL), -1);
+  assert_true(err == ECONNRESET || err == EPIPE || err == ETIMEDOUT);
+  assert_int_equal(d.downs, 1);
+  assert_true(dev_wait(&d, 1, 10));
+  assert_int_equal(dev_write1(&d, 0, 2, &err, NULL), 0);
+  MB_GetStats(d.dev, &st);
+  assert_int_equal(st.reconnects, 1);
+  assert_int_equal(server_stat(&s, "dropped"), 1);
+  assert_true(server_stat(&s, "accepted") >= 2);
+  dev_close(&d);
+  HWT_Stop(&s.child);
+}
+
+/* The server goes away: down (reported once), refused reconnects with
+   back-off, back up once the server listens again. */
+static void
+test_server_down_up(void **state)
+{
+  Server s;
+  Dev d;
+  int err;
+  double t_up, elapsed;
+  MB_Stats st;
+
+  server_start(&s);
+  dev_open(&d, s.port, 500, 50, 800);
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "down");
+  assert_int_equal(dev_write1(&d, 0, 1, &err, NULL), -1);
+  assert_false(MB_IsUp(d.dev));
+  usleep(1500000);
+  /* many refused attempts, one down report */
+  pthread_mutex_lock(&d.lock);
+  assert_int_equal(d.downs, 1);
+  assert_int_equal(d.ups, 1);
+  pthread_mutex_unlock(&d.lock);
+  assert_int_equal(dev_write1(&d, 0, 1, &err, &elapsed), -1);
+  assert_int_equal(err, ENOTCONN);
+  assert_true(elapsed < 0.05);
+
+  server_cmd(&s, "up");
+  t_up = UTL_Now();
+  assert_true(dev_wait(&d, 1, 10));
+  /* back within the capped back-off (0.8 s) plus generous slack */
+  assert_true(UTL_Now() - t_up < 3.0);
+  assert_int_equal(dev_write1(&d, 0, 3, &err, NULL), 0);
+  MB_GetStats(d.dev, &st);
+  assert_int_equal(st.reconnects, 1);
+  assert_int_equal(st.downs, 1);
+  dev_close(&d);
+  HWT_Stop(&s.child);
+}
+
+/* Retries back off exponentially: a server whose probes all fail sees
+   few attempts, not one per backoff_min. */
+static void
+test_backoff(void **state)
+{
+  Server s;
+  Dev d;
+  unsigned long attempts;
+  int err;
+
+  server_start(&s);
+  dev_open(&d, s.port, 500, 50, 400);
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "exception");          /* every request, probes too */
+  server_cmd(&s, "reset");
+  assert_int_equal(dev_write1(&d, 0, 1, &err, NULL), -1);
+  usleep(2500000);
+  attempts = server_stat(&s, "reads");
+  print_message("# probe attempts in 2.5 s: %lu\n", attempts);
+  /* nominal delays 50,100,200,400,400,... (minus up to 25% jitter):
+     about 9 attempts; without back-off there would be about 50 */
+  assert_true(attempts >= 4);
+  assert_true(attempts <= 16);
+  assert_int_equal(d.ups, 1);
+  assert_int_equal(d.downs, 1);
+  server_cmd(&s, "normal");
+  assert_true(dev_wait(&d, 1, 5));
+  dev_close(&d);
+  HWT_Stop(&s.child);
+}
+
+/* MB_Stop returns promptly while the device never answers, and every
+   queued job still runs (first write times out, the rest fail fast). */
+typedef struct {
+  int n;
+  int errs[8];
+} Seen;
+
+static void
+seen_job(MB_Io *io, void *arg)
+{
+  Seen *s = arg;
+  uint16_t v = 9;
+
+  errno = 0;
+  s->errs[s->n++] = MB_Write(io, 0, &v, 1) < 0 ? errno : 0;
+}
+
+static void
+test_stop_never_hangs(void **state)
+{
+  Server s;
+  Dev d;
+  Seen seen;
+  double t0, took;
+
+  server_start(&s);
+  dev_open(&d, s.port, 300, 50, 400);
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "silent");
+  memset(&seen, 0, sizeof seen);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(MB_Submit(d.dev, seen_job, &seen), 0);
+  t0 = UTL_Now();
+  MB_Stop(d.dev);
+  took = UTL_Now() - t0;
+  print_message("# MB_Stop with 5 jobs on a silent device: %.3f s\n", took);
+  assert_true(took < 2.0);
+  assert_int_equal(seen.n, 5);
+  assert_int_equal(seen.errs[0], ETIMEDOUT);
+  for (int i = 1; i < 5; i++)
+    assert_int_equal(seen.errs[i], ENOTCONN);
+  dev_close(&d);
+
+  /* stopping a device that is waiting to reconnect is immediate */
+  server_cmd(&s, "normal");
+  dev_open(&d, s.port, 300, 5000, 5000);
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "down");
+  assert_int_equal(dev_write1(&d, 0, 1, NULL, NULL), -1);
+  t0 = UTL_Now();
+  MB_Stop(d.dev);
+  assert_true(UTL_Now() - t0 < 0.5);
+  dev_close(&d);
+
+  /* and so is stopping one whose server never existed */
+  server_cmd(&s, "up");
+  HWT_Stop(&s.child);
+  dev_open(&d, s.port, 300, 50, 400);
+  assert_true(dev_wait(&d, 0, 10));
+  assert_non_null(strstr(d.why, "connect"));
+  t0 = UTL_Now();
+  MB_Stop(d.dev);
+  assert_true(UTL_Now() - t0 < 1.0);
+  dev_close(&d);
+}
+
+/* MB_StrError from many threads at once gives intact texts. */
+static void *
+strerror_thread(void *arg)
+{
+  int *bad = arg;
+  char buf[128];
+
+  for (int i = 0; i < 20000; i++) {
+    int e = (i & 1) ? EMBXILADD : ETIMEDOUT;
+    const char *want = (i & 1) ? "Modbus exception 2 (illegal data address)" : "Connection timed out";
+
+    if (strcmp(MB_StrError(e, buf, sizeof buf), want) != 0)
+      (*bad)++;
+  }
+  return NULL;
+}
+
+static void
+test_strerror_threads(void **state)
+{
+  pthread_t th[4];
+  int bad[4] = { 0 };
+
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, strerror_thread, &bad[i]), 0);
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(bad[i], 0);
+  }
+}
+
+int
+main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test_teardown(test_strerror, stop_servers),
+    cmocka_unit_test_teardown(test_strerror_threads, stop_servers),
+    cmocka_unit_test_teardown(test_create_errors, stop_servers),
+    cmocka_unit_test_teardown(test_function_codes, stop_servers),
+    cmocka_unit_test_teardown(test_exception, stop_servers),
+    cmocka_unit_test_teardown(test_slow_device_isolated, stop_servers),
+    cmocka_unit_test_teardown(test_dropped_connection, stop_servers),
+    cmocka_unit_test_teardown(test_server_down_up, stop_servers),
+    cmocka_unit_test_teardown(test_backoff, stop_servers),
+    cmocka_unit_test_teardown(test_stop_never_hangs, stop_servers),
+  };
+
+  signal(SIGPIPE, SIG_IGN);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
