@@ -337,12 +337,14 @@ cmp_channel(const void *a, const void *b)
   return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/* Time one channel takes; at least 1 us, so that time always moves on. */
 static double
 channel_time(const PLT_Wavemeter *wm, int i)
 {
   double e = wm->ch[i].laser->p.exposure_ms;
+  double t = wm->switch_s + (e > 0.0 ? e * 1e-3 : 0.0);
 
-  return wm->switch_s + (e > 0.0 ? e * 1e-3 : 0.0);
+  return t > 1e-6 ? t : 1e-6;
 }
 
 PLT_Wavemeter *

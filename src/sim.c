@@ -165,7 +165,7 @@ make_actuators(void)
       sa->is_current = k;
       sa->cfg = a;
       sa->nregs = REG_Count(&a->enc);
-      sa->min_v = sa->max_v = sa->last_v = NAN;
+      sa->min_v = sa->max_v = sa->last_v = (double)NAN;
     }
   }
   return 0;

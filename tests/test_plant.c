@@ -176,7 +176,7 @@ test_steady_state_gain(void **state)
   assert_near(t.error_mhz - 123.0, -250.0 + 1.0 * -40.0, 1e-6);
 
   /* non-finite commands are ignored */
-  PLT_SetPiezo(l, 10.0, NAN);
+  PLT_SetPiezo(l, 10.0, (double)NAN);
   PLT_GetTruth(l, 11.0, &t);
   assert_near(t.piezo_v, 4.0, 1e-12);
   PLT_DestroyLaser(l);
@@ -225,7 +225,7 @@ test_deterministic_drift(void **state)
   CNF_Laser cfg = quiet_laser("slow", 1);
   PLT_Laser *l;
   PLT_Truth t;
-  double lo = INFINITY, hi = -INFINITY;
+  double lo = HUGE_VAL, hi = -HUGE_VAL;
 
   (void)state;
   cfg.sim.linear_mhz_per_h = 20.0;

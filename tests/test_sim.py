@@ -495,4 +495,22 @@ with Env() as env:
     sim2.signal(signal.SIGINT)
     tap.eq(sim2.wait(10), 0, "SIGINT: exit 0 (and the ports were free again)")
 
+    # ---- a stream client that never reads slows no one --------------------------
+    sim3 = env.start_sim(cfg1, extra=["--speed", "1000"])
+    c3 = connect_control(ports["control"], sim3)
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", ports["stream"]))
+    time.sleep(2.0)                       # ~180000 lines: far more than any buffer
+    fast = Stream(ports["stream"])
+    n = len(fast.lines(2.0))
+    tap.ok(n > 1000, "with a stalled stream client, another still gets readings (%d in 2 s)" % n)
+    tap.eq(c3.cmd("ping"), ["OK"], "and the control port answers")
+    tap.ok(wait_until(lambda: "does not keep up" in sim3.output(), 5),
+           "the stalled client loses lines (logged)")
+    slow.close()
+    fast.close()
+    c3.close()
+    tap.eq(sim3.stop(), 0, "stops cleanly")
+
 tap.done()
