@@ -39,10 +39,13 @@ SIM_Time(void)
   return (UTL_Now() - SIM.t0) * SIM.speed;
 }
 
-void
+double
 SIM_Sync(void)
 {
-  SIM_StreamPump(SIM_Time());
+  double t = SIM_Time();
+
+  SIM_StreamPump(t);
+  return t;
 }
 
 struct evconnlistener *

@@ -46,8 +46,10 @@ extern SIM_Context SIM;
 /* Simulated time now, seconds. */
 double SIM_Time(void);
 
-/* Bring the simulation up to now: publish every reading that is due. */
-void SIM_Sync(void);
+/* Bring the simulation up to now: publish every reading that is due, and
+   return the simulated time it got to.  Act on the plant at exactly that
+   time, so that no reading still due is computed after the laser moved on. */
+double SIM_Sync(void);
 
 /* Listen on host:port ("*" or "" = any address); NULL after logging why. */
 struct evconnlistener *SIM_Listen(const char *host, int port, evconnlistener_cb cb, void *arg,

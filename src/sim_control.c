@@ -101,11 +101,11 @@ find_laser(CtlConn *c, const char *name)
 }
 
 static void
-truth_line(CtlConn *c, int i)
+truth_line(CtlConn *c, int i, double now)
 {
   PLT_Truth t;
 
-  PLT_GetTruth(SIM.lasers[i], SIM_Time(), &t);
+  PLT_GetTruth(SIM.lasers[i], now, &t);
   reply(c,
         "name=%s true_thz=%.9f error_mhz=%.6f piezo_v=%.6f current_v=%.6f mode_hop=%d "
         "channel=%d drift_mhz=%.6f hop_mhz=%.3f hops=%lu time_s=%.3f",
@@ -116,16 +116,17 @@ truth_line(CtlConn *c, int i)
 static void
 cmd_truth(CtlConn *c, int argc, char **argv)
 {
-  SIM_Sync();
+  double now = SIM_Sync();
+
   if (argc > 1 && !UTL_StrEqCase(argv[1], "all")) {
     int i = find_laser(c, argv[1]);
 
     if (i < 0)
       return;
-    truth_line(c, i);
+    truth_line(c, i, now);
   } else {
     for (int i = 0; i < SIM.cfg->n_lasers; i++)
-      truth_line(c, i);
+      truth_line(c, i, now);
   }
   reply(c, "OK");
 }
@@ -143,8 +144,7 @@ cmd_hop(CtlConn *c, int argc, char **argv)
     reply(c, "ERR 422 bad size in MHz: %s", argv[2]);
     return;
   }
-  SIM_Sync();
-  PLT_StartHop(SIM.lasers[i], SIM_Time(), mhz);
+  PLT_StartHop(SIM.lasers[i], SIM_Sync(), mhz);
   log_info("%s: mode hop of %.1f MHz for %g s", SIM.cfg->lasers[i].name, mhz,
            PLT_LaserParams(SIM.lasers[i])->modehop_s);
   reply(c, "OK");
@@ -162,8 +162,7 @@ cmd_drift(CtlConn *c, int argc, char **argv)
     reply(c, "ERR 422 bad step in MHz: %s", argv[2]);
     return;
   }
-  SIM_Sync();
-  PLT_StepDrift(SIM.lasers[i], SIM_Time(), mhz);
+  PLT_StepDrift(SIM.lasers[i], SIM_Sync(), mhz);
   log_info("%s: drift step of %.3f MHz", SIM.cfg->lasers[i].name, mhz);
   reply(c, "OK");
 }
@@ -195,8 +194,7 @@ cmd_dropout(CtlConn *c, int argc, char **argv)
     reply(c, "ERR 422 bad error code (want -99..0): %s", argv[3]);
     return;
   }
-  SIM_Sync();
-  if (PLT_Dropout(SIM.wm, (int)channel, SIM_Time() + s * SIM.speed, (int)code) < 0) {
+  if (PLT_Dropout(SIM.wm, (int)channel, SIM_Sync() + s * SIM.speed, (int)code) < 0) {
     reply(c, "ERR 404 no laser on channel %ld", channel);
     return;
   }
@@ -264,9 +262,10 @@ cmd_writes(CtlConn *c, int argc, char **argv)
 static void
 cmd_info(CtlConn *c, int argc, char **argv)
 {
-  SIM_Sync();
+  double now = SIM_Sync();
+
   reply(c, "version=%s seed=%llu speed=%g time_s=%.3f lasers=%d readings=%lu stream_clients=%d",
-        PACKAGE_VERSION, (unsigned long long)SIM.seed, SIM.speed, SIM_Time(),
+        PACKAGE_VERSION, (unsigned long long)SIM.seed, SIM.speed, now,
         SIM.cfg->n_lasers, SIM.readings, SIM_StreamClients());
   for (int i = 0; i < SIM.cfg->n_devices; i++)
     reply(c, "device=%s url=%s unit=%d outage=%s", SIM.cfg->devices[i].name,
@@ -444,7 +443,7 @@ conn_read(struct bufferevent *bev, void *arg)
     line[n] = '\0';
     if (n > CTL_LINE_MAX)
       reply(c, "ERR 413 line too long (max %d bytes)", CTL_LINE_MAX);
-    else if (memchr(line, '\0', n) || strlen(line) != n)
+    else if (memchr(line, '\0', n))
       reply(c, "ERR 400 NUL byte in request");
     else
       dispatch(c, line);

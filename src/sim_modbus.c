@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -132,8 +133,7 @@ apply_value(SIM_Actuator *sa, const uint16_t regs[2])
     sa->violations++;
     log_warn("%s: %.6f V written, outside the limits %g..%g V", sa->name, v, a->min_v, a->max_v);
   }
-  SIM_Sync();
-  t = SIM_Time();
+  t = SIM_Sync();
   if (sa->is_current)
     PLT_SetCurrent(SIM.lasers[sa->laser], t, v);
   else
