@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from wltest import BUILDDIR, SRCDIR, kv, lab_conf, laser_conf, prog, wait_until
+from wltest import SRCDIR, kv, lab_conf, laser_conf, prog, wait_until
 
 CLIENT = prog("wavelock")
 SCRIPTS = os.path.join(SRCDIR, "scripts")
@@ -79,6 +79,42 @@ def run_client(args, env=None, input=None, timeout=60):
 
 def run_script(name, args, env=None, input=None, timeout=60):
     return run([sys.executable, os.path.join(SCRIPTS, name)] + list(args), env, input, timeout)
+
+
+def start_reader(argv, env=None):
+    """Start argv with stdout and stderr as unbuffered pipes (see read_lines)."""
+    return subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=clean_environ(env), bufsize=0)
+
+
+def read_lines(p, n, timeout):
+    """Up to n lines from p's stdout, waiting at most timeout seconds."""
+    import select
+    buf = b""
+    end = time.monotonic() + timeout
+    fd = p.stdout.fileno()
+    while buf.count(b"\n") < n:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").splitlines()[:n]
+
+
+def finish(p, timeout):
+    """Wait for p; returns (status or None if it had to be killed, stderr)."""
+    try:
+        _, err = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+        rc = None
+    return rc, err.decode(errors="replace")
 
 
 def port_open(port):

@@ -18,10 +18,10 @@ import socket
 import subprocess
 import time
 
-from wltest import TAP, Env, kv, wait_until
+from wltest import TAP, Env, kv
 from clientfake import FakeDaemon
-from clientlab import (CLIENT, LASERS, Lab, clean_environ, dead_port, have_programs,
-                       run_client)
+from clientlab import (CLIENT, LASERS, Lab, clean_environ, dead_port, finish, have_programs,
+                       read_lines, run_client, start_reader)
 
 tap = TAP()
 SLACK = 3.0                    # seconds allowed beyond a timeout on a loaded machine
@@ -115,7 +115,10 @@ with Env() as env:
            "-V prints the version", r)
 
     # ---- the real daemon on the simulator -------------------------------------
-    lab = Lab(env)
+    try:
+        lab = Lab(env)
+    except RuntimeError as e:
+        tap.bail("cannot start the simulated lab: %s" % e)
     P = str(lab.port)
     ok = lab.wait_locked(["cool780", "repump"], 40)
     tap.ok(ok, "simulated lab: cool780 and repump lock by themselves", lab.states())
@@ -242,17 +245,10 @@ with Env() as env:
            "watch --duration 1: plain events without '* ', exit 0 after 1 s", r)
 
     # Interrupted with SIGINT: exit 0.
-    p = subprocess.Popen([CLIENT, "-p", P, "watch"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=clean_environ(), universal_newlines=True)
-    first = p.stdout.readline()
+    p = start_reader([CLIENT, "-p", P, "watch"])
+    first = (read_lines(p, 1, 15) or [""])[0]
     p.send_signal(signal.SIGINT)
-    try:
-        rest, err = p.communicate(timeout=10)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rest, err = p.communicate()
-        rc = None
+    rc, err = finish(p, 10)
     tap.ok(first.startswith("reading laser=") and rc == 0,
            "watch: SIGINT ends it with exit 0", (first, rc, err))
 
@@ -297,9 +293,12 @@ with Env() as env:
     # ---- tokens ---------------------------------------------------------------------
     tokens = ('tokens = ( { secret = "ctl-secret"; role = "control"; },'
               ' { secret = "mon-secret"; role = "monitor"; } );')
-    auth = Lab(env, server_extra=tokens, name="auth",
-               lasers=[(n, ch, thz, reg, False, cur, off)
-                       for n, ch, thz, reg, auto, cur, off in LASERS])
+    try:
+        auth = Lab(env, server_extra=tokens, name="auth",
+                   lasers=[(n, ch, thz, reg, False, cur, off)
+                           for n, ch, thz, reg, auto, cur, off in LASERS])
+    except RuntimeError as e:
+        tap.bail("cannot start the lab with tokens: %s" % e)
     A = str(auth.port)
     tokfile = env.write("token", "ctl-secret\n")
     os.chmod(tokfile, 0o600)
@@ -329,18 +328,11 @@ with Env() as env:
     tap.ok(r.rc == 1 and r.err.startswith("ERR 403"), "tokens: -k overrides WAVELOCK_TOKEN", r)
 
     # ---- connection lost while watching: exit 3 -------------------------------------
-    p = subprocess.Popen([CLIENT, "-p", P, "watch", "--csv"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=clean_environ(), universal_newlines=True)
-    p.stdout.readline()
-    p.stdout.readline()
+    p = start_reader([CLIENT, "-p", P, "watch", "--csv"])
+    got = read_lines(p, 2, 15)
     lab.daemon.stop()
-    try:
-        out, err = p.communicate(timeout=15)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        rc = None
-    tap.ok(rc == 3 and "wavelock:" in err, "watch: daemon going away gives exit 3", (rc, err))
+    rc, err = finish(p, 15)
+    tap.ok(len(got) == 2 and rc == 3 and "wavelock:" in err,
+           "watch: daemon going away gives exit 3", (got, rc, err))
 
 tap.done()
