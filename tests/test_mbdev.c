@@ -442,7 +442,7 @@ test_exception(void **state)
 /* A healthy device's writes, paced by a thread, while another device is slow. */
 typedef struct {
   Dev *d;
-  volatile int stop;
+  _Atomic int stop;
   double period_s;
   double times[4096];
   int n;

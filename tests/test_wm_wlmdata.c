@@ -45,7 +45,7 @@ typedef struct {
 static struct event_base *base;
 static Got got;
 static pthread_t loop_thread;
-static char fake_path[1024], nofreq_path[1024], control_path[1024], tmpdir[256];
+static char fake_path[1024], nofreq_path[1024], control_path[1024], log_path[1024], tmpdir[256];
 static unsigned long (*fake_count)(const char *what);
 
 static void
@@ -270,6 +270,32 @@ test_callbacks_become_readings(void **state)
   WM_Destroy(wm);
   assert_int_equal(fake_count("removes"), removes + 1);
   assert_int_equal(fake_count("running"), 0);
+
+  /* the event log for tests that cannot call FakeWlm_Count */
+  {
+    char text[4096];
+    FILE *f = fopen(log_path, "r");
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "install\n"));
+    assert_true(n >= 7 && !strcmp(text + n - 7, "remove\n"));
+  }
+}
+
+static void
+test_env_settings(void **state)
+{
+  WM_Backend *wm;
+
+  /* FAKE_WLM_SETTINGS gives defaults under the control file */
+  control("channels=7");
+  wm = open_fake(2000, 50);
+  assert_true(wait_reading(7, 299792.458 / 700.5, 1, 10));
+  WM_Destroy(wm);
 }
 
 static void
@@ -483,6 +509,7 @@ main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_callbacks_become_readings, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_env_settings, setup, teardown),
     cmocka_unit_test_setup_teardown(test_error_codes, setup, teardown),
     cmocka_unit_test_setup_teardown(test_only_newer, setup, teardown),
     cmocka_unit_test_setup_teardown(test_silent_callbacks_poll, setup, teardown),
@@ -507,8 +534,10 @@ main(void)
   }
   snprintf(control_path, sizeof control_path, "%s/control", tmpdir);
   /* set once, before the fake library is loaded or any thread exists */
+  snprintf(log_path, sizeof log_path, "%s/log", tmpdir);
   setenv("FAKE_WLM_CONTROL", control_path, 1);
-  unsetenv("FAKE_WLM_SETTINGS");
+  setenv("FAKE_WLM_LOG", log_path, 1);
+  setenv("FAKE_WLM_SETTINGS", "nm7=700.5 period_ms=5", 1);
   evthread_use_pthreads();
 
   dl = dlopen(fake_path, RTLD_NOW | RTLD_LOCAL);
@@ -528,6 +557,7 @@ main(void)
 
   rc = cmocka_run_group_tests(tests, NULL, NULL);
   unlink(control_path);
+  unlink(log_path);
   rmdir(tmpdir);
   return rc;
 }
