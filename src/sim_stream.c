@@ -3,7 +3,8 @@
  * A timer follows the wavemeter's schedule in simulated time; every due
  * reading goes to every connected client as "<channel> <THz> <time_ms>"
  * ("<channel> <code> <time_ms>" for an error code), time_ms being the
- * simulated time of the end of the exposure.  A client whose output backs
+ * simulated time of the end of the exposure (an integer unless the schedule
+ * has fractions of a millisecond).  A client whose output backs
  * up beyond STREAM_OUT_MAX loses lines (counted) rather than slowing anyone.
  */
 #include "config.h"
@@ -43,11 +44,18 @@ static int n_clients;
 int
 SIM_FormatReading(const PLT_Reading *r, char *buf, size_t len)
 {
-  long long ms = llround(r->t * 1e3);
+  double ms = r->t * 1e3;
+  char stamp[32];
 
+  /* whole milliseconds as an integer; finer schedules keep microseconds, so
+     that two readings of one channel never carry the same time stamp */
+  if (fabs(ms - round(ms)) < 1e-6)
+    snprintf(stamp, sizeof stamp, "%lld", llround(ms));
+  else
+    snprintf(stamp, sizeof stamp, "%.3f", ms);
   if (r->value > 0.0)
-    return snprintf(buf, len, "%d %.9f %lld\n", r->channel, r->value, ms);
-  return snprintf(buf, len, "%d %d %lld\n", r->channel, (int)r->value, ms);
+    return snprintf(buf, len, "%d %.9f %s\n", r->channel, r->value, stamp);
+  return snprintf(buf, len, "%d %d %s\n", r->channel, (int)r->value, stamp);
 }
 
 int
