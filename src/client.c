@@ -661,6 +661,11 @@ connect_and_greet(void)
   r = CLT_ReadLine(&conn, buf, sizeof(buf), deadline, NULL, err, sizeof(err));
   if (r != CLT_READ_LINE)
     return read_failed(r, "greeting", err);
+  if (CLT_Classify(buf) == CLT_LINE_ERR) {
+    /* e.g. "ERR 429 too many connections" instead of the greeting */
+    warnx_("%s refused the connection: %s", conn.peer, buf);
+    return CLT_EXIT_CONN;
+  }
   if (CLT_Classify(buf) != CLT_LINE_EVENT) {
     warnx_("%s does not look like wavelockd (greeting '%.60s')", conn.peer, buf);
     return CLT_EXIT_CONN;

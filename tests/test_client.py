@@ -291,7 +291,7 @@ with Env() as env:
         tap.skip("bash completion", "bash not installed")
 
     # ---- tokens ---------------------------------------------------------------------
-    tokens = ('tokens = ( { secret = "ctl-secret"; role = "control"; },'
+    tokens = ('max_clients = 2; tokens = ( { secret = "ctl-secret"; role = "control"; },'
               ' { secret = "mon-secret"; role = "monitor"; } );')
     try:
         auth = Lab(env, server_extra=tokens, name="auth",
@@ -326,6 +326,13 @@ with Env() as env:
     r = run_client(["-p", A, "-k", "mon-secret", "setpoint", "probe", sp],
                    env={"WAVELOCK_TOKEN": "ctl-secret"})
     tap.ok(r.rc == 1 and r.err.startswith("ERR 403"), "tokens: -k overrides WAVELOCK_TOKEN", r)
+
+    # Refused for too many clients (max_clients = 2): exit 3 with the ERR line.
+    held = [env.connect(auth.port), env.connect(auth.port)]
+    r = run_client(["-p", A, "-k", "ctl-secret", "ping"])
+    tap.ok(r.rc == 3 and "ERR 429" in r.err, "too many clients (429 at connect): exit 3", r)
+    for c in held:
+        c.close()
 
     # ---- connection lost while watching: exit 3 -------------------------------------
     p = start_reader([CLIENT, "-p", P, "watch", "--csv"])
