@@ -4,6 +4,15 @@
  * line carrying the count and a CRC-32 of everything before it, so a
  * truncated or garbage file is recognised and ignored.  Written atomically:
  * temp file in the same directory, fsync, rename, fsync of the directory.
+ *
+ *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
+ *   laser name=cool780 setpoint_thz=384.23048440000002 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
+ *   end count=1 crc32=89abcdef
+ *
+ * Doubles are written with %.17g and read back exactly; current_v only for
+ * lasers with a current actuator.  crc32 (8 hex digits) is the CRC-32 of
+ * zlib (Python: zlib.crc32) over every byte before the end line.  Comment
+ * and empty lines may precede it; unknown fields in a laser line are ignored.
  */
 #ifndef WL_STATEFILE_H
 #define WL_STATEFILE_H

@@ -42,6 +42,7 @@
 typedef struct {
   const char *path;         /* the file as given, for messages */
   char dir[CNF_PATH_MAX];   /* its directory (absolute when possible) */
+  char filebuf[2 * CNF_PATH_MAX];  /* an included file's path, for messages */
   char *err;
   size_t errlen;
 } Loader;
@@ -73,12 +74,21 @@ setting_path(const config_setting_t *s, char *buf, size_t len)
     snprintf(buf + used, len - used, "[%d]", config_setting_index(s));
 }
 
+/* The file a setting (or parse error) comes from: the config file itself, or
+   an @include'd file, which libconfig names as written (relative to dir). */
 static const char *
-setting_file(const Loader *ld, const config_setting_t *s)
+source_file(Loader *ld, const char *f)
 {
-  const char *f = s ? config_setting_source_file(s) : NULL;
+  if (!f || strcmp(f, ld->path) == 0 || f[0] == '/')
+    return f ? f : ld->path;
+  snprintf(ld->filebuf, sizeof ld->filebuf, "%s/%s", ld->dir, f);
+  return ld->filebuf;
+}
 
-  return f ? f : ld->path;
+static const char *
+setting_file(Loader *ld, const config_setting_t *s)
+{
+  return source_file(ld, s ? config_setting_source_file(s) : NULL);
 }
 
 /* Report an error about setting s (its line); key overrides the path of s
@@ -1059,8 +1069,8 @@ load_actuator(Loader *ld, const CNF_Config *cfg, const config_setting_t *g,
   a->enc.scale = a->enc.format == REG_U16 ? 6553.5 :
                  a->enc.format == REG_S16 ? 3276.7 : 1.0;
   have_scale = config_setting_get_member(g, "scale") != NULL;
-  if (num_key(ld, g, "scale", 0, -INFINITY, INFINITY, &a->enc.scale) < 0 ||
-      num_key(ld, g, "offset", 0, -INFINITY, INFINITY, &a->enc.offset) < 0)
+  if (num_key(ld, g, "scale", 0, -HUGE_VAL, HUGE_VAL, &a->enc.scale) < 0 ||
+      num_key(ld, g, "offset", 0, -HUGE_VAL, HUGE_VAL, &a->enc.offset) < 0)
     return -1;
   if (have_scale && a->enc.scale == 0.0)
     return fail(ld, config_setting_get_member(g, "scale"), NULL, "must not be 0");
@@ -1091,12 +1101,12 @@ load_actuator(Loader *ld, const CNF_Config *cfg, const config_setting_t *g,
 
   a->start_v = 0.5 * (a->min_v + a->max_v);
   have_start = config_setting_get_member(g, "start_v") != NULL;
-  if (num_key(ld, g, "start_v", 0, -INFINITY, INFINITY, &a->start_v) < 0)
+  if (num_key(ld, g, "start_v", 0, -HUGE_VAL, HUGE_VAL, &a->start_v) < 0)
     return -1;
   if (have_start && (a->start_v < a->min_v || a->start_v > a->max_v))
     return fail(ld, config_setting_get_member(g, "start_v"), NULL,
                 "%g V is outside min_v..max_v (%g..%g)", a->start_v, a->min_v, a->max_v);
-  if (num_key(ld, g, "max_step_v", 0, 0.0, INFINITY, &a->max_step_v) < 0)
+  if (num_key(ld, g, "max_step_v", 0, 0.0, HUGE_VAL, &a->max_step_v) < 0)
     return -1;
   if (is_current &&
       num_key(ld, g, "feedforward", 0, -1000.0, 1000.0, &a->feedforward) < 0)
@@ -1218,8 +1228,8 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
     return fail(ld, ws, NULL, "\"all\" is reserved (lock all, unlock all)");
   if (int_key_i(ld, g, "channel", REQ, 1, CNF_MAX_CHANNEL, &l->channel) < 0 ||
       bool_key(ld, g, "autolock", &l->autolock) < 0 ||
-      num_key(ld, g, "min_thz", REQ | GT_LO, 0.0, INFINITY, &l->min_thz) < 0 ||
-      num_key(ld, g, "max_thz", REQ | GT_LO, 0.0, INFINITY, &l->max_thz) < 0)
+      num_key(ld, g, "min_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->min_thz) < 0 ||
+      num_key(ld, g, "max_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->max_thz) < 0)
     return -1;
   wmax = config_setting_get_member(g, "max_thz");
   if (!(l->min_thz < l->max_thz))
@@ -1251,9 +1261,9 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
     return -1;
   if (pid) {
     if (check_keys(ld, pid, pid_keys) < 0 ||
-        num_key(ld, pid, "kp", 0, 0.0, INFINITY, &l->kp) < 0 ||
-        num_key(ld, pid, "ki", 0, 0.0, INFINITY, &l->ki) < 0 ||
-        num_key(ld, pid, "kd", 0, 0.0, INFINITY, &l->kd) < 0 ||
+        num_key(ld, pid, "kp", 0, 0.0, HUGE_VAL, &l->kp) < 0 ||
+        num_key(ld, pid, "ki", 0, 0.0, HUGE_VAL, &l->ki) < 0 ||
+        num_key(ld, pid, "kd", 0, 0.0, HUGE_VAL, &l->kd) < 0 ||
         num_key(ld, pid, "d_filter_s", 0, 0.0, 3600.0, &l->d_tau_s) < 0 ||
         num_key(ld, pid, "max_dt_s", GT_LO, 0.0, 3600.0, &l->max_dt_s) < 0 ||
         int_key_i(ld, pid, "polarity", OPT, -1, 1, &l->polarity) < 0)
@@ -1450,8 +1460,7 @@ CNF_Load(const char *path, char *err, size_t errlen)
   config_set_include_dir(&lc, ld.dir[0] ? ld.dir : "/");
   if (!config_read_file(&lc, path)) {
     if (config_error_type(&lc) == CONFIG_ERR_PARSE)
-      snprintf(err, errlen, "%s:%d: %s",
-               config_error_file(&lc) ? config_error_file(&lc) : path,
+      snprintf(err, errlen, "%s:%d: %s", source_file(&ld, config_error_file(&lc)),
                config_error_line(&lc), config_error_text(&lc));
     else
       snprintf(err, errlen, "%s: cannot read: %s", path,

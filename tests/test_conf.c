@@ -318,6 +318,17 @@ test_include(void **state)
   CNF_Free(cfg);
 }
 
+/* An error inside an included file names that file and its line. */
+static void
+test_include_error(void **state)
+{
+  CNF_Config *cfg = load(FIX("include-bad.conf"));
+
+  assert_null(cfg);
+  assert_string_equal(errbuf, TEST_SRCDIR "/conf/include-bad.inc:3: lasers.[0].channel: "
+                      "must be between 1 and 64 (is 99)");
+}
+
 /* ---- the error classes of the acceptance list, exact messages ---------- */
 
 static void
@@ -870,6 +881,7 @@ main(void)
     cmocka_unit_test(test_defaults),
     cmocka_unit_test(test_autoconvert),
     cmocka_unit_test(test_include),
+    cmocka_unit_test(test_include_error),
     cmocka_unit_test(test_err_missing_file),
     cmocka_unit_test(test_err_syntax),
     cmocka_unit_test(test_err_wrong_type),

@@ -324,7 +324,7 @@ test_garbage(void **state)
     "end count=0 crc32=12345678\n",          /* wrong CRC of an empty body */
     "end count=0 crc32=zzzzzzzz\n",
     "laser name=a setpoint_thz=1 engaged=1 kp=0 ki=0 kd=0 piezo_v=0\n",
-    "\x7f" "ELF\x02\x01\x01\n",
+    "\177ELF\002\001\001\n",
   };
   STF_Laser *out = NULL;
   char bin[256];
@@ -408,11 +408,11 @@ test_atomic_no_temp_files(void **state)
   /* values that cannot be stored: refused before anything is written */
   memset(&bad, 0, sizeof bad);
   strcpy(bad.name, "a");
-  bad.setpoint_thz = NAN;
+  bad.setpoint_thz = nan("");
   assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
   assert_non_null(strstr(err, "finite"));
   bad.setpoint_thz = 384.0;
-  bad.piezo_v = INFINITY;
+  bad.piezo_v = HUGE_VAL;
   assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
   bad.piezo_v = 1.0;
   strcpy(bad.name, "two words");
