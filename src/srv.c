@@ -74,6 +74,7 @@ struct SRV_Conn {
   int auth_failures;
   double auth_blocked_until;
   int subscribed, sub_all;
+  SRV_Conn *sub_prev, *sub_next; /* in the server's subscriber list */
   unsigned char *mask;
   int mask_n;
   int congested;               /* dropping events until drained to SRV_OUTPUT_LOW */
@@ -90,6 +91,7 @@ struct SRV_Server {
   int n_listeners;
   struct event *relisten;
   SRV_Conn *conns;
+  SRV_Conn *subs;              /* subscribers, so publishing skips the rest */
   int n_clients, n_rejecting, n_subscribers;
   size_t out_peak;
   unsigned long events_dropped, rejected_total;
@@ -402,6 +404,11 @@ SRV_Subscribe(SRV_Conn *c, int all, const unsigned char *mask, int n)
   if (!c->subscribed) {
     c->subscribed = 1;
     c->s->n_subscribers++;
+    c->sub_prev = NULL;
+    c->sub_next = c->s->subs;
+    if (c->s->subs)
+      c->s->subs->sub_prev = c;
+    c->s->subs = c;
   }
 }
 
@@ -411,6 +418,13 @@ SRV_Unsubscribe(SRV_Conn *c)
   if (c->subscribed) {
     c->subscribed = 0;
     c->s->n_subscribers--;
+    if (c->sub_prev)
+      c->sub_prev->sub_next = c->sub_next;
+    else
+      c->s->subs = c->sub_next;
+    if (c->sub_next)
+      c->sub_next->sub_prev = c->sub_prev;
+    c->sub_prev = c->sub_next = NULL;
   }
   free(c->mask);
   c->mask = NULL;
@@ -469,8 +483,8 @@ SRV_Publish(SRV_Server *s, int laser, const char *fmt, ...)
   free(text);
   len = strlen(line);
 
-  for (SRV_Conn *c = s->conns; c; c = c->next) {
-    if (!c->subscribed || c->state != CONN_OPEN)
+  for (SRV_Conn *c = s->subs; c; c = c->sub_next) {
+    if (c->state != CONN_OPEN)
       continue;
     if (laser >= 0 && !c->sub_all &&
         (laser >= c->mask_n || !c->mask[laser]))

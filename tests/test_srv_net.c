@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +34,7 @@
 #include "util.h"
 
 #define LINE 8192
+#define N_MANY 1000
 #define TIMEOUT_MS 10000
 
 /* ---- TAP ------------------------------------------------------------------ */
@@ -109,8 +111,8 @@ typedef struct {
 } Ctx;
 
 static struct event_base *base;
-static Ctx ctx_open, ctx_auth, ctx_small, ctx_idle, ctx_stop;
-static CNF_Server cfg_open, cfg_auth, cfg_small, cfg_idle, cfg_small3, cfg_tokens;
+static Ctx ctx_open, ctx_auth, ctx_small, ctx_idle, ctx_stop, ctx_many;
+static CNF_Server cfg_open, cfg_auth, cfg_small, cfg_idle, cfg_small3, cfg_tokens, cfg_many;
 static char flood_pad[201];
 
 static void
@@ -329,7 +331,7 @@ static struct event *stop_ev;
 static void
 stop_cb(evutil_socket_t fd, short what, void *arg)
 {
-  Ctx *all[] = { &ctx_open, &ctx_auth, &ctx_small, &ctx_idle, &ctx_stop };
+  Ctx *all[] = { &ctx_open, &ctx_auth, &ctx_small, &ctx_idle, &ctx_stop, &ctx_many };
 
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     if (all[i]->flood)
@@ -638,7 +640,7 @@ stat_of(Cli *c, const char *key, int reset)
 
 /* ---- tests ------------------------------------------------------------------ */
 
-static int port_open, port_auth, port_small, port_idle, port_stop;
+static int port_open, port_auth, port_small, port_idle, port_stop, port_many;
 
 static void
 test_greeting(void)
@@ -1410,6 +1412,65 @@ test_stop_listening(void)
   cli_close(c);
 }
 
+/* Many connections held open at once; the server keeps serving. */
+static void
+test_many(void)
+{
+  static int fds[N_MANY];
+  struct rlimit rl;
+  int opened = 0, greeted = 0, answered = 0;
+  Cli *c;
+
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < 2 * N_MANY + 200) {
+    rl.rlim_cur = rl.rlim_max < 2 * N_MANY + 200 ? rl.rlim_max : 2 * N_MANY + 200;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur < 2 * N_MANY + 100) {
+    ok(1, "# SKIP %d connections: file descriptor limit %lu", N_MANY, (unsigned long)rl.rlim_cur);
+    return;
+  }
+  for (int i = 0; i < N_MANY; i++) {
+    fds[i] = tcp_connect(port_many, 0);
+    if (fds[i] >= 0)
+      opened++;
+  }
+  for (int i = 0; i < N_MANY; i++) {
+    char buf[128];
+    struct pollfd p = { fds[i], POLLIN, 0 };
+
+    if (fds[i] >= 0 && poll(&p, 1, TIMEOUT_MS) == 1 && recv(fds[i], buf, sizeof buf, 0) > 0 &&
+        buf[0] == '*')
+      greeted++;
+  }
+  ok(opened == N_MANY && greeted == N_MANY, "%d simultaneous connections accepted and greeted (%d, %d)",
+     N_MANY, opened, greeted);
+  c = cli_open(port_many, NULL, 0);
+  is(cmd(c, "ping", NULL), "OK", "one more client is served");
+  ok(stat_of(c, "clients", 0) == N_MANY + 1, "the server counts them all");
+  for (int i = 0; i < N_MANY; i += N_MANY / 20) {
+    char buf[128];
+    struct pollfd p = { fds[i], POLLIN, 0 };
+    ssize_t r;
+
+    if (send(fds[i], "ping\n", 5, MSG_NOSIGNAL) == 5 && poll(&p, 1, TIMEOUT_MS) == 1 &&
+        (r = recv(fds[i], buf, sizeof buf - 1, 0)) == 3 && memcmp(buf, "OK\n", 3) == 0)
+      answered++;
+  }
+  ok(answered == 20, "every 50th of them answers ping (%d of 20)", answered);
+  for (int i = 0; i < N_MANY; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+  {
+    double end = UTL_Now() + 20;
+    while (stat_of(c, "clients", 0) != 1 && UTL_Now() < end)
+      sleep_ms(50);
+  }
+  ok(stat_of(c, "clients", 0) == 1, "all of them are gone after they close");
+  cli_close(c);
+}
+
 /* Before the loop runs: SRV_Create's errors and listen variants. */
 static void
 test_create_errors(void)
@@ -1503,7 +1564,12 @@ main(void)
   port_small = start_server(&ctx_small, &cfg_small);
   port_idle = start_server(&ctx_idle, &cfg_idle);
   port_stop = start_server(&ctx_stop, &cfg_open);
-  if (port_open <= 0 || port_auth <= 0 || port_small <= 0 || port_idle <= 0 || port_stop <= 0) {
+  base_cfg(&cfg_many);
+  cfg_many.max_clients = N_MANY + 10;
+  cfg_many.line_timeout_s = 30;
+  port_many = start_server(&ctx_many, &cfg_many);
+  if (port_open <= 0 || port_auth <= 0 || port_small <= 0 || port_idle <= 0 || port_stop <= 0 ||
+      port_many <= 0) {
     printf("Bail out! servers did not start\n");
     return 1;
   }
@@ -1521,6 +1587,7 @@ main(void)
       { "backpressure", test_backpressure }, { "subscribe", test_subscribe },
       { "slow subscriber", test_slow_subscriber }, { "timeouts", test_timeouts },
       { "quit", test_quit }, { "stop listening", test_stop_listening },
+      { "many connections", test_many },
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
       double t0 = UTL_Now();
