@@ -69,7 +69,12 @@ int SRV_BoundPort(const SRV_Server *s, int i);
 int SRV_ListenerCount(const SRV_Server *s);
 
 /* Apply a reloaded config: tokens, roles, max_clients, timeouts (listen
-   addresses are kept). */
+   addresses are kept).  Each connection's role is derived again: control
+   for all without tokens, else the role of the token it authenticated with
+   if that token still exists, else none.  Connections over a lowered
+   max_clients stay.  idle_timeout_s closes a connection that sent no line
+   for that long (subscribers are exempt while they read) or whose output
+   made no progress for that long. */
 void SRV_Reconfigure(SRV_Server *s, const CNF_Server *cfg);
 
 /* Stop accepting new connections (shutdown). */
@@ -78,11 +83,12 @@ void SRV_StopListening(SRV_Server *s);
 /* Close every connection and free (not from inside a handler). */
 void SRV_Destroy(SRV_Server *s);
 
-/* Responses; text is printf-formatted and must not contain newlines. */
-/* SRV_Ok(c, NULL) sends a plain "OK" (an empty format string draws
+/* Responses; text is printf-formatted and must not contain newlines.
+   SRV_Ok(c, NULL) sends a plain "OK" (an empty format string draws
    -Wformat-zero-length).  Control characters are sent as '?'; a data line
    that is empty or would begin with OK, ERR or * is a bug: it is logged and
-   sent with "data=" in front. */
+   sent with "data=" in front.  Calls outside a handler or after its final
+   line are logged and dropped. */
 void SRV_Data(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Ok(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Err(SRV_Conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -101,7 +107,8 @@ SRV_Server *SRV_ConnServer(const SRV_Conn *c);
 const char *SRV_RoleName(CNF_Role role);
 
 /* Subscriptions: a connection subscribes to all lasers (all = 1) or to the
-   lasers whose indices are set in mask (0..n-1).  SRV_Unsubscribe ends it. */
+   lasers whose indices are set in mask (0..n-1, copied); subscribing again
+   replaces the set.  SRV_Unsubscribe ends it (closing does too). */
 void SRV_Subscribe(SRV_Conn *c, int all, const unsigned char *mask, int n);
 void SRV_Unsubscribe(SRV_Conn *c);
 
