@@ -87,6 +87,11 @@ int LSR_OnTick(LSR_Machine *m, const LSR_Params *p, double now);
 /* Actuator devices became unreachable (ok = 0) or answer again (ok = 1). */
 void LSR_OnActuator(LSR_Machine *m, int ok);
 
+/* The setpoint was stepped so that the error would now be new_error_mhz:
+   a locked laser outside the window goes back to acquiring (not counted as
+   a lock loss), so "locked" always means "locked at the present setpoint". */
+void LSR_SetpointStep(LSR_Machine *m, const LSR_Params *p, double new_error_mhz);
+
 /* Whether the state regulates (acquiring or locked). */
 int LSR_Regulating(const LSR_Machine *m);
 

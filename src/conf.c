@@ -243,7 +243,7 @@ get_group(Loader *ld, const config_setting_t *g, const char *key, int required,
 static int
 setting_number(Loader *ld, const config_setting_t *s, double *out)
 {
-  double v;
+  double v = 0.0;
 
   switch (config_setting_type(s)) {
     case CONFIG_TYPE_INT:
@@ -317,7 +317,7 @@ num_key(Loader *ld, const config_setting_t *g, const char *key, int flags,
         double lo, double hi, double *out)
 {
   const config_setting_t *s = config_setting_get_member(g, key);
-  double v;
+  double v = 0.0;
 
   if (!s)
     return (flags & REQ) ? fail_missing(ld, g, key) : 0;
@@ -333,7 +333,7 @@ int_key(Loader *ld, const config_setting_t *g, const char *key, int required,
         long long lo, long long hi, long long *out)
 {
   const config_setting_t *s = config_setting_get_member(g, key);
-  long long v;
+  long long v = 0;
 
   if (!s)
     return required ? fail_missing(ld, g, key) : 0;
@@ -400,7 +400,7 @@ str_key(Loader *ld, const config_setting_t *g, const char *key, int required,
         int nonempty, char *buf, size_t buflen, const config_setting_t **where)
 {
   const config_setting_t *s = config_setting_get_member(g, key);
-  const char *v;
+  const char *v = NULL;
 
   if (where)
     *where = s;
@@ -838,7 +838,7 @@ load_server(Loader *ld, const config_setting_t *root, CNF_Server *srv)
     for (int i = 0; i < n; i++) {
       const config_setting_t *e = config_setting_type(s) == CONFIG_TYPE_STRING ? s :
         config_setting_get_elem(s, (unsigned int)i);
-      const char *v;
+      const char *v = NULL;
       char host[256], msg[128];
       int port;
 

@@ -849,6 +849,14 @@ CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
 {
   l->ramp.active = 0;
   l->setpoint_thz = thz;
+  if (l->have_reading && l->last.value > 0.0) {
+    LSR_Params lp;
+    LSR_StateId from = l->sm.state;
+    lsr_params(ctx, l, &lp);
+    l->last_error_mhz = (l->last.value - thz) * 1e6;
+    LSR_SetpointStep(&l->sm, &lp, l->last_error_mhz);
+    set_state_hook(ctx, l, from);
+  }
   mark_dirty(ctx);
 }
 

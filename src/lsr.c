@@ -69,6 +69,16 @@ LSR_OnActuator(LSR_Machine *m, int ok)
     set_state(m, m->engaged ? LSR_ACQUIRING : LSR_OFF);
 }
 
+void
+LSR_SetpointStep(LSR_Machine *m, const LSR_Params *p, double new_error_mhz)
+{
+  if (m->state != LSR_LOCKED || fabs(new_error_mhz) <= p->window_mhz)
+    return;
+  /* A deliberate move, not a lost lock: lock_n fresh readings are needed again. */
+  m->state = LSR_ACQUIRING;
+  m->in_count = m->out_count = 0;
+}
+
 int
 LSR_Regulating(const LSR_Machine *m)
 {

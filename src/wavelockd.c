@@ -488,6 +488,20 @@ main(int argc, char **argv)
     return 1;
   }
 
+  /* Timers and signals exist before anything can schedule them. */
+  struct timeval tick = { 0, 100000 }, slow = { 1, 0 };
+  d->save_ev = evtimer_new(d->base, save_cb, d);
+  d->tick_ev = event_new(d->base, -1, EV_PERSIST, tick_cb, d);
+  d->slow_ev = event_new(d->base, -1, EV_PERSIST, slow_cb, d);
+  d->sig_hup = evsignal_new(d->base, SIGHUP, signal_cb, d);
+  d->sig_term = evsignal_new(d->base, SIGTERM, signal_cb, d);
+  d->sig_int = evsignal_new(d->base, SIGINT, signal_cb, d);
+  if (!d->save_ev || !d->tick_ev || !d->slow_ev || !d->sig_hup || !d->sig_term || !d->sig_int) {
+    log_error("cannot create timers");
+    status = 1;
+    goto out;
+  }
+
   static const CTL_Hooks hooks = { hook_state, hook_reading, hook_dirty, &daemon_state };
   d->ctl = CTL_Create(d->base, d->cfg, &hooks);
   if (!d->ctl) {
@@ -524,25 +538,11 @@ main(int argc, char **argv)
     goto out;
   }
 
-  {
-    struct timeval tick = { 0, 100000 }, slow = { 1, 0 };
-    d->save_ev = evtimer_new(d->base, save_cb, d);
-    d->tick_ev = event_new(d->base, -1, EV_PERSIST, tick_cb, d);
-    d->slow_ev = event_new(d->base, -1, EV_PERSIST, slow_cb, d);
-    d->sig_hup = evsignal_new(d->base, SIGHUP, signal_cb, d);
-    d->sig_term = evsignal_new(d->base, SIGTERM, signal_cb, d);
-    d->sig_int = evsignal_new(d->base, SIGINT, signal_cb, d);
-    if (!d->save_ev || !d->tick_ev || !d->slow_ev || !d->sig_hup || !d->sig_term || !d->sig_int) {
-      log_error("cannot create timers");
-      status = 1;
-      goto out;
-    }
-    event_add(d->tick_ev, &tick);
-    event_add(d->slow_ev, &slow);
-    event_add(d->sig_hup, NULL);
-    event_add(d->sig_term, NULL);
-    event_add(d->sig_int, NULL);
-  }
+  event_add(d->tick_ev, &tick);
+  event_add(d->slow_ev, &slow);
+  event_add(d->sig_hup, NULL);
+  event_add(d->sig_term, NULL);
+  event_add(d->sig_int, NULL);
 
   log_info("wavelockd %s started: %d lasers, %d devices, port %d", PACKAGE_VERSION,
            d->cfg->n_lasers, d->cfg->n_devices, SRV_BoundPort(d->srv, 0));

@@ -103,8 +103,9 @@ with Env() as env:
     tap.ok(all_locked(c), "still locked after the flood", states(c))
 
     # ---- a subscriber that never reads -------------------------------------------------
-    lazy = socket.create_connection(("127.0.0.1", d.port))
-    lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lazy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before connect: small window
+    lazy.connect(("127.0.0.1", d.port))
     lazy.sendall(b"subscribe\n")
     time.sleep(0.3)
     base_rss = rss_kb(d.pid)

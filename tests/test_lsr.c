@@ -356,6 +356,29 @@ test_actuator_fault(void **state)
 
 /* Ramps move at the given rate and end exactly on the target. */
 static void
+test_setpoint_step(void **state)
+{
+  LSR_Machine m;
+
+  (void)state;
+  locked(&m);
+  LSR_SetpointStep(&m, &P, 3.0);      /* still inside the window: stays locked */
+  assert_int_equal(m.state, LSR_LOCKED);
+  LSR_SetpointStep(&m, &P, -20.0);    /* outside: acquiring, not a lock loss */
+  assert_int_equal(m.state, LSR_ACQUIRING);
+  assert_int_equal(m.lock_losses, 0);
+  assert_int_equal(m.in_count, 0);
+  rd(&m, 0.4, 0.0);
+  rd(&m, 0.5, 0.0);
+  assert_int_equal(m.state, LSR_ACQUIRING);   /* lock_n fresh readings again */
+  rd(&m, 0.6, 0.0);
+  assert_int_equal(m.state, LSR_LOCKED);
+  LSR_Disengage(&m);
+  LSR_SetpointStep(&m, &P, 50.0);     /* off stays off */
+  assert_int_equal(m.state, LSR_OFF);
+}
+
+static void
 test_ramp(void **state)
 {
   LSR_Ramp r;
@@ -414,6 +437,7 @@ main(void)
     cmocka_unit_test(test_invalid_reading_holds),
     cmocka_unit_test(test_stale),
     cmocka_unit_test(test_actuator_fault),
+    cmocka_unit_test(test_setpoint_step),
     cmocka_unit_test(test_ramp),
   };
 
