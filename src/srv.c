@@ -23,6 +23,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +250,8 @@ sanitize(char *text)
     if (*p < 0x20 || *p == 0x7f)
       *p = '?';
 }
+
+static char *vformat(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 static char *
 vformat(const char *fmt, va_list ap)
@@ -1222,10 +1226,12 @@ port_of(evutil_socket_t fd)
 static void
 set_port(struct sockaddr *sa, int port)
 {
+  uint16_t p = htons((uint16_t)port);
+
   if (sa->sa_family == AF_INET)
-    ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+    memcpy((char *)sa + offsetof(struct sockaddr_in, sin_port), &p, sizeof p);
   else if (sa->sa_family == AF_INET6)
-    ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+    memcpy((char *)sa + offsetof(struct sockaddr_in6, sin6_port), &p, sizeof p);
 }
 
 /* Bind every address of one listen entry. */
