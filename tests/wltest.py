@@ -243,9 +243,20 @@ class Env:
             p.port = int(port)
         return p
 
-    def start_sim(self, config_path, extra=()):
-        """Start wavelock-sim on config_path and wait for its control port."""
+    def start_sim(self, config_path, extra=(), control_port=None, timeout=10):
+        """Start wavelock-sim on config_path; with control_port, wait until
+        its control port accepts connections."""
         p = self.start("wavelock-sim", [prog("wavelock-sim"), "-c", config_path] + list(extra))
+        if control_port:
+            def up():
+                try:
+                    socket.create_connection(("127.0.0.1", control_port), timeout=1).close()
+                    return True
+                except OSError:
+                    return not p.alive()
+            wait_until(up, timeout)
+            if not p.alive():
+                raise RuntimeError("wavelock-sim did not start:\n" + p.output())
         return p
 
     def connect(self, port, timeout=10.0):
