@@ -31,6 +31,8 @@ struct event_base;
 #define SRV_OUTPUT_MAX (256 * 1024)
 #define SRV_OUTPUT_PAUSE (64 * 1024)
 #define SRV_OUTPUT_LOW (32 * 1024)
+/* Kernel send buffer per client socket (SO_SNDBUF; Linux doubles it). */
+#define SRV_SOCKET_SNDBUF (64 * 1024)
 
 /* Failed auth attempts allowed before auth is refused for a while (429);
    the refusal lasts SRV_AUTH_DELAY_S, doubling with each further failure
@@ -117,6 +119,10 @@ void SRV_Unsubscribe(SRV_Conn *c);
    buffer is over its bound has the event dropped and counted; when it has
    drained it gets "* dropped n=<count>". */
 void SRV_Publish(SRV_Server *s, int laser, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Laser indices changed (reload): map[old] is the new index or -1 for a
+   removed laser; subscriptions to chosen lasers follow their lasers. */
+void SRV_RemapLasers(SRV_Server *s, const int *map, int n_old, int n_new);
 
 /* Number of connected clients, and of subscribers. */
 int SRV_ClientCount(const SRV_Server *s);

@@ -569,7 +569,7 @@ cmd_reload(SRV_Conn *c, int argc, char **argv, void *ctx)
 }
 
 const SRV_Command WLD_Commands[] = {
-  { "version", CNF_ROLE_MONITOR, 0, 0, "version", "versions of wavelock and the protocol", cmd_version },
+  { "version", CNF_ROLE_NONE, 0, 0, "version", "versions of wavelock and the protocol", cmd_version },
   { "lasers", CNF_ROLE_MONITOR, 0, 0, "lasers", "one line per laser: name, state, channel", cmd_lasers },
   { "status", CNF_ROLE_MONITOR, 0, -1, "status [<laser>...|all]", "state, setpoint, reading, error and outputs", cmd_status },
   { "lock", CNF_ROLE_CONTROL, 1, 1, "lock <laser|all>", "engage regulation (bumpless)", cmd_lock },

@@ -436,6 +436,28 @@ SRV_Unsubscribe(SRV_Conn *c)
   c->sub_all = 0;
 }
 
+void
+SRV_RemapLasers(SRV_Server *s, const int *map, int n_old, int n_new)
+{
+  for (SRV_Conn *c = s->subs; c; c = c->sub_next) {
+    unsigned char *copy;
+
+    if (c->sub_all)
+      continue;
+    copy = calloc((size_t)n_new + 1, 1);
+    if (!copy) {
+      log_error("SRV: out of memory remapping a subscription");
+      continue;
+    }
+    for (int i = 0; i < c->mask_n && i < n_old; i++)
+      if (c->mask[i] && map[i] >= 0 && map[i] < n_new)
+        copy[map[i]] = 1;
+    free(c->mask);
+    c->mask = copy;
+    c->mask_n = n_new;
+  }
+}
+
 static void
 drop_event(SRV_Conn *c)
 {
@@ -1121,6 +1143,13 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
     return;
   }
   c->s = s;
+  /* A fixed kernel send buffer: without it the kernel's autotuning lets a
+     client that never reads park megabytes in the socket, out of sight of
+     the daemon's own output bound. */
+  {
+    int sndbuf = SRV_SOCKET_SNDBUF;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  }
   c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
   c->lines = evbuffer_new();
   c->held = evbuffer_new();

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -247,7 +248,25 @@ WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
     d->wm = wm;
   }
   SRV_Reconfigure(d->srv, &nc->server);
-  CTL_Reconfigure(d->ctl, nc);
+  {
+    /* Subscriptions name lasers by index: carry them over to the new list. */
+    int n_old = CTL_LaserCount(d->ctl);
+    char (*names)[CNF_NAME_MAX] = calloc((size_t)n_old + 1, sizeof *names);
+    int *map = calloc((size_t)n_old + 1, sizeof *map);
+
+    for (int i = 0; names && i < n_old; i++)
+      UTL_Strlcpy(names[i], CTL_Laser_(d->ctl, i)->cfg.name, sizeof names[i]);
+    CTL_Reconfigure(d->ctl, nc);
+    if (names && map) {
+      for (int i = 0; i < n_old; i++) {
+        CTL_Laser *l = CTL_FindLaser(d->ctl, names[i]);
+        map[i] = l ? l->index : -1;
+      }
+      SRV_RemapLasers(d->srv, map, n_old, CTL_LaserCount(d->ctl));
+    }
+    free(names);
+    free(map);
+  }
   if (LOG_ParseLevel(nc->log_level, &lv) == 0 && !LOG_Enabled(LOG_LV_DEBUG))
     LOG_SetLevel(lv);
   CNF_Free(d->cfg);
@@ -397,6 +416,19 @@ drop_privileges(const char *user)
   return 0;
 }
 
+/* Many clients need many descriptors: use the hard limit. */
+static void
+raise_fd_limit(void)
+{
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      log_warn("cannot raise the open-file limit: %s", strerror(errno));
+  }
+}
+
 static void
 warn_token_permissions(const CNF_Config *cfg)
 {
@@ -471,6 +503,7 @@ main(int argc, char **argv)
   /* In the background stderr goes nowhere: log to syslog. */
   LOG_Open("wavelockd", !foreground || strcmp(d->cfg->log_target, "syslog") == 0, level);
   warn_token_permissions(d->cfg);
+  raise_fd_limit();
 
   if (!foreground && daemon(0, 0) != 0) {
     log_error("cannot detach: %s", strerror(errno));

@@ -196,6 +196,25 @@ with Env() as env:
     with open(cfg, "w") as f:
         f.write(good)
 
+    # ---- subscriptions follow their lasers across a reload that reorders them ----
+    s = env.connect(d.port)
+    s.cmd("subscribe repump795")
+    with open(cfg, "w") as f:
+        f.write(lab_conf([laser_conf("blue461", 3, 650.5032, reg=8, autolock=False)] + lasers,
+                         [("ao1", mb.port)], pub.port, server_extra="max_clients = 6;"))
+    r = c.cmd("reload")
+    tap.ok(final(r).startswith("OK") and len(c.cmd("lasers")) == 4, "reload added a laser", r)
+    pub.send(3, 650.5032)
+    pub.send(1, 384.2304844)
+    pub.send(2, 377.1074640)
+    line = s.readline(timeout=5)
+    tap.ok(kv(line).get("laser") == "repump795",
+           "after the reload the subscriber still gets exactly its laser", line)
+    s.close()
+    with open(cfg, "w") as f:
+        f.write(good)
+    c.cmd("reload")
+
     # ---- 503 when the device is gone -----------------------------------------------------
     mb.silent = True
     c.cmd("output cool780 piezo 4")
