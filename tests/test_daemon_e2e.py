@@ -28,7 +28,8 @@ PLANT = [
 
 
 def conf_text(env, mb, pub, gains=GAINS, extra=""):
-    lasers = [laser_conf(p["name"], p["channel"], p["thz"], reg=p["reg"], pid=gains)
+    lasers = [laser_conf(p["name"], p["channel"], p["thz"], reg=p["reg"], pid=gains,
+                         extra='    datalog = "%s.log";\n' % p["name"] if p["reg"] == 0 else "")
               for p in PLANT]
     return lab_conf(lasers, [("ao1", mb.port)], pub.port, server_extra="max_clients = 128;",
                     top_extra=extra)
@@ -224,5 +225,17 @@ with Env() as env:
     d.stop()
     mb.close()
     pub.close()
+
+    # ---- the per-laser data log ---------------------------------------------------------
+    with open(env.path("cool780.log")) as f:
+        lines = f.read().splitlines()
+    rows = [x.split() for x in lines if x and not x.startswith("#")]
+    good = [r for r in rows if len(r) == 6 and r[5] in ("acquiring", "locked", "holding", "relocking",
+                                                          "off", "fault")]
+    tap.ok(lines and lines[0].startswith("#") and len(rows) > 100 and len(good) == len(rows),
+           "data log: header and %d rows of time, reading, error, outputs, state" % len(rows),
+           lines[:3])
+    tap.ok(all(abs(float(r[2])) < 5.0 for r in good if r[5] == "locked"),
+           "data log: errors inside the window while locked")
 
 tap.done()
