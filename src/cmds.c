@@ -502,6 +502,29 @@ cmd_devices(SRV_Conn *c, int argc, char **argv, void *ctx)
 }
 
 static void
+cmd_stats(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  SRV_Stats st;
+  unsigned long cycles = 0, coalesced = 0, errors = 0;
+
+  SRV_GetStats(d->srv, &st, 0);
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++) {
+    const CTL_Laser *l = CTL_Laser_(d->ctl, i);
+    cycles += l->cycles;
+    coalesced += l->coalesced;
+    errors += l->write_errors;
+  }
+  SRV_Data(c, "clients=%d subscribers=%d out_bytes=%zu out_max_bytes=%zu out_peak_bytes=%zu"
+           " events_dropped=%lu rejected=%lu", st.clients, st.subscribers, st.out_bytes,
+           st.out_max, st.out_peak, st.events_dropped, st.rejected);
+  SRV_Data(c, "lasers=%d devices=%d cycles=%lu coalesced=%lu write_errors=%lu in_flight=%d"
+           " reloads=%lu reload_failures=%lu", CTL_LaserCount(d->ctl), CTL_DeviceCount(d->ctl),
+           cycles, coalesced, errors, CTL_Busy(d->ctl), d->reloads, d->reload_failures);
+  SRV_Ok(c, NULL);
+}
+
+static void
 cmd_subscribe(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
@@ -581,6 +604,7 @@ const SRV_Command WLD_Commands[] = {
   { "output", CNF_ROLE_MONITOR, 2, 3, "output <laser> <piezo|current> [<volts>]", "read an output, or set it by hand while unlocked", cmd_output },
   { "wavemeter", CNF_ROLE_MONITOR, 0, 1, "wavemeter [<channel>]", "latest raw readings with age and status", cmd_wavemeter },
   { "devices", CNF_ROLE_MONITOR, 0, 0, "devices", "Modbus devices: up/down and counters", cmd_devices },
+  { "stats", CNF_ROLE_MONITOR, 0, 0, "stats", "server and control counters (buffers, drops, cycles)", cmd_stats },
   { "subscribe", CNF_ROLE_MONITOR, 0, -1, "subscribe [<laser>...]", "stream '* ' events for readings and state changes", cmd_subscribe },
   { "unsubscribe", CNF_ROLE_MONITOR, 0, 0, "unsubscribe", "stop the event stream", cmd_unsubscribe },
   { "save", CNF_ROLE_CONTROL, 0, 0, "save", "write the runtime state file now", cmd_save },

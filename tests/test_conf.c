@@ -324,9 +324,14 @@ test_include_error(void **state)
 {
   CNF_Config *cfg = load(FIX("include-bad.conf"));
 
+  char dir[PATH_MAX], want[PATH_MAX + 128];
+
   assert_null(cfg);
-  assert_string_equal(errbuf, TEST_SRCDIR "/conf/include-bad.inc:3: lasers.[0].channel: "
-                      "must be between 1 and 64 (is 99)");
+  /* The include is resolved to a canonical path; TEST_SRCDIR may hold "..". */
+  assert_non_null(realpath(TEST_SRCDIR "/conf", dir));
+  snprintf(want, sizeof want, "%s/include-bad.inc:3: lasers.[0].channel: "
+           "must be between 1 and 64 (is 99)", dir);
+  assert_string_equal(errbuf, want);
 }
 
 /* ---- the error classes of the acceptance list, exact messages ---------- */
