@@ -1,7 +1,11 @@
 /* mbdev.h - Modbus analog-output devices, each driven by its own thread.
  *
- * A device owns one libmodbus context, used only by the device's thread (a
- * context is not thread-safe).  Other threads hand it jobs; a job runs on the
+ * A TCP device owns one libmodbus context, used only by the device's thread
+ * (a context is not thread-safe).  RTU devices on the same serial port (one
+ * RS-485 bus, different unit ids) share one context, used by their threads
+ * one request at a time under a mutex, since the wire carries one request
+ * at a time anyway; they must use the same line settings (else MB_Create
+ * fails with EINVAL).  Other threads hand a device jobs; a job runs on the
  * device thread and writes registers through the MB_Io it is given.  Jobs run
  * in order.  A device that times out, answers with an exception or drops its
  * connection is marked down; while down, MB_Write fails at once (ENOTCONN) and

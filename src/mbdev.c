@@ -1,6 +1,12 @@
 /* mbdev.c - Modbus analog-output devices, each driven by its own thread.
  *
- * Every device has one thread that owns its modbus_t.  Jobs are kept in a
+ * Every device has one thread.  A TCP device owns its modbus_t; RTU devices
+ * on the same serial port share one modbus_t (a "bus": the wire carries one
+ * request at a time, and two contexts on one port would garble each other's
+ * frames), taken under the bus mutex for each request with the device's unit
+ * id and timeouts.  A unit that times out or answers badly on a bus only
+ * marks that device down (the bus is flushed); a failing port closes the bus
+ * for everyone.  Jobs are kept in a
  * FIFO protected by a mutex and a condition variable; the thread runs them in
  * order.  A failed request closes the connection and marks the device down;
  * while down, writes fail at once and the thread reconnects with capped
@@ -46,7 +52,9 @@ struct MB_Device {
   void *status_arg;
 
   /* Device thread only (or before MB_Start / after the join). */
-  modbus_t *ctx;
+  modbus_t *ctx;              /* TCP: our own context; RTU: bus->ctx */
+  struct Bus *bus;            /* RTU only */
+  int timeout_ms;
   MB_Io io;
   unsigned int seed;
   int backoff_ms;             /* next nominal retry delay */
@@ -146,6 +154,158 @@ short_reason(const char *what, int err, char *buf, size_t len)
   snprintf(buf, len, "%s: %s", what, text);
 }
 
+
+/* ------------------------------------------------------------------ */
+/* RTU buses: one shared context per serial port */
+
+typedef struct Bus {
+  CNF_Url url;
+  modbus_t *ctx;
+  pthread_mutex_t lock;       /* held for every request on the bus */
+  int open;                   /* under lock */
+  int refs;                   /* under buses_lock */
+  struct Bus *next;
+} Bus;
+
+static pthread_mutex_t buses_lock = PTHREAD_MUTEX_INITIALIZER;
+static Bus *buses;
+
+static int
+set_timeouts(modbus_t *ctx, int timeout_ms)
+{
+  uint32_t sec = (uint32_t)(timeout_ms / 1000), usec = (uint32_t)(timeout_ms % 1000) * 1000;
+
+  return modbus_set_response_timeout(ctx, sec, usec) < 0 ||
+         modbus_set_byte_timeout(ctx, sec, usec) < 0 ? -1 : 0;
+}
+
+/* The bus of an RTU URL, created on first use; NULL with errno set
+   (EINVAL if the port is already used with other line settings). */
+static Bus *
+bus_get(const CNF_Url *u)
+{
+  Bus *b;
+
+  pthread_mutex_lock(&buses_lock);
+  for (b = buses; b; b = b->next) {
+    if (strcmp(b->url.host, u->host) != 0)
+      continue;
+    if (b->url.baud != u->baud || b->url.parity != u->parity ||
+        b->url.data_bits != u->data_bits || b->url.stop_bits != u->stop_bits) {
+      pthread_mutex_unlock(&buses_lock);
+      errno = EINVAL;
+      return NULL;
+    }
+    b->refs++;
+    pthread_mutex_unlock(&buses_lock);
+    return b;
+  }
+  b = calloc(1, sizeof *b);
+  if (!b) {
+    pthread_mutex_unlock(&buses_lock);
+    errno = ENOMEM;
+    return NULL;
+  }
+  b->url = *u;
+  b->ctx = modbus_new_rtu(u->host, u->baud, u->parity, u->data_bits, u->stop_bits);
+  if (!b->ctx || modbus_set_error_recovery(b->ctx, MODBUS_ERROR_RECOVERY_NONE) < 0) {
+    int err = errno ? errno : EINVAL;
+
+    if (b->ctx)
+      modbus_free(b->ctx);
+    free(b);
+    pthread_mutex_unlock(&buses_lock);
+    errno = err;
+    return NULL;
+  }
+  pthread_mutex_init(&b->lock, NULL);
+  b->refs = 1;
+  b->next = buses;
+  buses = b;
+  pthread_mutex_unlock(&buses_lock);
+  return b;
+}
+
+static void
+bus_put(Bus *b)
+{
+  Bus **pp;
+
+  pthread_mutex_lock(&buses_lock);
+  if (--b->refs > 0) {
+    pthread_mutex_unlock(&buses_lock);
+    return;
+  }
+  for (pp = &buses; *pp; pp = &(*pp)->next) {
+    if (*pp == b) {
+      *pp = b->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&buses_lock);
+  if (b->open)
+    modbus_close(b->ctx);
+  modbus_free(b->ctx);
+  pthread_mutex_destroy(&b->lock);
+  free(b);
+}
+
+/* Errors that concern one unit, not the wire: the bus stays open. */
+static int
+unit_error(int err)
+{
+  return err == ETIMEDOUT || (err > MODBUS_ENOBASE && err <= EMBBADSLAVE);
+}
+
+/* Take the link for one request: on a bus, lock it and select our unit and
+   timeouts.  Returns the context, or NULL (errno ENOTCONN) if the bus is
+   closed and open_bus is 0 (or opening it failed). */
+static modbus_t *
+link_begin(MB_Device *d, int open_bus)
+{
+  Bus *b = d->bus;
+
+  if (!b)
+    return d->ctx;
+  pthread_mutex_lock(&b->lock);
+  if (!b->open) {
+    if (!open_bus) {
+      errno = ENOTCONN;
+      return NULL;
+    }
+    if (modbus_connect(b->ctx) < 0)
+      return NULL;
+    b->open = 1;
+  }
+  modbus_set_slave(b->ctx, d->cfg.unit);
+  set_timeouts(b->ctx, d->timeout_ms);
+  return b->ctx;
+}
+
+/* After a failed request (bus locked): flush late bytes of a unit error,
+   close the port on anything else. */
+static void
+link_failed(MB_Device *d, int err)
+{
+  Bus *b = d->bus;
+
+  if (!b || !b->open)
+    return;
+  if (unit_error(err)) {
+    modbus_flush(b->ctx);
+  } else {
+    modbus_close(b->ctx);
+    b->open = 0;
+  }
+}
+
+static void
+link_end(MB_Device *d)
+{
+  if (d->bus)
+    pthread_mutex_unlock(&d->bus->lock);
+}
+
 /* ------------------------------------------------------------------ */
 
 void
@@ -165,35 +325,18 @@ is_ipv4_literal(const char *host)
 }
 
 static modbus_t *
-new_context(const CNF_Device *cfg)
+new_tcp_context(const CNF_Url *u)
 {
-  const CNF_Url *u = &cfg->parsed;
-  modbus_t *ctx;
+  char service[16];
 
-  if (u->kind == CNF_URL_TCP) {
-    char service[16];
-
-    if (u->port < 1 || u->port > 65535 || !u->host[0]) {
-      errno = EINVAL;
-      return NULL;
-    }
-    if (is_ipv4_literal(u->host)) {
-      ctx = modbus_new_tcp(u->host, u->port);
-    } else {
-      snprintf(service, sizeof service, "%d", u->port);
-      ctx = modbus_new_tcp_pi(u->host, service);
-    }
-  } else {
-    if (!u->host[0]) {
-      errno = EINVAL;
-      return NULL;
-    }
-    ctx = modbus_new_rtu(u->host, u->baud > 0 ? u->baud : 19200,
-                         u->parity ? u->parity : 'N',
-                         u->data_bits > 0 ? u->data_bits : 8,
-                         u->stop_bits > 0 ? u->stop_bits : 1);
+  if (u->port < 1 || u->port > 65535 || !u->host[0]) {
+    errno = EINVAL;
+    return NULL;
   }
-  return ctx;
+  if (is_ipv4_literal(u->host))
+    return modbus_new_tcp(u->host, u->port);
+  snprintf(service, sizeof service, "%d", u->port);
+  return modbus_new_tcp_pi(u->host, service);
 }
 
 MB_Device *
@@ -233,25 +376,47 @@ MB_Create(const CNF_Device *cfg, const MB_Options *opt,
   d->backoff_ms = d->opt.backoff_min_ms;
   d->reported = -1;
 
-  d->ctx = new_context(cfg);
-  if (!d->ctx) {
-    int err = errno ? errno : EINVAL;
-    free(d);
-    errno = err;
-    return NULL;
-  }
   timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 200;
-  if (modbus_set_slave(d->ctx, cfg->unit) < 0 ||
-      modbus_set_response_timeout(d->ctx, (uint32_t)(timeout_ms / 1000),
-                                  (uint32_t)(timeout_ms % 1000) * 1000) < 0 ||
-      modbus_set_byte_timeout(d->ctx, (uint32_t)(timeout_ms / 1000),
-                              (uint32_t)(timeout_ms % 1000) * 1000) < 0 ||
-      modbus_set_error_recovery(d->ctx, MODBUS_ERROR_RECOVERY_NONE) < 0) {
-    int err = errno ? errno : EINVAL;
-    modbus_free(d->ctx);
-    free(d);
-    errno = err;
-    return NULL;
+  d->timeout_ms = timeout_ms;
+  errno = 0;
+  if (cfg->parsed.kind == CNF_URL_RTU) {
+    CNF_Url u = cfg->parsed;
+
+    if (!u.host[0]) {
+      free(d);
+      errno = EINVAL;
+      return NULL;
+    }
+    if (u.baud <= 0)
+      u.baud = 19200;
+    if (!u.parity)
+      u.parity = 'N';
+    if (u.data_bits <= 0)
+      u.data_bits = 8;
+    if (u.stop_bits <= 0)
+      u.stop_bits = 1;
+    d->bus = bus_get(&u);
+    if (!d->bus) {
+      int err = errno ? errno : EINVAL;
+
+      free(d);
+      errno = err;
+      return NULL;
+    }
+    d->ctx = d->bus->ctx;
+  } else {
+    d->ctx = new_tcp_context(&cfg->parsed);
+    if (!d->ctx || modbus_set_slave(d->ctx, cfg->unit) < 0 ||
+        set_timeouts(d->ctx, timeout_ms) < 0 ||
+        modbus_set_error_recovery(d->ctx, MODBUS_ERROR_RECOVERY_NONE) < 0) {
+      int err = errno ? errno : EINVAL;
+
+      if (d->ctx)
+        modbus_free(d->ctx);
+      free(d);
+      errno = err;
+      return NULL;
+    }
   }
 
   pthread_mutex_init(&d->lock, NULL);
@@ -300,7 +465,8 @@ mark_down(MB_Device *d, const char *what, int err)
   char why[128];
   double delay;
 
-  modbus_close(d->ctx);
+  if (!d->bus)
+    modbus_close(d->ctx);       /* a bus was flushed or closed by link_failed */
   d->backoff_ms = d->opt.backoff_min_ms;
   delay = jittered_delay_s(d);
   pthread_mutex_lock(&d->lock);
@@ -320,7 +486,22 @@ try_connect(MB_Device *d)
   uint16_t v;
   int ok = 0;
 
-  if (modbus_connect(d->ctx) < 0) {
+  if (d->bus) {
+    modbus_t *ctx = link_begin(d, 1);
+
+    if (!ctx) {
+      short_reason("open", errno, why, sizeof why);
+    } else if (modbus_read_registers(ctx, d->opt.probe_reg, 1, &v) < 0) {
+      int err = errno;
+
+      link_failed(d, err);
+      short_reason("probe", err, why, sizeof why);
+    } else {
+      ok = 1;
+      snprintf(why, sizeof why, "connected");
+    }
+    link_end(d);
+  } else if (modbus_connect(d->ctx) < 0) {
     short_reason("connect", errno, why, sizeof why);
   } else if (modbus_read_registers(d->ctx, d->opt.probe_reg, 1, &v) < 0) {
     short_reason("probe", errno, why, sizeof why);
@@ -402,7 +583,8 @@ device_thread(void *arg)
   }
   d->up = 0;
   pthread_mutex_unlock(&d->lock);
-  modbus_close(d->ctx);
+  if (!d->bus)
+    modbus_close(d->ctx);
   return NULL;
 }
 
@@ -489,6 +671,7 @@ int
 MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n)
 {
   MB_Device *d;
+  modbus_t *ctx;
   int rc, err;
 
   if (!io || !regs || n < 1 || n > MB_MAX_WRITE || addr < 0 || addr + n > 65536) {
@@ -498,12 +681,18 @@ MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n)
   d = io->dev;
   if (io_ready(d) < 0)
     return -1;
-  if (n == 1)
-    rc = modbus_write_register(d->ctx, addr, regs[0]);
+  ctx = link_begin(d, 0);
+  if (!ctx)
+    rc = -1;
+  else if (n == 1)
+    rc = modbus_write_register(ctx, addr, regs[0]);
   else
-    rc = modbus_write_registers(d->ctx, addr, n, regs);
+    rc = modbus_write_registers(ctx, addr, n, regs);
+  err = rc < 0 ? (errno ? errno : EIO) : 0;
+  if (rc < 0)
+    link_failed(d, err);
+  link_end(d);
   if (rc < 0) {
-    err = errno ? errno : EIO;
     pthread_mutex_lock(&d->lock);
     d->stats.write_errors++;
     pthread_mutex_unlock(&d->lock);
@@ -521,6 +710,7 @@ int
 MB_Read(MB_Io *io, int addr, uint16_t *regs, int n)
 {
   MB_Device *d;
+  modbus_t *ctx;
   int rc, err;
 
   if (!io || !regs || n < 1 || n > MB_MAX_READ || addr < 0 || addr + n > 65536) {
@@ -535,9 +725,13 @@ MB_Read(MB_Io *io, int addr, uint16_t *regs, int n)
     errno = ENOTCONN;
     return -1;
   }
-  rc = modbus_read_registers(d->ctx, addr, n, regs);
+  ctx = link_begin(d, 0);
+  rc = ctx ? modbus_read_registers(ctx, addr, n, regs) : -1;
+  err = rc < 0 ? (errno ? errno : EIO) : 0;
+  if (rc < 0)
+    link_failed(d, err);
+  link_end(d);
   if (rc < 0) {
-    err = errno ? errno : EIO;
     mark_down(d, "read", err);
     errno = err;
     return -1;
@@ -628,7 +822,10 @@ MB_Destroy(MB_Device *dev)
   if (!dev)
     return;
   MB_Stop(dev);
-  modbus_free(dev->ctx);
+  if (dev->bus)
+    bus_put(dev->bus);
+  else
+    modbus_free(dev->ctx);
   pthread_cond_destroy(&dev->cond);
   pthread_mutex_destroy(&dev->lock);
   free(dev);

@@ -82,10 +82,10 @@ class _PipeProc:
             line = self._first.get(timeout=timeout)
         except queue.Empty:
             line = ""
-        m = re.match(r"listening 127\.0\.0\.1:(\d+)", line)
+        m = re.match(r"listening (?:127\.0\.0\.1:(\d+)|rtu:)", line)
         if not m:
             raise RuntimeError("%s did not start: %r" % (self.name, line))
-        self.port = int(m.group(1))
+        self.port = int(m.group(1)) if m.group(1) else None
 
     def cmd(self, line, timeout=20):
         """Send one command; returns the answer line ("ok ..."), raises on "err"."""
@@ -129,8 +129,14 @@ class FaultServer(_PipeProc):
     delay [ms=2000] [count=N] [writes] | silent [...] | drop [...] | down | up |
     stats | reset | regs ADDR [N] | set ADDR V... | quit."""
 
-    def __init__(self, env, port=0, nregs=1000, verbose=False):
-        argv = [prog("tests/fault_server"), "-p", str(port), "-r", str(nregs)]
+    def __init__(self, env, port=0, nregs=1000, verbose=False, rtu=None, units=(1,)):
+        """TCP on 127.0.0.1:port, or with rtu=PATH Modbus RTU on that serial
+        device (e.g. one end of a socat pty pair) serving the given units."""
+        if rtu:
+            argv = [prog("tests/fault_server"), "-R", rtu, "-U",
+                    ",".join(str(u) for u in units), "-r", str(nregs)]
+        else:
+            argv = [prog("tests/fault_server"), "-p", str(port), "-r", str(nregs)]
         if verbose:
             argv.append("-v")
         self.writes = []
@@ -138,7 +144,7 @@ class FaultServer(_PipeProc):
         self._wait_listening()
 
     def on_line(self, line):
-        m = re.match(r"W fc=(\d+) addr=(\d+) regs=([\d,]*)", line)
+        m = re.match(r"W fc=(\d+)(?: unit=\d+)? addr=(\d+) regs=([\d,]*)", line)
         if m:
             regs = [int(x) for x in m.group(3).split(",") if x]
             self.writes.append((int(m.group(1)), int(m.group(2)), regs))

@@ -33,15 +33,26 @@ typedef struct {
   int port;
 } Server;
 
-/* Servers still running when a test fails are stopped by the teardown. */
-static Server *running[8];
+/* Children still running when a test fails are stopped by the teardown. */
+static HWT_Child *running[8];
+
+static void
+track(HWT_Child *c)
+{
+  for (int i = 0; i < 8; i++) {
+    if (!running[i]) {
+      running[i] = c;
+      return;
+    }
+  }
+}
 
 static int
 stop_servers(void **state)
 {
   for (int i = 0; i < 8; i++) {
-    if (running[i] && running[i]->child.pid > 0)
-      HWT_Stop(&running[i]->child);
+    if (running[i] && running[i]->pid > 0)
+      HWT_Stop(running[i]);
     running[i] = NULL;
   }
   return 0;
@@ -55,12 +66,7 @@ server_start(Server *s)
 
   HWT_BuildPath("tests/fault_server", path, sizeof path);
   assert_int_equal(HWT_Spawn(&s->child, argv), 0);
-  for (int i = 0; i < 8; i++) {
-    if (!running[i]) {
-      running[i] = s;
-      break;
-    }
-  }
+  track(&s->child);
   assert_int_equal(HWT_ReadLine(&s->child, line, sizeof line, 10), 0);
   assert_int_equal(sscanf(line, "listening 127.0.0.1:%d", &s->port), 1);
 }
@@ -727,6 +733,160 @@ test_stop_never_hangs(void **state)
   dev_close(&d);
 }
 
+/* RTU: two units on one serial bus (a socat pty pair) share one context;
+   each keeps its own registers and state; a dead unit does not take the
+   other down; a port shared with other line settings is refused. */
+static int
+wait_path(const char *path, double timeout_s)
+{
+  double end = UTL_Now() + timeout_s;
+
+  while (access(path, F_OK) != 0) {
+    if (UTL_Now() > end)
+      return 0;
+    usleep(10000);
+  }
+  return 1;
+}
+
+static void
+rtu_open(Dev *d, const char *path, int unit, int timeout_ms)
+{
+  CNF_Device cfg;
+  MB_Options opt;
+  char err[256];
+
+  memset(d, 0, sizeof *d);
+  d->state = -1;
+  pthread_mutex_init(&d->lock, NULL);
+  pthread_cond_init(&d->cond, NULL);
+  memset(&cfg, 0, sizeof cfg);
+  snprintf(cfg.name, sizeof cfg.name, "rtu%d", unit);
+  snprintf(cfg.url, sizeof cfg.url, "rtu:%s?baud=115200&parity=N", path);
+  if (CNF_ParseUrl(cfg.url, &cfg.parsed, err, sizeof err) < 0)
+    fail_msg("CNF_ParseUrl(%s): %s", cfg.url, err);
+  cfg.unit = unit;
+  cfg.timeout_ms = timeout_ms;
+  MB_DefaultOptions(&opt);
+  opt.backoff_min_ms = 50;
+  opt.backoff_max_ms = 400;
+  d->dev = MB_Create(&cfg, &opt, status_cb, d);
+  assert_non_null(d->dev);
+  assert_int_equal(MB_Start(d->dev), 0);
+}
+
+static void
+test_rtu_shared_bus(void **state)
+{
+  static Server srv;
+  static HWT_Child socat;
+  char dir[] = "/tmp/wltest-rtu.XXXXXX", bus[64], end2[64], a1[128], a2[128];
+  char path[1024], line[256], o_r[] = "-R", o_u[] = "-U", u34[] = "3,4", o_b[] = "-b",
+    b115[] = "115200", socat_bin[] = "/usr/bin/socat";
+  char *socat_argv[] = { socat_bin, a1, a2, NULL };
+  char *srv_argv[] = { path, o_r, end2, o_u, u34, o_b, b115, NULL };
+  char reply[256], err[256];
+  Dev d3, d4;
+  Pacer p3, p4;
+  pthread_t t3, t4;
+  CNF_Device other;
+  MB_Stats st;
+  int e;
+
+  if (access(socat_bin, X_OK) != 0)
+    skip();
+  assert_non_null(mkdtemp(dir));
+  snprintf(bus, sizeof bus, "%s/bus", dir);
+  snprintf(end2, sizeof end2, "%s/srv", dir);
+  snprintf(a1, sizeof a1, "pty,raw,echo=0,link=%s", bus);
+  snprintf(a2, sizeof a2, "pty,raw,echo=0,link=%s", end2);
+  assert_int_equal(HWT_Spawn(&socat, socat_argv), 0);
+  track(&socat);
+  assert_true(wait_path(bus, 10));
+  assert_true(wait_path(end2, 10));
+
+  HWT_BuildPath("tests/fault_server", path, sizeof path);
+  assert_int_equal(HWT_Spawn(&srv.child, srv_argv), 0);
+  track(&srv.child);
+  assert_int_equal(HWT_ReadLine(&srv.child, line, sizeof line, 10), 0);
+  assert_non_null(strstr(line, "listening rtu:"));
+
+  rtu_open(&d3, bus, 3, 300);
+  rtu_open(&d4, bus, 4, 300);
+  assert_true(dev_wait(&d3, 1, 10));
+  assert_true(dev_wait(&d4, 1, 10));
+
+  /* each unit has its own registers */
+  assert_int_equal(dev_write1(&d3, 0, 111, &e, NULL), 0);
+  assert_int_equal(dev_write1(&d4, 0, 222, &e, NULL), 0);
+  assert_int_equal(HWT_Command(&srv.child, "regs 0 unit=3", reply, sizeof reply, 10), 0);
+  assert_string_equal(reply, "ok regs 0 111");
+  assert_int_equal(HWT_Command(&srv.child, "regs 0 unit=4", reply, sizeof reply, 10), 0);
+  assert_string_equal(reply, "ok regs 0 222");
+
+  /* the same port with other line settings is refused */
+  memset(&other, 0, sizeof other);
+  snprintf(other.name, sizeof other.name, "other");
+  snprintf(other.url, sizeof other.url, "rtu:%s?baud=9600", bus);
+  assert_int_equal(CNF_ParseUrl(other.url, &other.parsed, err, sizeof err), 0);
+  other.unit = 5;
+  other.timeout_ms = 100;
+  errno = 0;
+  assert_null(MB_Create(&other, NULL, NULL, NULL));
+  assert_int_equal(errno, EINVAL);
+
+  /* both units written at once from two threads: no garbled frames */
+  memset(&p3, 0, sizeof p3);
+  memset(&p4, 0, sizeof p4);
+  p3.d = &d3;
+  p4.d = &d4;
+  p3.period_s = p4.period_s = 0.005;
+  assert_int_equal(pthread_create(&t3, NULL, pacer_thread, &p3), 0);
+  assert_int_equal(pthread_create(&t4, NULL, pacer_thread, &p4), 0);
+  usleep(1000000);
+  p3.stop = 1;
+  p4.stop = 1;
+  pthread_join(t3, NULL);
+  pthread_join(t4, NULL);
+  print_message("# shared bus, 1 s: unit 3 %d writes, unit 4 %d writes, %d+%d failures\n",
+                p3.n, p4.n, p3.failures, p4.failures);
+  assert_int_equal(p3.failures + p4.failures, 0);
+  assert_true(p3.n > 10 && p4.n > 10);
+
+  /* unit 3 dies: it goes down, unit 4 keeps working and stays up */
+  server_cmd(&srv, "silent unit=3");
+  memset(&p4, 0, sizeof p4);
+  p4.d = &d4;
+  p4.period_s = 0.01;
+  assert_int_equal(pthread_create(&t4, NULL, pacer_thread, &p4), 0);
+  assert_int_equal(dev_write1(&d3, 0, 1, &e, NULL), -1);
+  assert_int_equal(e, ETIMEDOUT);
+  assert_true(dev_wait(&d3, 0, 5));
+  usleep(1500000);                      /* unit 3 keeps failing its probes */
+  p4.stop = 1;
+  pthread_join(t4, NULL);
+  print_message("# unit 3 dead: unit 4 did %d writes in 1.5 s, %d failures\n", p4.n, p4.failures);
+  assert_int_equal(p4.failures, 0);
+  assert_true(p4.n > 10);
+  assert_int_equal(d4.downs, 0);
+  assert_true(MB_IsUp(d4.dev));
+  assert_false(MB_IsUp(d3.dev));
+
+  server_cmd(&srv, "normal");
+  assert_true(dev_wait(&d3, 1, 10));
+  assert_int_equal(dev_write1(&d3, 1, 333, &e, NULL), 0);
+  MB_GetStats(d3.dev, &st);
+  assert_int_equal(st.reconnects, 1);
+
+  dev_close(&d3);
+  dev_close(&d4);
+  HWT_Stop(&srv.child);
+  HWT_Stop(&socat);
+  unlink(bus);
+  unlink(end2);
+  rmdir(dir);
+}
+
 /* MB_StrError from many threads at once gives intact texts. */
 static void *
 strerror_thread(void *arg)
@@ -772,6 +932,7 @@ main(void)
     cmocka_unit_test_teardown(test_server_down_up, stop_servers),
     cmocka_unit_test_teardown(test_backoff, stop_servers),
     cmocka_unit_test_teardown(test_stop_never_hangs, stop_servers),
+    cmocka_unit_test_teardown(test_rtu_shared_bus, stop_servers),
   };
 
   signal(SIGPIPE, SIG_IGN);
