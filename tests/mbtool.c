@@ -73,6 +73,8 @@ job(MB_Io *io, void *arg)
   pthread_mutex_unlock(&lock);
 }
 
+static void usage(void) __attribute__((noreturn));
+
 static void
 usage(void)
 {

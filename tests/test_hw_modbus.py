@@ -8,9 +8,10 @@ both as pymodbus's datastore saw it and as tests/fault_server counts it."""
 
 import shutil
 import struct
+import subprocess
 
 from wltest import TAP, Env
-from hwtest import FaultServer, PymodbusServer, mbpoll_read, mbtool
+from hwtest import PYTHON3, FaultServer, PymodbusServer, mbpoll_read, mbtool
 
 tap = TAP()
 
@@ -47,6 +48,10 @@ CASES = [
 
 if shutil.which("mbpoll") is None:
     tap.skip("mbpoll round trips", "mbpoll not installed")
+    tap.done()
+if subprocess.run([PYTHON3, "-c", "import pymodbus.server"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+    tap.skip("pymodbus round trips", "python3-pymodbus not installed")
     tap.done()
 
 with Env() as env:

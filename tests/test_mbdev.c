@@ -71,6 +71,8 @@ server_start(Server *s)
   assert_int_equal(sscanf(line, "listening 127.0.0.1:%d", &s->port), 1);
 }
 
+static void server_cmd(Server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void
 server_cmd(Server *s, const char *fmt, ...)
 {

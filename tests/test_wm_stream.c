@@ -66,6 +66,8 @@ pub_start(int port)
   assert_int_equal(sscanf(line, "listening 127.0.0.1:%d", &pub_port), 1);
 }
 
+static void pub_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static void
 pub_cmd(const char *fmt, ...)
 {

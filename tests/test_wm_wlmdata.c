@@ -35,6 +35,7 @@
   } while (0)
 
 #define MAXR 8192
+#define ANY nan("")          /* any value */
 
 typedef struct {
   WM_Reading r[MAXR];
@@ -60,6 +61,8 @@ on_reading(const WM_Reading *r, void *arg)
 }
 
 /* Replace the fake's control file atomically. */
+static void control(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static void
 control(const char *fmt, ...)
 {
@@ -168,7 +171,7 @@ last_of(int ch, int from)
 typedef struct {
   int ch;
   int from;
-  double value;       /* wanted value, or NAN for any */
+  double value;       /* wanted value, or ANY for any */
   int want_time;      /* 1: t_s >= 0 (callback), 0: t_s < 0 (poll), -1 any */
 } Want;
 
@@ -232,9 +235,9 @@ test_callbacks_become_readings(void **state)
   control("channels=1,2,10 nm1=780.241 nm2=1064.5 nm10=399.0 period_ms=10");
   removes = fake_count("removes");
   wm = open_fake(2000, 50);
-  assert_true(wait_reading(1, NAN, 1, 10));
-  assert_true(wait_reading(2, NAN, 1, 10));
-  assert_true(wait_reading(10, NAN, 1, 10));
+  assert_true(wait_reading(1, ANY, 1, 10));
+  assert_true(wait_reading(2, ANY, 1, 10));
+  assert_true(wait_reading(10, ANY, 1, 10));
   loop_for(0.2);
   i1 = last_of(1, 0);
   i2 = last_of(2, 0);
@@ -350,12 +353,12 @@ test_silent_callbacks_poll(void **state)
 
   control("channels=1,4 nm1=780.0 nm4=689.0 step_nm=1e-6 period_ms=10");
   wm = open_fake(300, 50);
-  assert_true(wait_reading(4, NAN, 1, 10));
+  assert_true(wait_reading(4, ANY, 1, 10));
 
   /* the callback goes silent: after 300 ms, polling delivers readings */
   control("channels=1,4 nm1=780.0 nm4=689.0 step_nm=1e-6 callbacks=off");
-  assert_true(wait_reading(1, NAN, 0, 10));
-  assert_true(wait_reading(4, NAN, 0, 10));
+  assert_true(wait_reading(1, ANY, 0, 10));
+  assert_true(wait_reading(4, ANY, 0, 10));
   assert_true(status_has(wm, "mode=polling"));
   from = got.n;
   loop_for(1.0);
@@ -378,7 +381,7 @@ test_silent_callbacks_poll(void **state)
 
   /* callbacks resume: back to callback mode */
   control("channels=1,4 nm1=780.0 nm4=689.0 step_nm=1e-6 callbacks=on");
-  assert_true(wait_reading(1, NAN, 1, 10));
+  assert_true(wait_reading(1, ANY, 1, 10));
   loop_for(0.3);
   assert_true(status_has(wm, "mode=callback"));
   {
@@ -415,7 +418,7 @@ test_install_refused_polls(void **state)
 
   control("channels=2 nm2=1550.0 step_nm=1e-6 install=fail");
   wm = open_fake(300, 50);
-  assert_true(wait_reading(2, NAN, 0, 10));
+  assert_true(wait_reading(2, ANY, 0, 10));
   assert_true(status_has(wm, "mode=polling"));
   assert_int_equal(stat_of(wm, "callbacks"), 0);
   WM_Destroy(wm);
@@ -446,7 +449,7 @@ test_slow_library_does_not_block_loop(void **state)
   wm = open_fake(100, 20);
   tick = event_new(base, -1, EV_PERSIST, tick_cb, ticks);
   event_add(tick, &tv);
-  assert_true(wait_reading(1, NAN, 0, 10));
+  assert_true(wait_reading(1, ANY, 0, 10));
   loop_for(1.0);
   print_message("# longest loop stall while GetFrequencyNum takes 400 ms: %.3f s\n", ticks[1]);
   assert_true(ticks[1] < 0.3);
@@ -495,11 +498,11 @@ test_two_backends(void **state)
   removes = fake_count("removes");
   a = open_fake(2000, 50);
   b = open_fake(2000, 50);
-  assert_true(wait_reading(5, NAN, 1, 10));
+  assert_true(wait_reading(5, ANY, 1, 10));
   WM_Destroy(a);
   assert_int_equal(fake_count("removes"), removes);
   got.n = 0;
-  assert_true(wait_reading(5, NAN, 1, 10));
+  assert_true(wait_reading(5, ANY, 1, 10));
   WM_Destroy(b);
   assert_int_equal(fake_count("removes"), removes + 1);
 }
