@@ -27,7 +27,8 @@ struct event_base;
 typedef struct {
   int channel;          /* 1.. */
   double value;         /* THz if > 0, else an error code */
-  double t_s;           /* measurement time (s) on the wavemeter's clock; < 0 unknown */
+  double t_s;           /* measurement time (s) on the wavemeter's clock; < 0 unknown
+                           (wlmdata polling and stream lines without a time) */
   double rx_s;          /* arrival time (s) on our monotonic clock */
 } WM_Reading;
 
@@ -36,14 +37,23 @@ typedef void (*WM_ReadingFn)(const WM_Reading *r, void *arg);
 typedef struct WM_Backend WM_Backend;
 
 /* Create and start the configured backend on base.  NULL on error with a
-   one-line message in err (missing library or symbol, bad address...). */
+   one-line message in err (missing library or symbol, bad address...).
+   base must have been created after evthread_use_pthreads(): the wlmdata
+   backend wakes it from the library's thread.  Several backends may live at
+   once (a reload creates the new one before destroying the old). */
 WM_Backend *WM_Create(const CNF_Wavemeter *cfg, struct event_base *base,
                       WM_ReadingFn fn, void *arg, char *err, size_t errlen);
 
-/* Stop and free (removes callbacks, closes connections). */
+/* Stop and free (removes callbacks, closes connections); on the loop thread,
+   never from inside the reading callback.  May wait for one library call of
+   the wlmdata polling thread to return. */
 void WM_Destroy(WM_Backend *wm);
 
-/* One line of key=value status: backend, connected, counters. */
+/* One line of key=value status: backend, connected, counters.
+   stream:  backend=stream address= connected= readings= errors= malformed=
+            overlong= reconnects=
+   wlmdata: backend=wlmdata library= connected= mode=callback|polling readings=
+            errors= callbacks= polls= old_dropped= */
 void WM_Status(const WM_Backend *wm, char *buf, size_t len);
 
 /* Name of an error code ("no-signal", "underexposed", ...). */
