@@ -549,22 +549,15 @@ process_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
   act = LSR_OnReading(&l->sm, &lp, r->rx_s, valid, meas_mhz, meas_mhz - sp_mhz);
   set_state_hook(ctx, l, from);
 
-  switch (act) {
-  case LSR_ACT_NONE:
-    return;
-  case LSR_ACT_RELOCK:
+  if (act == LSR_ACT_RELOCK) {
     submit(ctx, l, JOB_RELOCK, NULL, 0);
     return;
-  case LSR_ACT_RESUME:
-    resume = 1;
-    /* fall through */
-  case LSR_ACT_REGULATE:
-    if (!valid)
-      return;
-    l->last_used_t = t;
-    submit(ctx, l, JOB_PID, r, resume);
-    return;
   }
+  if (act == LSR_ACT_NONE || !valid)
+    return;
+  /* REGULATE or RESUME (which first forgets the PID history). */
+  l->last_used_t = t;
+  submit(ctx, l, JOB_PID, r, resume || act == LSR_ACT_RESUME);
 }
 
 void
