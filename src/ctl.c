@@ -493,8 +493,12 @@ result_cb(evutil_socket_t fd, short what, void *arg)
   ctx->results = NULL;
   ctx->results_tail = &ctx->results;
   struct { CTL_Device *d; int up; char why[96]; } st[64];
-  int nst = 0;
-  for (int i = 0; i < ctx->n_devices && nst < 64; i++) {
+  int nst = 0, more = 0;
+  for (int i = 0; i < ctx->n_devices; i++) {
+    if (nst == 64) {
+      more = 1;   /* the rest on the next round */
+      break;
+    }
     CTL_Device *d = ctx->devices[i];
     if (d->status_dirty) {
       d->status_dirty = 0;
@@ -505,6 +509,8 @@ result_cb(evutil_socket_t fd, short what, void *arg)
     }
   }
   pthread_mutex_unlock(&ctx->lock);
+  if (more)
+    event_active(ctx->result_ev, EV_READ, 0);
 
   for (int i = 0; i < nst; i++)
     apply_device_status(ctx, st[i].d, st[i].up, st[i].why);
