@@ -15,6 +15,11 @@ size_t UTL_Strlcpy(char *dst, const char *src, size_t size);
 int UTL_ParseDouble(const char *s, double *out);
 int UTL_ParseInt(const char *s, long min, long max, long *out);
 
+/* Length of the decimal number ([+-]digits[.digits][e[+-]digits]) at the
+   start of s, 0 if there is none; an 'e' without exponent digits is not
+   part of the number. */
+size_t UTL_ScanDecimal(const char *s);
+
 /* Case-insensitive equality. */
 int UTL_StrEqCase(const char *a, const char *b);
 

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "units.h"
+#include "util.h"
 
 /* c in nm*THz (f[THz] * lambda[nm] = 299792.458) and in cm/ps (THz per cm-1). */
 #define C_NM_THZ 299792.458
@@ -88,44 +89,6 @@ UNI_FromTHz(double thz, UNI_Unit unit)
   return (double)NAN;
 }
 
-/* Length of a plain decimal number at the start of s:
-   [+-]digits[.digits][(e|E)[+-]digits], at least one mantissa digit.
-   No inf, nan or hex.  0 if there is none. */
-static size_t
-scan_number(const char *s)
-{
-  size_t i = 0, digits = 0, save;
-
-  if (s[i] == '+' || s[i] == '-')
-    i++;
-  while (isdigit((unsigned char)s[i])) {
-    i++;
-    digits++;
-  }
-  if (s[i] == '.') {
-    i++;
-    while (isdigit((unsigned char)s[i])) {
-      i++;
-      digits++;
-    }
-  }
-  if (digits == 0)
-    return 0;
-  if (s[i] == 'e' || s[i] == 'E') {
-    save = i;
-    i++;
-    if (s[i] == '+' || s[i] == '-')
-      i++;
-    if (isdigit((unsigned char)s[i])) {
-      while (isdigit((unsigned char)s[i]))
-        i++;
-    } else {
-      i = save;   /* "5e" or "5eV": the 'e' is not part of the number */
-    }
-  }
-  return i;
-}
-
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 
@@ -158,7 +121,7 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
   p = number;
   while (isspace((unsigned char)*p))
     p++;
-  n = scan_number(p);
+  n = UTL_ScanDecimal(p);
   if (n == 0 || n >= sizeof numbuf) {
     set_err(err, errlen, "malformed frequency '%s'", number);
     return -1;

@@ -70,3 +70,38 @@ UTL_StrEqCase(const char *a, const char *b)
 {
   return strcasecmp(a, b) == 0;
 }
+
+size_t
+UTL_ScanDecimal(const char *s)
+{
+  size_t i = 0, digits = 0, save;
+
+  if (s[i] == '+' || s[i] == '-')
+    i++;
+  while (isdigit((unsigned char)s[i])) {
+    i++;
+    digits++;
+  }
+  if (s[i] == '.') {
+    i++;
+    while (isdigit((unsigned char)s[i])) {
+      i++;
+      digits++;
+    }
+  }
+  if (digits == 0)
+    return 0;
+  if (s[i] == 'e' || s[i] == 'E') {
+    save = i;
+    i++;
+    if (s[i] == '+' || s[i] == '-')
+      i++;
+    if (isdigit((unsigned char)s[i])) {
+      while (isdigit((unsigned char)s[i]))
+        i++;
+    } else {
+      i = save;   /* "5e" or "5eV": the 'e' is not part of the number */
+    }
+  }
+  return i;
+}

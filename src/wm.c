@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
 #include "wm_int.h"
 
 #define WM_LINE_MAX 256
@@ -87,43 +88,6 @@ WM_NmToTHz(double nm)
   return WM_C_NM_THZ / nm;
 }
 
-/* A plain decimal number: [+-]digits[.digits][e[+-]digits] (no hex, inf,
-   nan).  Returns its length, 0 if the word is not such a number. */
-static size_t
-decimal_length(const char *s)
-{
-  size_t i = 0, digits = 0;
-
-  if (s[i] == '+' || s[i] == '-')
-    i++;
-  while (isdigit((unsigned char)s[i])) {
-    i++;
-    digits++;
-  }
-  if (s[i] == '.') {
-    i++;
-    while (isdigit((unsigned char)s[i])) {
-      i++;
-      digits++;
-    }
-  }
-  if (!digits)
-    return 0;
-  if (s[i] == 'e' || s[i] == 'E') {
-    size_t j = i + 1, exp_digits = 0;
-
-    if (s[j] == '+' || s[j] == '-')
-      j++;
-    while (isdigit((unsigned char)s[j])) {
-      j++;
-      exp_digits++;
-    }
-    if (!exp_digits)
-      return 0;
-    i = j;
-  }
-  return i;
-}
 
 /* Parse the next word of *p as a finite decimal number; advances *p. */
 static int
@@ -136,7 +100,7 @@ next_number(const char **p, double *out, int integer)
 
   while (*s == ' ' || *s == '\t')
     s++;
-  n = decimal_length(s);
+  n = UTL_ScanDecimal(s);
   if (!n || (s[n] != '\0' && s[n] != ' ' && s[n] != '\t'))
     return -1;
   if (integer && memchr(s, '.', n))
