@@ -15,7 +15,12 @@
 #define CNF_PATH_MAX 512
 #define CNF_MAX_LISTEN 8
 #define CNF_MAX_TOKENS 32
-#define CNF_MAX_CHANNEL 64       /* wavemeter channels 1..CNF_MAX_CHANNEL */
+/* Wavemeter channels 1..CNF_MAX_CHANNEL; also the most lasers a config may
+   hold (each laser has its own channel).  Real wavemeters have at most 17;
+   the scale benchmark builds a copy of wavelockd with -DCNF_MAX_CHANNEL=1024. */
+#ifndef CNF_MAX_CHANNEL
+#define CNF_MAX_CHANNEL 64
+#endif
 
 typedef enum { CNF_ROLE_NONE = 0, CNF_ROLE_MONITOR = 1, CNF_ROLE_CONTROL = 2 } CNF_Role;
 typedef enum { CNF_WM_STREAM = 0, CNF_WM_WLMDATA } CNF_WmBackend;
