@@ -1,0 +1,926 @@
+#!/usr/bin/python3
+"""bench/run.py - wavelock's benchmarks: run all six, print the table.
+
+    bench/run.py --builddir DIR [--srcdir DIR] [--only 1,2,...] [--quick]
+                 [--json FILE] [--markdown FILE]
+
+`make bench` runs it with the right directories.  Every figure is put next to
+a baseline measured in the same run (see BENCHMARKS.md for the method):
+
+ 1 control latency   plantd publishes a reading, wavelockd answers with a
+                     Modbus write to plantd; reading sent -> write request
+                     arrived, vs bench/mbping's libmodbus write round trip
+ 2 steadiness        14 lasers at 50 readings/s: latency and cycle period
+                     per laser with 64 clients flooding `status`, vs none
+ 3 throughput        bench/loadgen: ping and status at 1/16/64 connections,
+                     vs bench/echod (a bare libevent line-echo server)
+ 4 scale             lasers at 100 readings/s over 32 Modbus devices: the
+                     most with no coalesced or lost cycle; CPU per cycle
+ 5 memory            RSS with 14 lasers; growth per idle connection (1000)
+                     and per subscribed connection
+ 6 lock quality      wavelock-sim + wavelockd on conf/sim.conf: RMS true
+                     error / wavemeter noise, 1 GHz step settling, relock
+                     after a mode hop (scripts/wavelock-quality if present)
+
+Everything binds 127.0.0.1 on free ports; only processes started here are
+stopped; temporary files live in one directory that is removed at the end.
+Benchmarks measure, they never fail a build: the exit status is 0 unless a
+benchmark could not run at all.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+# ---- small helpers ----------------------------------------------------------
+
+def log(msg):
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+def parse_kv(line):
+    out = {}
+    for word in line.split():
+        if "=" in word:
+            k, v = word.split("=", 1)
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def proc_sched(pid):
+    """(CPU seconds, context switches) of a process summed over its threads,
+    from /proc/PID/task/*/sched (nanosecond precision); falls back to
+    /proc/PID/stat (clock ticks) where that file is missing."""
+    cpu, switches, seen = 0.0, 0, False
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        tasks = []
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/sched" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith("se.sum_exec_runtime"):
+                        cpu += float(line.split(":")[1]) / 1e3
+                        seen = True
+                    elif line.startswith("nr_switches"):
+                        switches += int(line.split(":")[1])
+        except OSError:
+            pass
+    if not seen:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return cpu, switches
+
+
+def proc_cpu_s(pid):
+    """user + system CPU seconds of a process (all threads)."""
+    return proc_sched(pid)[0]
+
+
+def proc_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def fmt(v, digits=1):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 1e5:
+        return "%.0f" % v
+    return ("%%.%df" % digits) % v
+
+
+class Proc:
+    """A child process with line-oriented stdout; stopped by its own PID."""
+
+    def __init__(self, bench, name, argv, stdin=True):
+        self.name = name
+        self.errpath = os.path.join(bench.tmp, name + ".stderr")
+        self.err = open(self.errpath, "w")
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=self.err)
+        self.pid = self.p.pid
+        self.buf = b""
+        bench.procs.append(self)
+
+    def readline(self, timeout=10.0):
+        """One line of stdout (unbuffered reads, so select() tells the truth)."""
+        deadline = time.time() + timeout
+        fd = self.p.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.time()
+            r = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+            if not r:
+                raise RuntimeError("%s: no output within %.0f s (stderr: %s)" %
+                                   (self.name, timeout, self.stderr_tail()))
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("%s exited (stderr: %s)" % (self.name, self.stderr_tail()))
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def send(self, text):
+        self.p.stdin.write((text + "\n").encode())
+        self.p.stdin.flush()
+
+    def stderr_tail(self):
+        try:
+            with open(self.errpath) as f:
+                return f.read()[-400:].strip()
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, timeout=5.0):
+        if self.p.poll() is None:
+            try:
+                if self.p.stdin:
+                    self.p.stdin.close()
+            except (OSError, ValueError):
+                pass
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.err.close()
+
+
+class Client:
+    """wavelockd's text protocol (and wavelock-sim's control port)."""
+
+    def __init__(self, port, timeout=10.0):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.f = self.s.makefile("r", encoding="utf-8", errors="replace")
+        greeting = self.f.readline()
+        if not greeting.startswith("* "):
+            raise RuntimeError("bad greeting: %r" % greeting)
+
+    def cmd(self, text):
+        self.s.sendall((text + "\n").encode())
+        data = []
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise RuntimeError("connection closed during %r" % text)
+            line = line.rstrip("\r\n")
+            if line.startswith("* "):
+                continue
+            if line == "OK" or line.startswith("OK "):
+                return data
+            if line.startswith("ERR"):
+                raise RuntimeError("%s: %s" % (text, line))
+            data.append(line)
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    k = max(1, int(math.ceil(p / 100.0 * len(v))))
+    return v[k - 1]
+
+
+# ---- the bench --------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.b = args.builddir
+        self.src = args.srcdir
+        self.tmp = tempfile.mkdtemp(prefix="wavelock-bench-")
+        self.procs = []
+        self.rows = []          # (bench, metric, value, baseline, ratio, target, met)
+        self.details = {}
+        self.q = args.quick
+
+    # -- programs
+
+    def prog(self, name):
+        path = os.path.join(self.b, name)
+        if not os.access(path, os.X_OK):
+            raise RuntimeError("%s not built (run `make bench`)" % path)
+        return path
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs = []
+
+    def row(self, bench, metric, value, baseline=None, ratio=None, target="", met=None, unit=""):
+        self.rows.append(dict(bench=bench, metric=metric, value=value, baseline=baseline,
+                              ratio=ratio, target=target, met=met, unit=unit))
+
+    # -- plantd and wavelockd
+
+    def start_plant(self, lasers, devices, rate, tick_us=0, name="plantd"):
+        argv = [self.prog("bench/plantd"), "--lasers", str(lasers), "--devices", str(devices),
+                "--rate", str(rate), "--seed", "1"]
+        if tick_us:
+            argv += ["--tick-us", str(tick_us)]
+        p = Proc(self, name, argv)
+        ready = parse_kv(p.readline())
+        p.stream_port = int(ready["stream"])
+        p.mb_ports = [int(x) for x in str(ready["mb"]).split(",")] if devices > 1 else [int(ready["mb"])]
+        return p
+
+    def plant_cmd(self, plant, text):
+        plant.send(text)
+        out = []
+        while True:
+            line = plant.readline(30.0)
+            if line in ("ok", "end"):
+                return out
+            if line.startswith("error"):
+                raise RuntimeError("plantd: " + line)
+            out.append(line)
+
+    def plant_stats(self, plant):
+        lines = self.plant_cmd(plant, "stats")
+        per = [parse_kv(l) for l in lines if l.startswith("laser ")]
+        agg = [parse_kv(l) for l in lines if l.startswith("all ")][0]
+        return per, agg
+
+    def write_daemon_conf(self, path, plant, lasers, devices, max_clients=2000):
+        out = ['# generated by bench/run.py',
+               'server = { listen = [ "127.0.0.1:0" ]; max_clients = %d; };' % max_clients,
+               'state_file = "";',
+               'log = "stderr";',
+               'log_level = "warn";',
+               'wavemeter = { backend = "stream"; address = "127.0.0.1:%d"; stale_ms = 1000; };'
+               % plant.stream_port,
+               'devices = (']
+        out.append(",\n".join('  { name = "d%d"; url = "tcp://127.0.0.1:%d"; unit = 1; timeout_ms = 200; }'
+                              % (d, plant.mb_ports[d]) for d in range(devices)))
+        out.append(');')
+        out.append('lasers = (')
+        ls = []
+        for i in range(lasers):
+            ls.append('  { name = "l%d"; channel = %d; setpoint = "384.0 THz"; min_thz = 383.9; '
+                      'max_thz = 384.1; autolock = true; pid = { kp = 0.0; ki = 0.002; }; '
+                      'piezo = { device = "d%d"; register = %d; format = "u16"; scale = 6553.5; '
+                      'min_v = 0.0; max_v = 10.0; start_v = 5.0; }; }'
+                      % (i, i + 1, i % devices, i // devices))
+        out.append(",\n".join(ls))
+        out.append(');')
+        with open(path, "w") as f:
+            f.write("\n".join(out) + "\n")
+
+    def start_daemon(self, conf, name="wavelockd", binary="wavelockd"):
+        portfile = os.path.join(self.tmp, name + ".port")
+        if os.path.exists(portfile):
+            os.unlink(portfile)
+        p = Proc(self, name, [self.prog(binary), "-f", "-c", conf, "--port-file", portfile],
+                 stdin=False)
+        deadline = time.time() + 10
+        while not os.path.exists(portfile):
+            if not p.alive() or time.time() > deadline:
+                raise RuntimeError("%s did not start: %s" % (name, p.stderr_tail()))
+            time.sleep(0.02)
+        with open(portfile) as f:
+            p.port = int(f.read())
+        return p
+
+    def counters(self, client):
+        out = {}
+        for line in client.cmd("status all"):
+            kv = parse_kv(line)
+            out[kv["name"]] = kv
+        return out
+
+    @staticmethod
+    def sum_counters(before, after, key):
+        return sum(after[n][key] - before[n][key] for n in after if n in before)
+
+    def wait_locked(self, client, n, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            states = [kv.get("state") for kv in self.counters(client).values()]
+            if sum(1 for s in states if s == "locked") >= n:
+                return True
+            time.sleep(0.1)
+        return False
+
+    # ---- 1. control latency ---------------------------------------------------
+
+    def bench1(self):
+        log("1 control latency: mbping baseline")
+        dur = 8 if self.q else 20
+        plant = self.start_plant(1, 1, 100)
+        mbport = plant.mb_ports[0]
+        mb = self.prog("bench/mbping")
+        hot = parse_kv(subprocess.check_output(
+            [mb, "-p", str(mbport), "-n", "20000", "-w", "1000"], universal_newlines=True))
+        n_sp = 600 if self.q else 2000
+        spaced = parse_kv(subprocess.check_output(
+            [mb, "-p", str(mbport), "-n", str(n_sp), "-w", "100", "-i", "5000"],
+            universal_newlines=True))
+        log("1 control latency: wavelockd, 1 laser at 100 readings/s, %d s" % dur)
+        conf = os.path.join(self.tmp, "b1.conf")
+        self.write_daemon_conf(conf, plant, 1, 1)
+        d = self.start_daemon(conf)
+        c = Client(d.port)
+        if not self.wait_locked(c, 1, 10):
+            log("warning: laser did not lock")
+        time.sleep(0.5)
+        c0 = self.counters(c)
+        self.plant_cmd(plant, "reset")
+        cpu0, sw0 = proc_sched(d.pid)
+        time.sleep(dur)
+        per, agg = self.plant_stats(plant)
+        cpu1, sw1 = proc_sched(d.pid)
+        c1 = self.counters(c)
+        c.close()
+        cycles = self.sum_counters(c0, c1, "cycles")
+        coalesced = self.sum_counters(c0, c1, "coalesced")
+        d.stop()
+        plant.stop()
+        self.details["1"] = dict(mbping_hot=hot, mbping_spaced=spaced, plant=agg, cycles=cycles,
+                                 coalesced=coalesced, cpu_us_per_cycle=(cpu1 - cpu0) / max(cycles, 1) * 1e6,
+                                 switches_per_cycle=(sw1 - sw0) / max(cycles, 1))
+        over50 = agg["lat_p50"] - spaced["p50_us"]
+        over99 = agg["lat_p99"] - spaced["p99_us"]
+        self.row("1 latency", "reading -> write p50 (µs)", agg["lat_p50"], spaced["p50_us"],
+                 agg["lat_p50"] / spaced["p50_us"], "", None)
+        self.row("1 latency", "reading -> write p99 (µs)", agg["lat_p99"], spaced["p99_us"],
+                 agg["lat_p99"] / spaced["p99_us"], "overhead <= 50 µs", over99 <= 50)
+        self.row("1 latency", "reading -> write max (µs)", agg["lat_max"], spaced["max_us"],
+                 agg["lat_max"] / spaced["max_us"], "", None)
+        self.row("1 latency", "overhead p50 / p99 (µs)", "%.1f / %.1f" % (over50, over99), None,
+                 None, "p99 <= 50", over99 <= 50)
+        self.row("1 latency", "daemon CPU per cycle (µs), context switches",
+                 "%.1f, %.1f" % (self.details["1"]["cpu_us_per_cycle"],
+                                 self.details["1"]["switches_per_cycle"]))
+        self.row("1 latency", "samples, coalesced", "%d, %d" % (agg["lat_n"], coalesced))
+
+    # ---- 2. steadiness under load, 3. throughput --------------------------------
+
+    def bench23(self, run2=True, run3=True):
+        dur = 8 if self.q else 20
+        plant = self.start_plant(14, 4, 50)
+        conf = os.path.join(self.tmp, "b2.conf")
+        self.write_daemon_conf(conf, plant, 14, 4)
+        d = self.start_daemon(conf)
+        c = Client(d.port)
+        if not self.wait_locked(c, 14, 15):
+            log("warning: not all 14 lasers locked")
+        time.sleep(1.0)
+        if run2:
+            phases = {}
+            for phase in ("idle", "flood"):
+                log("2 steadiness: %s, %d s" % (phase, dur))
+                lg = None
+                if phase == "flood":
+                    lg = Proc(self, "loadgen-flood",
+                              [self.prog("bench/loadgen"), "-p", str(d.port), "-c", "64",
+                               "-r", "status", "-d", str(dur + 1.5), "-w", "0.5"], stdin=False)
+                    time.sleep(1.0)
+                c0 = self.counters(c)
+                cpu0 = proc_cpu_s(d.pid)
+                self.plant_cmd(plant, "reset")
+                time.sleep(dur)
+                per, agg = self.plant_stats(plant)
+                cpu1 = proc_cpu_s(d.pid)
+                c1 = self.counters(c)
+                flood = None
+                if lg:
+                    flood = parse_kv(lg.readline(dur + 10))
+                    lg.stop()
+                phases[phase] = dict(
+                    agg=agg, per=per, flood=flood,
+                    cycles=self.sum_counters(c0, c1, "cycles"),
+                    coalesced=self.sum_counters(c0, c1, "coalesced"),
+                    write_errors=self.sum_counters(c0, c1, "write_errors"),
+                    cpu=(cpu1 - cpu0) / dur)
+            self.details["2"] = phases
+            i, f = phases["idle"], phases["flood"]
+            wi, wf = i["agg"]["worst_lat_p99"], f["agg"]["worst_lat_p99"]
+            lost = {}
+            for ph in (i, f):
+                a = ph["agg"]
+                ph["unanswered"] = a["sent"] - a["matched"]
+                lost_ph = a["lost"] + max(0, ph["unanswered"] - 14) + ph["coalesced"]
+                lost[id(ph)] = lost_ph
+            self.row("2 steadiness", "latency p50 all lasers (µs)", f["agg"]["lat_p50"],
+                     i["agg"]["lat_p50"], f["agg"]["lat_p50"] / i["agg"]["lat_p50"])
+            self.row("2 steadiness", "latency p99 all lasers (µs)", f["agg"]["lat_p99"],
+                     i["agg"]["lat_p99"], f["agg"]["lat_p99"] / i["agg"]["lat_p99"],
+                     "<= 1.5x", f["agg"]["lat_p99"] <= 1.5 * i["agg"]["lat_p99"])
+            self.row("2 steadiness", "latency p99 worst laser (µs)", wf, wi, wf / wi,
+                     "<= 1.5x", wf <= 1.5 * wi)
+            self.row("2 steadiness", "latency max (µs)", f["agg"]["worst_lat_max"],
+                     i["agg"]["worst_lat_max"], f["agg"]["worst_lat_max"] / i["agg"]["worst_lat_max"])
+            ji = i["agg"]["per_p99"] - i["agg"]["per_p50"]
+            jf = f["agg"]["per_p99"] - f["agg"]["per_p50"]
+            self.row("2 steadiness", "period p50 (ms)", f["agg"]["per_p50"] / 1e3,
+                     i["agg"]["per_p50"] / 1e3, f["agg"]["per_p50"] / i["agg"]["per_p50"])
+            self.row("2 steadiness", "period jitter p99-p50 (µs)", jf, ji, jf / ji if ji > 0 else None,
+                     "<= 1.5x", jf <= 1.5 * ji)
+            self.row("2 steadiness", "period sd (µs)", f["agg"]["per_sd"], i["agg"]["per_sd"],
+                     f["agg"]["per_sd"] / i["agg"]["per_sd"] if i["agg"]["per_sd"] else None)
+            cyc = "%d/%d, %d, %d" % (f["cycles"], f["agg"]["sent"], f["coalesced"], lost[id(f)])
+            self.row("2 steadiness", "flood: cycles/readings, coalesced, lost", cyc,
+                     "%d/%d, %d, %d" % (i["cycles"], i["agg"]["sent"], i["coalesced"], lost[id(i)]),
+                     None, "no cycle lost", f["coalesced"] == 0 and lost[id(f)] == 0)
+            self.row("2 steadiness", "flood: status req/s, daemon CPU", "%.0f/s, %.0f%%" %
+                     (f["flood"]["rps"], 100 * f["cpu"]), "idle CPU %.1f%%" % (100 * i["cpu"]))
+        if run3:
+            self.plant_cmd(plant, "pause")
+            self.bench3(d)
+        c.close()
+        d.stop()
+        plant.stop()
+
+    def loadgen(self, port, conns, request, echo=False, dur=3.0, server_pid=None):
+        argv = [self.prog("bench/loadgen"), "-p", str(port), "-c", str(conns), "-r", request,
+                "-d", str(dur), "-w", "0.5"]
+        if echo:
+            argv.append("--echo")
+        cpu0 = proc_cpu_s(server_pid) if server_pid else 0
+        out = parse_kv(subprocess.check_output(argv, universal_newlines=True))
+        cpu1 = proc_cpu_s(server_pid) if server_pid else 0
+        out["server_cpu"] = (cpu1 - cpu0) / (dur + 0.5)
+        return out
+
+    def bench3(self, d):
+        dur = 1.5 if self.q else 3.0
+        portfile = os.path.join(self.tmp, "echod.port")
+        e = Proc(self, "echod", [self.prog("bench/echod"), "-P", portfile], stdin=False)
+        deadline = time.time() + 5
+        while not os.path.exists(portfile):
+            if time.time() > deadline or not e.alive():
+                raise RuntimeError("echod did not start: " + e.stderr_tail())
+            time.sleep(0.02)
+        with open(portfile) as f:
+            eport = int(f.read())
+        res = {}
+        for conns in (1, 16, 64):
+            log("3 throughput: %d connection%s" % (conns, "" if conns == 1 else "s"))
+            res[conns] = dict(
+                echo=self.loadgen(eport, conns, "ping", echo=True, dur=dur, server_pid=e.pid),
+                ping=self.loadgen(d.port, conns, "ping", dur=dur, server_pid=d.pid),
+                status=self.loadgen(d.port, conns, "status", dur=dur, server_pid=d.pid))
+        e.stop()
+        self.details["3"] = res
+        for conns in (1, 16, 64):
+            r = res[conns]
+            er, pr, sr = r["echo"]["rps"], r["ping"]["rps"], r["status"]["rps"]
+            self.row("3 throughput", "ping req/s, %d conn" % conns, pr, er, pr / er,
+                     ">= 0.5x echo", pr >= 0.5 * er)
+            self.row("3 throughput", "ping p99 (µs), %d conn" % conns, r["ping"]["p99_us"],
+                     r["echo"]["p99_us"], r["ping"]["p99_us"] / r["echo"]["p99_us"])
+            self.row("3 throughput", "status req/s, %d conn" % conns, sr, er, sr / er)
+            self.row("3 throughput", "status p99 (µs), %d conn" % conns, r["status"]["p99_us"],
+                     r["echo"]["p99_us"], r["status"]["p99_us"] / r["echo"]["p99_us"])
+
+    # ---- 4. scale -------------------------------------------------------------
+
+    def scale_step(self, n):
+        dur = 4 if self.q else 8
+        plant = self.start_plant(n, 32, 100, tick_us=1000, name="plantd-%d" % n)
+        conf = os.path.join(self.tmp, "b4-%d.conf" % n)
+        self.write_daemon_conf(conf, plant, n, 32)
+        d = self.start_daemon(conf, name="wavelockd-%d" % n, binary="bench/wavelockd-wide")
+        c = Client(d.port)
+        locked = self.wait_locked(c, n, 10)
+        time.sleep(1.0)
+        c0 = self.counters(c)
+        (cpu0, sw0), pcpu0 = proc_sched(d.pid), proc_cpu_s(plant.pid)
+        t0 = time.time()
+        self.plant_cmd(plant, "reset")
+        time.sleep(dur)
+        per, agg = self.plant_stats(plant)
+        (cpu1, sw1), pcpu1 = proc_sched(d.pid), proc_cpu_s(plant.pid)
+        t1 = time.time()
+        c1 = self.counters(c)
+        c.close()
+        d.stop()
+        plant.stop()
+        cycles = self.sum_counters(c0, c1, "cycles")
+        coalesced = self.sum_counters(c0, c1, "coalesced")
+        errors = self.sum_counters(c0, c1, "write_errors")
+        unanswered = agg["sent"] - agg["matched"]
+        lost = agg["lost"] + max(0, unanswered - n)
+        ok = (coalesced == 0 and errors == 0 and lost == 0 and agg["skipped"] == 0
+              and agg["stream_drops"] == 0 and agg["unmatched"] == 0)
+        r = dict(n=n, ok=ok, locked=locked, cycles=cycles, coalesced=coalesced, errors=errors,
+                 sent=agg["sent"], lost=lost, late=agg["late"], skipped=agg["skipped"],
+                 unmatched=agg["unmatched"], lat_p50=agg["lat_p50"], lat_p99=agg["lat_p99"],
+                 lat_max=agg["lat_max"], cpu=(cpu1 - cpu0) / (t1 - t0),
+                 plant_cpu=(pcpu1 - pcpu0) / (t1 - t0),
+                 cpu_us_per_cycle=(cpu1 - cpu0) / max(cycles, 1) * 1e6,
+                 switches_per_cycle=(sw1 - sw0) / max(cycles, 1))
+        log("4 scale: %d lasers: %s (cycles %d of %d readings, coalesced %d, lost %d, "
+            "daemon CPU %.0f%%, %.1f µs/cycle, p99 %.0f µs)" %
+            (n, "ok" if ok else "NOT sustained", cycles, agg["sent"], coalesced, lost,
+             100 * r["cpu"], r["cpu_us_per_cycle"], agg["lat_p99"]))
+        return r
+
+    def bench4(self):
+        steps = [64, 128, 256, 384, 512, 768, 1024]
+        results = []
+        best, first_fail = None, None
+        for n in steps:
+            r = self.scale_step(n)
+            results.append(r)
+            if r["ok"]:
+                best = r
+            else:
+                first_fail = r
+                break
+        # Narrow down between the last good and the first failing step.
+        lo = best["n"] if best else 0
+        hi = first_fail["n"] if first_fail else None
+        tries = 0 if self.q else 2
+        while hi and tries > 0 and hi - lo > 32:
+            mid = (lo + hi) // 2 // 16 * 16
+            r = self.scale_step(mid)
+            results.append(r)
+            if r["ok"]:
+                best, lo = r, mid
+            else:
+                hi = mid
+            tries -= 1
+        self.details["4"] = results
+        at256 = [r for r in results if r["n"] == 256]
+        n_best = best["n"] if best else 0
+        self.row("4 scale", "most lasers sustained at 100/s (32 devices)",
+                 "%d%s" % (n_best, "" if hi else "+"), 256, n_best / 256.0,
+                 ">= 256", n_best >= 256)
+        if best:
+            self.row("4 scale", "at %d: daemon CPU, per cycle" % n_best,
+                     "%.0f%%, %.1f µs" % (100 * best["cpu"], best["cpu_us_per_cycle"]))
+            self.row("4 scale", "at %d: latency p50/p99 (µs)" % n_best,
+                     "%.0f / %.0f" % (best["lat_p50"], best["lat_p99"]))
+        if at256 and at256[0] is not best:
+            a = at256[0]
+            self.row("4 scale", "at 256: coalesced, lost, CPU/cycle",
+                     "%d, %d, %.1f µs" % (a["coalesced"], a["lost"], a["cpu_us_per_cycle"]))
+        if first_fail or (hi and hi != (first_fail or {}).get("n")):
+            f = [r for r in results if not r["ok"]][-1]
+            self.row("4 scale", "first failing: %d lasers" % f["n"],
+                     "coalesced %d, lost %d, CPU %.0f%%" % (f["coalesced"], f["lost"], 100 * f["cpu"]))
+
+    # ---- 5. memory --------------------------------------------------------------
+
+    def hold(self, port, n, send=None):
+        argv = [self.prog("bench/loadgen"), "-p", str(port), "-c", str(n), "--hold", "-d", "120"]
+        if send:
+            argv += ["--send", send]
+        p = Proc(self, "loadgen-hold", argv)
+        kv = parse_kv(p.readline(30))
+        return p, kv
+
+    def bench5(self):
+        plant = self.start_plant(14, 4, 50)
+        conf = os.path.join(self.tmp, "b5.conf")
+        self.write_daemon_conf(conf, plant, 14, 4, max_clients=2000)
+        res = {}
+        for kind, n, send in (("idle", 1000, None), ("subscribed", 200, "subscribe")):
+            log("5 memory: %d %s connections" % (n, kind))
+            d = self.start_daemon(conf, name="wavelockd-mem-" + kind)
+            c = Client(d.port)
+            self.wait_locked(c, 14, 15)
+            c.close()
+            time.sleep(2.0)
+            rss0 = proc_rss_kb(d.pid)
+            h, kv = self.hold(d.port, n, send)
+            time.sleep(2.0)
+            rss1 = proc_rss_kb(d.pid)
+            h.p.stdin.close()
+            tail = parse_kv(h.readline(10))
+            h.stop()
+            d.stop()
+            res[kind] = dict(n=n, held=kv.get("held"), failed=kv.get("failed"), rss0=rss0,
+                             rss1=rss1, per_conn_kb=(rss1 - rss0) / n, events=tail.get("lines"))
+        plant.stop()
+        self.details["5"] = res
+        self.row("5 memory", "RSS, 14 lasers cycling (MiB)", res["idle"]["rss0"] / 1024.0)
+        self.row("5 memory", "per idle connection (KiB, 1000 held)", res["idle"]["per_conn_kb"],
+                 None, None, "", None)
+        self.row("5 memory", "per subscribed connection (KiB, 200 held)",
+                 res["subscribed"]["per_conn_kb"])
+
+    # ---- 6. lock quality ---------------------------------------------------------
+
+    def sim_conf(self):
+        with open(os.path.join(self.src, "conf", "sim.conf")) as f:
+            text = f.read()
+        ports = {}
+
+        def sub(pattern, repl, count=1):
+            nonlocal text
+            text, n = re.subn(pattern, repl, text, count=count)
+            if n != count:
+                raise RuntimeError("conf/sim.conf: cannot adapt %r" % pattern)
+
+        sub(r'listen = \[ *"127\.0\.0\.1:\d+" *\];', 'listen = [ "127.0.0.1:0" ];')
+        sub(r'state_file = "[^"]*";', 'state_file = "";')
+        sub(r'log_level = "[^"]*";', 'log_level = "warn";')
+        ports["stream"] = free_port()
+        sub(r'address = "127\.0\.0\.1:\d+";', 'address = "127.0.0.1:%d";' % ports["stream"])
+        ports["control"] = free_port()
+        sub(r'control = "127\.0\.0\.1:\d+";', 'control = "127.0.0.1:%d";' % ports["control"])
+        for old in sorted(set(re.findall(r'tcp://127\.0\.0\.1:(\d+)', text))):
+            new = free_port()
+            text = text.replace("tcp://127.0.0.1:%s\"" % old, "tcp://127.0.0.1:%d\"" % new)
+        path = os.path.join(self.tmp, "sim.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        # Per-laser settings the figures need (from the lasers list only).
+        lasers = {}
+        section = text[text.index("lasers = ("):]
+        for block in re.split(r'\{ *name *= *"', section)[1:]:
+            name = block.split('"', 1)[0]
+
+            def num(key, default):
+                m = re.search(r'\b%s *= *(-?[0-9.]+)' % key, block)
+                return float(m.group(1)) if m else default
+            # Tuning in MHz per volt of piezo, with what the current
+            # feed-forward adds (as conf/sim.conf explains its gains).
+            gain = (num("piezo_mhz_per_v", 300.0) +
+                    num("feedforward", 0.0) * num("current_mhz_per_v", 50.0))
+            lasers[name] = dict(noise=num("noise_mhz", 1.0), window=num("window_mhz", 5.0),
+                                modehop_s=num("modehop_s", 3.0), gain=gain,
+                                min_v=num("min_v", 0.0), max_v=num("max_v", 10.0))
+        return path, ports, lasers
+
+    def truth(self, sim):
+        out = {}
+        for line in sim.cmd("truth"):
+            kv = parse_kv(line)
+            out[kv["name"]] = kv
+        return out
+
+    def bench6(self):
+        conf, ports, lasers = self.sim_conf()
+        log("6 lock quality: wavelock-sim + wavelockd on conf/sim.conf (14 lasers)")
+        sim = Proc(self, "wavelock-sim", [self.prog("wavelock-sim"), "-c", conf, "--seed", "1"],
+                   stdin=False)
+        deadline = time.time() + 10
+        simc = None
+        while simc is None:
+            try:
+                simc = Client(ports["control"])
+            except OSError:
+                if time.time() > deadline or not sim.alive():
+                    raise RuntimeError("wavelock-sim did not start: " + sim.stderr_tail())
+                time.sleep(0.1)
+        d = self.start_daemon(conf, name="wavelockd-sim")
+        c = Client(d.port)
+        t_lock0 = time.time()
+        all_locked = self.wait_locked(c, len(lasers), 60)
+        t_lock = time.time() - t_lock0
+        if not all_locked:
+            log("warning: not all lasers locked within 60 s")
+        status = self.counters(c)
+        sp = {n: status[n]["setpoint_thz"] for n in status}
+
+        # RMS true error while locked.
+        dur = 10 if self.q else 30
+        log("6 lock quality: RMS true error over %d s" % dur)
+        sq = {n: [] for n in lasers}
+        t_end = time.time() + dur
+        while time.time() < t_end:
+            st = self.counters(c)
+            tr = self.truth(simc)
+            for n in lasers:
+                if st[n]["state"] == "locked" and not int(tr[n]["mode_hop"]):
+                    sq[n].append((tr[n]["true_thz"] - sp[n]) * 1e6)
+            time.sleep(0.1)
+        ratios = {}
+        for n in lasers:
+            if sq[n]:
+                rms = math.sqrt(sum(e * e for e in sq[n]) / len(sq[n]))
+                ratios[n] = (rms, rms / lasers[n]["noise"], len(sq[n]))
+
+        # 1 GHz setpoint step on every laser, up or down, whichever its
+        # actuator range allows (a step the piezo cannot reach is no test of
+        # the loop; such lasers are listed apart).
+        log("6 lock quality: 1 GHz setpoint steps")
+        stepped, unreachable = {}, []
+        for n in lasers:
+            g = lasers[n]["gain"]
+            pv = status[n]["piezo_v"]
+            up_mhz = (lasers[n]["max_v"] - pv) * abs(g) if g > 0 else (pv - lasers[n]["min_v"]) * abs(g)
+            down_mhz = (pv - lasers[n]["min_v"]) * abs(g) if g > 0 else (lasers[n]["max_v"] - pv) * abs(g)
+            margin = 1.2 * 1000.0
+            for step in ((0.001, up_mhz), (-0.001, down_mhz)):
+                new = sp[n] + step[0]
+                if step[1] < margin:
+                    continue
+                try:
+                    c.cmd("setpoint %s %.9f" % (n, new))
+                    stepped[n] = new
+                    break
+                except RuntimeError:
+                    continue
+            if n not in stepped:
+                unreachable.append(n)
+        t0 = time.time()
+        settle = self.track_settle(c, simc, stepped, lasers, t0, 15 if self.q else 25)
+        # Back to the original setpoints (not timed).
+        for n in stepped:
+            c.cmd("setpoint %s %.9f" % (n, sp[n]))
+        self.wait_locked(c, len(lasers), 30)
+        time.sleep(2.0)
+
+        # Mode hops: every laser at once.
+        log("6 lock quality: mode hop on every laser")
+        for n in lasers:
+            simc.cmd("hop %s" % n)
+        t0 = time.time()
+        relock = self.track_settle(c, simc, sp, lasers, t0, 20 if self.q else 30)
+        c.close()
+        simc.close()
+        d.stop()
+        sim.stop()
+
+        self.details["6"] = dict(time_to_lock_all=t_lock, rms=ratios, settle=settle,
+                                 step_out_of_range=unreachable,
+                                 relock=relock, laser_params=lasers)
+        rr = sorted(v[1] for v in ratios.values())
+        if rr:
+            self.row("6 lock quality", "RMS true error / wm noise, median (max) of %d" % len(rr),
+                     "%.2f (%.2f)" % (percentile(rr, 50), rr[-1]))
+        st = sorted(v for v in settle.values() if v is not None)
+        self.row("6 lock quality", "1 GHz step settling (s), median (max), %d lasers%s" %
+                 (len(settle), " (%d out of actuator range)" % len(unreachable) if unreachable else ""),
+                 "%.1f (%s)" % (percentile(st, 50), fmt(st[-1]) if len(st) == len(settle) else
+                                "%d never" % (len(settle) - len(st))) if st else "never")
+        rl = sorted(v for v in relock.values() if v is not None)
+        hop_s = max(v["modehop_s"] for v in lasers.values())
+        self.row("6 lock quality", "relock after a %.0f s mode hop (s from hop end)" % hop_s,
+                 "%.1f (%s)" % (percentile(rl, 50) - hop_s,
+                                fmt(rl[-1] - hop_s) if len(rl) == len(relock) else
+                                "%d never" % (len(relock) - len(rl))) if rl else "never")
+        self.row("6 lock quality", "time to lock all 14 from start (s)", t_lock)
+
+    def track_settle(self, c, simc, targets, lasers, t0, timeout):
+        """Seconds from t0 until each laser is locked with its true error inside
+        its window and stays so to the end of the observation (None: never)."""
+        entered = {n: None for n in targets}
+        while time.time() - t0 < timeout:
+            st = self.counters(c)
+            tr = self.truth(simc)
+            now = time.time() - t0
+            for n, sp in targets.items():
+                err = abs(tr[n]["true_thz"] - sp) * 1e6
+                good = st[n]["state"] == "locked" and err <= lasers[n]["window"]
+                if good and entered[n] is None:
+                    entered[n] = now
+                elif not good:
+                    entered[n] = None
+            if all(v is not None and now - v > 2.0 for v in entered.values()):
+                break
+            time.sleep(0.05)
+        return entered
+
+    # ---- table --------------------------------------------------------------------
+
+    def table(self):
+        head = "| benchmark | metric | wavelockd | baseline | ratio | target | met |"
+        lines = [head, "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                r["bench"], r["metric"], fmt(r["value"]), fmt(r["baseline"]),
+                "" if r["ratio"] is None else "%.2f" % r["ratio"], r["target"], met))
+        return "\n".join(lines)
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        cc = subprocess.check_output(["cc", "--version"], universal_newlines=True).splitlines()[0]
+    except (OSError, subprocess.CalledProcessError):
+        cc = "?"
+    return dict(nproc=os.cpu_count(), cpu=model, kernel=os.uname().release, cc=cc,
+                date=time.strftime("%Y-%m-%d %H:%M %Z"))
+
+
+def sanitized(path):
+    try:
+        out = subprocess.check_output(["ldd", path], universal_newlines=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return "libasan" in out or "libubsan" in out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--builddir", default=".")
+    ap.add_argument("--srcdir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
+    ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
+    ap.add_argument("--json", help="write all figures and details here")
+    ap.add_argument("--markdown", help="write the table (with machine and load) here")
+    args = ap.parse_args()
+    args.builddir = os.path.abspath(args.builddir)
+    only = set(args.only.split(","))
+
+    b = Bench(args)
+    m = machine()
+    m["load_before"] = loadavg()
+    if sanitized(os.path.join(args.builddir, "wavelockd")):
+        log("WARNING: wavelockd is built with sanitizers: figures are not representative")
+        m["sanitizers"] = True
+    log("machine: %(nproc)s x %(cpu)s, kernel %(kernel)s, %(cc)s; load %(load_before)s" % m)
+    t0 = time.time()
+    status = 0
+    plan = []
+    if "1" in only:
+        plan.append(("1", b.bench1))
+    if "2" in only or "3" in only:
+        plan.append(("2/3", lambda: b.bench23("2" in only, "3" in only)))
+    if "5" in only:
+        plan.append(("5", b.bench5))
+    if "4" in only:
+        plan.append(("4", b.bench4))
+    if "6" in only:
+        plan.append(("6", b.bench6))
+    try:
+        for num, fn in plan:
+            try:
+                fn()
+            except Exception as e:       # one broken benchmark must not hide the others
+                log("benchmark %s failed: %s" % (num, e))
+                b.row(num, "could not run", str(e)[:160])
+                status = 1
+            finally:
+                b.stop_all()
+    finally:
+        b.stop_all()
+        shutil.rmtree(b.tmp, ignore_errors=True)
+    m["load_after"] = loadavg()
+    m["seconds"] = time.time() - t0
+    table = b.table()
+    header = ("machine: %(nproc)s x %(cpu)s, Linux %(kernel)s, %(cc)s\n"
+              "date: %(date)s; load average before %(load_before)s, after %(load_after)s; "
+              "run took %(seconds).0f s" % m)
+    print(header)
+    print()
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(header + "\n\n" + table + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=m, rows=b.rows, details=b.details), f, indent=1, default=str)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
