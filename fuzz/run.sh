@@ -1,0 +1,142 @@
+#!/bin/sh
+# run.sh - build wavelock's fuzz targets with clang and libFuzzer
+# (AddressSanitizer + UndefinedBehaviorSanitizer) and run them one at a time.
+# `make fuzz` calls this with the build's flags; see mk/fuzz.am for the knobs
+# and RELIABILITY.md for the figures of past runs.
+#
+# Environment:
+#   FUZZ_SRCDIR        top of the source tree
+#   FUZZ_WORK          working directory (objects, binaries, corpora, logs)
+#   FUZZ_CC            clang (14 or later, with libclang-rt-dev)
+#   FUZZ_CPPFLAGS      include paths and defines of the build
+#   FUZZ_SYSCONFDIR, FUZZ_LOCALSTATEDIR  the build's directories
+#   FUZZ_CFLAGS        warning flags and library cflags
+#   FUZZ_LIBS          libraries to link
+#   FUZZ_LIB_SOURCES   the sources of libwavelock (relative to FUZZ_SRCDIR)
+#   FUZZ_TARGETS       targets to run, in order
+#   FUZZ_SECONDS       time limit per target (libFuzzer -max_total_time)
+#   FUZZ_RUNS          execution limit per target (-runs; -1 no limit)
+#   FUZZ_FLAGS         more libFuzzer flags, e.g. -jobs=1 or -max_len=512
+#   FUZZ_MODE          run (default), build (only build), merge (minimize
+#                      each working corpus into fuzz/corpus/<target>/)
+set -eu
+
+: "${FUZZ_CC:=clang}" "${FUZZ_SECONDS:=60}" "${FUZZ_RUNS:=-1}" "${FUZZ_FLAGS:=}"
+: "${FUZZ_MODE:=run}" "${FUZZ_CPPFLAGS:=}" "${FUZZ_CFLAGS:=}" "${FUZZ_LIBS:=}"
+: "${FUZZ_SYSCONFDIR:=/etc}" "${FUZZ_LOCALSTATEDIR:=/var}"
+: "${FUZZ_TARGETS:=units url wmline statefile conf proto}"
+src=$FUZZ_SRCDIR
+work=$FUZZ_WORK
+san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+cflags="-std=gnu11 -g -O1 -pthread $FUZZ_CPPFLAGS $FUZZ_CFLAGS"
+# The library is built by gcc normally: clang's warnings about it are shown
+# but do not stop the fuzzing; the fuzz targets themselves keep -Werror.
+libflags="$cflags -Wno-error"
+dirs1="-DSYSCONFDIR=\"$FUZZ_SYSCONFDIR\""
+dirs2="-DLOCALSTATEDIR=\"$FUZZ_LOCALSTATEDIR\""
+
+mkdir -p "$work/obj" "$work/log"
+
+# Sources of each target besides fuzz/fuzz_<target>.c and fuzz/fuzz_util.c.
+extra_sources() {
+  case $1 in
+    proto) echo "fuzz/fuzz_proto_daemon.c src/cmds.c" ;;
+    *) echo "" ;;
+  esac
+}
+
+# Largest input per target (libFuzzer -max_len; FUZZ_FLAGS may override).
+max_len() {
+  case $1 in
+    units) echo 128 ;;
+    url) echo 600 ;;
+    wmline) echo 300 ;;
+    proto) echo 4096 ;;
+    *) echo 8192 ;;
+  esac
+}
+
+# Per-target libFuzzer flags.  conf: libconfig 1.5 leaks a token on many
+# syntax errors (fuzz.h), which would make libFuzzer run a full leak check
+# after most inputs; leaks are checked instead when make check replays the
+# corpus under AddressSanitizer (each input in its own process).
+target_flags() {
+  case $1 in
+    conf) echo "-detect_leaks=0" ;;
+    *) echo "" ;;
+  esac
+}
+
+# ---- build -----------------------------------------------------------------
+# Everything is rebuilt when any source, header or this script is newer than
+# the last build (a full build takes about a minute).
+stamp=$work/build.stamp
+if [ ! -f "$stamp" ] || [ -n "$(find "$src/src" "$src/include" "$src/fuzz" "$0" \
+      \( -name '*.c' -o -name '*.h' -o -name '*.sh' \) -newer "$stamp" 2>/dev/null | head -1)" ]; then
+  echo "fuzz: building the library with $FUZZ_CC"
+  rm -f "$work"/obj/*.o "$work/libwavelock-fuzz.a"
+  for s in $FUZZ_LIB_SOURCES; do
+    case $s in *.c) ;; *) continue ;; esac
+    o=$work/obj/$(echo "$s" | tr / _ | sed 's/\.c$/.o/')
+    $FUZZ_CC $libflags "$dirs1" "$dirs2" $san -fsanitize=fuzzer-no-link -c "$src/$s" -o "$o"
+  done
+  ar rcs "$work/libwavelock-fuzz.a" "$work"/obj/*.o
+  for t in $FUZZ_TARGETS; do
+    echo "fuzz: building fuzz_$t"
+    srcs="$src/fuzz/fuzz_$t.c $src/fuzz/fuzz_util.c"
+    for e in $(extra_sources "$t"); do srcs="$srcs $src/$e"; done
+    $FUZZ_CC $cflags "$dirs1" "$dirs2" $san -fsanitize=fuzzer $srcs "$work/libwavelock-fuzz.a" $FUZZ_LIBS \
+      -o "$work/fuzz_$t"
+  done
+  touch "$stamp"
+fi
+[ "$FUZZ_MODE" = build ] && exit 0
+
+# ---- merge: minimize the working corpora into the source tree ---------------
+if [ "$FUZZ_MODE" = merge ]; then
+  for t in $FUZZ_TARGETS; do
+    [ -d "$work/corpus/$t" ] || continue
+    mkdir -p "$src/fuzz/corpus/$t"
+    before=$(ls "$src/fuzz/corpus/$t" | wc -l)
+    "$work/fuzz_$t" -merge=1 -max_len="$(max_len "$t")" "$src/fuzz/corpus/$t" \
+      "$work/corpus/$t" >"$work/log/$t.merge.log" 2>&1
+    echo "fuzz: $t: fuzz/corpus/$t has $(ls "$src/fuzz/corpus/$t" | wc -l) files (was $before)"
+  done
+  exit 0
+fi
+
+# ---- run ---------------------------------------------------------------------
+summary=$work/summary.txt
+status=0
+date=$(date -u +%Y-%m-%dT%H:%MZ)
+for t in $FUZZ_TARGETS; do
+  mkdir -p "$work/corpus/$t" "$work/crashes/$t"
+  dirs="$work/corpus/$t"
+  for d in "$src/fuzz/corpus/$t" "$src/fuzz/regress/$t"; do
+    [ -d "$d" ] && dirs="$dirs $d"
+  done
+  dict=
+  [ -f "$src/fuzz/dict/$t.dict" ] && dict=-dict=$src/fuzz/dict/$t.dict
+  echo "fuzz: running fuzz_$t (at most $FUZZ_SECONDS s, runs $FUZZ_RUNS)"
+  touch "$work/crashes/$t.start"
+  rc=0
+  # shellcheck disable=SC2086
+  UBSAN_OPTIONS=print_stacktrace=1 "$work/fuzz_$t" -max_total_time="$FUZZ_SECONDS" \
+    -runs="$FUZZ_RUNS" -max_len="$(max_len "$t")" -print_final_stats=1 \
+    -artifact_prefix="$work/crashes/$t/" $dict $(target_flags "$t") $FUZZ_FLAGS $dirs >"$work/log/$t.log" 2>&1 || rc=$?
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log/$t.log" | tail -1)
+  [ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9]*\).*/\1/p' "$work/log/$t.log" | tail -1)
+  secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$work/log/$t.log" | tail -1)
+  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/log/$t.log" | tail -1)
+  crashes=$(find "$work/crashes/$t" -type f -newer "$work/crashes/$t.start" | wc -l)
+  line="$date $t runs=${runs:-?} seconds=${secs:-?} exec_per_s=${speed:-?} crashes=$crashes exit=$rc"
+  echo "fuzz: $line"
+  echo "$line" >>"$summary"
+  if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
+    status=1
+    tail -40 "$work/log/$t.log"
+    echo "fuzz: $t: see $work/log/$t.log; reproducers in $work/crashes/$t/"
+  fi
+done
+echo "fuzz: summary appended to $summary"
+exit $status
