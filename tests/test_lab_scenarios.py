@@ -25,12 +25,18 @@ missed.  After all 14 lasers are locked (within 60 s):
       unchanged), the daemon's piezo_v equals the simulator's and stays
       within 0.02 V of its value before the dropout; then 'locked' again;
     - every other laser stays locked (no '* state' event).
- 3. Device outages ('outage <device> <mode> 3'): ao2 silent alone, then ao3
+ 3. A drift the piezo cannot follow (repump707, whose s16 output could
+    encode volts beyond its limits: drifted 400 MHz beyond its piezo range,
+    in two steps below modehop_mhz): the piezo output stops exactly at its
+    limit (daemon and simulator agree, no violation), the laser is not
+    'locked' meanwhile, and once the drift is undone it is locked again
+    within 15 s (no integrator windup); the other lasers stay locked.
+ 4. Device outages ('outage <device> <mode> 3'): ao2 silent alone, then ao3
     refuse and ao4 drop together.  Every laser of the broken devices must go
     to 'fault' within 5 s ('devices' shows up=0), every other laser stays
     locked, and the broken devices' lasers are locked again within RECOVER_S
     of the outage's end ('devices' shows up=1).
- 4. Over the whole run no value written to any actuator left its
+ 5. Over the whole run no value written to any actuator left its
     min_v..max_v ('writes': limit_violations = 0), both programs exit 0 on
     SIGTERM with no sanitizer report.
 """
@@ -38,7 +44,7 @@ missed.  After all 14 lasers are locked (within 60 s):
 import os
 import time
 
-from wltest import TAP, Env, kv
+from wltest import TAP, Env, kv, wait_until
 from lablib import Lab, LabError, TruthLog, log_text, programs_missing, step_response
 
 SEED = int(os.environ.get("WL_LAB_SEED", "5"))
@@ -55,6 +61,9 @@ DROPOUT_LASER = "probe852"
 DROPOUT_S = 4.0
 HELD_DV = 0.02
 OUTAGE_S = 3.0
+SAT_LASER = "repump707"     # s16 output: volts beyond min_v..max_v are encodable
+SAT_EXTRA_MHZ = 400.0
+SAT_RELOCK_S = 15.0
 
 tap = TAP()
 why = programs_missing()
@@ -184,6 +193,52 @@ def fault_phase(lab, tl):
     return relock
 
 
+def saturation_phase(lab, tl):
+    """A drift the piezo cannot follow: the output must stop exactly at its
+    limit, and the lock must come back quickly (no windup) once the drift is
+    undone.  The drift comes in two steps, each below the daemon's
+    modehop_mhz, so it is not taken for a mode hop."""
+    n = SAT_LASER
+    l = lab.cfg.by_name[n]
+    act = n + ".piezo"
+    tr = lab.sim.truth(n)[n]
+    lo, hi = lab.cfg.reach_mhz(n, tr["piezo_v"], tr["current_v"])
+    limit = l["piezo_min_v"] if l["sim"]["piezo_mhz_per_v"] > 0 else l["piezo_max_v"]
+    drift = -lo + SAT_EXTRA_MHZ            # beyond what lowering the piezo can undo
+    t0 = time.monotonic()
+    lab.sim.ok("drift %s %.3f" % (n, drift / 2))
+    time.sleep(1.0)
+    lab.sim.ok("drift %s %.3f" % (n, drift / 2))
+    at_limit = wait_until(lambda: abs(lab.sim.truth(n)[n]["piezo_v"] - limit) < 1e-3, 15, 0.1)
+    time.sleep(1.0)
+    st = lab.d.status(n)[n]
+    tr = lab.sim.truth(n)[n]
+    wr = lab.sim.writes()[act]
+    tap.ok(at_limit and abs(float(st["piezo_v"]) - limit) < 1e-3
+           and abs(wr["min_v" if limit == l["piezo_min_v"] else "max_v"] - limit) < 1e-3
+           and wr["limit_violations"] == 0,
+           "saturation: %s drifted %+.0f MHz (reach %+.0f MHz): the piezo stops at its %.1f V "
+           "limit (daemon %s V, written %.4f..%.4f V, %d violations)"
+           % (n, drift, lo, limit, st["piezo_v"], wr["min_v"], wr["max_v"],
+              wr["limit_violations"]))
+    tap.ok(st["state"] != "locked" and tr["error_mhz"] > 0.5 * SAT_EXTRA_MHZ,
+           "saturation: %s not locked while it cannot reach the setpoint (state %s, true "
+           "error %+.0f MHz)" % (n, st["state"], tr["error_mhz"]))
+    t_back = time.monotonic()
+    lab.sim.ok("drift %s %.3f" % (n, -drift / 2))
+    time.sleep(1.0)
+    lab.sim.ok("drift %s %.3f" % (n, -drift / 2))
+    t_lock = lab.events.first(n, "locked", t_back, SAT_RELOCK_S)
+    tap.ok(t_lock is not None, "saturation: %s locked again within %.0f s of undoing the drift "
+           "(after %s s: no integrator windup)"
+           % (n, SAT_RELOCK_S, "%.2f" % (t_lock - t_back) if t_lock else "-"),
+           lab.events.states_since(n, t0))
+    others = [x for x in lab.cfg.names if x != n]
+    ev = quiet_lasers(lab, others, t0, time.monotonic())
+    tap.ok(not ev, "saturation: the other %d lasers stay locked" % len(others), ev)
+    return t_lock - t_back if t_lock else None
+
+
 def outage_phase(lab, specs):
     """Outages [(device, mode)] at once."""
     label = " + ".join("%s %s" % s for s in specs)
@@ -249,6 +304,7 @@ with Env() as env:
     up = step_phase(lab, tl, plan, "step")
     down = step_phase(lab, tl, {n: -s for n, s in plan.items()}, "step back")
     relock = fault_phase(lab, tl)
+    sat = saturation_phase(lab, tl)
     rec1 = outage_phase(lab, [("ao2", "silent")])
     rec2 = outage_phase(lab, [("ao3", "refuse"), ("ao4", "drop")])
 
@@ -269,6 +325,8 @@ with Env() as env:
         for n in plan))
     tap.diag("mode hop: locked again after (s, from the hop command): " + " ".join(
         "%s=%.2f" % kv_ for kv_ in relock.items()))
+    tap.diag("saturation: %s locked again %s s after the drift was undone"
+             % (SAT_LASER, "%.2f" % sat if sat is not None else "-"))
     tap.diag("outage: locked again after the outage's end (s): " + " ".join(
         "%s=%.2f" % kv_ for kv_ in sorted({**rec1, **rec2}.items())))
 
