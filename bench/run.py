@@ -244,6 +244,10 @@ class Bench:
     # -- programs
 
     def prog(self, name):
+        if name == "wavelockd" and self.args.wavelockd:
+            return os.path.abspath(self.args.wavelockd)
+        if name == "bench/wavelockd-wide" and self.args.wavelockd_wide:
+            return os.path.abspath(self.args.wavelockd_wide)
         path = os.path.join(self.b, name)
         if not os.access(path, os.X_OK):
             raise RuntimeError("%s not built (run `make bench`)" % path)
@@ -362,6 +366,12 @@ class Bench:
         spaced = parse_kv(subprocess.check_output(
             [mb, "-p", str(mbport), "-n", str(n_sp), "-w", "100", "-i", "5000"],
             universal_newlines=True))
+        wk = {}
+        out = subprocess.check_output([self.prog("bench/wakeup"), "-n", "300" if self.q else "1000",
+                                       "-i", "5000"], universal_newlines=True)
+        for line in out.splitlines():
+            kv = parse_kv(line)
+            wk[kv["variant"]] = kv
         log("1 control latency: wavelockd, 1 laser at 100 readings/s, %d s" % dur)
         conf = os.path.join(self.tmp, "b1.conf")
         self.write_daemon_conf(conf, plant, 1, 1)
@@ -382,7 +392,7 @@ class Bench:
         coalesced = self.sum_counters(c0, c1, "coalesced")
         d.stop()
         plant.stop()
-        self.details["1"] = dict(mbping_hot=hot, mbping_spaced=spaced, plant=agg, cycles=cycles,
+        self.details["1"] = dict(mbping_hot=hot, mbping_spaced=spaced, wakeup=wk, plant=agg, cycles=cycles,
                                  coalesced=coalesced, cpu_us_per_cycle=(cpu1 - cpu0) / max(cycles, 1) * 1e6,
                                  switches_per_cycle=(sw1 - sw0) / max(cycles, 1))
         over50 = agg["lat_p50"] - spaced["p50_us"]
@@ -399,6 +409,11 @@ class Bench:
                  "%.1f, %.1f" % (self.details["1"]["cpu_us_per_cycle"],
                                  self.details["1"]["switches_per_cycle"]))
         self.row("1 latency", "samples, coalesced", "%d, %d" % (agg["lat_n"], coalesced))
+        self.row("1 latency", "floor: raw write round trip p50/p99, back to back (µs)",
+                 "%.1f / %.1f" % (hot["p50_us"], hot["p99_us"]))
+        self.row("1 latency", "floor: thread handoff p50/p99, signal in/after lock (µs)",
+                 "%.1f/%.1f, %.1f/%.1f" % (wk["locked"]["p50_us"], wk["locked"]["p99_us"],
+                                           wk["unlocked"]["p50_us"], wk["unlocked"]["p99_us"]))
 
     # ---- 2. steadiness under load, 3. throughput --------------------------------
 
@@ -512,11 +527,18 @@ class Bench:
         for conns in (1, 16, 64):
             r = res[conns]
             er, pr, sr = r["echo"]["rps"], r["ping"]["rps"], r["status"]["rps"]
+            # The load generator may be the bottleneck (2 cores): requests per
+            # CPU-second of the server compares the servers themselves.
+            ee = er / max(r["echo"]["server_cpu"], 1e-9)
+            pe = pr / max(r["ping"]["server_cpu"], 1e-9)
+            se = sr / max(r["status"]["server_cpu"], 1e-9)
             self.row("3 throughput", "ping req/s, %d conn" % conns, pr, er, pr / er,
                      ">= 0.5x echo", pr >= 0.5 * er)
+            self.row("3 throughput", "ping req per server CPU-s, %d conn" % conns, pe, ee, pe / ee)
             self.row("3 throughput", "ping p99 (µs), %d conn" % conns, r["ping"]["p99_us"],
                      r["echo"]["p99_us"], r["ping"]["p99_us"] / r["echo"]["p99_us"])
             self.row("3 throughput", "status req/s, %d conn" % conns, sr, er, sr / er)
+            self.row("3 throughput", "status req per server CPU-s, %d conn" % conns, se, ee, se / ee)
             self.row("3 throughput", "status p99 (µs), %d conn" % conns, r["status"]["p99_us"],
                      r["echo"]["p99_us"], r["status"]["p99_us"] / r["echo"]["p99_us"])
 
@@ -638,7 +660,7 @@ class Bench:
             tail = parse_kv(h.readline(10))
             h.stop()
             d.stop()
-            res[kind] = dict(n=n, held=kv.get("held"), failed=kv.get("failed"), rss0=rss0,
+            res[kind] = dict(n=n, held=kv.get("n"), failed=kv.get("failed"), rss0=rss0,
                              rss1=rss1, per_conn_kb=(rss1 - rss0) / n, events=tail.get("lines"))
         plant.stop()
         self.details["5"] = res
@@ -825,6 +847,56 @@ class Bench:
 
     # ---- table --------------------------------------------------------------------
 
+    def notes(self):
+        """Supporting figures printed under the table."""
+        out = []
+        d = self.details
+        if "1" in d:
+            a = d["1"]["plant"]
+            out.append("1: %d readings, latency mean %.1f µs sd %.1f; mbping spaced 5 ms: %s" %
+                       (a["lat_n"], a["lat_mean"], a["lat_sd"],
+                        " ".join("%s=%s" % (k, fmt(v)) for k, v in d["1"]["mbping_spaced"].items())))
+        if "2" in d:
+            for ph in ("idle", "flood"):
+                x = d["2"][ph]
+                p99 = [l["lat_p99"] for l in x["per"]]
+                out.append("2 %s: per-laser latency p99 %.0f..%.0f µs, period p1..p99 %.2f..%.2f ms, "
+                           "daemon CPU %.0f%%, cycles %d, coalesced %d, write errors %d" %
+                           (ph, min(p99), max(p99), x["agg"]["min_per_p01"] / 1e3,
+                            x["agg"]["worst_per_p99"] / 1e3, 100 * x["cpu"], x["cycles"],
+                            x["coalesced"], x["write_errors"]))
+        if "3" in d:
+            for conns, r in sorted(d["3"].items()):
+                out.append("3 %d conn: server CPU echod %.0f%%, wavelockd ping %.0f%%, status %.0f%%; "
+                           "status response %.0f lines" %
+                           (conns, 100 * r["echo"]["server_cpu"], 100 * r["ping"]["server_cpu"],
+                            100 * r["status"]["server_cpu"],
+                            r["status"]["lines"] / max(r["status"]["reqs"], 1)))
+        if "4" in d:
+            for r in d["4"]:
+                out.append("4 %4d lasers: %s; cycles %d of %d readings, coalesced %d, lost %d, "
+                           "daemon CPU %.0f%% (%.1f µs, %.1f switches per cycle), plantd CPU %.0f%%, "
+                           "latency p50/p99 %.0f/%.0f µs" %
+                           (r["n"], "sustained" if r["ok"] else "NOT sustained", r["cycles"], r["sent"],
+                            r["coalesced"], r["lost"], 100 * r["cpu"], r["cpu_us_per_cycle"],
+                            r["switches_per_cycle"], 100 * r["plant_cpu"], r["lat_p50"], r["lat_p99"]))
+        if "5" in d:
+            for k, r in d["5"].items():
+                out.append("5 %s: %s of %d connections held, RSS %d -> %d KiB%s" %
+                           (k, fmt(r["held"], 0), r["n"], r["rss0"], r["rss1"],
+                            ", %s event lines read" % fmt(r["events"], 0) if r.get("events") else ""))
+        if "6" in d:
+            x = d["6"]
+            out.append("6 RMS/noise per laser: " + ", ".join(
+                "%s %.2f" % (n, v[1]) for n, v in sorted(x["rms"].items())))
+            out.append("6 step settling (s): " + ", ".join(
+                "%s %s" % (n, fmt(v)) for n, v in sorted(x["settle"].items())) +
+                ("; out of actuator range: " + ", ".join(x["step_out_of_range"])
+                 if x["step_out_of_range"] else ""))
+            out.append("6 relock from hop start (s): " + ", ".join(
+                "%s %s" % (n, fmt(v)) for n, v in sorted(x["relock"].items())))
+        return "\n".join(out)
+
     def table(self):
         head = "| benchmark | metric | wavelockd | baseline | ratio | target | met |"
         lines = [head, "|---|---|---|---|---|---|---|"]
@@ -865,6 +937,9 @@ def main():
     ap.add_argument("--srcdir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
     ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
+    ap.add_argument("--wavelockd", help="daemon to measure (default BUILDDIR/wavelockd)")
+    ap.add_argument("--wavelockd-wide", help="daemon for the scale benchmark "
+                    "(default BUILDDIR/bench/wavelockd-wide)")
     ap.add_argument("--json", help="write all figures and details here")
     ap.add_argument("--markdown", help="write the table (with machine and load) here")
     args = ap.parse_args()
@@ -874,7 +949,7 @@ def main():
     b = Bench(args)
     m = machine()
     m["load_before"] = loadavg()
-    if sanitized(os.path.join(args.builddir, "wavelockd")):
+    if sanitized(b.prog("wavelockd")):
         log("WARNING: wavelockd is built with sanitizers: figures are not representative")
         m["sanitizers"] = True
     log("machine: %(nproc)s x %(cpu)s, kernel %(kernel)s, %(cc)s; load %(load_before)s" % m)
@@ -910,12 +985,15 @@ def main():
     header = ("machine: %(nproc)s x %(cpu)s, Linux %(kernel)s, %(cc)s\n"
               "date: %(date)s; load average before %(load_before)s, after %(load_after)s; "
               "run took %(seconds).0f s" % m)
+    notes = b.notes()
     print(header)
     print()
     print(table)
+    print()
+    print(notes)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(header + "\n\n" + table + "\n")
+            f.write(header + "\n\n" + table + "\n\n```\n" + notes + "\n```\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=m, rows=b.rows, details=b.details), f, indent=1, default=str)
