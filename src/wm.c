@@ -61,6 +61,8 @@ WM_ErrorName(double code)
     return "invalid";
   if (code > 0)
     return "ok";
+  if (code < WM_MIN_CODE || code != floor(code))
+    return "error";           /* not a code: (int) of it would be undefined */
   switch ((int)code) {
     case 0: return "no-value";
     case -1: return "no-signal";
