@@ -338,18 +338,15 @@ class EventLog:
         self.cond = threading.Condition(self.lock)
         self.error = None
         self.stopping = False
-        lines = self.c.cmd("subscribe %s" % " ".join(lasers), self.events_raw())
+        early = []
+        lines = self.c.cmd("subscribe %s" % " ".join(lasers), early)
         if not lines[-1].startswith("OK"):
             raise LabError("subscribe -> %r" % lines)
+        for line in early:
+            self._add(line)
         self.c.s.settimeout(0.2)
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
-
-    def events_raw(self):
-        class Sink(list):
-            def append(inner, line):
-                self._add(line)
-        return Sink()
 
     def _add(self, line):
         now = time.monotonic()
@@ -552,9 +549,11 @@ class Lab:
         """Poll 'lasers' until every laser in names (default all) is in
         state; returns True, or False on timeout."""
         names = list(names or self.cfg.names)
-        return bool(wait_until(
-            lambda: all(s == state for n, s in self.d.states().items() if n in names)
-            and set(names) <= set(self.d.states()), timeout, poll))
+
+        def there():
+            states = self.d.states()
+            return all(states.get(n) == state for n in names)
+        return bool(wait_until(there, timeout, poll))
 
     def first_state_times(self, state, t0=None, names=None):
         """{laser: seconds from t0 (default t_start) to its first '* state'

@@ -4,6 +4,8 @@ processes on conf/sim.conf (real Modbus TCP, real wavemeter stream; every
 port replaced by a free one, state file in a temporary directory), for
 several seeds.  For each seed it asserts:
 
+  - the copy of conf/sim.conf uses none of its fixed ports (so a demo lab
+    may run alongside) and keeps the state file in the temporary directory;
   - wavelock-sim runs with that seed (control port 'info');
   - all 14 lasers reach 'locked' within LOCK_TIMEOUT_S (60 s) of starting
     wavelockd (polled with 'lasers'; the first-locked time of each laser is
@@ -51,6 +53,14 @@ for seed in SEEDS:
         except (LabError, RuntimeError, OSError) as e:
             tap.bail("seed %d: the lab did not start: %s" % (seed, e))
         n = len(lab.cfg.names)
+        with open(lab.conf) as f:
+            text = f.read()
+        stale = [p for p in lab.ports if ":%d\"" % p in text]
+        tap.ok(sorted(lab.ports) == [1502, 1503, 1504, 1505, 7480, 7481] and not stale
+               and '"127.0.0.1:0"' in text and env.dir in lab.cfg.root["state_file"],
+               "seed %d: conf/sim.conf copied with free ports for its 4 devices, the stream and "
+               "the sim control port, listen on port 0, state file in the temporary directory"
+               % seed, "ports %r, stale %r" % (lab.ports, stale))
         info, _ = lab.sim.info()
         tap.eq(info.get("seed"), str(seed), "seed %d: wavelock-sim runs with --seed %d" % (seed, seed))
         tap.eq(n, 14, "seed %d: conf/sim.conf has 14 lasers" % seed)
