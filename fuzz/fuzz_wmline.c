@@ -6,6 +6,8 @@
  * channel in 1..CNF_MAX_CHANNEL, a finite value that is a frequency up to
  * 10000 THz or a small integer error code, and a time that is absent or
  * non-negative; printing the reading and parsing it again gives it back.
+ * The first 8 bytes, taken as a double, also go to WM_ErrorName and
+ * WM_NmToTHz: the wlmData backend hands them whatever the library returns.
  */
 #include "config.h"
 
@@ -22,6 +24,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   WM_Reading r, again;
   char line[128];
   const char *name;
+
+  if (size >= sizeof(double)) {
+    double v;
+
+    memcpy(&v, data, sizeof v);
+    name = WM_ErrorName(v);
+    FUZZ_CHECK(name && name[0]);
+    FUZZ_CHECK((strcmp(name, "ok") == 0) == (v > 0.0));
+    (void)WM_NmToTHz(v);
+  }
 
   memset(&r, 0, sizeof r);
   r.rx_s = 12.5;
