@@ -15,6 +15,9 @@ several seeds.  For each seed it asserts:
     locked, and over the following HOLD_S seconds (polled at 20 Hz) at least
     95 % of the samples are inside the window and the RMS is below half of it;
   - no laser leaves 'locked' during those HOLD_S seconds;
+  - the daemon's piezo_v/current_v equal the volts the simulator decoded
+    from the registers (within 1 mV: a few 16-bit steps), so an encoding
+    offset that the integrator would hide cannot pass;
   - every actuator was written, and no written value left its min_v..max_v
     (wavelock-sim 'writes': limit_violations = 0);
   - both programs stop with status 0 on SIGTERM, with no sanitizer report.
@@ -31,6 +34,7 @@ from lablib import Lab, LabError, TruthLog, log_text, programs_missing, rms
 
 LOCK_TIMEOUT_S = 60.0
 HOLD_S = 3.0
+AGREE_V = 0.001             # a few LSB of the 16-bit encodings
 SEEDS = [int(s) for s in os.environ.get("WL_LAB_SEEDS", "1 2 3").split()]
 
 tap = TAP()
@@ -102,6 +106,22 @@ for seed in SEEDS:
                 if t <= t_end]
         tap.ok(not left, "seed %d: no laser left locked during the %.0f s hold" % (seed, HOLD_S),
                left)
+
+        for attempt in range(5):            # a write may land between the two queries
+            st, wr = lab.d.status(), lab.sim.writes()
+            diff = {}
+            for name in lab.cfg.names:
+                for key, act in (("piezo_v", name + ".piezo"), ("current_v", name + ".current")):
+                    if act in wr:
+                        d = float(st[name][key]) - wr[act]["last_v"]
+                        if abs(d) > AGREE_V:
+                            diff[act] = d
+            if not diff:
+                break
+            time.sleep(0.05)
+        tap.ok(not diff, "seed %d: daemon and simulator agree on every output's volts within "
+               "%.0f mV (status piezo_v/current_v vs the decoded registers)"
+               % (seed, AGREE_V * 1000), diff)
 
         wr = lab.sim.writes()
         unwritten = [k for k, v in wr.items() if v["count"] == 0]
