@@ -50,8 +50,8 @@ cfg = LabConfig(SIM_CONF)
 
 rc, out, err, _ = run(["--help"])
 tap.ok(rc == 0 and all(w in out for w in ("--start", "--seed", "--duration", "--csv",
-                                          "not installed")),
-       "--help exits 0 and describes --start, --seed, --duration, --csv", out + err)
+                                          "rms_mhz", "relock_s", "not installed")),
+       "--help exits 0 and describes --start, --seed, --duration, --csv and the columns", out + err)
 rc, out, err, _ = run(["--duration", "-1"])
 tap.ok(rc == 2 and "duration" in err, "a negative --duration is a usage error (2)", err)
 rc, out, err, _ = run(["--lasers", "nosuch"])
