@@ -559,14 +559,17 @@ main(int argc, char **argv)
   if (d->cfg->pid_file[0] && write_pid_or_port(d->cfg->pid_file, (long)getpid()) != 0)
     log_warn("cannot write pid file %s: %s", d->cfg->pid_file, strerror(errno));
 
-  if (CTL_Start(d->ctl, err, sizeof err) != 0) {
-    log_error("%s", err);
-    status = 1;
-    goto out;
-  }
+  /* The wavemeter first: a start-up that fails on it (a missing library or
+     symbol) must not have touched any actuator.  Readings reach the lasers
+     only from the event loop, which runs after CTL_Start. */
   d->wm = WM_Create(&d->cfg->wavemeter, d->base, on_reading, d, err, sizeof err);
   if (!d->wm) {
     log_error("wavemeter: %s", err);
+    status = 1;
+    goto out;
+  }
+  if (CTL_Start(d->ctl, err, sizeof err) != 0) {
+    log_error("%s", err);
     status = 1;
     goto out;
   }
