@@ -24,7 +24,7 @@ set -eu
 : "${FUZZ_CC:=clang}" "${FUZZ_SECONDS:=60}" "${FUZZ_RUNS:=-1}" "${FUZZ_FLAGS:=}"
 : "${FUZZ_MODE:=run}" "${FUZZ_CPPFLAGS:=}" "${FUZZ_CFLAGS:=}" "${FUZZ_LIBS:=}"
 : "${FUZZ_SYSCONFDIR:=/etc}" "${FUZZ_LOCALSTATEDIR:=/var}"
-: "${FUZZ_TARGETS:=units url wmline statefile conf proto}"
+: "${FUZZ_TARGETS:=units url wmline statefile srvline conf proto}"
 src=$FUZZ_SRCDIR
 work=$FUZZ_WORK
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
@@ -51,6 +51,7 @@ max_len() {
     units) echo 128 ;;
     url) echo 600 ;;
     wmline) echo 300 ;;
+    srvline) echo 2048 ;;
     proto) echo 4096 ;;
     *) echo 8192 ;;
   esac
