@@ -198,8 +198,11 @@ job_fail(Job *j)
 {
   j->failed = 1;
   j->err = errno;
-  if (j->kind != JOB_MANUAL)
-    j->pid = j->pid_before;   /* the output did not move: neither does the PID */
+  /* The piezo output did not move: neither does the PID.  If it did move
+     (written before the current write failed), the PID keeps the output the
+     device now holds, so the resume after the fault starts from there. */
+  if (j->kind != JOB_MANUAL && !j->piezo_ok)
+    j->pid = j->pid_before;
 }
 
 static void
