@@ -69,28 +69,35 @@ target_flags() {
 }
 
 # ---- build -----------------------------------------------------------------
-# Everything is rebuilt when any source, header or this script is newer than
-# the last build (a full build takes about a minute).
-stamp=$work/build.stamp
-if [ ! -f "$stamp" ] || [ -n "$(find "$src/src" "$src/include" "$src/fuzz" "$0" \
-      \( -name '*.c' -o -name '*.h' -o -name '*.sh' \) -newer "$stamp" 2>/dev/null | head -1)" ]; then
+# The library is rebuilt when any source, header or this script is newer than
+# its archive; a target when its binary is older than the archive or than
+# any fuzz/ source.  (A full build takes about a minute.)
+lib=$work/libwavelock-fuzz.a
+newer() {   # newer FILE: is any source newer than FILE (or FILE missing)?
+  [ ! -f "$1" ] || [ -n "$(find "$src/src" "$src/include" "$src/fuzz" "$0" \
+      \( -name '*.c' -o -name '*.h' -o -name '*.sh' \) -newer "$1" 2>/dev/null | head -1)" ]
+}
+if newer "$lib"; then
   echo "fuzz: building the library with $FUZZ_CC"
-  rm -f "$work"/obj/*.o "$work/libwavelock-fuzz.a"
+  rm -f "$work"/obj/*.o "$lib"
   for s in $FUZZ_LIB_SOURCES; do
     case $s in *.c) ;; *) continue ;; esac
     o=$work/obj/$(echo "$s" | tr / _ | sed 's/\.c$/.o/')
     $FUZZ_CC $libflags "$dirs1" "$dirs2" $san -fsanitize=fuzzer-no-link -c "$src/$s" -o "$o"
   done
-  ar rcs "$work/libwavelock-fuzz.a" "$work"/obj/*.o
-  for t in $FUZZ_TARGETS; do
+  ar rcs "$lib.tmp" "$work"/obj/*.o
+  mv "$lib.tmp" "$lib"
+fi
+for t in $FUZZ_TARGETS; do
+  if newer "$work/fuzz_$t" || [ "$lib" -nt "$work/fuzz_$t" ]; then
     echo "fuzz: building fuzz_$t"
     srcs="$src/fuzz/fuzz_$t.c $src/fuzz/fuzz_util.c"
     for e in $(extra_sources "$t"); do srcs="$srcs $src/$e"; done
-    $FUZZ_CC $cflags "$dirs1" "$dirs2" $san -fsanitize=fuzzer $srcs "$work/libwavelock-fuzz.a" $FUZZ_LIBS \
-      -o "$work/fuzz_$t"
-  done
-  touch "$stamp"
-fi
+    $FUZZ_CC $cflags "$dirs1" "$dirs2" $san -fsanitize=fuzzer $srcs "$lib" $FUZZ_LIBS \
+      -o "$work/fuzz_$t.tmp"
+    mv "$work/fuzz_$t.tmp" "$work/fuzz_$t"
+  fi
+done
 [ "$FUZZ_MODE" = build ] && exit 0
 
 # ---- merge: minimize the working corpora into the source tree ---------------
