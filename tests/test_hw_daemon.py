@@ -4,13 +4,18 @@
 1. Two devices: A is tests/fault_server, B a healthy ModbusRecorder; a small
    closed-loop plant turns the registers written into wavemeter readings.
    On A we inject exception replies, a 2 s reply delay (timeout_ms is 200),
-   dropped connections, and a server that goes down and comes back.  A's
+   dropped connections, a server that goes down and comes back, and one
+   that answers reads but refuses every write (the device flaps).  A's
    lasers must go `fault` and come back (and relock), the daemon must keep
    answering (ping round trips, `stats` in_flight back to 0), B's lasers must
-   keep cycling at the reading rate during A's outages, and no value written
+   keep cycling at the reading rate during A's outages (and while A is merely
+   slow, A's readings coalesce instead of queueing), and no value written
    to either server may leave its actuator's min_v..max_v (every write is
    decoded with the laser's encoding; two lasers are driven onto a limit).
-2. The clamp on every path: manual `output` at and beyond the limits,
+   SIGTERM while A swallows every request exits promptly with status 0.
+2. A laser whose current sits on the failing device resumes from the piezo
+   output the healthy device holds (no step back).
+3. The clamp on every path: manual `output` at and beyond the limits,
    feed-forward with a huge ratio, run-time limits, reload with narrower
    limits (engaged and not), and a restore from a hand-written state file
    holding out-of-range outputs.
@@ -274,8 +279,12 @@ A_RAIL = {"dev": "A", "reg": 10, "fmt": "f32", "order": "abcd", "scale": 1.0, "m
 B_PIEZO = {"dev": "B", "reg": 0, "fmt": "u16", "scale": 6553.5, "min": 0.0, "max": 10.0}
 B_RAIL = {"dev": "B", "reg": 4, "fmt": "s16", "scale": 1000.0, "min": -3.0, "max": 3.0}
 
-ACT_A = {"a_lock.piezo": A_PIEZO, "a_lock.current": A_CUR, "a_rail.piezo": A_RAIL}
-ACT_B = {"b_lock.piezo": B_PIEZO, "b_rail.piezo": B_RAIL}
+S_PIEZO = {"dev": "B", "reg": 6, "fmt": "u16", "scale": 1000.0, "min": 0.0, "max": 10.0}
+S_CUR = {"dev": "A", "reg": 20, "fmt": "s16", "scale": 1000.0, "min": -1.0, "max": 1.0}
+
+ACT_A = {"a_lock.piezo": A_PIEZO, "a_lock.current": A_CUR, "a_rail.piezo": A_RAIL,
+         "split.current": S_CUR}
+ACT_B = {"b_lock.piezo": B_PIEZO, "b_rail.piezo": B_RAIL, "split.piezo": S_PIEZO}
 
 # a_lock/b_lock lock; a_rail is pushed onto its max_v, b_rail onto its min_v
 # (the plant needs an output beyond the limit), so they regulate on a limit.
@@ -288,8 +297,11 @@ LASERS = [
      "mhz_per_v": 150.0, "offset_mhz": -250.0},
     {"name": "b_rail", "channel": 4, "thz": 366.0, "piezo": B_RAIL, "start_v": 0.0,
      "mhz_per_v": 100.0, "offset_mhz": 700.0},
+    # Piezo on the healthy device, current on A: A's faults are its faults too.
+    {"name": "split", "channel": 5, "thz": 370.5, "piezo": S_PIEZO, "start_v": 5.0,
+     "mhz_per_v": 150.0, "offset_mhz": 200.0, "current": S_CUR, "ff": -0.2},
 ]
-A_LASERS = ["a_lock", "a_rail"]
+A_LASERS = ["a_lock", "a_rail", "split"]
 B_LASERS = ["b_lock", "b_rail"]
 
 
@@ -331,9 +343,11 @@ def test_faults(env):
     def states():
         return {n: v["state"] for n, v in status(c).items()}
 
-    want = {"a_lock": "locked", "b_lock": "locked", "a_rail": "acquiring", "b_rail": "acquiring"}
+    want = {"a_lock": "locked", "b_lock": "locked", "a_rail": "acquiring", "b_rail": "acquiring",
+            "split": "locked"}
     ok = wait_until(lambda: states() == want, 30, 0.2)
-    if not tap.ok(ok, "start: a_lock and b_lock locked, a_rail and b_rail regulating on a limit",
+    if not tap.ok(ok, "start: a_lock, b_lock and split locked, a_rail and b_rail regulating on"
+                  " a limit",
                   states()):
         tap.diag(d.output()[-3000:])
         tap.bail("the closed loop does not settle")
@@ -352,6 +366,44 @@ def test_faults(env):
     tap.diag("baseline: B cycles per reading %s; readings %.1f/s per channel"
              % ({k: round(v, 3) for k, v in base.items()}, (s1[3] - s0[3]) / 2.0))
 
+    # ---- A slow but working: replies 100 ms late (timeout 200 ms) ----------------
+    # Not a fault.  A's thread manages about 10 writes a second for 3 lasers
+    # fed 50 readings a second each: readings must coalesce (latest wins)
+    # instead of queueing, B must not notice, and once A is fast again its
+    # lasers cycle at the reading rate at once (no backlog to work off).
+    def coal():
+        return {n: int(v["coalesced"]) for n, v in status(c).items()}
+    k0, (c0, s0) = coal(), cycles()
+    t_inj = time.monotonic()
+    fs.cmd("delay ms=100")
+    time.sleep(2.5)
+    k1, (c1, s1) = coal(), cycles()
+    fs.cmd("normal")
+    t_clr = time.monotonic()
+    a_rate = {n: (c1[n] - c0[n]) / max(1, s1[ch] - s0[ch]) for n, ch in (("a_lock", 1), ("a_rail", 2))}
+    b_rate = {n: (c1[n] - c0[n]) / max(1, s1[ch] - s0[ch]) for n, ch in (("b_lock", 3), ("b_rail", 4))}
+    slow_faults = [e for l in A_LASERS for e in w.of(l) if e[0] >= t_inj and e[1] == "fault"]
+    tap.ok(not slow_faults and all(0 < r < 0.5 for r in a_rate.values()) and
+           all(k1[n] - k0[n] > 20 for n in ("a_lock", "a_rail")),
+           "A slow (100 ms replies): no fault; A's lasers use %s of their readings, the rest"
+           " coalesce (coalesced +%d, +%d)" % ({k: round(v, 3) for k, v in a_rate.items()},
+                                               k1["a_lock"] - k0["a_lock"], k1["a_rail"] - k0["a_rail"]),
+           slow_faults[:3])
+    tap.ok(all(r >= 0.85 for r in b_rate.values()),
+           "A slow: B's lasers keep the reading rate (%s)" % {k: round(v, 3) for k, v in b_rate.items()})
+    time.sleep(0.3)
+    c2, s2 = cycles()
+    time.sleep(1.0)
+    c3, s3 = cycles()
+    a_after = {n: (c3[n] - c2[n]) / max(1, s3[ch] - s2[ch]) for n, ch in (("a_lock", 1), ("a_rail", 2))}
+    tap.ok(all(r >= 0.85 for r in a_after.values()),
+           "A fast again: its lasers are back at the reading rate within 0.3 s (%s), no backlog"
+           % {k: round(v, 3) for k, v in a_after.items()})
+    summary_slow = ("slow A (100 ms): A cycles/reading %s, after %s; B %s" %
+                    ({k: round(v, 3) for k, v in a_rate.items()},
+                     {k: round(v, 3) for k, v in a_after.items()},
+                     {k: round(v, 3) for k, v in b_rate.items()}))
+
     phases = [
         # name, inject, clear, fault_server counter that must grow, flapping
         ("exception replies (code 4)", "exception code=4", "normal", "exceptions", False),
@@ -363,7 +415,7 @@ def test_faults(env):
         ("writes refused (exception on writes only)", "exception code=2 writes", "normal",
          "exceptions", True),
     ]
-    summary = []
+    summary = [summary_slow]
     for name, inject, clear, counter, flapping in phases:
         stats0 = fs.stats()
         dev0 = devices(c)["A"]
@@ -434,11 +486,12 @@ def test_faults(env):
             t_rec = max(w.first(l, t_clr, frm="fault") or t_clr for l in A_LASERS) - t_clr
         tap.ok(got, "%s: A's lasers leave fault once A answers (after %.2f s)" % (name, t_rec),
                w.of("a_lock")[-5:])
-        relocked = wait_until(lambda: states()["a_lock"] == "locked", 15, 0.05)
+        relocked = wait_until(lambda: states()["a_lock"] == "locked" and
+                              states()["split"] == "locked", 15, 0.05)
         t_lock = time.monotonic() - t_clr
         tap.ok(relocked and states()["a_rail"] == "acquiring",
-               "%s: a_lock locks again (%.2f s after the fault cleared), a_rail regulates" %
-               (name, t_lock), states())
+               "%s: a_lock and split lock again (%.2f s after the fault cleared), a_rail"
+               " regulates" % (name, t_lock), states())
         # Bumpless: the first piezo write after recovery continues from the held output.
         after = [x for x in fs.writes[nw_before:] if x[1] == A_PIEZO["reg"]]
         held = decode(A_PIEZO, [last_before])
@@ -496,6 +549,63 @@ def test_faults(env):
     tap.ok(abs(seen_a["a_rail.piezo"][2] - A_RAIL["max"]) < EPS and
            abs(seen_b["b_rail.piezo"][1] - B_RAIL["min"]) < EPS,
            "the limits were reached (a_rail at max_v, b_rail at min_v) and held exactly")
+    fs.stop()
+    mb.close()
+    pub.close()
+
+
+def test_split_resume(env):
+    """A laser with its piezo on a healthy device and its current on one that
+    fails: the job that finds the failure has already moved the piezo.  The
+    resume after the fault must continue from that output (the one the device
+    holds and status shows), not from the one before."""
+    fs = FaultServer(env)
+    mb = ModbusRecorder()
+    pub = StreamPublisher()
+    sp = {"reg": 0, "fmt": "u16", "scale": 1000.0, "min": 0.0, "max": 10.0}
+    cur = dict(reg=0, fmt="s16", scale=1000.0, min_v=-1.0, max_v=1.0, feedforward=-0.01, device="A")
+    laser = laser_conf("ramp", 1, C_THZ, device="B", reg=0, fmt="u16", scale=1000.0, min_v=0.0,
+                       max_v=10.0, start_v=2.0, current=cur, pid=GAINS)
+    cfg = env.write("split.conf", lab_conf([laser], [("A", fs.port), ("B", mb.port)], pub.port))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    w = Watcher(d.port)
+    feed = Feeder(pub)
+    # 20 MHz too low, ki 0.05, 50 readings/s: the piezo climbs 0.02 V a reading.
+    feed.err[1] = (C_THZ, -20.0)
+
+    def piezo_writes():
+        return [decode(sp, v[0:1]) for _, a, v in list(mb.writes) if a == 0]
+
+    ok = wait_until(lambda: len(piezo_writes()) > 20 and piezo_writes()[-1] > 2.3, 10, 0.02)
+    pw = piezo_writes()
+    step = pw[-1] - pw[-2] if len(pw) > 2 else 0
+    t_inj = time.monotonic()
+    fs.cmd("down")
+    got = wait_until(lambda: w.first("ramp", t_inj, state="fault"), 10, 0.02)
+    time.sleep(0.3)
+    pw = piezo_writes()
+    n_before = len(pw)
+    last_before = pw[-1]
+    held = float(status(c)["ramp"]["piezo_v"])
+    time.sleep(0.7)
+    tap.ok(ok and got and len(piezo_writes()) == n_before,
+           "split laser: climbing %.3f V a reading, goes fault when its current device goes down;"
+           " no piezo write while in fault" % step)
+    t_up = time.monotonic()
+    fs.cmd("up")
+    back = wait_until(lambda: w.first("ramp", t_up, frm="fault") and len(piezo_writes()) > n_before,
+                      10, 0.02)
+    first_after = piezo_writes()[n_before] if len(piezo_writes()) > n_before else None
+    tap.ok(back and first_after is not None and abs(last_before - held) < 0.0015 and
+           abs(first_after - last_before) < 0.0015 and step > 0.01,
+           "split laser: resumes from the output the device holds (last before %.3f V, status %.4f V,"
+           " first after %s V; one step is %.3f V)" % (last_before, held,
+                                                      "%.3f" % first_after if first_after else "none",
+                                                      step))
+    feed.stop()
+    w.close()
+    tap.eq(d.stop(), 0, "split laser: wavelockd stops cleanly")
     fs.stop()
     mb.close()
     pub.close()
@@ -746,6 +856,7 @@ with Env() as env:
 tap.diag("fault part: %.1f s" % (time.monotonic() - t_start))
 t1 = time.monotonic()
 with Env() as env:
+    test_split_resume(env)
     test_clamp(env)
 tap.diag("clamp part: %.1f s" % (time.monotonic() - t1))
 tap.done()
