@@ -211,10 +211,38 @@ def test_wlmdata(env):
     ok = wait_until(lambda: states()["wlm1"] in ("acquiring", "locked"), 10, 0.05)
     tap.ok(ok, "polling: err1 cleared, wlm1 regulates again", states())
 
+    ctl.set("")
+
+    # ---- reload: a changed wavemeter group, then a missing library -------------------
+    ok = wait_until(lambda: states() == {"wlm1": "locked", "wlm2": "locked"} and
+                    wavemeter(c)[0].get("mode") == "callback", 10, 0.05)
+    env.write("wlm.conf", wlm_conf(mb.port, lib).replace("poll_ms = 50", "poll_ms = 60"))
+    r = c.cmd("reload")
+    cyc0 = int(status(c)["wlm1"]["cycles"])
+    time.sleep(1.0)
+    head = wavemeter(c)[0]
+    s = status(c)
+    ev = open(env.path("wlm.events")).read().split()
+    tap.ok(ok and r[-1].startswith("OK") and head.get("mode") == "callback" and
+           int(head["readings"]) > 20 and s["wlm1"]["state"] == "locked" and
+           int(s["wlm1"]["cycles"]) - cyc0 > 20 and "remove" not in ev,
+           "reload with a changed wavemeter group: the new backend gets the callbacks (%s readings"
+           " in 1 s), lasers stay locked, the callback was not removed" % head.get("readings"),
+           (r, head, s, ev))
+    env.write("wlm.conf", wlm_conf(mb.port, "/nonexistent/libwlmData.so"))
+    r = c.cmd("reload")
+    h0 = wavemeter(c)[0]
+    time.sleep(0.5)
+    h1 = wavemeter(c)[0]
+    tap.ok(r[-1].startswith("ERR 422") and "cannot load" in r[-1] and
+           int(h1["readings"]) > int(h0["readings"]) and states()["wlm1"] == "locked",
+           "reload naming a missing library is refused (422) and the running backend carries on",
+           (r, h0, h1))
+
     rc = d.stop()
     ev = open(env.path("wlm.events")).read().split()
-    tap.ok(rc == 0 and ev[:1] == ["install"] and ev[-1:] == ["remove"],
-           "SIGTERM: exit 0, callback installed at start and removed at shutdown", (rc, ev))
+    tap.ok(rc == 0 and ev[:1] == ["install"] and ev[-1:] == ["remove"] and ev.count("remove") == 1,
+           "SIGTERM: exit 0, callback installed at start and removed once, at shutdown", (rc, ev))
     mb.close()
 
 
