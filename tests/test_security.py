@@ -390,6 +390,9 @@ def test_auth_and_roles(env):
     tap.ok("readable by others" in out and "auth.conf" in out,
            "a world-readable config holding tokens draws a warning at start", out)
     tap.ok(mon not in out and ctl not in out, "... which does not quote the tokens")
+    c = env.connect(d.port)                    # in its event loop, signals handled
+    tap.eq(c.cmd("ping"), ["OK"], "first auth daemon answers")
+    c.close()
     tap.eq(d.stop(), 0, "first auth daemon exits cleanly")
     os.chmod(cfg, 0o600)
     d = env.start_daemon(cfg, extra=["-d"])
