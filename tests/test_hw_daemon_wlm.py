@@ -17,7 +17,6 @@
 
 import os
 import re
-import signal
 import time
 
 from wltest import TAP, Env, ModbusRecorder, kv, lab_conf, laser_conf, prog, wait_until
