@@ -1007,6 +1007,16 @@ load_devices(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
       if (strcmp(cfg->devices[j].url, d->url) == 0 && cfg->devices[j].unit == d->unit)
         return fail(ld, wu, NULL, "same url and unit as device \"%s\" (line %d)",
                     cfg->devices[j].name, cfg->devices[j].line);
+      /* Devices on one serial port share its line (mbdev.h). */
+      if (d->parsed.kind == CNF_URL_RTU && cfg->devices[j].parsed.kind == CNF_URL_RTU &&
+          strcmp(cfg->devices[j].parsed.host, d->parsed.host) == 0 &&
+          (cfg->devices[j].parsed.baud != d->parsed.baud ||
+           cfg->devices[j].parsed.parity != d->parsed.parity ||
+           cfg->devices[j].parsed.data_bits != d->parsed.data_bits ||
+           cfg->devices[j].parsed.stop_bits != d->parsed.stop_bits))
+        return fail(ld, wu, NULL, "serial port %s is used by device \"%s\" (line %d) with "
+                    "other line settings (baud, parity, data and stop bits must match)",
+                    d->parsed.host, cfg->devices[j].name, cfg->devices[j].line);
     }
     cfg->n_devices = i + 1;
   }
