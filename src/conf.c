@@ -667,6 +667,18 @@ CNF_ParseUrl(const char *text, CNF_Url *url, char *err, size_t errlen)
   return 0;
 }
 
+/* Whether two parsed URLs reach the same line: one TCP host and port (a
+   name compared without case), or one serial port. */
+static int
+same_line(const CNF_Url *a, const CNF_Url *b)
+{
+  if (a->kind != b->kind)
+    return 0;
+  if (a->kind == CNF_URL_TCP)
+    return a->port == b->port && strcasecmp(a->host, b->host) == 0;
+  return strcmp(a->host, b->host) == 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Names and paths                                                      */
 
@@ -1004,12 +1016,13 @@ load_devices(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
       if (strcasecmp(cfg->devices[j].name, d->name) == 0)
         return fail(ld, ws, NULL, "duplicate device name \"%s\" (also line %d)",
                     d->name, cfg->devices[j].line);
-      if (strcmp(cfg->devices[j].url, d->url) == 0 && cfg->devices[j].unit == d->unit)
+      /* Compared as parsed: "tcp://h" is "tcp://h:502".  Two names for one
+         unit would let two lasers drive the same registers. */
+      if (same_line(&cfg->devices[j].parsed, &d->parsed) && cfg->devices[j].unit == d->unit)
         return fail(ld, wu, NULL, "same url and unit as device \"%s\" (line %d)",
                     cfg->devices[j].name, cfg->devices[j].line);
       /* Devices on one serial port share its line (mbdev.h). */
-      if (d->parsed.kind == CNF_URL_RTU && cfg->devices[j].parsed.kind == CNF_URL_RTU &&
-          strcmp(cfg->devices[j].parsed.host, d->parsed.host) == 0 &&
+      if (d->parsed.kind == CNF_URL_RTU && same_line(&cfg->devices[j].parsed, &d->parsed) &&
           (cfg->devices[j].parsed.baud != d->parsed.baud ||
            cfg->devices[j].parsed.parity != d->parsed.parity ||
            cfg->devices[j].parsed.data_bits != d->parsed.data_bits ||
