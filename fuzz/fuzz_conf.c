@@ -7,7 +7,8 @@
  *
  * A config that loads must keep every promise conf.h and DESIGN.md make to
  * the rest of wavelock: ranges, unique names and channels, resolvable
- * devices, encodable output limits, registers that do not overlap, no
+ * devices, one device per unit and line, one set of line settings per
+ * serial port, encodable output limits, registers that do not overlap, no
  * network listener without tokens, and the control runtime must be able to
  * set itself up from it (CTL_Create, no I/O).
  */
@@ -38,6 +39,18 @@ valid_name(const char *name)
     if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-' && *c != '.')
       return 0;
   return strlen(name) < CNF_NAME_MAX;
+}
+
+/* Whether two devices talk over the same line: one TCP host and port (names
+   compared without case), or one serial port. */
+static int
+same_line(const CNF_Url *a, const CNF_Url *b)
+{
+  if (a->kind != b->kind)
+    return 0;
+  if (a->kind == CNF_URL_TCP)
+    return a->port == b->port && strcasecmp(a->host, b->host) == 0;
+  return strcmp(a->host, b->host) == 0;
 }
 
 static void
@@ -126,8 +139,19 @@ check_config(const CNF_Config *cfg)
                strcmp(u.host, d->parsed.host) == 0);
     FUZZ_CHECK(d->unit >= 0 && d->unit <= 247 && d->timeout_ms >= 1);
     FUZZ_CHECK(CNF_FindDevice(cfg, d->name) == i);
-    for (int j = 0; j < i; j++)
-      FUZZ_CHECK(strcasecmp(d->name, cfg->devices[j].name) != 0);
+    for (int j = 0; j < i; j++) {
+      const CNF_Device *o = &cfg->devices[j];
+
+      FUZZ_CHECK(strcasecmp(d->name, o->name) != 0);
+      /* One unit on one line is one device: two names for it would let two
+         lasers drive the same registers past the overlap check. */
+      FUZZ_CHECK(!(same_line(&d->parsed, &o->parsed) && d->unit == o->unit));
+      /* One serial port, one set of line settings (mbdev.h). */
+      if (d->parsed.kind == CNF_URL_RTU && same_line(&d->parsed, &o->parsed))
+        FUZZ_CHECK(d->parsed.baud == o->parsed.baud && d->parsed.parity == o->parsed.parity &&
+                   d->parsed.data_bits == o->parsed.data_bits &&
+                   d->parsed.stop_bits == o->parsed.stop_bits);
+    }
   }
   FUZZ_CHECK(cfg->n_lasers >= 0 && cfg->n_lasers <= CNF_MAX_CHANNEL);
   for (int i = 0; i < cfg->n_lasers; i++) {
