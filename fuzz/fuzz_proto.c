@@ -19,13 +19,16 @@
  * (greeting first; every line non-empty, printable, and a final line, an
  * event or a key=value data line; no event inside a response; no more
  * final lines than requests; no ERR 500 and no data line the server had to
- * repair) and a connection that never had the control role changed nothing
- * (setpoints, ramps, engagement, gains and limits, hand-set outputs, config,
- * state file).
+ * repair); whatever the role, every laser stays inside its config (setpoint
+ * and ramp target in min_thz..max_thz, run-time output limits inside the
+ * configured ones, valid gains, window below capture); and a connection
+ * that never had the control role changed nothing (setpoints, ramps,
+ * engagement, gains and limits, hand-set outputs, config, state file).
  */
 #include "../src/srv.c"
 
 #include <ctype.h>
+#include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +161,34 @@ snapshot(Snap *s, int max)
     s[i].manual_current = l->manual_current;
   }
   return n;
+}
+
+/* What no command may do, whatever the role: leave a laser outside what its
+   config allows. */
+static FUZZ_NOCOV void
+check_lasers(void)
+{
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++) {
+    const CTL_Laser *l = CTL_Laser_(d->ctl, i);
+    const CNF_Laser *c = &l->cfg;
+
+    FUZZ_CHECK(l->setpoint_thz >= c->min_thz && l->setpoint_thz <= c->max_thz);
+    if (l->ramp.active)
+      FUZZ_CHECK(l->ramp.target_thz >= c->min_thz && l->ramp.target_thz <= c->max_thz &&
+                 l->ramp.rate_mhz_s > 0.0 && isfinite(l->ramp.rate_mhz_s));
+    FUZZ_CHECK(c->piezo.min_v <= l->piezo_lo && l->piezo_lo <= l->piezo_hi &&
+               l->piezo_hi <= c->piezo.max_v);
+    if (l->current_dev)
+      FUZZ_CHECK(c->current.min_v <= l->current_lo && l->current_lo <= l->current_hi &&
+                 l->current_hi <= c->current.max_v && isfinite(c->current.feedforward));
+    FUZZ_CHECK(l->piezo_v >= c->piezo.min_v && l->piezo_v <= c->piezo.max_v);
+    FUZZ_CHECK(c->kp >= 0.0 && c->ki >= 0.0 && c->kd >= 0.0 &&
+               isfinite(c->kp) && isfinite(c->ki) && isfinite(c->kd));
+    FUZZ_CHECK(c->window_mhz > 0.0 && c->window_mhz < c->capture_mhz);
+    FUZZ_CHECK(c->polarity == 1 || c->polarity == -1);
+    FUZZ_CHECK(c->lock_n >= 1 && c->unlock_m >= 1 && c->max_dt_s > 0.0 && c->d_tau_s >= 0.0);
+    FUZZ_CHECK(c->piezo.max_step_v >= 0.0 && c->modehop_mhz >= 0.0);
+  }
 }
 
 static FUZZ_NOCOV int
@@ -302,6 +333,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fprintf(stderr, "%.*s", (int)evbuffer_get_length(acc),
             (const char *)evbuffer_pullup(acc, -1));
   check_output(newlines);
+  check_lasers();
   if (!became_control) {
     FUZZ_CHECK(d->cfg == cfg_before);                 /* no reload */
     FUZZ_CHECK(stat(state_path, &st) != 0);           /* no save */
