@@ -58,6 +58,7 @@ struct MB_Device {
   MB_Io io;
   unsigned int seed;
   int backoff_ms;             /* next nominal retry delay */
+  double up_since;            /* when the device last came up */
   int reported;               /* last state reported: -1 none yet, 0, 1 */
   int ever_up;
 
@@ -74,6 +75,10 @@ struct MB_Device {
 
   pthread_t thread;
 };
+
+
+/* A device counts as working again once it has stayed up this long. */
+#define MB_STABLE_S 2.0
 
 /* ------------------------------------------------------------------ */
 
@@ -467,7 +472,10 @@ mark_down(MB_Device *d, const char *what, int err)
 
   if (!d->bus)
     modbus_close(d->ctx);       /* a bus was flushed or closed by link_failed */
-  d->backoff_ms = d->opt.backoff_min_ms;
+  /* Back-off starts again only after the device has worked for a while: one
+     that answers probes but fails every write must not be hammered. */
+  if (UTL_Now() - d->up_since >= MB_STABLE_S)
+    d->backoff_ms = d->opt.backoff_min_ms;
   delay = jittered_delay_s(d);
   pthread_mutex_lock(&d->lock);
   if (d->up)
@@ -518,7 +526,7 @@ try_connect(MB_Device *d)
       d->stats.reconnects++;
     pthread_mutex_unlock(&d->lock);
     d->ever_up = 1;
-    d->backoff_ms = d->opt.backoff_min_ms;
+    d->up_since = UTL_Now();
   } else {
     double delay = jittered_delay_s(d);
 

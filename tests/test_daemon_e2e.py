@@ -76,6 +76,11 @@ with Env() as env:
     def cycles():
         return sum(int(kv(x)["cycles"]) for x in c.cmd("status")[:-1])
 
+    # Baseline: the share of readings that become cycles with no clients,
+    # measured now, in the same run, on the same (possibly busy) machine.
+    b0, bs0 = cycles(), plant.sent
+    time.sleep(2.0)
+    idle_used = (cycles() - b0) / max(1, plant.sent - bs0)
     c0, s0 = cycles(), plant.sent
     results = [None] * 50
 
@@ -106,7 +111,9 @@ with Env() as env:
            bad[:3])
     c1, s1 = cycles(), plant.sent
     used = (c1 - c0) / max(1, s1 - s0)
-    tap.ok(used > 0.9, "cycles kept pace with readings during the flood (%.2f used)" % used)
+    tap.ok(used >= 0.8 * idle_used,
+           "cycles kept their rate during the flood (%.2f of readings used, %.2f idle)"
+           % (used, idle_used))
     tap.ok(all_locked(c), "still locked after the flood", states(c))
 
     # ---- a subscriber that never reads -------------------------------------------------
