@@ -1070,6 +1070,8 @@ load_actuator(Loader *ld, const CNF_Config *cfg, const config_setting_t *g,
   a->device_index = CNF_FindDevice(cfg, a->device);
   if (a->device_index < 0)
     return fail(ld, wdev, NULL, "unknown device \"%s\" (not in devices)", a->device);
+  /* Names match without case; the rest of wavelock looks them up exactly. */
+  UTL_Strlcpy(a->device, cfg->devices[a->device_index].name, sizeof a->device);
 
   fmt[0] = order[0] = '\0';
   if (str_key(ld, g, "format", OPT, 1, fmt, sizeof fmt, &s) < 0)
