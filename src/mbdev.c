@@ -377,7 +377,7 @@ MB_Create(const CNF_Device *cfg, const MB_Options *opt,
   d->status_arg = status_arg;
   d->io.dev = d;
   d->seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)d ^
-            (unsigned int)(UTL_Now() * 1e6);
+            (unsigned int)(uint64_t)(UTL_Now() * 1e6);   /* > UINT_MAX after 72 min */
   d->backoff_ms = d->opt.backoff_min_ms;
   d->reported = -1;
 
