@@ -454,7 +454,7 @@ main(int argc, char **argv)
   WLD_Daemon *d = &daemon_state;
   const char *cfg_arg = SYSCONFDIR "/wavelockd.conf";
   const char *port_file = NULL;
-  int foreground = 0, debug = 0, test_only = 0, opt, status = 0;
+  int foreground = 0, debug = 0, test_only = 0, opt, status = 0, started = 0;
   char err[1024];
   LOG_Level level = LOG_LV_INFO;
 
@@ -574,6 +574,7 @@ main(int argc, char **argv)
     goto out;
   }
 
+  started = 1;
   event_add(d->tick_ev, &tick);
   event_add(d->slow_ev, &slow);
   event_add(d->sig_hup, NULL);
@@ -593,7 +594,9 @@ out:
     if (busy)
       log_warn("%d cycle%s still running at exit", busy, busy == 1 ? "" : "s");
   }
-  if (d->ctl && d->srv)
+  /* Only a daemon that ran has state to save: a start-up that failed (e.g.
+     at the privilege drop, still root) must not rewrite the state file. */
+  if (started)
     save_now(d, "shutdown");
   CTL_Destroy(d->ctl);
   SRV_Destroy(d->srv);
