@@ -114,6 +114,21 @@ def proc_rss_kb(pid):
     return 0
 
 
+def cpu_busy_s():
+    """CPU seconds the whole machine has been busy (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK
+
+
+def own_cpu_s():
+    """CPU seconds of this script and every child it has waited for (their
+    own waited-for children included)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -1032,8 +1047,12 @@ def main():
         plan.append(("4", b.bench4))
     if "6" in only:
         plan.append(("6", b.bench6))
+    loads = []
     try:
         for num, fn in plan:
+            # Foreign load: what the machine was busy with besides this run
+            # (all CPU time, minus ours and our children's), in cores.
+            t0w, t0b, t0o = time.time(), cpu_busy_s(), own_cpu_s()
             try:
                 fn()
             except Exception as e:       # one broken benchmark must not hide the others
@@ -1042,15 +1061,19 @@ def main():
                 status = 1
             finally:
                 b.stop_all()
+            foreign = ((cpu_busy_s() - t0b) - (own_cpu_s() - t0o)) / max(time.time() - t0w, 1e-3)
+            loads.append("%s: %.2f" % (num, max(foreign, 0.0)))
     finally:
         b.stop_all()
         shutil.rmtree(b.tmp, ignore_errors=True)
     m["load_after"] = loadavg()
+    m["load_per_bench"] = ", ".join(loads)
     m["seconds"] = time.time() - t0
     table = b.table()
     header = ("machine: %(nproc)s x %(cpu)s, Linux %(kernel)s, %(cc)s\n"
               "date: %(date)s; load average before %(load_before)s, after %(load_after)s; "
-              "run took %(seconds).0f s" % m)
+              "CPU used by other processes during each benchmark (cores of %(nproc)s): "
+              "%(load_per_bench)s; run took %(seconds).0f s" % m)
     notes = b.notes()
     print(header)
     print()
