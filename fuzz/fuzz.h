@@ -39,9 +39,10 @@ const char *FUZZ_TempDir(void);
    "/proc/self/fd/N" that stays valid until the next call.  NULL on error. */
 const char *FUZZ_MemFile(const uint8_t *data, size_t size);
 
-/* Leaks LeakSanitizer must not report (fuzz_util.c): libconfig 1.5 loses a
-   string token on a syntax error (upstream issue hyperrealm/libconfig#142,
-   fixed in 1.7.3).  ASan calls this; nothing else does. */
+/* Leaks LeakSanitizer must not report (fuzz_util.c): libconfig 1.5 loses
+   string tokens (from its lexer and its string buffer) on a syntax error
+   (upstream issue hyperrealm/libconfig#142, fixed in 1.7.3).  ASan calls
+   this; nothing else does. */
 const char *__lsan_default_suppressions(void);
 
 #endif

@@ -73,11 +73,13 @@ target_flags() {
 # its archive; a target when its binary is older than the archive or than
 # any fuzz/ source.  (A full build takes about a minute.)
 lib=$work/libwavelock-fuzz.a
-newer() {   # newer FILE: is any source newer than FILE (or FILE missing)?
-  [ ! -f "$1" ] || [ -n "$(find "$src/src" "$src/include" "$src/fuzz" "$0" \
-      \( -name '*.c' -o -name '*.h' -o -name '*.sh' \) -newer "$1" 2>/dev/null | head -1)" ]
+newer() {   # newer FILE DIR...: is a source in DIR... newer than FILE (or no FILE)?
+  f=$1
+  shift
+  [ ! -f "$f" ] || [ -n "$(find "$@" "$0" \( -name '*.c' -o -name '*.h' -o -name '*.sh' \) \
+      -newer "$f" 2>/dev/null | head -1)" ]
 }
-if newer "$lib"; then
+if newer "$lib" "$src/src" "$src/include"; then
   echo "fuzz: building the library with $FUZZ_CC"
   rm -f "$work"/obj/*.o "$lib"
   for s in $FUZZ_LIB_SOURCES; do
@@ -89,7 +91,8 @@ if newer "$lib"; then
   mv "$lib.tmp" "$lib"
 fi
 for t in $FUZZ_TARGETS; do
-  if newer "$work/fuzz_$t" || [ "$lib" -nt "$work/fuzz_$t" ]; then
+  if newer "$work/fuzz_$t" "$src/src" "$src/include" "$src/fuzz" ||
+     [ "$lib" -nt "$work/fuzz_$t" ]; then
     echo "fuzz: building fuzz_$t"
     srcs="$src/fuzz/fuzz_$t.c $src/fuzz/fuzz_util.c"
     for e in $(extra_sources "$t"); do srcs="$srcs $src/$e"; done
