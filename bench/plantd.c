@@ -70,6 +70,7 @@ typedef struct Conn {
   int want_out;
   int dead;                  /* closed; freed after the current epoll batch */
   struct Conn *next_dead;
+  struct Conn *prev, *next;  /* every open connection, for the exit */
 } Conn;
 
 typedef struct {
@@ -90,6 +91,7 @@ static double rate_hz = 100.0, setpoint_thz = 384.0, noise_mhz = 0.5;
 static long tick_us = 0;
 static int epfd;
 static Conn *dead_list;
+static Conn *all_conns;
 static Laser *lasers;
 static uint16_t regs[MAX_DEVICES][NREGS];
 static Conn *stream_clients[64];
@@ -201,6 +203,10 @@ conn_new(int kind, int fd, int dev)
   c->kind = kind;
   c->fd = fd;
   c->dev = dev;
+  c->next = all_conns;
+  if (all_conns)
+    all_conns->prev = c;
+  all_conns = c;
   ev.events = EPOLLIN;
   ev.data.ptr = c;
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -220,6 +226,12 @@ conn_free(Conn *c)
   }
   if (c->dead)
     return;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    all_conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
   epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->dead = 1;
@@ -752,8 +764,18 @@ main(int argc, char **argv)
         continue;
       switch (c->kind) {
       case K_STDIN:
-        if (stdin_read() < 0)
+        if (stdin_read() < 0) {
+          while (all_conns)
+            conn_free(all_conns);
+          reap();
+          for (int k = 0; k < n_lasers; k++) {
+            free(lasers[k].lat.v);
+            free(lasers[k].per.v);
+          }
+          free(lasers);
+          close(epfd);
           return 0;
+        }
         break;
       case K_TIMER: {
         uint64_t exp;
