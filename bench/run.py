@@ -3,6 +3,9 @@
 
     bench/run.py --builddir DIR [--srcdir DIR] [--only 1,2,...] [--quick]
                  [--json FILE] [--markdown FILE]
+                 [--wavelockd PATH] [--wavelockd-wide PATH]
+
+(--wavelockd measures another daemon binary, e.g. a prototype, for A/B runs.)
 
 `make bench` runs it with the right directories.  Every figure is put next to
 a baseline measured in the same run (see BENCHMARKS.md for the method):
