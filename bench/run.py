@@ -47,6 +47,7 @@ import tempfile
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BUSY_CORES = 0.3        # other processes' CPU above which a verdict gets "(busy)"
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -419,14 +420,18 @@ class Bench:
                                  switches_per_cycle=(sw1 - sw0) / max(cycles, 1))
         over50 = agg["lat_p50"] - spaced["p50_us"]
         over99 = agg["lat_p99"] - spaced["p99_us"]
+        # Writes are matched to readings in order: exact only if no reading
+        # was coalesced and plantd kept its schedule.
+        valid = coalesced == 0 and agg["skipped"] == 0 and agg["lost"] == 0
+        target = "overhead <= 50 µs" if valid else "not judged: readings coalesced or late"
         self.row("1 latency", "reading -> write p50 (µs)", agg["lat_p50"], spaced["p50_us"],
                  agg["lat_p50"] / spaced["p50_us"], "", None)
         self.row("1 latency", "reading -> write p99 (µs)", agg["lat_p99"], spaced["p99_us"],
-                 agg["lat_p99"] / spaced["p99_us"], "overhead <= 50 µs", over99 <= 50)
+                 agg["lat_p99"] / spaced["p99_us"], target, over99 <= 50 if valid else None)
         self.row("1 latency", "reading -> write max (µs)", agg["lat_max"], spaced["max_us"],
                  agg["lat_max"] / spaced["max_us"], "", None)
         self.row("1 latency", "overhead p50 / p99 (µs)", "%.1f / %.1f" % (over50, over99), None,
-                 None, "p99 <= 50", over99 <= 50)
+                 None, "p99 <= 50" if valid else "not judged", over99 <= 50 if valid else None)
         self.row("1 latency", "daemon CPU per cycle (µs), context switches",
                  "%.1f, %.1f" % (self.details["1"]["cpu_us_per_cycle"],
                                  self.details["1"]["switches_per_cycle"]))
@@ -485,13 +490,17 @@ class Bench:
                 ph["unanswered"] = a["sent"] - a["matched"]
                 lost_ph = a["lost"] + max(0, ph["unanswered"] - 14) + ph["coalesced"]
                 lost[id(ph)] = lost_ph
+            valid = all(ph["coalesced"] == 0 and ph["agg"]["skipped"] == 0 and ph["agg"]["lost"] == 0
+                        for ph in (i, f))
+            judge = (lambda ok: ok) if valid else (lambda ok: None)
+            t15 = "<= 1.5x" if valid else "not judged: readings coalesced or late"
             self.row("2 steadiness", "latency p50 all lasers (µs)", f["agg"]["lat_p50"],
                      i["agg"]["lat_p50"], f["agg"]["lat_p50"] / i["agg"]["lat_p50"])
             self.row("2 steadiness", "latency p99 all lasers (µs)", f["agg"]["lat_p99"],
                      i["agg"]["lat_p99"], f["agg"]["lat_p99"] / i["agg"]["lat_p99"],
-                     "<= 1.5x", f["agg"]["lat_p99"] <= 1.5 * i["agg"]["lat_p99"])
+                     t15, judge(f["agg"]["lat_p99"] <= 1.5 * i["agg"]["lat_p99"]))
             self.row("2 steadiness", "latency p99 worst laser (µs)", wf, wi, wf / wi,
-                     "<= 1.5x", wf <= 1.5 * wi)
+                     t15, judge(wf <= 1.5 * wi))
             self.row("2 steadiness", "latency max (µs)", f["agg"]["worst_lat_max"],
                      i["agg"]["worst_lat_max"], f["agg"]["worst_lat_max"] / i["agg"]["worst_lat_max"])
             ji = i["agg"]["per_p99"] - i["agg"]["per_p50"]
@@ -499,13 +508,15 @@ class Bench:
             self.row("2 steadiness", "period p50 (ms)", f["agg"]["per_p50"] / 1e3,
                      i["agg"]["per_p50"] / 1e3, f["agg"]["per_p50"] / i["agg"]["per_p50"])
             self.row("2 steadiness", "period jitter p99-p50 (µs)", jf, ji, jf / ji if ji > 0 else None,
-                     "<= 1.5x", jf <= 1.5 * ji)
+                     t15, judge(jf <= 1.5 * ji))
             self.row("2 steadiness", "period sd (µs)", f["agg"]["per_sd"], i["agg"]["per_sd"],
                      f["agg"]["per_sd"] / i["agg"]["per_sd"] if i["agg"]["per_sd"] else None)
             cyc = "%d/%d, %d, %d" % (f["cycles"], f["agg"]["sent"], f["coalesced"], lost[id(f)])
             self.row("2 steadiness", "flood: cycles/readings, coalesced, lost", cyc,
                      "%d/%d, %d, %d" % (i["cycles"], i["agg"]["sent"], i["coalesced"], lost[id(i)]),
-                     None, "no cycle lost", f["coalesced"] == 0 and lost[id(f)] == 0)
+                     None, "no cycle lost" if f["agg"]["skipped"] == 0 else
+                     "not judged: plantd fell behind",
+                     f["coalesced"] == 0 and lost[id(f)] == 0 if f["agg"]["skipped"] == 0 else None)
             self.row("2 steadiness", "flood: status req/s, daemon CPU", "%.0f/s, %.0f%%" %
                      (f["flood"]["rps"], 100 * f["cpu"]), "idle CPU %.1f%%" % (100 * i["cpu"]))
         if run3:
@@ -986,6 +997,8 @@ class Bench:
         lines = [head, "|---|---|---|---|---|---|---|"]
         for r in self.rows:
             met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+            if met and r.get("busy"):
+                met += " (busy machine)"
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 r["bench"], r["metric"], fmt(r["value"]), fmt(r["baseline"]),
                 "" if r["ratio"] is None else "%.2f" % r["ratio"], r["target"], met))
@@ -1056,6 +1069,7 @@ def main():
             # Foreign load: what the machine was busy with besides this run
             # (all CPU time, minus ours and our children's), in cores.
             t0w, t0b, t0o = time.time(), cpu_busy_s(), own_cpu_s()
+            first_row = len(b.rows)
             try:
                 fn()
             except Exception as e:       # one broken benchmark must not hide the others
@@ -1066,6 +1080,11 @@ def main():
                 b.stop_all()
             foreign = ((cpu_busy_s() - t0b) - (own_cpu_s() - t0o)) / max(time.time() - t0w, 1e-3)
             loads.append("%s: %.2f" % (num, max(foreign, 0.0)))
+            if foreign > BUSY_CORES:
+                for r in b.rows[first_row:]:
+                    r["busy"] = True
+                log("benchmark %s ran while other processes used %.2f cores: its timing "
+                    "figures are not representative" % (num, foreign))
     finally:
         b.stop_all()
         shutil.rmtree(b.tmp, ignore_errors=True)
