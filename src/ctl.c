@@ -83,6 +83,9 @@ struct CTL_Ctx {
   /* Lasers dropped by a reload while a job was in flight. */
   CTL_Laser **zombies;
   int n_zombies;
+  /* Devices dropped by a reload, stopped once no job in flight uses them. */
+  CTL_Device **retiring;
+  int n_retiring;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -599,11 +602,16 @@ CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
   }
 }
 
+static void retire_idle(CTL_Ctx *ctx);
+
 void
 CTL_Tick(CTL_Ctx *ctx)
 {
   double now = UTL_Now();
   LSR_Params lp;
+
+  if (ctx->n_retiring)
+    retire_idle(ctx);
 
   for (int i = 0; i < ctx->n_lasers; i++) {
     CTL_Laser *l = ctx->lasers[i];
@@ -961,6 +969,34 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     CTL_SetOutput(ctx, l, 1, l->piezo_v, l->current_dev != NULL, l->current_v);
 }
 
+static int
+job_uses(const CTL_Laser *l, const MB_Device *mb)
+{
+  return l->busy && (l->job->pdev == mb || l->job->cdev == mb);
+}
+
+/* Stop and free retired devices that no job in flight refers to. */
+static void
+retire_idle(CTL_Ctx *ctx)
+{
+  for (int i = 0; i < ctx->n_retiring; i++) {
+    CTL_Device *d = ctx->retiring[i];
+    int used = 0;
+
+    for (int k = 0; k < ctx->n_lasers && !used; k++)
+      used = job_uses(ctx->lasers[k], d->mb);
+    for (int k = 0; k < ctx->n_zombies && !used; k++)
+      used = job_uses(ctx->zombies[k], d->mb);
+    if (used)
+      continue;
+    log_info("reload: device %s stopped", d->cfg.name);
+    MB_Stop(d->mb);
+    MB_Destroy(d->mb);
+    free(d);
+    ctx->retiring[i--] = ctx->retiring[--ctx->n_retiring];
+  }
+}
+
 void
 CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg)
 {
@@ -1068,16 +1104,21 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg)
     ctx->n_lasers = n;
   }
 
-  /* Old devices nobody uses any more: stop them (their queued jobs finish). */
+  /* Old devices nobody uses any more: retired once no job in flight can
+     still hand them work (a split laser's job may be on its way to one). */
   for (int i = 0; i < n_old_devs; i++) {
     if (old_devs[i]->keep)
       continue;
-    log_info("reload: device %s stopped", old_devs[i]->cfg.name);
-    MB_Stop(old_devs[i]->mb);
-    MB_Destroy(old_devs[i]->mb);
-    free(old_devs[i]);
+    CTL_Device **r = realloc(ctx->retiring, (size_t)(ctx->n_retiring + 1) * sizeof *r);
+    if (!r) {
+      log_error("reload: out of memory retiring device %s", old_devs[i]->cfg.name);
+      continue;   /* leaked rather than freed under a job */
+    }
+    ctx->retiring = r;
+    ctx->retiring[ctx->n_retiring++] = old_devs[i];
   }
   free(old_devs);
+  retire_idle(ctx);
 
   for (int i = 0; i < ctx->n_lasers; i++) {
     CTL_Laser *l = ctx->lasers[i];
@@ -1148,7 +1189,14 @@ CTL_Destroy(CTL_Ctx *ctx)
     if (ctx->started)
       MB_Stop(ctx->devices[i]->mb);
   }
+  for (int i = 0; i < ctx->n_retiring; i++)
+    MB_Stop(ctx->retiring[i]->mb);
   /* Device threads are gone: no job can post any more. */
+  for (int i = 0; i < ctx->n_retiring; i++) {
+    MB_Destroy(ctx->retiring[i]->mb);
+    free(ctx->retiring[i]);
+  }
+  free(ctx->retiring);
   for (int i = 0; i < ctx->n_devices; i++) {
     MB_Destroy(ctx->devices[i]->mb);
     free(ctx->devices[i]);

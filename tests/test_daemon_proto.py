@@ -211,9 +211,20 @@ with Env() as env:
     tap.ok(kv(line).get("laser") == "repump795",
            "after the reload the subscriber still gets exactly its laser", line)
     s.close()
+    # A reload that replaces the device: the old one is retired, the new one drives.
+    moved = [x.replace('device = "ao1"', 'device = "ao7"') for x in lasers]
+    with open(cfg, "w") as f:
+        f.write(lab_conf(moved, [("ao7", mb.port)], pub.port, server_extra="max_clients = 6;"))
+    r = c.cmd("reload")
+    dv = [kv(x).get("name") for x in c.cmd("devices")[:-1]]
+    tap.ok(final(r).startswith("OK") and dv == ["ao7"], "reload replaced device ao1 by ao7", (r, dv))
+    c.cmd("output cool780 piezo 7")
+    tap.ok(wait_until(lambda: mb.regs[0] == int(7 * 6553.5 + 0.5), 5),
+           "outputs go through the new device", mb.regs[0])
     with open(cfg, "w") as f:
         f.write(good)
     c.cmd("reload")
+    tap.ok(final(c.cmd("ping")) == "OK", "daemon fine after the old device was retired")
 
     # ---- 503 when the device is gone -----------------------------------------------------
     mb.silent = True
