@@ -514,7 +514,8 @@ class Driver:
         self.injected = {"outage": 0, "dropout": 0, "burst": 0, "hop": 0}
         self.inject_failures = []
         self.outage_modes = {}
-        self.baseline = None        # (epoch, t, rss, clients)
+        self.baseline = None        # (epoch, t, rss, clients, subscribers)
+        self.rss_samples = []
         self.variants = broken_variants(self.good_text, self.cfg)
         self.n_broken = 0
         self.good_n = 0
@@ -580,12 +581,21 @@ class Driver:
         st = self.stats()
         self.baseline = (ep, now(), rss, int(st["clients"]), int(st["subscribers"]))
 
+    def sample_rss(self):
+        """An RSS sample of the current daemon every 5 s: (time, epoch, KiB)."""
+        if self.rss_samples and now() - self.rss_samples[-1][0] < 5.0:
+            return
+        rss, _ = rss_kib(self.proc.pid)
+        if rss:
+            self.rss_samples.append((now(), self.soak.epoch, rss))
+
     def wait_until(self, t):
         while True:
             left = t - now()
             if left <= 0:
                 return
             self.maybe_baseline()
+            self.sample_rss()
             time.sleep(min(left, 0.2))
 
     # -- events --
@@ -901,6 +911,13 @@ def run(args):
                                "%.0f s later, %d connections both times); peak %d KiB"
                                % (bl[2], args.warmup, rss_end, grow, now() - bl[1],
                                   clients_end, hwm_end))
+            # Growth in the first and the second half since the baseline:
+            # a leak keeps growing, a warm-up effect levels off.
+            t_mid = bl[1] + (now() - bl[1]) / 2
+            mid = [r for t, ep, r in drv.rss_samples if ep == bl[0] and t >= t_mid]
+            if mid:
+                res["rss_text"] += ("; %+d KiB in the first half, %+d KiB in the second"
+                                    % (mid[0] - bl[2], rss_end - mid[0]))
         else:
             res["rss_text"] = "no baseline (the last daemon lived less than the warm-up)"
         if kind != "plain":
