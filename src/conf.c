@@ -183,14 +183,15 @@ check_keys(Loader *ld, const config_setting_t *g, const char *const *allowed)
 
     if (!name)
       continue;
+    for (const char *const *k = allowed; *k && !ok; k++)
+      ok = strcmp(name, *k) == 0;
+    if (ok)
+      continue;
+    /* Unknown: suggest the nearest keys (edit distances only here, so a
+       valid config costs one comparison per key and candidate). */
     for (const char *const *k = allowed; *k; k++) {
-      size_t d;
+      size_t d = edit_distance(name, *k);
 
-      if (strcmp(name, *k) == 0) {
-        ok = 1;
-        break;
-      }
-      d = edit_distance(name, *k);
       if (d > 1 && strlen(*k) <= 3)
         continue;                 /* "kx" is not two edits from "offset" */
       if (d < best_d) {
@@ -200,8 +201,6 @@ check_keys(Loader *ld, const config_setting_t *g, const char *const *allowed)
       if (d == best_d && nbest < 3)
         best[nbest++] = *k;
     }
-    if (ok)
-      continue;
     switch (nbest) {
       case 0:
         return fail(ld, m, NULL, "unknown key");

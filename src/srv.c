@@ -246,24 +246,55 @@ note_peak(SRV_Conn *c)
 static void
 sanitize(char *text)
 {
-  for (unsigned char *p = (unsigned char *)text; *p; p++)
-    if (*p < 0x20 || *p == 0x7f)
-      *p = '?';
+  static const char controls[] =
+    "\001\002\003\004\005\006\007\010\011\012\013\014\015\016\017"
+    "\020\021\022\023\024\025\026\027\030\031\032\033\034\035\036\037\177";
+
+  for (char *p = text + strcspn(text, controls); *p; p += strcspn(p, controls))
+    *p = '?';
 }
 
-static char *vformat(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+/* A formatted line: in buf when it fits (every line but long help or
+   status tables), else on the heap; fmt_free releases it. */
+typedef struct {
+  char buf[512];
+  char *text;                     /* buf, the heap copy, or NULL (no memory) */
+} Fmt;
 
-static char *
-vformat(const char *fmt, va_list ap)
+static const char *vformat(Fmt *f, const char *fmt, va_list ap)
+  __attribute__((format(printf, 2, 0)));
+
+static const char *
+vformat(Fmt *f, const char *fmt, va_list ap)
 {
-  char *text = NULL;
+  va_list again;
+  int n;
 
+  f->text = f->buf;
+  f->buf[0] = '\0';
   if (!fmt)
-    return strdup("");
-  if (vasprintf(&text, fmt, ap) < 0)
-    return NULL;
-  sanitize(text);
-  return text;
+    return f->text;
+  va_copy(again, ap);
+  n = vsnprintf(f->buf, sizeof f->buf, fmt, ap);
+  if (n >= (int)sizeof f->buf) {
+    f->text = malloc((size_t)n + 1);
+    if (f->text)
+      vsnprintf(f->text, (size_t)n + 1, fmt, again);
+  } else if (n < 0) {
+    f->text = NULL;
+  }
+  va_end(again);
+  if (f->text)
+    sanitize(f->text);
+  return f->text;
+}
+
+static void
+fmt_free(Fmt *f)
+{
+  if (f->text != f->buf)
+    free(f->text);
+  f->text = NULL;
 }
 
 static void
@@ -298,12 +329,13 @@ void
 SRV_Data(SRV_Conn *c, const char *fmt, ...)
 {
   va_list ap;
-  char *text;
+  Fmt f;
+  const char *text;
 
   if (!response_open(c, "data line"))
     return;
   va_start(ap, fmt);
-  text = vformat(fmt, ap);
+  text = vformat(&f, fmt, ap);
   va_end(ap);
   if (!text) {
     log_error("SRV: out of memory formatting a data line");
@@ -316,26 +348,27 @@ SRV_Data(SRV_Conn *c, const char *fmt, ...)
   } else {
     write_line(c, text, NULL);
   }
-  free(text);
+  fmt_free(&f);
 }
 
 void
 SRV_Ok(SRV_Conn *c, const char *fmt, ...)
 {
   va_list ap;
-  char *text;
+  Fmt f;
+  const char *text;
 
   if (!response_open(c, "OK"))
     return;
   va_start(ap, fmt);
-  text = vformat(fmt, ap);
+  text = vformat(&f, fmt, ap);
   va_end(ap);
   c->final_sent = 1;
   if (text && text[0] != '\0')
     write_line(c, "OK ", text);
   else
     write_line(c, "OK", NULL);
-  free(text);
+  fmt_free(&f);
 }
 
 static void
@@ -356,15 +389,14 @@ void
 SRV_Err(SRV_Conn *c, int code, const char *fmt, ...)
 {
   va_list ap;
-  char *text;
+  Fmt f;
 
   if (!response_open(c, "ERR"))
     return;
   va_start(ap, fmt);
-  text = vformat(fmt, ap);
+  send_err(c, code, vformat(&f, fmt, ap));
   va_end(ap);
-  send_err(c, code, text);
-  free(text);
+  fmt_free(&f);
 }
 
 CNF_Role
@@ -493,21 +525,30 @@ void
 SRV_Publish(SRV_Server *s, int laser, const char *fmt, ...)
 {
   va_list ap;
-  char *text, *line;
+  Fmt f;
+  const char *text;
+  char buf[sizeof f.buf + 4], *line = buf;
   size_t len;
 
   if (s->n_subscribers == 0)
     return;
   va_start(ap, fmt);
-  text = vformat(fmt, ap);
+  text = vformat(&f, fmt, ap);
   va_end(ap);
-  if (!text || asprintf(&line, "* %s\n", text) < 0) {
-    free(text);
+  len = text ? strlen(text) + 3 : 0;      /* "* " text "\n" */
+  if (text && len >= sizeof buf)
+    line = malloc(len + 1);
+  if (!text || !line) {
+    fmt_free(&f);
     log_error("SRV: out of memory formatting an event");
     return;
   }
-  free(text);
-  len = strlen(line);
+  line[0] = '*';
+  line[1] = ' ';
+  memcpy(line + 2, text, len - 3);
+  line[len - 1] = '\n';
+  line[len] = '\0';
+  fmt_free(&f);
 
   for (SRV_Conn *c = s->subs; c; c = c->sub_next) {
     if (c->state != CONN_OPEN)
@@ -517,7 +558,8 @@ SRV_Publish(SRV_Server *s, int laser, const char *fmt, ...)
       continue;
     deliver(c, line, len);
   }
-  free(line);
+  if (line != buf)
+    free(line);
 }
 
 int
@@ -835,14 +877,13 @@ static void
 reply_err(SRV_Conn *c, int code, const char *fmt, ...)
 {
   va_list ap;
-  char *text;
+  Fmt f;
 
   begin_response(c);
   va_start(ap, fmt);
-  text = vformat(fmt, ap);
+  send_err(c, code, vformat(&f, fmt, ap));
   va_end(ap);
-  send_err(c, code, text);
-  free(text);
+  fmt_free(&f);
   end_response(c, "");
 }
 

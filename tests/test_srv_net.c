@@ -751,6 +751,63 @@ test_long_lines(void)
   cli_close(c);
 }
 
+/* Every kind of line the server formats (OK text, data lines, ERR text,
+   events) comes out whole at any length: short lines are formatted on the
+   stack, long ones on the heap, and the boundary between them is 511/512
+   characters of text. */
+static void
+test_line_lengths(void)
+{
+  static const int lens[] = { 1, 509, 510, 511, 512, 513, 1000, SRV_LINE_MAX - 5 };
+  Cli *c = cli_open(port_open, NULL, 0), *s = cli_open(port_open, NULL, 0);
+  char word[SRV_LINE_MAX + 1], req[LINE], want[LINE], line[LINE];
+  int bad_ok = 0, bad_data = 0, bad_event = 0, bad_err = 0;
+
+  is(cmd(s, "sub", NULL), "OK", "a subscriber for the long events");
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    int n = lens[i];
+
+    memset(word, 'a' + (int)i, (size_t)n);
+    word[n] = '\0';
+    snprintf(req, sizeof req, "echo %s", word);
+    snprintf(want, sizeof want, "OK %s", word);
+    if (strcmp(cmd(c, req, NULL), want) != 0)
+      bad_ok++;
+
+    /* "i=0 pad=" + n - 8 pads: a data line of exactly n characters */
+    if (n >= 8 && n - 8 <= 1000) {
+      char got[LINE];
+
+      snprintf(req, sizeof req, "slow-data 1 %d\n", n - 8);
+      cli_sends(c, req);
+      if (cli_line(c, got, sizeof got, TIMEOUT_MS) != 1 || strlen(got) != (size_t)n ||
+          strncmp(got, "i=0 pad=", 8) != 0 || strspn(got + 8, "p") != (size_t)n - 8)
+        bad_data++;
+      if (cli_line(c, got, sizeof got, TIMEOUT_MS) != 1 || strcmp(got, "OK") != 0)
+        bad_data++;
+    }
+
+    /* an unknown command of n characters: the ERR quotes its first 32 */
+    snprintf(want, sizeof want, "ERR 404 unknown command '%.32s", word);
+    if (!starts(cmd(c, word, NULL), want))
+      bad_err++;
+
+    if (n <= SRV_LINE_MAX - 9) {
+      snprintf(req, sizeof req, "pub -1 %s", word);
+      cmd(c, req, NULL);
+      snprintf(want, sizeof want, "* %s", word);
+      if (cli_line(s, line, sizeof line, TIMEOUT_MS) != 1 || strcmp(line, want) != 0)
+        bad_event++;
+    }
+  }
+  ok(bad_ok == 0, "OK lines of 1..1019 characters of text come back whole (%d wrong)", bad_ok);
+  ok(bad_data == 0, "data lines of 8..1008 characters come back whole (%d wrong)", bad_data);
+  ok(bad_err == 0, "ERR lines quote unknown commands of 1..1019 characters (%d wrong)", bad_err);
+  ok(bad_event == 0, "events of 1..1015 characters reach a subscriber whole (%d wrong)", bad_event);
+  cli_close(s);
+  cli_close(c);
+}
+
 static void
 test_garbage(void)
 {
@@ -1581,7 +1638,8 @@ main(void)
   {
     static const struct { const char *name; void (*fn)(void); } tests[] = {
       { "greeting", test_greeting }, { "framing", test_framing },
-      { "long lines", test_long_lines }, { "garbage", test_garbage },
+      { "long lines", test_long_lines }, { "line lengths", test_line_lengths },
+      { "garbage", test_garbage },
       { "telnet", test_telnet }, { "errors", test_errors }, { "auth", test_auth },
       { "max_clients", test_max_clients }, { "pipelining", test_pipelining },
       { "backpressure", test_backpressure }, { "subscribe", test_subscribe },
