@@ -110,6 +110,14 @@ CTL_PidParams(const CTL_Laser *l, PID_Params *p)
   p->max_dt_s = l->cfg.max_dt_s;
 }
 
+static int
+pid_params_equal(const PID_Params *a, const PID_Params *b)
+{
+  return a->kp == b->kp && a->ki == b->ki && a->kd == b->kd && a->d_tau_s == b->d_tau_s &&
+         a->polarity == b->polarity && a->min_v == b->min_v && a->max_v == b->max_v &&
+         a->max_step_v == b->max_step_v && a->max_dt_s == b->max_dt_s;
+}
+
 static void
 lsr_params(const CTL_Ctx *ctx, const CTL_Laser *l, LSR_Params *p)
 {
@@ -425,8 +433,17 @@ finish_job(CTL_Ctx *ctx, Job *j)
     }
     return;
   }
-  if (j->kind != JOB_MANUAL)
+  if (j->kind != JOB_MANUAL) {
+    PID_Params now;
+
     l->pid = j->pid;
+    /* Gains or limits changed while the cycle was in flight: the job's PID
+       state was computed with the old ones, so make it bumpless now (an
+       idle laser was retuned when they changed). */
+    CTL_PidParams(l, &now);
+    if (!pid_params_equal(&now, &j->pp))
+      PID_Retune(&l->pid, &j->pp, &now);
+  }
   if (j->piezo_ok)
     l->piezo_v = j->piezo_v;
   if (j->current_ok)

@@ -640,6 +640,55 @@ def test_split_resume(env):
     pub.close()
 
 
+def test_retune_in_flight(env):
+    """A gain changed while the laser's cycle is in flight (its write delayed
+    by the device) is still bumpless: the cycle's result carries the PID
+    state computed with the old gains, and must be retuned to the new ones
+    before the next cycle.  With ki = 0 and a constant error the output is
+    constant, so any step after the change is the bump; without the retune
+    it is (kp_new - kp_old) * error = 0.008 V/MHz * 20 MHz = 0.16 V."""
+    fs = FaultServer(env, verbose=True)
+    pub = StreamPublisher()
+    sp = {"reg": 0, "fmt": "u16", "scale": 1000.0, "min": 0.0, "max": 10.0}
+    laser = laser_conf("tune", 1, C_THZ, device="A", reg=0, fmt="u16", scale=1000.0, min_v=0.0,
+                       max_v=10.0, start_v=5.0, pid={"kp": 0.002, "ki": 0.0, "kd": 0.0})
+    text = lab_conf([laser], [("A", fs.port)], pub.port).replace("timeout_ms = 200",
+                                                                 "timeout_ms = 3000")
+    d = env.start_daemon(env.write("retune.conf", text))
+    c = env.connect(d.port)
+    feed = Feeder(pub)
+    feed.err[1] = (C_THZ, -20.0)
+
+    def piezo_writes():
+        return [decode(sp, v[0:1]) for fc, a, v in list(fs.writes) if a == 0]
+
+    steady = wait_until(lambda: len(piezo_writes()) > 20, 10, 0.02)
+    base = piezo_writes()[-1] if piezo_writes() else None
+    results = []
+    for kp in (0.01, 0.002, 0.03):
+        delayed = fs.stats().get("delayed", 0)
+        fs.cmd("delay ms=600 count=1 writes")
+        got = wait_until(lambda: fs.stats().get("delayed", 0) > delayed, 5, 0.005)
+        busy = in_flight(c)
+        r = c.cmd("set tune kp %g" % kp)
+        n = len(piezo_writes())
+        wait_until(lambda: len(piezo_writes()) > n + 10, 10, 0.02)
+        after = piezo_writes()[n:]
+        results.append((kp, got, busy, r[-1], max((abs(v - base) for v in after), default=None),
+                        len(after)))
+    feed.stop()
+    tap.ok(steady and base is not None and
+           all(g and b >= 1 and f.startswith("OK") and j is not None and j < 0.0015 and m > 10
+               for _, g, b, f, j, m in results),
+           "gains changed while a cycle is in flight: no bump (output %s V; per change kp, "
+           "in_flight, largest step over the next writes: %s)"
+           % (base, ["%g %d %s" % (k, b, "%.4f V" % j if j is not None else "-")
+                     for k, g, b, f, j, m in results]), results)
+    tap.eq(d.stop(), 0, "retune in flight: wavelockd stops cleanly")
+    fs.stop()
+    pub.close()
+
+
 # ============================================================================
 # 2. The clamp on every path
 # ============================================================================
@@ -886,6 +935,7 @@ tap.diag("fault part: %.1f s" % (time.monotonic() - t_start))
 t1 = time.monotonic()
 with Env() as env:
     test_split_resume(env)
+    test_retune_in_flight(env)
     test_clamp(env)
 tap.diag("clamp part: %.1f s" % (time.monotonic() - t1))
 tap.done()
