@@ -3,6 +3,7 @@
 #define WL_UTIL_H
 
 #include <stddef.h>
+#include <sys/time.h>
 
 /* Monotonic time in seconds. */
 double UTL_Now(void);
@@ -19,6 +20,15 @@ int UTL_ParseInt(const char *s, long min, long max, long *out);
    start of s, 0 if there is none; an 'e' without exponent digits is not
    part of the number. */
 size_t UTL_ScanDecimal(const char *s);
+
+/* A delay in seconds as a timeval for evtimer_add: not finite or negative
+   is 0, more than max_s is max_s. */
+struct timeval UTL_Timeval(double seconds, double max_s);
+
+/* Format an error message into err (errlen bytes; nothing if err is NULL
+   or errlen is 0). */
+void UTL_SetErr(char *err, size_t errlen, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
 
 /* Case-insensitive equality. */
 int UTL_StrEqCase(const char *a, const char *b);

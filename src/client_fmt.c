@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "clt.h"
+#include "util.h"
 
 /* ---- lines and words ---------------------------------------------------- */
 
@@ -81,14 +82,9 @@ CLT_AllKv(const CLT_Kv *kv, int n)
 int
 CLT_ParseSeconds(const char *s, double *out)
 {
-  char *end;
   double v;
 
-  if (!s || !*s || isspace((unsigned char)*s))
-    return -1;
-  errno = 0;
-  v = strtod(s, &end);
-  if (*end || errno == ERANGE || !isfinite(v) || v < 0.0 || v > 1e9)
+  if (UTL_ParseDouble(s, &v) != 0 || v < 0.0 || v > 1e9)
     return -1;
   *out = v;
   return 0;
@@ -97,14 +93,9 @@ CLT_ParseSeconds(const char *s, double *out)
 int
 CLT_ParsePort(const char *s, int *port)
 {
-  char *end;
   long v;
 
-  if (!s || !isdigit((unsigned char)*s))
-    return -1;
-  errno = 0;
-  v = strtol(s, &end, 10);
-  if (*end || errno == ERANGE || v < 1 || v > 65535)
+  if (!s || !isdigit((unsigned char)*s) || UTL_ParseInt(s, 1, 65535, &v) != 0)
     return -1;
   *port = (int)v;
   return 0;
@@ -113,17 +104,9 @@ CLT_ParsePort(const char *s, int *port)
 int
 CLT_ParseCount(const char *s, long *out)
 {
-  char *end;
-  long v;
-
   if (!s || !isdigit((unsigned char)*s))
     return -1;
-  errno = 0;
-  v = strtol(s, &end, 10);
-  if (*end || errno == ERANGE || v < 1)
-    return -1;
-  *out = v;
-  return 0;
+  return UTL_ParseInt(s, 1, LONG_MAX, out);
 }
 
 /* ---- -m arguments ------------------------------------------------------- */

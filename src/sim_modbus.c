@@ -32,6 +32,7 @@
 #include "log.h"
 #include "regenc.h"
 #include "sim.h"
+#include "util.h"
 
 #define MB_ADU_MAX 260            /* MODBUS_TCP_MAX_ADU_LENGTH */
 #define MB_MAX_CONNS 64
@@ -381,14 +382,8 @@ start_listening(MbServer *s)
 static void
 add_timer(struct event *ev, double seconds)
 {
-  struct timeval tv;
+  struct timeval tv = UTL_Timeval(seconds, 1e7);
 
-  if (!(seconds > 0.0))
-    seconds = 0.0;
-  if (seconds > 1e7)
-    seconds = 1e7;
-  tv.tv_sec = (time_t)seconds;
-  tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
   evtimer_add(ev, &tv);
 }
 

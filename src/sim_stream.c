@@ -188,14 +188,8 @@ SIM_StreamPump(double t)
 static void
 schedule(double delay_s)
 {
-  struct timeval tv;
+  struct timeval tv = UTL_Timeval(delay_s, 3600.0);
 
-  if (!(delay_s > 0.0))
-    delay_s = 0.0;
-  if (delay_s > 3600.0)
-    delay_s = 3600.0;
-  tv.tv_sec = (time_t)delay_s;
-  tv.tv_usec = (suseconds_t)((delay_s - (double)tv.tv_sec) * 1e6);
   evtimer_add(tick, &tv);
 }
 

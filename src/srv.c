@@ -622,14 +622,7 @@ arm_timer(SRV_Conn *c)
 
   now = UTL_Now();
   d = next - now;
-  if (d < 0.0)
-    d = 0.0;
-  tv.tv_sec = (time_t)d;
-  tv.tv_usec = (suseconds_t)((d - (double)tv.tv_sec) * 1e6) + 1000;
-  if (tv.tv_usec >= 1000000) {
-    tv.tv_sec++;
-    tv.tv_usec -= 1000000;
-  }
+  tv = UTL_Timeval((d > 0.0 ? d : 0.0) + 0.001, 1e7);   /* 1 ms late, never early */
   event_add(c->timer, &tv);
   c->armed = next;
 }

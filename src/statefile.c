@@ -33,18 +33,6 @@
 #define STF_MAX_BYTES (4 * 1024 * 1024)   /* far more than 64 lasers need */
 #define STF_MAX_LINE 4096
 
-static void __attribute__((format(printf, 3, 4)))
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-
-  if (!err || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* CRC-32, reflected polynomial 0xEDB88320 (the zlib/PNG/Ethernet CRC). */
 static uint32_t
 crc32_update(uint32_t crc, const char *data, size_t len)
@@ -160,24 +148,24 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
   int fd, dfd;
 
   if (!path || !path[0] || strlen(path) >= CNF_PATH_MAX) {
-    set_err(err, errlen, "bad state file path");
+    UTL_SetErr(err, errlen, "bad state file path");
     return -1;
   }
   if (n < 0 || (n > 0 && !lasers)) {
-    set_err(err, errlen, "%s: bad laser count %d", path, n);
+    UTL_SetErr(err, errlen, "%s: bad laser count %d", path, n);
     return -1;
   }
   for (int i = 0; i < n; i++) {
     const STF_Laser *l = &lasers[i];
 
     if (!name_ok(l->name)) {
-      set_err(err, errlen, "%s: laser %d: name \"%s\" cannot be stored", path, i, l->name);
+      UTL_SetErr(err, errlen, "%s: laser %d: name \"%s\" cannot be stored", path, i, l->name);
       return -1;
     }
     if (!isfinite(l->setpoint_thz) || !isfinite(l->kp) || !isfinite(l->ki) ||
         !isfinite(l->kd) || !isfinite(l->piezo_v) ||
         (l->has_current && !isfinite(l->current_v))) {
-      set_err(err, errlen, "%s: laser %s: a value is not a finite number", path, l->name);
+      UTL_SetErr(err, errlen, "%s: laser %s: a value is not a finite number", path, l->name);
       return -1;
     }
   }
@@ -185,7 +173,7 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
   b.cap = 256 + 256 * (size_t)n;
   b.data = malloc(b.cap);
   if (!b.data) {
-    set_err(err, errlen, "%s: out of memory", path);
+    UTL_SetErr(err, errlen, "%s: out of memory", path);
     return -1;
   }
   buf_printf(&b, "# wavelock runtime state, format 1 (written by wavelockd; do not edit)\n");
@@ -203,20 +191,20 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
   buf_printf(&b, "end count=%d crc32=%08x\n", n, (unsigned int)crc);
   if (b.failed) {
     free(b.data);
-    set_err(err, errlen, "%s: out of memory", path);
+    UTL_SetErr(err, errlen, "%s: out of memory", path);
     return -1;
   }
 
   snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", path);
   fd = mkstemp(tmp);
   if (fd < 0) {
-    set_err(err, errlen, "%s: cannot create a temporary file: %s", path,
+    UTL_SetErr(err, errlen, "%s: cannot create a temporary file: %s", path,
             strerror_r(errno, ebuf, sizeof ebuf));
     free(b.data);
     return -1;
   }
   if (write_all(fd, b.data, b.len) < 0 || fsync(fd) < 0) {
-    set_err(err, errlen, "%s: cannot write %s: %s", path, tmp,
+    UTL_SetErr(err, errlen, "%s: cannot write %s: %s", path, tmp,
             strerror_r(errno, ebuf, sizeof ebuf));
     close(fd);
     unlink(tmp);
@@ -225,13 +213,13 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
   }
   free(b.data);
   if (close(fd) < 0) {
-    set_err(err, errlen, "%s: cannot write %s: %s", path, tmp,
+    UTL_SetErr(err, errlen, "%s: cannot write %s: %s", path, tmp,
             strerror_r(errno, ebuf, sizeof ebuf));
     unlink(tmp);
     return -1;
   }
   if (rename(tmp, path) < 0) {
-    set_err(err, errlen, "%s: cannot rename %s into place: %s", path, tmp,
+    UTL_SetErr(err, errlen, "%s: cannot rename %s into place: %s", path, tmp,
             strerror_r(errno, ebuf, sizeof ebuf));
     unlink(tmp);
     return -1;
@@ -264,16 +252,16 @@ read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
   if (fd < 0) {
     if (errno == ENOENT)
       return 1;
-    set_err(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+    UTL_SetErr(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
     return -1;
   }
   if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    set_err(err, errlen, "%s: not a regular file", path);
+    UTL_SetErr(err, errlen, "%s: not a regular file", path);
     close(fd);
     return -1;
   }
   if (st.st_size > STF_MAX_BYTES) {
-    set_err(err, errlen, "%s: too large to be a state file (%lld bytes)", path,
+    UTL_SetErr(err, errlen, "%s: too large to be a state file (%lld bytes)", path,
             (long long)st.st_size);
     close(fd);
     return -1;
@@ -281,7 +269,7 @@ read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
   cap = (size_t)st.st_size + 1;
   d = malloc(cap);
   if (!d) {
-    set_err(err, errlen, "%s: out of memory", path);
+    UTL_SetErr(err, errlen, "%s: out of memory", path);
     close(fd);
     return -1;
   }
@@ -292,14 +280,14 @@ read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
       char *nd;
 
       if (cap > STF_MAX_BYTES) {
-        set_err(err, errlen, "%s: too large to be a state file", path);
+        UTL_SetErr(err, errlen, "%s: too large to be a state file", path);
         free(d);
         close(fd);
         return -1;
       }
       nd = realloc(d, cap * 2);
       if (!nd) {
-        set_err(err, errlen, "%s: out of memory", path);
+        UTL_SetErr(err, errlen, "%s: out of memory", path);
         free(d);
         close(fd);
         return -1;
@@ -311,7 +299,7 @@ read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      set_err(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+      UTL_SetErr(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
       free(d);
       close(fd);
       return -1;
@@ -460,7 +448,7 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
 
   *out = NULL;
   if (!path || !path[0]) {
-    set_err(err, errlen, "bad state file path");
+    UTL_SetErr(err, errlen, "bad state file path");
     return -1;
   }
   r = read_file(path, &data, &len, err, errlen);
@@ -470,15 +458,15 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
     return -1;
 
   if (len == 0) {
-    set_err(err, errlen, "%s: empty (truncated state file)", path);
+    UTL_SetErr(err, errlen, "%s: empty (truncated state file)", path);
     goto bad;
   }
   if (memchr(data, '\0', len)) {
-    set_err(err, errlen, "%s: contains NUL bytes (not a state file)", path);
+    UTL_SetErr(err, errlen, "%s: contains NUL bytes (not a state file)", path);
     goto bad;
   }
   if (data[len - 1] != '\n') {
-    set_err(err, errlen, "%s: truncated (last line incomplete)", path);
+    UTL_SetErr(err, errlen, "%s: truncated (last line incomplete)", path);
     goto bad;
   }
   /* The last line must be the end line. */
@@ -486,22 +474,22 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
   end_line = strrchr(data, '\n');
   end_line = end_line ? end_line + 1 : data;
   if (strncmp(end_line, "end ", 4) != 0) {
-    set_err(err, errlen, "%s: truncated or not a state file (no end line)", path);
+    UTL_SetErr(err, errlen, "%s: truncated or not a state file (no end line)", path);
     goto bad;
   }
   if (parse_end(end_line, &count, &crc) < 0) {
-    set_err(err, errlen, "%s: malformed end line", path);
+    UTL_SetErr(err, errlen, "%s: malformed end line", path);
     goto bad;
   }
   body_end = end_line;
   if (crc32_update(0, data, (size_t)(body_end - data)) != crc) {
-    set_err(err, errlen, "%s: checksum mismatch (file damaged or edited)", path);
+    UTL_SetErr(err, errlen, "%s: checksum mismatch (file damaged or edited)", path);
     goto bad;
   }
   if (count > 0) {
     lasers = calloc((size_t)count, sizeof *lasers);
     if (!lasers) {
-      set_err(err, errlen, "%s: out of memory", path);
+      UTL_SetErr(err, errlen, "%s: out of memory", path);
       goto bad;
     }
   }
@@ -518,33 +506,33 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
     *nl = '\0';
     p = nl + 1;
     if ((size_t)(nl - line) > STF_MAX_LINE) {
-      set_err(err, errlen, "%s:%d: line too long", path, lineno);
+      UTL_SetErr(err, errlen, "%s:%d: line too long", path, lineno);
       goto bad;
     }
     if (line[0] == '\0' || line[0] == '#')
       continue;
     if (strncmp(line, "laser ", 6) != 0) {
-      set_err(err, errlen, "%s:%d: unknown record", path, lineno);
+      UTL_SetErr(err, errlen, "%s:%d: unknown record", path, lineno);
       goto bad;
     }
     if (n >= count) {
-      set_err(err, errlen, "%s:%d: more laser lines than the end line counts", path, lineno);
+      UTL_SetErr(err, errlen, "%s:%d: more laser lines than the end line counts", path, lineno);
       goto bad;
     }
     if (parse_laser(line + 6, &lasers[n], &why) < 0) {
-      set_err(err, errlen, "%s:%d: %s", path, lineno, why);
+      UTL_SetErr(err, errlen, "%s:%d: %s", path, lineno, why);
       goto bad;
     }
     for (int i = 0; i < n; i++) {
       if (strcmp(lasers[i].name, lasers[n].name) == 0) {
-        set_err(err, errlen, "%s:%d: laser %s appears twice", path, lineno, lasers[n].name);
+        UTL_SetErr(err, errlen, "%s:%d: laser %s appears twice", path, lineno, lasers[n].name);
         goto bad;
       }
     }
     n++;
   }
   if (n != count) {
-    set_err(err, errlen, "%s: %d laser lines but the end line counts %ld", path, n, count);
+    UTL_SetErr(err, errlen, "%s: %d laser lines but the end line counts %ld", path, n, count);
     goto bad;
   }
   free(data);

@@ -89,21 +89,6 @@ UNI_FromTHz(double thz, UNI_Unit unit)
   return (double)NAN;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-  __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  va_list ap;
-
-  if (!err || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 int
 UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
                    char *err, size_t errlen)
@@ -115,7 +100,7 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
   double value, f;
 
   if (!number) {
-    set_err(err, errlen, "missing frequency");
+    UTL_SetErr(err, errlen, "missing frequency");
     return -1;
   }
   p = number;
@@ -123,7 +108,7 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
     p++;
   n = UTL_ScanDecimal(p);
   if (n == 0 || n >= sizeof numbuf) {
-    set_err(err, errlen, "malformed frequency '%s'", number);
+    UTL_SetErr(err, errlen, "malformed frequency '%s'", number);
     return -1;
   }
   memcpy(numbuf, p, n);
@@ -145,12 +130,12 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
   }
 
   if (ulen > 0 && unit_word) {
-    set_err(err, errlen, "two units given in '%s'", number);
+    UTL_SetErr(err, errlen, "two units given in '%s'", number);
     return -1;
   }
   if (ulen > 0) {
     if (ulen >= sizeof unitbuf) {
-      set_err(err, errlen, "malformed frequency '%s'", number);
+      UTL_SetErr(err, errlen, "malformed frequency '%s'", number);
       return -1;
     }
     memcpy(unitbuf, u, ulen);
@@ -160,7 +145,7 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
     while (ulen > 0 && isspace((unsigned char)unit_word[ulen - 1]))
       ulen--;
     if (ulen >= sizeof unitbuf) {
-      set_err(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unit_word);
+      UTL_SetErr(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unit_word);
       return -1;
     }
     memcpy(unitbuf, unit_word, ulen);
@@ -170,17 +155,17 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
   }
 
   if (unitbuf[0] != '\0' && UNI_ParseUnit(unitbuf, &unit) < 0) {
-    set_err(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unitbuf);
+    UTL_SetErr(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unitbuf);
     return -1;
   }
 
   value = strtod(numbuf, NULL);
   if (!isfinite(value)) {
-    set_err(err, errlen, "frequency '%s' out of range", number);
+    UTL_SetErr(err, errlen, "frequency '%s' out of range", number);
     return -1;
   }
   if (UNI_ToTHz(value, unit, &f) < 0) {
-    set_err(err, errlen, "'%s' is not a positive finite frequency", number);
+    UTL_SetErr(err, errlen, "'%s' is not a positive finite frequency", number);
     return -1;
   }
   *thz = f;

@@ -4,6 +4,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -63,6 +65,34 @@ UTL_ParseInt(const char *s, long min, long max, long *out)
     return -1;
   *out = v;
   return 0;
+}
+
+struct timeval
+UTL_Timeval(double seconds, double max_s)
+{
+  struct timeval tv;
+
+  if (!(seconds > 0.0))
+    seconds = 0.0;
+  if (seconds > max_s)
+    seconds = max_s;
+  tv.tv_sec = (time_t)seconds;
+  tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+  if (tv.tv_usec > 999999)
+    tv.tv_usec = 999999;
+  return tv;
+}
+
+void
+UTL_SetErr(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (!err || errlen == 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
 }
 
 int

@@ -67,10 +67,8 @@ schedule_retry(Stream *s)
 {
   double u = (double)rand_r(&s->seed) / ((double)RAND_MAX + 1.0);
   double ms = s->backoff_ms * (1.0 - 0.25 * u);
-  struct timeval tv;
+  struct timeval tv = UTL_Timeval(ms / 1000.0, 3600.0);
 
-  tv.tv_sec = (time_t)(ms / 1000.0);
-  tv.tv_usec = (suseconds_t)((ms - (double)tv.tv_sec * 1000.0) * 1000.0);
   event_add(s->retry_ev, &tv);
   s->backoff_ms *= 2;
   if (s->backoff_ms > BACKOFF_MAX_MS)

@@ -1,0 +1,114 @@
+/* test_util.c - the small helpers every program shares (src/util.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "util.h"
+
+static void
+test_timeval(void **st)
+{
+  struct timeval tv;
+
+  (void)st;
+  tv = UTL_Timeval(1.25, 10.0);
+  assert_int_equal(tv.tv_sec, 1);
+  assert_int_equal(tv.tv_usec, 250000);
+  tv = UTL_Timeval(0.000001, 10.0);
+  assert_int_equal(tv.tv_sec, 0);
+  assert_true(tv.tv_usec >= 0 && tv.tv_usec <= 1);
+  /* negative, NaN and -inf wait not at all; +inf and large ones the cap */
+  tv = UTL_Timeval(-3.0, 10.0);
+  assert_true(tv.tv_sec == 0 && tv.tv_usec == 0);
+  tv = UTL_Timeval(NAN, 10.0);
+  assert_true(tv.tv_sec == 0 && tv.tv_usec == 0);
+  tv = UTL_Timeval(-INFINITY, 10.0);
+  assert_true(tv.tv_sec == 0 && tv.tv_usec == 0);
+  tv = UTL_Timeval(INFINITY, 3600.0);
+  assert_true(tv.tv_sec == 3600 && tv.tv_usec == 0);
+  tv = UTL_Timeval(1e300, 1e7);
+  assert_true(tv.tv_sec == 10000000 && tv.tv_usec == 0);
+  /* the microseconds are always a valid timeval field */
+  for (double s = 0.0; s < 3.0; s += 0.0999999) {
+    tv = UTL_Timeval(s, 10.0);
+    assert_true(tv.tv_usec >= 0 && tv.tv_usec <= 999999);
+    assert_true(fabs((double)tv.tv_sec + tv.tv_usec * 1e-6 - s) < 2e-6);
+  }
+}
+
+static void
+test_set_err(void **st)
+{
+  char err[8];
+
+  (void)st;
+  UTL_SetErr(err, sizeof err, "bad %d", 42);
+  assert_string_equal(err, "bad 42");
+  UTL_SetErr(err, sizeof err, "%s", "truncated message");
+  assert_string_equal(err, "truncat");
+  UTL_SetErr(NULL, 0, "nothing %d", 1);      /* no buffer: no crash */
+  memcpy(err, "keep", 5);
+  UTL_SetErr(err, 0, "x");
+  assert_string_equal(err, "keep");
+}
+
+static void
+test_parse(void **st)
+{
+  long l;
+  double d;
+
+  (void)st;
+  assert_int_equal(UTL_ParseInt("42", 0, 100, &l), 0);
+  assert_int_equal(l, 42);
+  assert_int_equal(UTL_ParseInt("-5", -10, 10, &l), 0);
+  assert_int_equal(l, -5);
+  assert_int_equal(UTL_ParseInt("101", 0, 100, &l), -1);
+  assert_int_equal(UTL_ParseInt("4x", 0, 100, &l), -1);
+  assert_int_equal(UTL_ParseInt(" 4", 0, 100, &l), -1);
+  assert_int_equal(UTL_ParseInt("", 0, 100, &l), -1);
+  assert_int_equal(UTL_ParseInt(NULL, 0, 100, &l), -1);
+  assert_int_equal(UTL_ParseInt("99999999999999999999", 0, LONG_MAX, &l), -1);
+  assert_int_equal(UTL_ParseDouble("2.5e3", &d), 0);
+  assert_true(d == 2500.0);
+  assert_int_equal(UTL_ParseDouble("nan", &d), -1);
+  assert_int_equal(UTL_ParseDouble("inf", &d), -1);
+  assert_int_equal(UTL_ParseDouble("1e999", &d), -1);
+  assert_int_equal(UTL_ParseDouble("1.0V", &d), -1);
+}
+
+static void
+test_scan_and_copy(void **st)
+{
+  char buf[4];
+
+  (void)st;
+  assert_int_equal(UTL_ScanDecimal("384.23THz"), 6);
+  assert_int_equal(UTL_ScanDecimal("-1.5e-3 x"), 7);
+  assert_int_equal(UTL_ScanDecimal("2e"), 1);          /* 'e' without digits */
+  assert_int_equal(UTL_ScanDecimal("abc"), 0);
+  assert_int_equal(UTL_ScanDecimal("."), 0);
+  assert_int_equal(UTL_Strlcpy(buf, "abcdef", sizeof buf), 6);
+  assert_string_equal(buf, "abc");
+  assert_true(UTL_StrEqCase("THz", "thz"));
+  assert_false(UTL_StrEqCase("THz", "GHz"));
+}
+
+int
+main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_timeval),
+    cmocka_unit_test(test_set_err),
+    cmocka_unit_test(test_parse),
+    cmocka_unit_test(test_scan_and_copy),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
