@@ -50,6 +50,14 @@ def sanitized():
     return "libasan" in out
 
 
+def wrapped():
+    """wavelockd is a wrapper script, not the program (tests/soak_valgrind.sh
+    runs the daemon under valgrind that way): its speed and memory are the
+    wrapper's."""
+    with open(prog("wavelockd"), "rb") as f:
+        return f.read(4) != b"\x7fELF"
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -111,9 +119,13 @@ with Env() as env:
            bad[:3])
     c1, s1 = cycles(), plant.sent
     used = (c1 - c0) / max(1, s1 - s0)
-    tap.ok(used >= 0.8 * idle_used,
-           "cycles kept their rate during the flood (%.2f of readings used, %.2f idle)"
-           % (used, idle_used))
+    if wrapped():
+        tap.skip("cycles kept their rate during the flood (%.2f of readings used, %.2f idle)"
+                 % (used, idle_used), "wavelockd runs under a wrapper (valgrind): 20-50x slower")
+    else:
+        tap.ok(used >= 0.8 * idle_used,
+               "cycles kept their rate during the flood (%.2f of readings used, %.2f idle)"
+               % (used, idle_used))
     tap.ok(all_locked(c), "still locked after the flood", states(c))
 
     # ---- a subscriber that never reads -------------------------------------------------
@@ -137,7 +149,10 @@ with Env() as env:
     tap.ok(int(st["events_dropped"]) > 0 and int(st["out_peak_bytes"]) <= 256 * 1024 + 1024,
            "a non-reading subscriber's buffer stays under 256 KiB (peak %s bytes, %s events "
            "dropped)" % (st["out_peak_bytes"], st["events_dropped"]), st)
-    if sanitized():
+    if wrapped():
+        tap.skip("daemon RSS bounded (grew %d KiB)" % grown,
+                 "wavelockd runs under a wrapper (valgrind): its shadow memory is in the RSS")
+    elif sanitized():
         tap.skip("daemon RSS bounded", "ASan's quarantine holds freed memory: RSS says nothing")
     else:
         tap.ok(grown < 8 * 1024, "daemon memory grew by %d KiB (< 8 MiB bound) for a non-reading "
