@@ -16,12 +16,15 @@
 #   FUZZ_TARGETS       targets to run, in order
 #   FUZZ_SECONDS       time limit per target (libFuzzer -max_total_time)
 #   FUZZ_RUNS          execution limit per target (-runs; -1 no limit)
-#   FUZZ_FLAGS         more libFuzzer flags, e.g. -jobs=1 or -max_len=512
+#   FUZZ_FLAGS         more libFuzzer flags, e.g. -max_len=512
+#   FUZZ_JOBS          parallel fuzzing processes per target (default 1); each
+#                      runs FUZZ_RUNS executions on the shared corpus, and
+#                      the summary counts the executions of all of them
 #   FUZZ_MODE          run (default), build (only build), merge (minimize
 #                      each working corpus into fuzz/corpus/<target>/)
 set -eu
 
-: "${FUZZ_CC:=clang}" "${FUZZ_SECONDS:=60}" "${FUZZ_RUNS:=-1}" "${FUZZ_FLAGS:=}"
+: "${FUZZ_CC:=clang}" "${FUZZ_SECONDS:=60}" "${FUZZ_RUNS:=-1}" "${FUZZ_FLAGS:=}" "${FUZZ_JOBS:=1}"
 : "${FUZZ_MODE:=run}" "${FUZZ_CPPFLAGS:=}" "${FUZZ_CFLAGS:=}" "${FUZZ_LIBS:=}"
 : "${FUZZ_SYSCONFDIR:=/etc}" "${FUZZ_LOCALSTATEDIR:=/var}"
 : "${FUZZ_TARGETS:=units url wmline statefile srvline conf proto}"
@@ -131,21 +134,39 @@ for t in $FUZZ_TARGETS; do
   echo "fuzz: running fuzz_$t (at most $FUZZ_SECONDS s, runs $FUZZ_RUNS)"
   touch "$work/crashes/$t.start"
   rc=0
+  jobs=
+  logs=$work/log/$t.log
+  if [ "$FUZZ_JOBS" -gt 1 ]; then
+    # libFuzzer writes each job's output to fuzz-N.log in the current directory
+    rm -rf "$work/log/$t.jobs"
+    mkdir -p "$work/log/$t.jobs"
+    jobs="-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS"
+    logs=$work/log/$t.jobs/fuzz-*.log
+  fi
   # shellcheck disable=SC2086
-  UBSAN_OPTIONS=print_stacktrace=1 "$work/fuzz_$t" -max_total_time="$FUZZ_SECONDS" \
-    -runs="$FUZZ_RUNS" -max_len="$(max_len "$t")" -print_final_stats=1 \
-    -artifact_prefix="$work/crashes/$t/" $dict $(target_flags "$t") $FUZZ_FLAGS $dirs >"$work/log/$t.log" 2>&1 || rc=$?
-  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log/$t.log" | tail -1)
-  [ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9]*\).*/\1/p' "$work/log/$t.log" | tail -1)
-  secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$work/log/$t.log" | tail -1)
-  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/log/$t.log" | tail -1)
+  (cd "$work/log/${jobs:+$t.jobs}" &&
+   UBSAN_OPTIONS=print_stacktrace=1 "$work/fuzz_$t" -max_total_time="$FUZZ_SECONDS" \
+    -runs="$FUZZ_RUNS" -max_len="$(max_len "$t")" -print_final_stats=1 $jobs \
+    -artifact_prefix="$work/crashes/$t/" $dict $(target_flags "$t") $FUZZ_FLAGS $dirs) \
+    >"$work/log/$t.log" 2>&1 || rc=$?
+  # Executions and speed: summed over the jobs; time: the longest job.
+  runs=0 secs=0 speed=0
+  for f in $logs; do
+    r=$(sed -n 's/^stat::number_of_executed_units: *//p' "$f" | tail -1)
+    [ -n "$r" ] || r=$(sed -n 's/^#\([0-9]*\).*/\1/p' "$f" | tail -1)
+    s=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$f" | tail -1)
+    v=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$f" | tail -1)
+    runs=$((runs + ${r:-0}))
+    speed=$((speed + ${v:-0}))
+    [ "${s:-0}" -le "$secs" ] || secs=$s
+  done
   crashes=$(find "$work/crashes/$t" -type f -newer "$work/crashes/$t.start" | wc -l)
-  line="$date $t runs=${runs:-?} seconds=${secs:-?} exec_per_s=${speed:-?} crashes=$crashes exit=$rc"
+  line="$date $t runs=$runs seconds=$secs exec_per_s=$speed jobs=$FUZZ_JOBS crashes=$crashes exit=$rc"
   echo "fuzz: $line"
   echo "$line" >>"$summary"
   if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
     status=1
-    tail -40 "$work/log/$t.log"
+    tail -40 $logs
     echo "fuzz: $t: see $work/log/$t.log; reproducers in $work/crashes/$t/"
   fi
 done
