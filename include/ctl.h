@@ -84,8 +84,9 @@ void CTL_Tick(CTL_Ctx *ctx);
 
 /* Apply a newly loaded config bumplessly; changed keys take effect, added
    lasers start, removed lasers stop.  Keeps runtime changes to keys the
-   new config does not change. */
-void CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg);
+   new config does not change.  0, or -1 with err when a new device cannot
+   be set up: then nothing has changed. */
+int CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen);
 
 /* Lasers. */
 int CTL_LaserCount(const CTL_Ctx *ctx);

@@ -64,7 +64,8 @@ struct CTL_Device {
   int up;                    /* as seen by the loop */
   /* Written by the device thread under ctx->lock. */
   int status_dirty, status_up;
-  char status_why[96];
+  int status_downs;          /* downs reported since the loop last looked */
+  char status_why[96], down_why[96];
   int keep;                  /* reload bookkeeping */
 };
 
@@ -272,7 +273,9 @@ job_fn(MB_Io *io, void *arg)
     goto done;
   }
 
-  /* Stage 2: the current actuator on its own device. */
+  /* Stage 2: the current actuator on its own device (clamped again here: a
+     hand-set current alone starts at this stage, without job_compute). */
+  j->current_v = clampd(j->current_v, j->cmin, j->cmax);
   if (write_value(io, j->creg, &j->cenc, j->current_v) != 0)
     job_fail(j);
   else
@@ -306,6 +309,10 @@ device_status_cb(MB_Device *mb, int up, const char *why, void *arg)
   d->status_dirty = 1;
   d->status_up = up;
   UTL_Strlcpy(d->status_why, why ? why : "", sizeof d->status_why);
+  if (!up) {
+    d->status_downs++;
+    UTL_Strlcpy(d->down_why, why ? why : "", sizeof d->down_why);
+  }
   pthread_mutex_unlock(&ctx->lock);
   event_active(ctx->result_ev, EV_READ, 0);
 }
@@ -365,7 +372,20 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
     j->stage = 2;
   l->busy = 1;
   if (MB_Submit(first, job_fn, j) != 0) {
+    char buf[128];
+
     l->busy = 0;
+    l->write_errors++;
+    log_warn("laser %s: cannot queue a write: %s", l->cfg.name,
+             MB_StrError(errno, buf, sizeof buf));
+    if (kind == JOB_MANUAL) {
+      /* Keep the hand-set output for the next try (kick). */
+      l->manual_pending = 1;
+      l->manual_has_piezo = j->want_piezo;
+      l->manual_piezo = j->piezo_v;
+      l->manual_has_current = j->want_current;
+      l->manual_current = j->current_v;
+    }
     return -1;
   }
   return 0;
@@ -515,7 +535,10 @@ result_cb(evutil_socket_t fd, short what, void *arg)
   list = ctx->results;
   ctx->results = NULL;
   ctx->results_tail = &ctx->results;
-  struct { CTL_Device *d; int up; char why[96]; } st[64];
+  /* A device that went down and came back up again before this round is
+     handled as down, then up: its lasers fault, forget their history and
+     have their outputs asserted again. */
+  struct { CTL_Device *d; int up, downs; char why[96], down_why[96]; } st[64];
   int nst = 0, more = 0;
   for (int i = 0; i < ctx->n_devices; i++) {
     if (nst == 64) {
@@ -527,7 +550,10 @@ result_cb(evutil_socket_t fd, short what, void *arg)
       d->status_dirty = 0;
       st[nst].d = d;
       st[nst].up = d->status_up;
+      st[nst].downs = d->status_downs;
+      d->status_downs = 0;
       memcpy(st[nst].why, d->status_why, sizeof st[nst].why);
+      memcpy(st[nst].down_why, d->down_why, sizeof st[nst].down_why);
       nst++;
     }
   }
@@ -535,8 +561,11 @@ result_cb(evutil_socket_t fd, short what, void *arg)
   if (more)
     event_active(ctx->result_ev, EV_READ, 0);
 
-  for (int i = 0; i < nst; i++)
+  for (int i = 0; i < nst; i++) {
+    if (st[i].up && st[i].downs > 0)
+      apply_device_status(ctx, st[i].d, 0, st[i].down_why);
     apply_device_status(ctx, st[i].d, st[i].up, st[i].why);
+  }
   while (list) {
     Job *next = list->next;
     finish_job(ctx, list);
@@ -942,41 +971,94 @@ same_device_cfg(const CNF_Device *a, const CNF_Device *b)
   return strcmp(a->url, b->url) == 0 && a->unit == b->unit && a->timeout_ms == b->timeout_ms;
 }
 
-#define CHANGED(field) (memcmp(&old->base_cfg.field, &nc->field, sizeof nc->field) != 0)
+/* A key the new file gives the same value as the old one keeps its run-time
+   value (changed with `set`); a key the file changes takes the file's. */
+#define KEEP(field)                                                           \
+  do {                                                                        \
+    if (memcmp(&l->base_cfg.field, &nc->field, sizeof nc->field) == 0)        \
+      l->cfg.field = run.field;                                               \
+  } while (0)
 
 static void
 update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
 {
-  CTL_Laser *old = l;
+  const CNF_Laser run = l->cfg;
+  const int had_current = l->current_dev != NULL;
+  const double piezo_lo = l->piezo_lo, piezo_hi = l->piezo_hi;
+  const double current_lo = l->current_lo, current_hi = l->current_hi;
   PID_Params before, after;
 
   CTL_PidParams(l, &before);
-  if (CHANGED(setpoint_thz))
-    l->setpoint_thz = nc->setpoint_thz, l->ramp.active = 0;
-  if (CHANGED(kp)) l->cfg.kp = nc->kp;
-  if (CHANGED(ki)) l->cfg.ki = nc->ki;
-  if (CHANGED(kd)) l->cfg.kd = nc->kd;
-  /* Everything else follows the file. */
-  {
-    double kp = l->cfg.kp, ki = l->cfg.ki, kd = l->cfg.kd;
-    int autolock = l->cfg.autolock;
-    l->cfg = *nc;
-    l->cfg.kp = kp;
-    l->cfg.ki = ki;
-    l->cfg.kd = kd;
-    l->cfg.autolock = autolock;
+  if (memcmp(&l->base_cfg.setpoint_thz, &nc->setpoint_thz, sizeof nc->setpoint_thz) != 0) {
+    l->setpoint_thz = nc->setpoint_thz;
+    l->ramp.active = 0;
+  }
+  l->cfg = *nc;
+  KEEP(kp);
+  KEEP(ki);
+  KEEP(kd);
+  KEEP(d_tau_s);
+  KEEP(polarity);
+  KEEP(max_dt_s);
+  KEEP(window_mhz);
+  KEEP(capture_mhz);
+  KEEP(modehop_mhz);
+  KEEP(lock_n);
+  KEEP(unlock_m);
+  KEEP(piezo.max_step_v);
+  if (nc->current.present && l->base_cfg.current.present)
+    KEEP(current.feedforward);
+  l->cfg.autolock = run.autolock;     /* engagement is run-time state */
+  if (!(l->cfg.window_mhz < l->cfg.capture_mhz)) {
+    /* a kept window and a new capture (or the reverse) that do not fit */
+    log_warn("reload: laser %s: window_mhz %g is not below capture_mhz %g; both from the file",
+             l->cfg.name, l->cfg.window_mhz, l->cfg.capture_mhz);
+    l->cfg.window_mhz = nc->window_mhz;
+    l->cfg.capture_mhz = nc->capture_mhz;
+  }
+
+  /* Run-time output limits are kept inside the configured ones: kept as
+     they are while the file's limits stay, reset when the file changes
+     them. */
+  init_limits(l);
+  if (l->base_cfg.piezo.min_v == nc->piezo.min_v && l->base_cfg.piezo.max_v == nc->piezo.max_v) {
+    l->piezo_lo = clampd(piezo_lo, nc->piezo.min_v, nc->piezo.max_v);
+    l->piezo_hi = clampd(piezo_hi, l->piezo_lo, nc->piezo.max_v);
+  }
+  if (had_current && nc->current.present && l->base_cfg.current.present &&
+      l->base_cfg.current.min_v == nc->current.min_v &&
+      l->base_cfg.current.max_v == nc->current.max_v) {
+    l->current_lo = clampd(current_lo, nc->current.min_v, nc->current.max_v);
+    l->current_hi = clampd(current_hi, l->current_lo, nc->current.max_v);
   }
   l->base_cfg = *nc;
+
+  /* The setpoint, and a ramp's target, stay inside the allowed range. */
   if (l->setpoint_thz < l->cfg.min_thz || l->setpoint_thz > l->cfg.max_thz) {
     l->setpoint_thz = clampd(l->setpoint_thz, l->cfg.min_thz, l->cfg.max_thz);
     l->ramp.active = 0;
   }
-  init_limits(l);
+  if (l->ramp.active &&
+      (l->ramp.target_thz < l->cfg.min_thz || l->ramp.target_thz > l->cfg.max_thz)) {
+    log_warn("reload: laser %s: ramp target %.9f THz is outside %.9f..%.9f THz now; ramp stopped"
+             " at %.9f THz", l->cfg.name, l->ramp.target_thz, l->cfg.min_thz, l->cfg.max_thz,
+             l->setpoint_thz);
+    l->ramp.active = 0;
+  }
   bind_devices(ctx, l);
+  if (!had_current && l->current_dev) {
+    /* A current actuator added by the reload starts at its start output. */
+    l->current_v = clampd(l->cfg.current.start_v, l->current_lo, l->current_hi);
+    l->current_ref_v = l->current_v;
+    l->piezo_ref_v = l->piezo_v;
+    CTL_SetOutput(ctx, l, 0, 0.0, 1, l->current_v);
+  } else if (!l->current_dev) {
+    l->current_v = 0.0;
+  }
   CTL_PidParams(l, &after);
   if (!l->busy)
     PID_Retune(&l->pid, &before, &after);
-  if (l->datalog && strcmp(l->cfg.datalog, old->base_cfg.datalog) != 0) {
+  if (l->datalog && strcmp(l->cfg.datalog, run.datalog) != 0) {
     fclose(l->datalog);
     l->datalog = NULL;
   }
@@ -1014,8 +1096,8 @@ retire_idle(CTL_Ctx *ctx)
   }
 }
 
-void
-CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg)
+int
+CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
 {
   CTL_Device **devs = calloc((size_t)cfg->n_devices + 1, sizeof *devs);
   CTL_Laser **lasers = calloc((size_t)cfg->n_lasers + 1, sizeof *lasers);
@@ -1023,14 +1105,16 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg)
   int n_old_devs = ctx->n_devices;
 
   if (!devs || !lasers) {
-    log_error("reload: out of memory");
+    UTL_SetErr(err, errlen, "out of memory");
     free(devs);
     free(lasers);
-    return;
+    return -1;
   }
-  ctx->stale_s = cfg->wavemeter.stale_ms / 1000.0;
 
-  /* Devices: keep the unchanged ones, start new ones. */
+  /* Devices first, before anything changes: keep the unchanged ones and
+     create (and start) the new ones.  If one cannot be set up, the reload
+     is refused as a whole and the running devices and lasers stay as they
+     are. */
   for (int i = 0; i < n_old_devs; i++)
     old_devs[i]->keep = 0;
   for (int i = 0; i < cfg->n_devices; i++) {
@@ -1044,19 +1128,39 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg)
       }
     }
     if (!d) {
+      int e = 0;
+
+      errno = 0;
       d = new_device(ctx, cfg, &cfg->devices[i]);
       if (!d || (ctx->started && MB_Start(d->mb) != 0)) {
-        log_error("reload: device %s cannot start", cfg->devices[i].name);
+        e = errno;
         if (d) {
           MB_Destroy(d->mb);
           free(d);
         }
-        continue;
+        UTL_SetErr(err, errlen, "device %s (%s) cannot be set up: %s%s", cfg->devices[i].name,
+                   cfg->devices[i].url, e ? strerror(e) : "error",
+                   e == EINVAL && cfg->devices[i].parsed.kind == CNF_URL_RTU
+                     ? " (other line settings on a serial port in use take a restart)" : "");
+        for (int k = 0; k < i; k++) {
+          if (devs[k] && !devs[k]->keep) {
+            MB_Stop(devs[k]->mb);
+            MB_Destroy(devs[k]->mb);
+            free(devs[k]);
+          }
+        }
+        free(devs);
+        free(lasers);
+        return -1;
       }
-      log_info("reload: device %s added", d->cfg.name);
+      d->keep = 0;
     }
     devs[i] = d;
   }
+  for (int i = 0; i < cfg->n_devices; i++)
+    if (!devs[i]->keep)
+      log_info("reload: device %s added", devs[i]->cfg.name);
+  ctx->stale_s = cfg->wavemeter.stale_ms / 1000.0;
   ctx->devices = devs;
   ctx->n_devices = cfg->n_devices;
 
@@ -1145,6 +1249,7 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg)
     kick(ctx, l);
   }
   mark_dirty(ctx);
+  return 0;
 }
 
 /* ---- queries and teardown ------------------------------------------------ */

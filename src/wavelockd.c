@@ -224,6 +224,7 @@ int
 WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
 {
   CNF_Config *nc = CNF_Load(d->cfg_path, err, errlen);
+  WM_Backend *wm = NULL;
   LOG_Level lv;
 
   if (!nc) {
@@ -237,17 +238,15 @@ WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
   if (strcmp(nc->state_file, d->cfg->state_file) != 0)
     log_info("reload: state file is now %s", nc->state_file[0] ? nc->state_file : "(none)");
   if (!same_wavemeter(&nc->wavemeter, &d->cfg->wavemeter)) {
-    WM_Backend *wm = WM_Create(&nc->wavemeter, d->base, on_reading, d, err, errlen);
+    /* Made now, swapped in only once the control runtime took the config. */
+    wm = WM_Create(&nc->wavemeter, d->base, on_reading, d, err, errlen);
     if (!wm) {
       d->reload_failures++;
       log_error("reload refused, old config kept: %s", err);
       CNF_Free(nc);
       return -1;
     }
-    WM_Destroy(d->wm);
-    d->wm = wm;
   }
-  SRV_Reconfigure(d->srv, &nc->server);
   {
     /* Subscriptions name lasers by index: carry them over to the new list. */
     int n_old = CTL_LaserCount(d->ctl);
@@ -256,7 +255,21 @@ WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
 
     for (int i = 0; names && i < n_old; i++)
       UTL_Strlcpy(names[i], CTL_Laser_(d->ctl, i)->cfg.name, sizeof names[i]);
-    CTL_Reconfigure(d->ctl, nc);
+    if (CTL_Reconfigure(d->ctl, nc, err, errlen) != 0) {
+      d->reload_failures++;
+      log_error("reload refused, old config kept: %s", err);
+      if (wm)
+        WM_Destroy(wm);
+      free(names);
+      free(map);
+      CNF_Free(nc);
+      return -1;
+    }
+    if (wm) {
+      WM_Destroy(d->wm);
+      d->wm = wm;
+    }
+    SRV_Reconfigure(d->srv, &nc->server);
     if (names && map) {
       for (int i = 0; i < n_old; i++) {
         CTL_Laser *l = CTL_FindLaser(d->ctl, names[i]);

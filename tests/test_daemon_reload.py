@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""wavelockd's reload: what it keeps, what it changes, what it refuses.
+
+1. A value changed at run time with `set` survives a reload whose file
+   gives that key the same value as before (polarity, window_mhz,
+   max_step_v, feedforward, run-time piezo limits), and gives way to the
+   file where the file changes it.
+2. A ramp whose target is outside a narrowed min_thz..max_thz stops at the
+   reload; the setpoint never leaves the range.
+3. A current actuator added to a laser by a reload starts at its start
+   output (the first value written to its register), not at 0 V or at a
+   range edge.
+4. A new device that cannot be set up (an RTU serial port in use with other
+   line settings) refuses the whole reload with 422: the running config
+   stays in force (a gain changed in the same file is not applied) and the
+   daemon keeps serving; the next good reload applies.
+"""
+
+import time
+
+from wltest import TAP, Env, ModbusRecorder, StreamPublisher, kv, lab_conf, laser_conf, wait_until
+
+tap = TAP()
+
+A_THZ, B_THZ, C_THZ = 384.2304844, 377.1074635, 351.7255
+
+
+def get(c, laser, param):
+    r = c.cmd("get %s %s" % (laser, param))
+    return kv(r[0]).get(param) if r[-1] == "OK" else r[-1]
+
+
+def status(c, laser):
+    return kv(c.cmd("status %s" % laser)[0])
+
+
+def conf(env, mb, pub, kp=0.001, window=5.0, a_max_thz=None, c_current=False, rtu_baud=None):
+    cur = {"device": "ao1", "reg": 5, "fmt": "s16", "scale": 1000.0, "min_v": -1.0,
+           "max_v": 1.0, "feedforward": -0.25}
+    lasers = [
+        laser_conf("a", 1, A_THZ, reg=0, autolock=False, pid={"kp": kp, "ki": 0.002}),
+        laser_conf("b", 2, B_THZ, reg=2, autolock=False, current=cur),
+        laser_conf("c", 3, C_THZ, reg=10, autolock=False,
+                   current={"device": "ao1", "reg": 50, "fmt": "s16", "scale": 1000.0,
+                            "min_v": 0.2, "max_v": 1.0, "feedforward": 0.0}
+                   if c_current else None),
+    ]
+    if rtu_baud:
+        lasers.append(laser_conf("d", 4, 370.5, device="bus", reg=0, autolock=False))
+    text = lab_conf(lasers, [("ao1", mb.port)], pub.port)
+    text = text.replace("window_mhz = 5.0;", "window_mhz = %r;" % window, 1)
+    if a_max_thz is not None:
+        text = text.replace("max_thz = %.9f;" % (A_THZ + 0.2), "max_thz = %.9f;" % a_max_thz, 1)
+    if rtu_baud:
+        text = text.replace(
+            "timeout_ms = 200; }\n);",
+            "timeout_ms = 200; },\n  { name = \"bus\"; url = \"rtu:%s?baud=%d\"; unit = 1; }\n);"
+            % (env.path("ttyWL0"), rtu_baud))
+    return text
+
+
+def reload_with(env, c, text):
+    """Rewrite the config and reload: True when the daemon took it."""
+    env.write("reload.conf", text)
+    return c.cmd("reload")[-1].startswith("OK reloaded")
+
+
+with Env() as env:
+    mb = ModbusRecorder()
+    pub = StreamPublisher()
+    cfg = env.write("reload.conf", conf(env, mb, pub, rtu_baud=19200))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+
+    # ---- 1. run-time values and the file ------------------------------------------------
+    changes = {"polarity": "-1", "window_mhz": "3", "max_step_v": "0.05", "piezo_max_v": "8",
+               "piezo_min_v": "1"}
+    for k, v in changes.items():
+        tap.ok(c.cmd("set a %s %s" % (k, v))[-1].startswith("OK"), "set a %s %s" % (k, v))
+    tap.ok(c.cmd("set b feedforward 0.5")[-1].startswith("OK"), "set b feedforward 0.5")
+    tap.ok(reload_with(env, c, conf(env, mb, pub, kp=0.004, rtu_baud=19200)),
+           "reload with a new kp for laser a")
+    kept = {k: get(c, "a", k) for k in changes}
+    tap.ok(all(float(kept[k]) == float(v) for k, v in changes.items()),
+           "values set at run time survive a reload that leaves their keys alone (%s)" % kept, kept)
+    tap.ok(float(get(c, "b", "feedforward")) == 0.5, "b's feedforward kept (%s)"
+           % get(c, "b", "feedforward"))
+    tap.ok(float(get(c, "a", "kp")) == 0.004, "the file's new kp applies (%s)" % get(c, "a", "kp"))
+    tap.ok(reload_with(env, c, conf(env, mb, pub, kp=0.004, window=4.0, rtu_baud=19200)),
+           "reload with a new window_mhz for every laser")
+    tap.ok(float(get(c, "a", "window_mhz")) == 4.0 and float(get(c, "a", "polarity")) == -1 and
+           float(get(c, "a", "piezo_max_v")) == 8.0,
+           "the file's window_mhz replaces the run-time one, the other run-time values stay "
+           "(window %s, polarity %s, piezo_max_v %s)"
+           % (get(c, "a", "window_mhz"), get(c, "a", "polarity"), get(c, "a", "piezo_max_v")))
+
+    # ---- 2. a ramp whose target leaves a narrowed range ---------------------------------
+    r = c.cmd("ramp a %.9f THz 1" % (A_THZ + 0.15))
+    tap.ok(r[-1].startswith("OK"), "ramp a towards +150 GHz at 1 MHz/s", r)
+    time.sleep(0.3)
+    tap.ok(status(c, "a").get("ramp") == "1", "ramp running")
+    tap.ok(reload_with(env, c, conf(env, mb, pub, kp=0.004, window=4.0, a_max_thz=A_THZ + 0.1,
+                                    rtu_baud=19200)),
+           "reload narrowing a's max_thz below the ramp target")
+    sp0 = float(status(c, "a")["setpoint_thz"])
+    time.sleep(0.5)
+    st = status(c, "a")
+    tap.ok(st.get("ramp") == "0" and float(st["setpoint_thz"]) == sp0 and
+           A_THZ - 0.2 <= sp0 <= A_THZ + 0.1,
+           "the ramp stopped at %.9f THz, inside the new range (ramp=%s)" % (sp0, st.get("ramp")),
+           st)
+
+    # ---- 3. a current actuator added by a reload ----------------------------------------
+    n_writes = len(mb.writes)
+    tap.ok(reload_with(env, c, conf(env, mb, pub, kp=0.004, window=4.0, a_max_thz=A_THZ + 0.1,
+                                    c_current=True, rtu_baud=19200)),
+           "reload adding a current actuator (0.2..1.0 V, start mid-range) to laser c")
+    wait_until(lambda: any(a == 50 for _, a, _ in list(mb.writes)[n_writes:]), 5, 0.02)
+    first = [v for _, a, v in list(mb.writes)[n_writes:] if a == 50]
+    volts = (first[0][0] - 65536 if first[0][0] >= 32768 else first[0][0]) / 1000.0 if first else None
+    tap.ok(volts is not None and abs(volts - 0.6) < 1e-9 and
+           abs(float(status(c, "c").get("current_v", "nan")) - 0.6) < 1e-9,
+           "its first write is its start output 0.6 V (wrote %s V, status %s V)"
+           % (volts, status(c, "c").get("current_v")))
+
+    # ---- 4. a device that cannot be set up refuses the reload ---------------------------
+    bad = conf(env, mb, pub, kp=0.009, window=4.0, a_max_thz=A_THZ + 0.1, c_current=True,
+               rtu_baud=9600)
+    env.write("reload.conf", bad)
+    r = c.cmd("reload")
+    tap.ok(r[-1].startswith("ERR 422") and "bus" in r[-1] and "restart" in r[-1],
+           "reload changing the baud rate of a serial port in use: refused (%s)" % r[-1])
+    tap.ok(d.alive() and c.cmd("ping") == ["OK"], "the daemon keeps serving")
+    tap.ok(float(get(c, "a", "kp")) == 0.004,
+           "nothing of the refused file applied (kp %s, the file says 0.009)" % get(c, "a", "kp"))
+    devs = {kv(x)["name"]: kv(x) for x in c.cmd("devices")[:-1]}
+    tap.ok(sorted(devs) == ["ao1", "bus"], "both devices still there (%s)" % sorted(devs))
+    tap.ok(reload_with(env, c, conf(env, mb, pub, kp=0.009, window=4.0, a_max_thz=A_THZ + 0.1,
+                                    c_current=True, rtu_baud=19200)),
+           "the same change with the port's settings as they were: accepted")
+    tap.ok(float(get(c, "a", "kp")) == 0.009, "and applied (kp %s)" % get(c, "a", "kp"))
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+    mb.close()
+    pub.close()
+tap.done()
