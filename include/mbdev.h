@@ -87,6 +87,12 @@ void MB_GetStats(const MB_Device *dev, MB_Stats *st);
    fast if the device is down), then the thread exits.  Waits for the thread. */
 void MB_Stop(MB_Device *dev);
 
+/* The same without waiting: tell the thread to stop and return at once;
+   MB_Exited says when it has (then MB_Stop returns at once).  For the event
+   loop, which must not wait for a request or a connect in progress. */
+void MB_RequestStop(MB_Device *dev);
+int MB_Exited(MB_Device *dev);
+
 /* Free a stopped device. */
 void MB_Destroy(MB_Device *dev);
 

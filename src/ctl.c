@@ -1088,6 +1088,11 @@ retire_idle(CTL_Ctx *ctx)
       used = job_uses(ctx->zombies[k], d->mb);
     if (used)
       continue;
+    /* Ask its thread to stop, and free it on a later tick once it has: the
+       loop never waits for a request or a connect still in progress. */
+    MB_RequestStop(d->mb);
+    if (!MB_Exited(d->mb))
+      continue;
     log_info("reload: device %s stopped", d->cfg.name);
     MB_Stop(d->mb);
     MB_Destroy(d->mb);

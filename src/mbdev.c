@@ -70,6 +70,7 @@ struct MB_Device {
   int stopping;
   int started;
   int joined;
+  int exited;                  /* the thread has left its loop */
   double next_try;            /* monotonic time of the next connect attempt */
   MB_Stats stats;
 
@@ -593,6 +594,9 @@ device_thread(void *arg)
   pthread_mutex_unlock(&d->lock);
   if (!d->bus)
     modbus_close(d->ctx);
+  pthread_mutex_lock(&d->lock);
+  d->exited = 1;
+  pthread_mutex_unlock(&d->lock);
   return NULL;
 }
 
@@ -779,6 +783,26 @@ MB_GetStats(const MB_Device *dev, MB_Stats *st)
   pthread_mutex_lock(&d->lock);
   *st = d->stats;
   pthread_mutex_unlock(&d->lock);
+}
+
+void
+MB_RequestStop(MB_Device *dev)
+{
+  pthread_mutex_lock(&dev->lock);
+  dev->stopping = 1;
+  pthread_cond_broadcast(&dev->cond);
+  pthread_mutex_unlock(&dev->lock);
+}
+
+int
+MB_Exited(MB_Device *dev)
+{
+  int done;
+
+  pthread_mutex_lock(&dev->lock);
+  done = !dev->started || dev->exited;
+  pthread_mutex_unlock(&dev->lock);
+  return done;
 }
 
 void

@@ -14,11 +14,16 @@
    line settings) refuses the whole reload with 422: the running config
    stays in force (a gain changed in the same file is not applied) and the
    daemon keeps serving; the next good reload applies.
+5. A reload that drops a device whose thread is inside a long request (a
+   4 s probe of a silent server) answers at once: the event loop never
+   waits for the device thread, which is stopped and freed once its
+   request has timed out.
 """
 
 import time
 
 from wltest import TAP, Env, ModbusRecorder, StreamPublisher, kv, lab_conf, laser_conf, wait_until
+from hwtest import FaultServer
 
 tap = TAP()
 
@@ -140,6 +145,46 @@ with Env() as env:
            "the same change with the port's settings as they were: accepted")
     tap.ok(float(get(c, "a", "kp")) == 0.009, "and applied (kp %s)" % get(c, "a", "kp"))
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+    mb.close()
+    pub.close()
+
+
+def devices(c):
+    return {kv(x)["name"]: kv(x) for x in c.cmd("devices")[:-1]}
+
+
+with Env() as env:
+    fs = FaultServer(env)
+    mb = ModbusRecorder()
+    pub = StreamPublisher()
+
+    def slow_conf(device):
+        devs = [("slow", fs.port), ("ok", mb.port)] if device == "slow" else [("ok", mb.port)]
+        text = lab_conf([laser_conf("a", 1, A_THZ, device=device, reg=0)], devs, pub.port)
+        return text.replace('"tcp://127.0.0.1:%d"; unit = 1; timeout_ms = 200;' % fs.port,
+                            '"tcp://127.0.0.1:%d"; unit = 1; timeout_ms = 4000;' % fs.port)
+
+    cfg = env.write("slow.conf", slow_conf("slow"))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    up = wait_until(lambda: devices(c).get("slow", {}).get("up") == "1", 10, 0.05)
+    fs.cmd("silent")
+    # A reading makes a write; it times out after 4 s, the device goes down and
+    # its thread reconnects at once and sends its probe read, which hangs 4 s.
+    pub.send(1, A_THZ)
+    down = wait_until(lambda: devices(c).get("slow", {}).get("up") == "0", 15, 0.05)
+    time.sleep(0.5)
+    env.write("slow.conf", slow_conf("ok"))
+    t0 = time.monotonic()
+    r = c.cmd("reload")
+    took = time.monotonic() - t0
+    tap.ok(up and down and r[-1].startswith("OK") and took < 1.0,
+           "reload dropping a device inside a 4 s request answers in %.3f s" % took, r)
+    gone = wait_until(lambda: sorted(devices(c)) == ["ok"], 15, 0.05)
+    tap.ok(gone and c.cmd("ping") == ["OK"],
+           "the dropped device is stopped once its request timed out (%s)" % sorted(devices(c)))
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+    fs.stop()
     mb.close()
     pub.close()
 tap.done()
