@@ -65,6 +65,9 @@ check_round_trip(const STF_Laser *l, int n)
     FUZZ_CHECK(back[i].piezo_v == l[i].piezo_v);
     FUZZ_CHECK(back[i].has_current == l[i].has_current);
     FUZZ_CHECK(!l[i].has_current || back[i].current_v == l[i].current_v);
+    FUZZ_CHECK(back[i].ramp == l[i].ramp);
+    FUZZ_CHECK(!l[i].ramp || (back[i].ramp_to_thz == l[i].ramp_to_thz &&
+                              back[i].ramp_mhz_s == l[i].ramp_mhz_s));
   }
   free(back);
 }
@@ -122,6 +125,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(isfinite(l[i].setpoint_thz) && isfinite(l[i].kp) && isfinite(l[i].ki) &&
                isfinite(l[i].kd) && isfinite(l[i].piezo_v) && isfinite(l[i].current_v));
     FUZZ_CHECK(l[i].engaged == 0 || l[i].engaged == 1);
+    FUZZ_CHECK(!l[i].ramp || (isfinite(l[i].ramp_to_thz) && l[i].ramp_mhz_s > 0.0 &&
+                              isfinite(l[i].ramp_mhz_s)));
     for (int j = 0; j < i; j++)
       FUZZ_CHECK(strcmp(l[i].name, l[j].name) != 0);
   }

@@ -36,6 +36,7 @@ typedef struct CTL_Laser {
   double piezo_v, current_v;
   double piezo_ref_v;          /* piezo output the current feed-forward is relative to */
   double current_ref_v;        /* current output at piezo_ref_v */
+  double ff_ref;               /* the feed-forward ratio of that reference */
   double last_good_v;          /* piezo output when last locked: the relock target */
   double piezo_lo, piezo_hi;   /* runtime limits (inside the configured ones) */
   double current_lo, current_hi;

@@ -18,6 +18,10 @@ typedef struct {
   CTL_Ctx *ctl;
   SRV_Server *srv;
   WM_Backend *wm;
+  /* The addresses the listeners are bound to (from the config at start;
+     a reload does not rebind). */
+  char bound[CNF_MAX_LISTEN][128];
+  int n_bound;
 
   /* Latest reading per wavemeter channel (index = channel). */
   WM_Reading channels[CNF_MAX_CHANNEL + 1];

@@ -10,7 +10,9 @@
  *   end count=1 crc32=89abcdef
  *
  * Doubles are written with %.17g and read back exactly; current_v only for
- * lasers with a current actuator.  crc32 (8 hex digits) is the CRC-32 of
+ * lasers with a current actuator; ramp_to_thz and ramp_mhz_s (both or
+ * neither) only for a laser whose setpoint was ramping, setpoint_thz then
+ * being the point the ramp had reached.  crc32 (8 hex digits) is the CRC-32 of
  * zlib (Python: zlib.crc32) over every byte before the end line.  Comment
  * and empty lines may precede it; unknown fields in a laser line are ignored.
  */
@@ -28,6 +30,8 @@ typedef struct {
   double piezo_v;
   int has_current;
   double current_v;
+  int ramp;                  /* a ramp was running: resume it */
+  double ramp_to_thz, ramp_mhz_s;
 } STF_Laser;
 
 /* Write n lasers atomically to path; 0, or -1 with a message in err. */

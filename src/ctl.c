@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -345,6 +346,13 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
     j->cmin = l->cfg.current.min_v;
     j->cmax = l->cfg.current.max_v;
     j->ff = l->cfg.current.feedforward;
+    if (l->ff_ref != l->cfg.current.feedforward) {
+      /* The ratio changed (set, reload): the new line goes through the
+         present outputs, so the current does not step. */
+      l->piezo_ref_v = l->piezo_v;
+      l->current_ref_v = l->current_v;
+      l->ff_ref = l->cfg.current.feedforward;
+    }
     j->piezo_ref = l->piezo_ref_v;
     j->current_ref = l->current_ref_v;
     j->clo = l->current_lo;
@@ -710,6 +718,7 @@ new_laser(CTL_Ctx *ctx, const CNF_Laser *cfg)
   l->current_v = cfg->current.present ? clampd(cfg->current.start_v, l->current_lo, l->current_hi) : 0.0;
   l->piezo_ref_v = l->piezo_v;
   l->current_ref_v = l->current_v;
+  l->ff_ref = cfg->current.feedforward;
   l->last_good_v = l->piezo_v;
   l->last_used_t = -1.0;
   {
@@ -878,6 +887,7 @@ CTL_Lock(CTL_Ctx *ctx, CTL_Laser *l)
   PID_Reset(&l->pid, &pp, l->piezo_v);   /* bumpless: start from the present output */
   l->piezo_ref_v = l->piezo_v;
   l->current_ref_v = l->current_v;
+  l->ff_ref = l->cfg.current.feedforward;
   l->last_good_v = l->piezo_v;
   l->last_used_t = -1.0;
   LSR_Engage(&l->sm, UTL_Now());
@@ -1045,6 +1055,14 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
              l->setpoint_thz);
     l->ramp.active = 0;
   }
+  if (nc->channel != run.channel) {
+    /* Another fibre: nothing seen on the old channel is this laser's. */
+    l->have_pending = 0;
+    l->have_reading = 0;
+    l->last_used_t = -1.0;
+    l->sm.have_freq = 0;
+    PID_Forget(&l->pid);
+  }
   bind_devices(ctx, l);
   if (!had_current && l->current_dev) {
     /* A current actuator added by the reload starts at its start output. */
@@ -1173,7 +1191,8 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
   for (int i = 0; i < cfg->n_lasers; i++) {
     CTL_Laser *l = NULL;
     for (int k = 0; k < ctx->n_lasers; k++) {
-      if (ctx->lasers[k] && strcmp(ctx->lasers[k]->cfg.name, cfg->lasers[i].name) == 0) {
+      /* names match without case, as in the config and the state file */
+      if (ctx->lasers[k] && strcasecmp(ctx->lasers[k]->cfg.name, cfg->lasers[i].name) == 0) {
         l = ctx->lasers[k];
         ctx->lasers[k] = NULL;
         break;

@@ -164,7 +164,9 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
     }
     if (!isfinite(l->setpoint_thz) || !isfinite(l->kp) || !isfinite(l->ki) ||
         !isfinite(l->kd) || !isfinite(l->piezo_v) ||
-        (l->has_current && !isfinite(l->current_v))) {
+        (l->has_current && !isfinite(l->current_v)) ||
+        (l->ramp && (!isfinite(l->ramp_to_thz) || !(l->ramp_mhz_s > 0.0) ||
+                     !isfinite(l->ramp_mhz_s)))) {
       UTL_SetErr(err, errlen, "%s: laser %s: a value is not a finite number", path, l->name);
       return -1;
     }
@@ -185,6 +187,8 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
                l->kp, l->ki, l->kd, l->piezo_v);
     if (l->has_current)
       buf_printf(&b, " current_v=%.17g", l->current_v);
+    if (l->ramp)
+      buf_printf(&b, " ramp_to_thz=%.17g ramp_mhz_s=%.17g", l->ramp_to_thz, l->ramp_mhz_s);
     buf_printf(&b, "\n");
   }
   crc = crc32_update(0, b.data, b.failed ? 0 : b.len);
@@ -359,7 +363,7 @@ parse_end(const char *line, long *count, uint32_t *crc)
 
 enum {
   F_NAME = 1, F_SETPOINT = 2, F_ENGAGED = 4, F_KP = 8, F_KI = 16, F_KD = 32,
-  F_PIEZO = 64, F_CURRENT = 128
+  F_PIEZO = 64, F_CURRENT = 128, F_RAMP_TO = 256, F_RAMP_RATE = 512
 };
 #define F_REQUIRED (F_NAME | F_SETPOINT | F_ENGAGED | F_KP | F_KI | F_KD | F_PIEZO)
 
@@ -416,6 +420,12 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
       bit = F_CURRENT;
       dst = &l->current_v;
       l->has_current = 1;
+    } else if (strcmp(kv, "ramp_to_thz") == 0) {
+      bit = F_RAMP_TO;
+      dst = &l->ramp_to_thz;
+    } else if (strcmp(kv, "ramp_mhz_s") == 0) {
+      bit = F_RAMP_RATE;
+      dst = &l->ramp_mhz_s;
     } else {
       continue;       /* a field of a newer format: ignore */
     }
@@ -431,6 +441,15 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
   }
   if ((seen & F_REQUIRED) != F_REQUIRED) {
     *why = "a laser line lacks a required field";
+    return -1;
+  }
+  if (!(seen & F_RAMP_TO) != !(seen & F_RAMP_RATE)) {
+    *why = "ramp_to_thz and ramp_mhz_s go together";
+    return -1;
+  }
+  l->ramp = (seen & F_RAMP_TO) != 0;
+  if (l->ramp && !(l->ramp_mhz_s > 0.0)) {
+    *why = "ramp_mhz_s must be above 0";
     return -1;
   }
   return 0;

@@ -52,7 +52,12 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
   for (int i = 0; i < n; i++) {
     const CTL_Laser *l = CTL_Laser_(d->ctl, i);
     UTL_Strlcpy(s[i].name, l->cfg.name, sizeof s[i].name);
-    s[i].setpoint_thz = l->ramp.active ? l->ramp.target_thz : l->setpoint_thz;
+    /* A ramp is saved as the point it has reached and where it goes: a
+       restart resumes it rather than jumping to its target. */
+    s[i].setpoint_thz = l->setpoint_thz;
+    s[i].ramp = l->ramp.active;
+    s[i].ramp_to_thz = l->ramp.target_thz;
+    s[i].ramp_mhz_s = l->ramp.rate_mhz_s;
     s[i].engaged = l->sm.engaged;
     s[i].kp = l->cfg.kp;
     s[i].ki = l->cfg.ki;
@@ -141,6 +146,11 @@ restore_state(WLD_Daemon *d)
     }
     CTL_Restore(d->ctl, l, s[i].setpoint_thz, s[i].engaged, s[i].kp, s[i].ki, s[i].kd,
                 s[i].piezo_v, s[i].has_current, s[i].current_v);
+    if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz) {
+      CTL_Ramp(d->ctl, l, s[i].ramp_to_thz, s[i].ramp_mhz_s);
+      log_info("state file: laser %s resumes its ramp to %.9f THz at %g MHz/s", l->cfg.name,
+               s[i].ramp_to_thz, s[i].ramp_mhz_s);
+    }
   }
   if (n > 0)
     log_info("restored %d laser%s from %s", n, n == 1 ? "" : "s", d->cfg->state_file);
@@ -231,6 +241,29 @@ WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
     d->reload_failures++;
     log_error("reload refused, old config kept: %s", err);
     return -1;
+  }
+  if (d->stopping) {
+    UTL_SetErr(err, errlen, "wavelockd is stopping");
+    CNF_Free(nc);
+    return -1;
+  }
+  if (nc->server.n_tokens == 0) {
+    /* The listeners stay bound to the old addresses until a restart: a
+       file that drops the tokens must not open them to everyone. */
+    for (int i = 0; i < d->n_bound; i++) {
+      char host[256];
+      int port;
+
+      if (CNF_ParseHostPort(d->bound[i], host, sizeof host, &port) == 0 &&
+          !CNF_IsLoopback(host)) {
+        UTL_SetErr(err, errlen, "%s: no server.tokens, but wavelockd listens on %s (not "
+                   "loopback) until it restarts", d->cfg_path, d->bound[i]);
+        d->reload_failures++;
+        log_error("reload refused, old config kept: %s", err);
+        CNF_Free(nc);
+        return -1;
+      }
+    }
   }
   if (nc->server.n_listen != d->cfg->server.n_listen ||
       memcmp(nc->server.listen, d->cfg->server.listen, sizeof nc->server.listen) != 0)
@@ -471,6 +504,18 @@ main(int argc, char **argv)
   char err[1024];
   LOG_Level level = LOG_LV_INFO;
 
+  /* A SIGHUP before the event loop handles it (a reload right after the
+     start) must not kill the daemon: ignore it until then. */
+  signal(SIGHUP, SIG_IGN);
+  /* A daemon started by a process that blocks these (a supervisor, a
+     script) would never see a reload or stop request: unblock them.  A
+     SIGHUP already pending is dropped by SIG_IGN above. */
+  sigset_t ctl_sigs;
+  sigemptyset(&ctl_sigs);
+  sigaddset(&ctl_sigs, SIGHUP);
+  sigaddset(&ctl_sigs, SIGTERM);
+  sigaddset(&ctl_sigs, SIGINT);
+  sigprocmask(SIG_UNBLOCK, &ctl_sigs, NULL);
   while ((opt = getopt_long(argc, argv, "c:fdtP:Vh", longopts, NULL)) != -1) {
     switch (opt) {
     case 'c': cfg_arg = optarg; break;
@@ -563,6 +608,8 @@ main(int argc, char **argv)
     status = 1;
     goto out;
   }
+  d->n_bound = d->cfg->server.n_listen;
+  memcpy(d->bound, d->cfg->server.listen, sizeof d->bound);
   if (port_file && write_pid_or_port(port_file, SRV_BoundPort(d->srv, 0)) != 0)
     log_warn("cannot write port file %s: %s", port_file, strerror(errno));
   if (drop_privileges(d->cfg->user) != 0) {

@@ -253,13 +253,17 @@ poll_thread(void *arg)
     }
     for (int ch = 1; ch <= w->n_poll; ch++) {
       double v = w->get_frequency(ch, 0.0);
+      int stop;
 
       pthread_mutex_lock(&g_lock);
       w->polls++;
       w->poll_ok = !(v == WM_ERR_WLMMISSING || v == -26);
-      if (!w->stop && !(w->has_value[ch] && w->last_value[ch] == v))
+      stop = w->stop;
+      if (!stop && !(w->has_value[ch] && w->last_value[ch] == v))
         offer(w, ch, v, -1.0);
       pthread_mutex_unlock(&g_lock);
+      if (stop)
+        break;      /* wlm_destroy waits for at most this one call */
     }
     pthread_mutex_lock(&g_lock);
   }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""wavelockd's reload: what it keeps, what it changes, what it refuses.
+"""wavelockd's reload and restart: what they keep, change and refuse.
 
 1. A value changed at run time with `set` survives a reload whose file
    gives that key the same value as before (polarity, window_mhz,
@@ -18,11 +18,21 @@
    4 s probe of a silent server) answers at once: the event loop never
    waits for the device thread, which is stopped and freed once its
    request has timed out.
+6. A laser renamed only in case is the same laser (no new laser writing
+   its start output); a laser moved to another channel forgets the readings
+   of the old one.
+7. A restart in the middle of a ramp resumes the ramp from the point it had
+   reached (saved in the state file), instead of jumping to its target.
+8. A SIGHUP that arrives while wavelockd is still starting does not kill it,
+   and one started with SIGHUP blocked still reloads on SIGHUP.
 """
 
+import os
+import signal
 import time
 
-from wltest import TAP, Env, ModbusRecorder, StreamPublisher, kv, lab_conf, laser_conf, wait_until
+from wltest import (TAP, Env, ModbusRecorder, StreamPublisher, kv, lab_conf, laser_conf, prog,
+                    wait_until)
 from hwtest import FaultServer
 
 tap = TAP()
@@ -185,6 +195,87 @@ with Env() as env:
            "the dropped device is stopped once its request timed out (%s)" % sorted(devices(c)))
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     fs.stop()
+    mb.close()
+    pub.close()
+
+with Env() as env:
+    mb = ModbusRecorder()
+    pub = StreamPublisher()
+
+    def one(name, channel):
+        return lab_conf([laser_conf(name, channel, A_THZ, reg=0, autolock=False)],
+                        [("ao1", mb.port)], pub.port)
+
+    cfg = env.write("case.conf", one("a", 1))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    c.cmd("output a piezo 7.5")
+    wait_until(lambda: any(a == 0 and v[0] == round(7.5 * 6553.5) for _, a, v in list(mb.writes)), 5)
+    n = len(mb.writes)
+    env.write("case.conf", one("A", 1))
+    r = c.cmd("reload")
+    time.sleep(0.5)
+    st = kv(c.cmd("status A")[0]) if r[-1].startswith("OK") else {}
+    tap.ok(r[-1].startswith("OK") and st.get("piezo_v") == "7.500000" and len(mb.writes) == n,
+           "a laser renamed a -> A is the same laser: no write, output still %s V (%d writes)"
+           % (st.get("piezo_v"), len(mb.writes) - n), r)
+    pub.send(1, A_THZ + 1e-6)
+    seen = wait_until(lambda: kv(c.cmd("status A")[0]).get("freq_thz") != "none", 5, 0.05)
+    env.write("case.conf", one("A", 2))
+    r = c.cmd("reload")
+    st = kv(c.cmd("status A")[0])
+    tap.ok(seen and r[-1].startswith("OK") and st.get("channel") == "2" and
+           st.get("freq_thz") == "none",
+           "moved to channel 2 it forgets channel 1's reading (freq_thz=%s)" % st.get("freq_thz"), st)
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+
+    # ---- 7. a restart in the middle of a ramp ---------------------------------------------
+    cfg = env.write("ramp.conf", lab_conf([laser_conf("r", 1, A_THZ, reg=0, autolock=False)],
+                                          [("ao1", mb.port)], pub.port,
+                                          state_file=env.path("ramp.state")))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    target = A_THZ + 0.1
+    c.cmd("ramp r %.9f THz 1000" % target)          # 100 GHz at 1 GHz/s: 100 s
+    time.sleep(1.0)
+    before = float(kv(c.cmd("status r")[0])["setpoint_thz"])
+    tap.eq(d.stop(), 0, "wavelockd stopped (SIGTERM) in the middle of a ramp")
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    st = kv(c.cmd("status r")[0])
+    after = float(st["setpoint_thz"])
+    tap.ok(st.get("ramp") == "1" and abs(after - before) < 0.005 and after < target - 0.05,
+           "the restart resumes the ramp from %.6f THz (was at %.6f THz when stopped; target "
+           "%.6f THz)" % (after, before, target), st)
+    time.sleep(0.5)
+    later = float(kv(c.cmd("status r")[0])["setpoint_thz"])
+    tap.ok(later > after, "and it goes on (%.6f THz 0.5 s later)" % later)
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+
+    # ---- 8. SIGHUP while starting, and a blocked SIGHUP -----------------------------------
+    def hup_pending():
+        """In the child before exec: SIGHUP blocked and already pending, as
+        from a supervisor that blocks it and a reload sent at once."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP])
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    d = env.start_daemon(cfg, wait=False, preexec_fn=hup_pending)
+    portfile = env.path("wavelockd.%d.port" % (len(env.procs) - 1))
+    up = wait_until(lambda: os.path.exists(portfile) or not d.alive(), 10, 0.02)
+    alive = d.alive()
+    if alive:
+        with open(portfile) as f:
+            d.port = int(f.read().split()[0])
+        env.connect(d.port).cmd("ping")       # the event loop runs
+    tap.ok(up and alive, "a SIGHUP pending when wavelockd starts does not kill it (alive: %s)"
+           % alive, d.output()[-2000:])
+    reloaded = False
+    if alive:
+        d.signal(signal.SIGHUP)
+        reloaded = wait_until(lambda: "SIGHUP: reloading" in d.output() or not d.alive(), 5) \
+            and d.alive() and d.output().count("SIGHUP: reloading") == 1
+    tap.ok(reloaded, "and started with SIGHUP blocked, it still reloads on one", d.output()[-2000:])
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     mb.close()
     pub.close()
 tap.done()

@@ -689,6 +689,51 @@ def test_retune_in_flight(env):
     pub.close()
 
 
+def test_feedforward_change(env):
+    """Changing the current feed-forward ratio of a regulating laser is
+    bumpless: the new ratio applies from the present outputs.  The piezo
+    climbs 0.02 V a reading (20 MHz low, ki 0.05, 50 readings/s) and the
+    current follows at -0.2 V/V; about 1 V from the reference, a change to
+    -0.5 V/V would step the current by 0.3 V if it applied from the old
+    reference."""
+    mb = ModbusRecorder()
+    pub = StreamPublisher()
+    cur = dict(reg=1, fmt="s16", scale=1000.0, min_v=-1.0, max_v=1.0, feedforward=-0.2,
+               device="B")
+    laser = laser_conf("ff", 1, C_THZ, device="B", reg=0, fmt="u16", scale=1000.0, min_v=0.0,
+                       max_v=10.0, start_v=2.0, current=cur, pid=GAINS)
+    d = env.start_daemon(env.write("ff.conf", lab_conf([laser], [("B", mb.port)], pub.port)))
+    c = env.connect(d.port)
+    feed = Feeder(pub)
+    feed.err[1] = (C_THZ, -20.0)
+
+    def pairs():
+        """(piezo, current) of every write of both registers."""
+        out = []
+        for _, a, v in list(mb.writes):
+            if a == 0 and len(v) >= 2:
+                out.append((v[0] / 1000.0, (v[1] - 65536 if v[1] >= 32768 else v[1]) / 1000.0))
+        return out
+
+    climbed = wait_until(lambda: len(pairs()) > 5 and pairs()[-1][0] > 3.0, 10, 0.02)
+    n = len(pairs())
+    r = c.cmd("set ff feedforward -0.5")
+    wait_until(lambda: len(pairs()) > n + 10, 10, 0.02)
+    feed.stop()
+    p = pairs()
+    steps_before = [abs(p[i][1] - p[i - 1][1]) for i in range(1, n)]
+    steps_after = [abs(p[i][1] - p[i - 1][1]) for i in range(n, len(p))]
+    tap.ok(climbed and r[-1].startswith("OK") and steps_after and max(steps_after) < 0.05 and
+           p[-1][1] < p[n - 1][1],
+           "feed-forward -0.2 -> -0.5 V/V about %.2f V from the reference: the current goes on "
+           "smoothly (largest step %.3f V after, %.3f V before)"
+           % (p[n - 1][0] - 2.0, max(steps_after, default=-1), max(steps_before, default=-1)),
+           p[n - 3:n + 3])
+    tap.eq(d.stop(), 0, "feed-forward change: wavelockd stops cleanly")
+    mb.close()
+    pub.close()
+
+
 # ============================================================================
 # 2. The clamp on every path
 # ============================================================================
@@ -936,6 +981,7 @@ t1 = time.monotonic()
 with Env() as env:
     test_split_resume(env)
     test_retune_in_flight(env)
+    test_feedforward_change(env)
     test_clamp(env)
 tap.diag("clamp part: %.1f s" % (time.monotonic() - t1))
 tap.done()

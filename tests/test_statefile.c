@@ -165,6 +165,9 @@ fill_sample(void)
   sample[2].piezo_v = 9.999999999999998;
   sample[2].has_current = 1;
   sample[2].current_v = 1e-17;
+  sample[2].ramp = 1;                     /* ramping: the point reached, and where to */
+  sample[2].ramp_to_thz = 650.6;
+  sample[2].ramp_mhz_s = 0.1;
 }
 
 static void
@@ -193,6 +196,11 @@ test_round_trip(void **state)
     assert_int_equal(out[i].has_current, sample[i].has_current);
     if (sample[i].has_current)
       assert_same_bits(out[i].current_v, sample[i].current_v);
+    assert_int_equal(out[i].ramp, sample[i].ramp);
+    if (sample[i].ramp) {
+      assert_same_bits(out[i].ramp_to_thz, sample[i].ramp_to_thz);
+      assert_same_bits(out[i].ramp_mhz_s, sample[i].ramp_mhz_s);
+    }
   }
   free(out);
 
@@ -367,6 +375,14 @@ test_malformed_with_good_crc(void **state)
     { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n"
       "laser name=a setpoint_thz=385 engaged=1 kp=0 ki=0 kd=0 piezo_v=1\n", 2, "twice" },
     { "lasers name=a\n", 0, "unknown record" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 ramp_to_thz=384.1\n", 1,
+      "go together" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 ramp_mhz_s=5\n", 1,
+      "go together" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 ramp_to_thz=384.1"
+      " ramp_mhz_s=0\n", 1, "above 0" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 ramp_to_thz=inf"
+      " ramp_mhz_s=1\n", 1, "finite" },
   };
   STF_Laser *out = NULL;
 

@@ -75,13 +75,13 @@ class TAP:
 class Proc:
     """A process started by a test, with its output in a log file."""
 
-    def __init__(self, env, name, argv, stdin=None):
+    def __init__(self, env, name, argv, stdin=None, preexec_fn=None):
         self.name = name
         self.log_path = os.path.join(env.dir, "%s.%d.log" % (name, len(env.procs)))
         self.log = open(self.log_path, "wb")
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                   stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                  cwd=env.dir)
+                                  cwd=env.dir, preexec_fn=preexec_fn)
         self.pid = self.p.pid
         self.port = None
 
@@ -216,19 +216,19 @@ class Env:
         s.close()
         return port
 
-    def start(self, name, argv, stdin=None):
-        p = Proc(self, name, argv, stdin)
+    def start(self, name, argv, stdin=None, preexec_fn=None):
+        p = Proc(self, name, argv, stdin, preexec_fn)
         self.procs.append(p)
         return p
 
-    def start_daemon(self, config_path, extra=(), wait=True, timeout=10):
+    def start_daemon(self, config_path, extra=(), wait=True, timeout=10, preexec_fn=None):
         """Start wavelockd in the foreground on config_path; the config should
         listen on 127.0.0.1:0 — the bound port is read from a port file."""
         portfile = self.path("wavelockd.%d.port" % len(self.procs))
         if os.path.exists(portfile):
             os.unlink(portfile)
         argv = [prog("wavelockd"), "-f", "-c", config_path, "--port-file", portfile] + list(extra)
-        p = self.start("wavelockd", argv)
+        p = self.start("wavelockd", argv, preexec_fn=preexec_fn)
         if wait:
             def ready():
                 try:
