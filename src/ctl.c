@@ -45,7 +45,8 @@ typedef struct CTL_Job {
   MB_Device *pdev, *cdev;    /* cdev NULL when no current actuator */
   int preg, creg;
   REG_Encoding penc, cenc;
-  double pmin, pmax, cmin, cmax;       /* configured hard limits */
+  double pmin, pmax, cmin, cmax;       /* configured hard limits (under ctx->lock
+                                          while in flight: a reload narrows them) */
   double ff, piezo_ref, current_ref;
   double clo, chi;                     /* runtime current limits */
   int has_current;
@@ -177,6 +178,21 @@ write_value(MB_Io *io, int reg, const REG_Encoding *enc, double v)
   return MB_Write(io, reg, regs, n);
 }
 
+/* The last gate before the wire: clamp the values to write to the
+   configured limits, read under the lock (a reload may narrow them while the
+   job waits in a device queue behind another laser's request, see
+   update_laser). */
+static void
+job_clamp(Job *j, int piezo, int current)
+{
+  pthread_mutex_lock(&j->ctx->lock);
+  if (piezo)
+    j->piezo_v = clampd(j->piezo_v, j->pmin, j->pmax);
+  if (current && j->has_current)
+    j->current_v = clampd(j->current_v, j->cmin, j->cmax);
+  pthread_mutex_unlock(&j->ctx->lock);
+}
+
 static void
 job_compute(Job *j)
 {
@@ -200,10 +216,7 @@ job_compute(Job *j)
       j->want_current = 1;
     }
   }
-  /* The last gate before the wire: never outside the configured limits. */
-  j->piezo_v = clampd(j->piezo_v, j->pmin, j->pmax);
-  if (j->has_current)
-    j->current_v = clampd(j->current_v, j->cmin, j->cmax);
+  job_clamp(j, 1, 1);
 }
 
 static void
@@ -276,7 +289,7 @@ job_fn(MB_Io *io, void *arg)
 
   /* Stage 2: the current actuator on its own device (clamped again here: a
      hand-set current alone starts at this stage, without job_compute). */
-  j->current_v = clampd(j->current_v, j->cmin, j->cmax);
+  job_clamp(j, 0, 1);
   if (write_value(io, j->creg, &j->cenc, j->current_v) != 0)
     job_fail(j);
   else
@@ -1042,6 +1055,20 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     l->current_hi = clampd(current_hi, l->current_lo, nc->current.max_v);
   }
   l->base_cfg = *nc;
+  if (l->busy) {
+    /* A job in flight that has not written yet (it may wait behind another
+       laser's request on the device) writes within the new limits. */
+    Job *j = l->job;
+
+    pthread_mutex_lock(&ctx->lock);
+    j->pmin = nc->piezo.min_v;
+    j->pmax = nc->piezo.max_v;
+    if (j->has_current && nc->current.present) {
+      j->cmin = nc->current.min_v;
+      j->cmax = nc->current.max_v;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+  }
 
   /* The setpoint, and a ramp's target, stay inside the allowed range. */
   if (l->setpoint_thz < l->cfg.min_thz || l->setpoint_thz > l->cfg.max_thz) {

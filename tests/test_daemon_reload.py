@@ -25,6 +25,9 @@
    reached (saved in the state file), instead of jumping to its target.
 8. A SIGHUP that arrives while wavelockd is still starting does not kill it,
    and one started with SIGHUP blocked still reloads on SIGHUP.
+9. A write already queued for a device (waiting behind another laser's
+   request) when a reload narrows the laser's min_v..max_v goes out within
+   the new limits.
 """
 
 import os
@@ -275,6 +278,35 @@ with Env() as env:
         reloaded = wait_until(lambda: "SIGHUP: reloading" in d.output() or not d.alive(), 5) \
             and d.alive() and d.output().count("SIGHUP: reloading") == 1
     tap.ok(reloaded, "and started with SIGHUP blocked, it still reloads on one", d.output()[-2000:])
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+
+    # ---- 9. a write in flight when a reload narrows the limits ---------------------------
+    def narrow_conf(a_max_v):
+        text = lab_conf([laser_conf("a", 1, A_THZ, reg=0, autolock=False, max_v=a_max_v),
+                         laser_conf("b", 2, B_THZ, reg=2, autolock=False)],
+                        [("ao1", mb.port)], pub.port, state_file=env.path("narrow.state"))
+        return text.replace("timeout_ms = 200;", "timeout_ms = 5000;")
+
+    cfg = env.write("narrow.conf", narrow_conf(10.0))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    wait_until(lambda: {a for _, a, _ in list(mb.writes)} >= {0, 2}, 5, 0.02)
+    mb.delay = 1.0
+    # b's write holds the device 1 s; a's job waits in the device queue
+    # behind it, already computed as 9 V, while the reload lowers a's max_v.
+    c.cmd("output b piezo 3")
+    c.cmd("output a piezo 9")
+    env.write("narrow.conf", narrow_conf(6.0))
+    r = c.cmd("reload")
+    t_reload = time.monotonic()
+    wait_until(lambda: any(t > t_reload and a == 0 for t, a, _ in list(mb.writes)), 6, 0.02)
+    mb.delay = 0.0
+    after = [v[0] / 6553.5 for t, a, v in list(mb.writes) if t > t_reload and a == 0]
+    tap.ok(r[-1].startswith("OK") and after and max(after) <= 6.0 + 1e-9,
+           "a write queued before a reload that lowers max_v to 6 V goes out within it "
+           "(wrote %s V)" % ["%.4f" % v for v in after], r)
+    tap.ok(abs(float(kv(c.cmd("output a piezo")[0]).get("piezo_v", "nan")) - 6.0) < 1e-3,
+           "and the laser reports the value written", c.cmd("output a piezo"))
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     mb.close()
     pub.close()

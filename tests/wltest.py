@@ -348,6 +348,7 @@ class ModbusRecorder:
         self.ls.listen(16)
         self.port = self.ls.getsockname()[1]
         self.silent = False      # accept and read, never answer
+        self.delay = 0.0         # seconds to wait before handling a request
         self.stopping = False
         self.conns = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -378,6 +379,8 @@ class ModbusRecorder:
                 pdu = self._recv(c, length - 1)
                 if self.silent:
                     continue
+                if self.delay:
+                    time.sleep(self.delay)
                 fc = pdu[0]
                 with self.lock:
                     if fc == 3:
