@@ -53,7 +53,8 @@ typedef struct CTL_Job {
   int want_piezo, want_current;        /* manual: which outputs */
   double piezo_v, current_v;           /* values to write / written */
   /* Results. */
-  int skipped;               /* PID refused the reading: nothing written */
+  int skipped;               /* PID refused the reading, or retargeted: nothing written */
+  int retargeted;            /* under ctx->lock: a reload moved an actuator */
   int piezo_ok, current_ok;  /* write acknowledged */
   int failed;                /* a write failed */
   int err;
@@ -181,16 +182,20 @@ write_value(MB_Io *io, int reg, const REG_Encoding *enc, double v)
 /* The last gate before the wire: clamp the values to write to the
    configured limits, read under the lock (a reload may narrow them while the
    job waits in a device queue behind another laser's request, see
-   update_laser). */
-static void
+   update_job).  Nonzero when the reload moved an actuator: write nothing. */
+static int
 job_clamp(Job *j, int piezo, int current)
 {
+  int moved;
+
   pthread_mutex_lock(&j->ctx->lock);
   if (piezo)
     j->piezo_v = clampd(j->piezo_v, j->pmin, j->pmax);
   if (current && j->has_current)
     j->current_v = clampd(j->current_v, j->cmin, j->cmax);
+  moved = j->retargeted;
   pthread_mutex_unlock(&j->ctx->lock);
+  return moved;
 }
 
 static void
@@ -216,7 +221,10 @@ job_compute(Job *j)
       j->want_current = 1;
     }
   }
-  job_clamp(j, 1, 1);
+  if (job_clamp(j, 1, 1)) {
+    j->pid = j->pid_before;
+    j->skipped = 1;
+  }
 }
 
 static void
@@ -289,7 +297,8 @@ job_fn(MB_Io *io, void *arg)
 
   /* Stage 2: the current actuator on its own device (clamped again here: a
      hand-set current alone starts at this stage, without job_compute). */
-  job_clamp(j, 0, 1);
+  if (job_clamp(j, 0, 1))
+    goto done;
   if (write_value(io, j->creg, &j->cenc, j->current_v) != 0)
     job_fail(j);
   else
@@ -506,6 +515,14 @@ finish_job(CTL_Ctx *ctx, Job *j)
     if (l->sm.state == LSR_LOCKED)
       l->last_good_v = l->piezo_v;
     datalog_write(l);
+  }
+  if (j->retargeted && j->kind == JOB_MANUAL &&
+      ((j->want_piezo && !j->piezo_ok) || (j->want_current && !j->current_ok))) {
+    /* A hand-set output the reload kept from its moved actuator goes to the
+       new one (last: this reuses the job). */
+    CTL_SetOutput(ctx, l, j->want_piezo && !j->piezo_ok, j->piezo_v,
+                  j->want_current && !j->current_ok, j->current_v);
+    return;
   }
   kick(ctx, l);
 }
@@ -1002,6 +1019,40 @@ same_device_cfg(const CNF_Device *a, const CNF_Device *b)
       l->cfg.field = run.field;                                               \
   } while (0)
 
+static int
+same_target(MB_Device *mb, int reg, const REG_Encoding *enc, const CTL_Device *d,
+            const CNF_Actuator *a)
+{
+  return d && mb == d->mb && reg == a->reg && enc->format == a->enc.format &&
+         enc->order == a->enc.order && enc->scale == a->enc.scale &&
+         enc->offset == a->enc.offset;
+}
+
+/* A job in flight that has not written yet (it may wait in a device queue
+   behind another laser's request) writes within the laser's new limits, and
+   writes nothing to an actuator the reload moved (another register, device
+   or encoding: the old register may be another laser's now). */
+static void
+update_job(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  Job *j = l->job;
+
+  pthread_mutex_lock(&ctx->lock);
+  j->pmin = l->cfg.piezo.min_v;
+  j->pmax = l->cfg.piezo.max_v;
+  if (!same_target(j->pdev, j->preg, &j->penc, l->piezo_dev, &l->cfg.piezo))
+    j->retargeted = 1;
+  if (j->has_current) {
+    if (l->current_dev) {
+      j->cmin = l->cfg.current.min_v;
+      j->cmax = l->cfg.current.max_v;
+    }
+    if (!same_target(j->cdev, j->creg, &j->cenc, l->current_dev, &l->cfg.current))
+      j->retargeted = 1;
+  }
+  pthread_mutex_unlock(&ctx->lock);
+}
+
 static void
 update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
 {
@@ -1055,20 +1106,6 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     l->current_hi = clampd(current_hi, l->current_lo, nc->current.max_v);
   }
   l->base_cfg = *nc;
-  if (l->busy) {
-    /* A job in flight that has not written yet (it may wait behind another
-       laser's request on the device) writes within the new limits. */
-    Job *j = l->job;
-
-    pthread_mutex_lock(&ctx->lock);
-    j->pmin = nc->piezo.min_v;
-    j->pmax = nc->piezo.max_v;
-    if (j->has_current && nc->current.present) {
-      j->cmin = nc->current.min_v;
-      j->cmax = nc->current.max_v;
-    }
-    pthread_mutex_unlock(&ctx->lock);
-  }
 
   /* The setpoint, and a ramp's target, stay inside the allowed range. */
   if (l->setpoint_thz < l->cfg.min_thz || l->setpoint_thz > l->cfg.max_thz) {
@@ -1091,6 +1128,8 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     PID_Forget(&l->pid);
   }
   bind_devices(ctx, l);
+  if (l->busy)
+    update_job(ctx, l);
   if (!had_current && l->current_dev) {
     /* A current actuator added by the reload starts at its start output. */
     l->current_v = clampd(l->cfg.current.start_v, l->current_lo, l->current_hi);

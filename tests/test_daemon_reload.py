@@ -27,7 +27,8 @@
    and one started with SIGHUP blocked still reloads on SIGHUP.
 9. A write already queued for a device (waiting behind another laser's
    request) when a reload narrows the laser's min_v..max_v goes out within
-   the new limits.
+   the new limits, and nothing of it goes to a register the reload gave to
+   another laser.
 """
 
 import os
@@ -307,6 +308,33 @@ with Env() as env:
            "(wrote %s V)" % ["%.4f" % v for v in after], r)
     tap.ok(abs(float(kv(c.cmd("output a piezo")[0]).get("piezo_v", "nan")) - 6.0) < 1e-3,
            "and the laser reports the value written", c.cmd("output a piezo"))
+
+    # The same when the reload swaps the two lasers' registers: a's queued
+    # 9 V must not land on register 0, which is b's now (b: at most 5 V).
+    def swap_conf(a_reg, b_reg):
+        text = lab_conf([laser_conf("a", 1, A_THZ, reg=a_reg, autolock=False),
+                         laser_conf("b", 2, B_THZ, reg=b_reg, autolock=False, max_v=5.0,
+                                    start_v=2.5)],
+                        [("ao1", mb.port)], pub.port, state_file=env.path("narrow.state"))
+        return text.replace("timeout_ms = 200;", "timeout_ms = 5000;")
+
+    env.write("narrow.conf", swap_conf(0, 2))
+    tap.ok(c.cmd("reload")[-1].startswith("OK"), "reload: a on register 0, b on 2 (max 5 V)")
+    time.sleep(0.3)
+    mb.delay = 1.0
+    c.cmd("output b piezo 3")
+    c.cmd("output a piezo 9")
+    env.write("narrow.conf", swap_conf(2, 0))
+    r = c.cmd("reload")
+    t_reload = time.monotonic()
+    wait_until(lambda: any(t > t_reload and a == 2 and v[0] > 6 * 6553.5
+                           for t, a, v in list(mb.writes)), 6, 0.02)
+    mb.delay = 0.0
+    late = [(a, round(v[0] / 6553.5, 4)) for t, a, v in list(mb.writes) if t > t_reload]
+    tap.ok(r[-1].startswith("OK") and all(v <= 5.0 + 1e-9 for a, v in late if a == 0) and
+           (2, 9.0001) in late,
+           "a reload swapping registers under a queued write: nothing over b's 5 V on "
+           "register 0, a's 9 V follows it to register 2 (writes after the reload: %s)" % late)
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     mb.close()
     pub.close()
