@@ -30,8 +30,11 @@ typedef struct {
   /* State file. */
   struct event *save_ev;        /* debounced save after a change */
   int save_scheduled;
-  STF_Laser *saved;             /* what was written last */
+  STF_Laser *saved;             /* what was written last (or queued) */
   int n_saved;
+  STF_Writer *writer;           /* writes on a thread of its own (NULL: here) */
+  unsigned long writes_seen;    /* writer's finished writes, last looked */
+  int write_failing;            /* its last write failed (logged once) */
 
   struct event *tick_ev, *slow_ev, *stop_ev;
   struct event *sig_hup, *sig_term, *sig_int;
@@ -47,8 +50,10 @@ extern const int WLD_NumCommands;
 /* Re-read the config file; 0, or -1 with the error in err (old config kept). */
 int WLD_Reload(WLD_Daemon *d, char *err, size_t errlen);
 
-/* Write the state file now; 0, or -1 with the error in err. */
-int WLD_SaveState(WLD_Daemon *d, char *err, size_t errlen);
+/* Write the state file now, in the background (wait = 0: errors show up
+   later, in the log) or waiting until it is on disk; 0, or -1 with the error
+   in err. */
+int WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen);
 
 /* Ask for a state-file write soon (debounced). */
 void WLD_ScheduleSave(WLD_Daemon *d);

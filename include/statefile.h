@@ -42,4 +42,35 @@ int STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t
    truncated or malformed (then nothing is returned). */
 int STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen);
 
+/* Remove temporary files a save left behind when the process died between
+   creating and renaming one (path.tmpXXXXXX in path's directory).  For the
+   start, before any save.  Returns how many were removed. */
+int STF_RemoveStaleTemps(const char *path);
+
+/* A background writer: STF_Save on a thread of its own, so the caller (the
+   event loop) never waits for the disk (an fsync can take seconds on a busy
+   disk).  Snapshots are written in order; one submitted while another is
+   waiting replaces it (only the newest state matters). */
+typedef struct STF_Writer STF_Writer;
+
+/* NULL with errno set if the thread cannot be started. */
+STF_Writer *STF_WriterCreate(void);
+
+/* Queue lasers[0..n-1] for path; the writer takes the array (malloc'ed;
+   freed by the writer).  0, or -1 (ENOMEM, or the writer is stopping; the
+   array is freed either way). */
+int STF_WriterSubmit(STF_Writer *w, const char *path, STF_Laser *lasers, int n);
+
+/* Wait until everything submitted so far is written.  0 if the last write
+   succeeded (or there was none), else -1 with its message in err. */
+int STF_WriterFlush(STF_Writer *w, char *err, size_t errlen);
+
+/* The outcome of the last finished write, without waiting: 0 ok (or none
+   yet), -1 failed (message in err).  *writes, if not NULL, gets the number
+   of finished writes. */
+int STF_WriterStatus(STF_Writer *w, char *err, size_t errlen, unsigned long *writes);
+
+/* Write what is queued, stop the thread and free the writer. */
+void STF_WriterDestroy(STF_Writer *w);
+
 #endif

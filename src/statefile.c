@@ -16,9 +16,11 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -562,4 +564,185 @@ bad:
   free(data);
   free(lasers);
   return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Stale temporary files                                                */
+
+int
+STF_RemoveStaleTemps(const char *path)
+{
+  char dir[CNF_PATH_MAX], full[CNF_PATH_MAX + 300];
+  const char *base;
+  size_t blen;
+  DIR *dh;
+  struct dirent *de;
+  int removed = 0;
+
+  if (!path || !path[0] || strlen(path) >= CNF_PATH_MAX)
+    return 0;
+  base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  blen = strlen(base);
+  dir_of(path, dir, sizeof dir);
+  dh = opendir(dir);
+  if (!dh)
+    return 0;
+  while ((de = readdir(dh)) != NULL) {
+    /* exactly "<base>.tmp" and the six characters mkstemp put there */
+    if (strncmp(de->d_name, base, blen) != 0 || strncmp(de->d_name + blen, ".tmp", 4) != 0 ||
+        strlen(de->d_name + blen + 4) != 6)
+      continue;
+    snprintf(full, sizeof full, "%s/%s", dir, de->d_name);
+    if (unlink(full) == 0)
+      removed++;
+  }
+  closedir(dh);
+  return removed;
+}
+
+/* ------------------------------------------------------------------ */
+/* Background writer                                                    */
+
+struct STF_Writer {
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;           /* work queued, a write done, or stop */
+  int stop;
+  /* The snapshot waiting to be written (the newest one). */
+  char path[CNF_PATH_MAX];
+  STF_Laser *lasers;
+  int n;
+  int queued;
+  int busy;                      /* a write in progress */
+  unsigned long writes;          /* finished writes */
+  int failed;                    /* the last one failed */
+  char err[512];
+};
+
+static void *
+writer_main(void *arg)
+{
+  STF_Writer *w = arg;
+  char path[CNF_PATH_MAX], err[512];
+
+  pthread_mutex_lock(&w->lock);
+  for (;;) {
+    while (!w->queued && !w->stop)
+      pthread_cond_wait(&w->cond, &w->lock);
+    if (!w->queued)
+      break;   /* stopping, and nothing left to write */
+    STF_Laser *lasers = w->lasers;
+    int n = w->n, rc;
+
+    UTL_Strlcpy(path, w->path, sizeof path);
+    w->lasers = NULL;
+    w->queued = 0;
+    w->busy = 1;
+    pthread_mutex_unlock(&w->lock);
+
+    err[0] = '\0';
+    rc = STF_Save(path, lasers, n, err, sizeof err);
+    free(lasers);
+
+    pthread_mutex_lock(&w->lock);
+    w->busy = 0;
+    w->writes++;
+    w->failed = rc != 0;
+    UTL_Strlcpy(w->err, err, sizeof w->err);
+    pthread_cond_broadcast(&w->cond);
+  }
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+STF_Writer *
+STF_WriterCreate(void)
+{
+  STF_Writer *w = calloc(1, sizeof *w);
+  int rc;
+
+  if (!w)
+    return NULL;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  rc = pthread_create(&w->thread, NULL, writer_main, w);
+  if (rc != 0) {
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+    errno = rc;
+    return NULL;
+  }
+  return w;
+}
+
+int
+STF_WriterSubmit(STF_Writer *w, const char *path, STF_Laser *lasers, int n)
+{
+  STF_Laser *old = NULL;
+  int rc = 0;
+
+  pthread_mutex_lock(&w->lock);
+  if (w->stop || !path || strlen(path) >= sizeof w->path) {
+    errno = w->stop ? ESHUTDOWN : EINVAL;
+    old = lasers;
+    rc = -1;
+  } else {
+    old = w->lasers;   /* replaced: never written, a newer state is here */
+    UTL_Strlcpy(w->path, path, sizeof w->path);
+    w->lasers = lasers;
+    w->n = n;
+    w->queued = 1;
+    pthread_cond_broadcast(&w->cond);
+  }
+  pthread_mutex_unlock(&w->lock);
+  free(old);
+  return rc;
+}
+
+int
+STF_WriterFlush(STF_Writer *w, char *err, size_t errlen)
+{
+  int rc;
+
+  pthread_mutex_lock(&w->lock);
+  while (w->queued || w->busy)
+    pthread_cond_wait(&w->cond, &w->lock);
+  rc = w->failed ? -1 : 0;
+  if (rc && err)
+    UTL_Strlcpy(err, w->err, errlen);
+  pthread_mutex_unlock(&w->lock);
+  return rc;
+}
+
+int
+STF_WriterStatus(STF_Writer *w, char *err, size_t errlen, unsigned long *writes)
+{
+  int rc;
+
+  pthread_mutex_lock(&w->lock);
+  rc = w->failed ? -1 : 0;
+  if (rc && err)
+    UTL_Strlcpy(err, w->err, errlen);
+  if (writes)
+    *writes = w->writes;
+  pthread_mutex_unlock(&w->lock);
+  return rc;
+}
+
+void
+STF_WriterDestroy(STF_Writer *w)
+{
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->lock);
+  w->stop = 1;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  pthread_join(w->thread, NULL);
+  free(w->lasers);
+  pthread_cond_destroy(&w->cond);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
 }

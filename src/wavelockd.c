@@ -71,19 +71,36 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
 }
 
 int
-WLD_SaveState(WLD_Daemon *d, char *err, size_t errlen)
+WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen)
 {
-  STF_Laser *s;
-  int n;
+  STF_Laser *s, *copy = NULL;
+  int n, rc;
 
   if (!d->cfg->state_file[0])
     return 0;
   n = collect_state(d, &s);
-  if (n < 0) {
+  if (n >= 0 && d->writer) {
+    copy = malloc(((size_t)n + 1) * sizeof *copy);
+    if (copy)
+      memcpy(copy, s, (size_t)n * sizeof *s);
+  }
+  if (n < 0 || (d->writer && !copy)) {
+    free(n < 0 ? NULL : s);
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  if (STF_Save(d->cfg->state_file, s, n, err, errlen) != 0) {
+  if (d->writer) {
+    /* On the writer's thread: the loop does not wait for the disk, except
+       when asked to (the save command, the shutdown). */
+    rc = STF_WriterSubmit(d->writer, d->cfg->state_file, copy, n);
+    if (rc != 0)
+      snprintf(err, errlen, "the state writer is stopping");
+    else if (wait)
+      rc = STF_WriterFlush(d->writer, err, errlen);
+  } else {
+    rc = STF_Save(d->cfg->state_file, s, n, err, errlen);
+  }
+  if (rc != 0) {
     free(s);
     return -1;
   }
@@ -94,14 +111,40 @@ WLD_SaveState(WLD_Daemon *d, char *err, size_t errlen)
 }
 
 static void
-save_now(WLD_Daemon *d, const char *why)
+save_now(WLD_Daemon *d, const char *why, int wait)
 {
   char err[512];
 
-  if (WLD_SaveState(d, err, sizeof err) != 0)
+  if (WLD_SaveState(d, wait, err, sizeof err) != 0)
     log_error("cannot write state file (%s): %s", why, err);
   else
-    log_debug("state file written (%s)", why);
+    log_debug("state file %s (%s)", wait ? "written" : "queued", why);
+}
+
+/* Report the background writer's failures once (and its recovery), and
+   have a failed state written again at the next chance. */
+static void
+check_writer(WLD_Daemon *d)
+{
+  char err[512];
+  unsigned long writes;
+
+  if (!d->writer)
+    return;
+  if (STF_WriterStatus(d->writer, err, sizeof err, &writes) != 0) {
+    if (writes != d->writes_seen) {
+      if (!d->write_failing)
+        log_error("cannot write state file: %s (retrying)", err);
+      d->write_failing = 1;
+      free(d->saved);
+      d->saved = NULL;
+      d->n_saved = -1;   /* differs from anything: the next check writes */
+    }
+  } else if (d->write_failing) {
+    log_info("state file written again");
+    d->write_failing = 0;
+  }
+  d->writes_seen = writes;
 }
 
 static void
@@ -110,7 +153,7 @@ save_cb(evutil_socket_t fd, short what, void *arg)
   WLD_Daemon *d = arg;
 
   d->save_scheduled = 0;
-  save_now(d, "change");
+  save_now(d, "change", 0);
 }
 
 void
@@ -133,6 +176,10 @@ restore_state(WLD_Daemon *d)
 
   if (!d->cfg->state_file[0])
     return;
+  n = STF_RemoveStaleTemps(d->cfg->state_file);
+  if (n > 0)
+    log_info("removed %d temporary file%s left by an interrupted save of %s", n,
+             n == 1 ? "" : "s", d->cfg->state_file);
   n = STF_Load(d->cfg->state_file, &s, err, sizeof err);
   if (n < 0) {
     log_warn("state file ignored: %s", err);
@@ -391,6 +438,7 @@ slow_cb(evutil_socket_t fd, short what, void *arg)
     if (CTL_Laser_(d->ctl, i)->datalog)
       fflush(CTL_Laser_(d->ctl, i)->datalog);
 
+  check_writer(d);
   /* Outputs alone change every cycle: write them now and then, not always. */
   if (++seconds < OUTPUT_SAVE_INTERVAL_S || !d->cfg->state_file[0])
     return;
@@ -399,7 +447,7 @@ slow_cb(evutil_socket_t fd, short what, void *arg)
   if (n < 0)
     return;
   if (n != d->n_saved || memcmp(s, d->saved, (size_t)n * sizeof *s) != 0)
-    save_now(d, "outputs");
+    save_now(d, "outputs", 0);
   free(s);
 }
 
@@ -618,6 +666,10 @@ main(int argc, char **argv)
   }
   if (d->cfg->pid_file[0] && write_pid_or_port(d->cfg->pid_file, (long)getpid()) != 0)
     log_warn("cannot write pid file %s: %s", d->cfg->pid_file, strerror(errno));
+  d->writer = STF_WriterCreate();
+  if (!d->writer)
+    log_warn("cannot start the state-file writer (%s): the state file is written on the event "
+             "loop", strerror(errno));
 
   /* The wavemeter first: a start-up that fails on it (a missing library or
      symbol) must not have touched any actuator.  Readings reach the lasers
@@ -657,7 +709,9 @@ out:
   /* Only a daemon that ran has state to save: a start-up that failed (e.g.
      at the privilege drop, still root) must not rewrite the state file. */
   if (started)
-    save_now(d, "shutdown");
+    save_now(d, "shutdown", 1);
+  STF_WriterDestroy(d->writer);
+  d->writer = NULL;
   CTL_Destroy(d->ctl);
   SRV_Destroy(d->srv);
   if (d->cfg && d->cfg->pid_file[0])

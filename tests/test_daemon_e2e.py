@@ -229,7 +229,7 @@ with Env() as env:
 
     # ---- kill -9 while the state file is being written ------------------------------------------
     rng = random.Random(7)
-    loads_ok = 0
+    loads_ok, stale, removed = 0, [], 0
     for i in range(5):
         for k in range(10):
             c.cmd("set repump795 ki %.4f" % (0.05 + 0.001 * k))
@@ -237,12 +237,19 @@ with Env() as env:
         time.sleep(rng.uniform(0.0, 0.05))
         os.kill(d.pid, signal.SIGKILL)
         d.wait()
+        if i == 0:    # as a kill between mkstemp and rename leaves it
+            env.write("wavelock.state.tmpQ7x9Zk", "laser name=cool780 setpoint_thz=3")
         d = env.start_daemon(cfg)
         c = env.connect(d.port)
         time.sleep(0.2)
         if "state file ignored" not in d.output():
             loads_ok += 1
+        stale += [n for n in os.listdir(env.dir) if n.startswith("wavelock.state.tmp")]
+        removed += d.output().count("left by an interrupted save")
     tap.eq(loads_ok, 5, "after 5 kill -9 during saves the state file always loads")
+    tap.ok(stale == [] and removed >= 1,
+           "no temporary state file outlives a restart (%d start%s removed one)"
+           % (removed, "" if removed == 1 else "s"), stale)
 
     # ---- a dead wavemeter: holding, output held, then locked again ----------------------------------
     wait_until(lambda: states(c)["repump795"] == "locked", 20, 0.2)

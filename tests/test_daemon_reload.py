@@ -29,6 +29,9 @@
    request) when a reload narrows the laser's min_v..max_v goes out within
    the new limits, and nothing of it goes to a register the reload gave to
    another laser.
+10. A state file that cannot be written (missing directory): the save
+   command says so, background saves log it once, and the state is written
+   as soon as it can be.
 """
 
 import os
@@ -335,6 +338,34 @@ with Env() as env:
            (2, 9.0001) in late,
            "a reload swapping registers under a queued write: nothing over b's 5 V on "
            "register 0, a's 9 V follows it to register 2 (writes after the reload: %s)" % late)
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+
+    # ---- 10. a state file that cannot be written --------------------------------------------
+    sub = env.path("statedir")
+    cfg = env.write("nodir.conf", lab_conf([laser_conf("a", 1, A_THZ, reg=0, autolock=False)],
+                                           [("ao1", mb.port)], pub.port,
+                                           state_file=os.path.join(sub, "state")))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    r = c.cmd("save")
+    tap.ok(r[-1].startswith("ERR 500") and "statedir" in r[-1],
+           "save into a missing directory: %s" % r[-1])
+    for ki in ("0.003", "0.004"):
+        c.cmd("set a ki %s" % ki)
+        time.sleep(2.2)            # the save after a change (1 s), the writer's report (1 s)
+    logged = d.output().count("cannot write state file")
+    tap.ok(logged == 1 and c.cmd("ping") == ["OK"],
+           "background saves that fail are logged once (%d line%s) and the daemon serves on"
+           % (logged, "" if logged == 1 else "s"), d.output()[-1500:])
+    os.mkdir(sub)
+    c.cmd("set a ki 0.005")
+    again = wait_until(lambda: "state file written again" in d.output(), 5, 0.1)
+    saved = ""
+    if os.path.exists(os.path.join(sub, "state")):
+        with open(os.path.join(sub, "state")) as f:
+            saved = f.read()
+    tap.ok(again and "ki=0.005" in saved,
+           "once the directory exists the state is written and that is logged", saved)
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     mb.close()
     pub.close()

@@ -1,5 +1,6 @@
 /* test_statefile.c - the runtime state file (STF_): exact round trip, the
- * on-disk format, and rejection of truncated, damaged and garbage files. */
+ * on-disk format, rejection of truncated, damaged and garbage files, the
+ * background writer and the removal of stale temporary files. */
 #include "config.h"
 
 #include <stdarg.h>
@@ -465,6 +466,113 @@ test_not_a_file(void **state)
   assert_non_null(strstr(err, "not a regular file"));
 }
 
+/* ---- the background writer and stale temporary files ---- */
+
+static STF_Laser *
+sample_copy(double setpoint)
+{
+  STF_Laser *c = malloc(sizeof sample);
+
+  assert_non_null(c);
+  fill_sample();
+  memcpy(c, sample, sizeof sample);
+  c[0].setpoint_thz = setpoint;
+  return c;
+}
+
+/* Many snapshots in a row: after a flush the file holds the last one, and
+   no temporary file is left. */
+static void
+test_writer_latest_wins(void **state)
+{
+  STF_Writer *w = STF_WriterCreate();
+  STF_Laser *out = NULL;
+  unsigned long writes = 0;
+
+  assert_non_null(w);
+  for (int i = 0; i < 200; i++)
+    assert_int_equal(STF_WriterSubmit(w, path, sample_copy(384.0 + i * 1e-6), 3), 0);
+  assert_int_equal(STF_WriterFlush(w, err, sizeof err), 0);
+  assert_int_equal(STF_WriterStatus(w, err, sizeof err, &writes), 0);
+  assert_true(writes >= 1 && writes <= 200);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
+  assert_same_bits(out[0].setpoint_thz, 384.0 + 199 * 1e-6);
+  assert_string_equal(out[2].name, "x");
+  free(out);
+  assert_int_equal(count_entries(), 1);
+  STF_WriterDestroy(w);
+}
+
+/* A write that fails is reported by Flush and Status with the path, and a
+   later good write clears it. */
+static void
+test_writer_failure(void **state)
+{
+  STF_Writer *w = STF_WriterCreate();
+  char bad[PATH_MAX + 64];
+  unsigned long writes = 0;
+
+  assert_non_null(w);
+  snprintf(bad, sizeof bad, "%s/no-such-dir/wavelock.state", dir);
+  assert_int_equal(STF_WriterSubmit(w, bad, sample_copy(384.1), 3), 0);
+  assert_int_equal(STF_WriterFlush(w, err, sizeof err), -1);
+  assert_non_null(strstr(err, "no-such-dir"));
+  err[0] = '\0';
+  assert_int_equal(STF_WriterStatus(w, err, sizeof err, &writes), -1);
+  assert_non_null(strstr(err, "no-such-dir"));
+  assert_int_equal(writes, 1);
+  assert_int_equal(STF_WriterSubmit(w, path, sample_copy(384.2), 3), 0);
+  assert_int_equal(STF_WriterFlush(w, err, sizeof err), 0);
+  assert_int_equal(STF_WriterStatus(w, err, sizeof err, &writes), 0);
+  assert_int_equal(writes, 2);
+  STF_WriterDestroy(w);
+}
+
+/* Destroy writes what is still queued. */
+static void
+test_writer_destroy_writes(void **state)
+{
+  STF_Writer *w = STF_WriterCreate();
+  STF_Laser *out = NULL;
+
+  assert_non_null(w);
+  assert_int_equal(STF_WriterSubmit(w, path, sample_copy(384.3), 3), 0);
+  STF_WriterDestroy(w);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
+  assert_same_bits(out[0].setpoint_thz, 384.3);
+  free(out);
+}
+
+/* Only <state>.tmpXXXXXX (six characters, as mkstemp makes them) goes. */
+static void
+test_remove_stale_temps(void **state)
+{
+  static const char *const names[] = {
+    "wavelock.state.tmpAbC123",      /* removed */
+    "wavelock.state.tmpq9Z_x0",      /* removed */
+    "wavelock.state.tmp12345",       /* five: kept */
+    "wavelock.state.tmpABCDEFG",     /* seven: kept */
+    "other.state.tmpABCDEF",         /* another file's: kept */
+    "wavelock.statetmpABCDEF",       /* no dot: kept */
+  };
+  char p[PATH_MAX + 64];
+
+  fill_sample();
+  assert_int_equal(STF_Save(path, sample, 3, err, sizeof err), 0);
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+    write_all(p, "x", 1);
+  }
+  assert_int_equal(STF_RemoveStaleTemps(path), 2);
+  assert_int_equal(count_entries(), 5);
+  assert_int_equal(access(path, F_OK), 0);
+  snprintf(p, sizeof p, "%s/%s", dir, names[2]);
+  assert_int_equal(access(p, F_OK), 0);
+  assert_int_equal(STF_RemoveStaleTemps(path), 0);
+  snprintf(p, sizeof p, "%s/nothing-here/wavelock.state", dir);
+  assert_int_equal(STF_RemoveStaleTemps(p), 0);
+}
+
 int
 main(void)
 {
@@ -479,6 +587,10 @@ main(void)
     cmocka_unit_test_setup_teardown(test_malformed_with_good_crc, setup, teardown),
     cmocka_unit_test_setup_teardown(test_atomic_no_temp_files, setup, teardown),
     cmocka_unit_test_setup_teardown(test_not_a_file, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_writer_latest_wins, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_writer_failure, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_writer_destroy_writes, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_remove_stale_temps, setup, teardown),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
