@@ -68,6 +68,11 @@ check_round_trip(const STF_Laser *l, int n)
     FUZZ_CHECK(back[i].ramp == l[i].ramp);
     FUZZ_CHECK(!l[i].ramp || (back[i].ramp_to_thz == l[i].ramp_to_thz &&
                               back[i].ramp_mhz_s == l[i].ramp_mhz_s));
+    FUZZ_CHECK(back[i].has_file == l[i].has_file);
+    FUZZ_CHECK(!l[i].has_file || (back[i].file_setpoint_thz == l[i].file_setpoint_thz &&
+                                  back[i].file_kp == l[i].file_kp &&
+                                  back[i].file_ki == l[i].file_ki &&
+                                  back[i].file_kd == l[i].file_kd));
   }
   free(back);
 }
@@ -127,6 +132,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(l[i].engaged == 0 || l[i].engaged == 1);
     FUZZ_CHECK(!l[i].ramp || (isfinite(l[i].ramp_to_thz) && l[i].ramp_mhz_s > 0.0 &&
                               isfinite(l[i].ramp_mhz_s)));
+    FUZZ_CHECK(!l[i].has_file || (isfinite(l[i].file_setpoint_thz) && isfinite(l[i].file_kp) &&
+                                  isfinite(l[i].file_ki) && isfinite(l[i].file_kd)));
     for (int j = 0; j < i; j++)
       FUZZ_CHECK(strcmp(l[i].name, l[j].name) != 0);
   }

@@ -12,9 +12,12 @@
  * Doubles are written with %.17g and read back exactly; current_v only for
  * lasers with a current actuator; ramp_to_thz and ramp_mhz_s (both or
  * neither) only for a laser whose setpoint was ramping, setpoint_thz then
- * being the point the ramp had reached.  crc32 (8 hex digits) is the CRC-32 of
- * zlib (Python: zlib.crc32) over every byte before the end line.  Comment
- * and empty lines may precede it; unknown fields in a laser line are ignored.
+ * being the point the ramp had reached; file_setpoint_thz, file_kp, file_ki
+ * and file_kd (all or none) are the config file's values when the state
+ * was saved (a file edited while the daemon was down wins).  crc32 (8 hex
+ * digits) is the CRC-32 of zlib (Python: zlib.crc32) over every byte before
+ * the end line.  Comment and empty lines may precede it; unknown fields in a
+ * laser line are ignored.
  */
 #ifndef WL_STATEFILE_H
 #define WL_STATEFILE_H
@@ -32,6 +35,10 @@ typedef struct {
   double current_v;
   int ramp;                  /* a ramp was running: resume it */
   double ramp_to_thz, ramp_mhz_s;
+  /* The config file's values when the state was saved: a value the file
+     changes while the daemon is down is taken from the file at start. */
+  int has_file;
+  double file_setpoint_thz, file_kp, file_ki, file_kd;
 } STF_Laser;
 
 /* Write n lasers atomically to path; 0, or -1 with a message in err. */

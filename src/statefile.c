@@ -7,7 +7,9 @@
  *   end count=1 crc32=89abcdef
  *
  * Doubles are written with %.17g so they read back exactly.  current_v is
- * present only for lasers with a current actuator.  The end line must be the
+ * present only for lasers with a current actuator; ramp_to_thz/ramp_mhz_s
+ * only for a ramping laser; file_setpoint_thz/file_kp/file_ki/file_kd (all
+ * or none) are the config file's values when the state was saved.  The end line must be the
  * last line; its count is the number of laser lines and its crc32 is the
  * CRC-32 (IEEE 802.3, as zlib) of every byte before the end line.  Comment
  * lines (#) and empty lines are allowed before it; unknown key=value fields in
@@ -168,7 +170,9 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
         !isfinite(l->kd) || !isfinite(l->piezo_v) ||
         (l->has_current && !isfinite(l->current_v)) ||
         (l->ramp && (!isfinite(l->ramp_to_thz) || !(l->ramp_mhz_s > 0.0) ||
-                     !isfinite(l->ramp_mhz_s)))) {
+                     !isfinite(l->ramp_mhz_s))) ||
+        (l->has_file && (!isfinite(l->file_setpoint_thz) || !isfinite(l->file_kp) ||
+                         !isfinite(l->file_ki) || !isfinite(l->file_kd)))) {
       UTL_SetErr(err, errlen, "%s: laser %s: a value is not a finite number", path, l->name);
       return -1;
     }
@@ -191,6 +195,9 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
       buf_printf(&b, " current_v=%.17g", l->current_v);
     if (l->ramp)
       buf_printf(&b, " ramp_to_thz=%.17g ramp_mhz_s=%.17g", l->ramp_to_thz, l->ramp_mhz_s);
+    if (l->has_file)
+      buf_printf(&b, " file_setpoint_thz=%.17g file_kp=%.17g file_ki=%.17g file_kd=%.17g",
+                 l->file_setpoint_thz, l->file_kp, l->file_ki, l->file_kd);
     buf_printf(&b, "\n");
   }
   crc = crc32_update(0, b.data, b.failed ? 0 : b.len);
@@ -365,8 +372,10 @@ parse_end(const char *line, long *count, uint32_t *crc)
 
 enum {
   F_NAME = 1, F_SETPOINT = 2, F_ENGAGED = 4, F_KP = 8, F_KI = 16, F_KD = 32,
-  F_PIEZO = 64, F_CURRENT = 128, F_RAMP_TO = 256, F_RAMP_RATE = 512
+  F_PIEZO = 64, F_CURRENT = 128, F_RAMP_TO = 256, F_RAMP_RATE = 512,
+  F_FILE_SP = 1024, F_FILE_KP = 2048, F_FILE_KI = 4096, F_FILE_KD = 8192
 };
+#define F_FILE (F_FILE_SP | F_FILE_KP | F_FILE_KI | F_FILE_KD)
 #define F_REQUIRED (F_NAME | F_SETPOINT | F_ENGAGED | F_KP | F_KI | F_KD | F_PIEZO)
 
 /* Parse the fields of one laser line (after "laser").  0 or -1 with why. */
@@ -428,6 +437,18 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
     } else if (strcmp(kv, "ramp_mhz_s") == 0) {
       bit = F_RAMP_RATE;
       dst = &l->ramp_mhz_s;
+    } else if (strcmp(kv, "file_setpoint_thz") == 0) {
+      bit = F_FILE_SP;
+      dst = &l->file_setpoint_thz;
+    } else if (strcmp(kv, "file_kp") == 0) {
+      bit = F_FILE_KP;
+      dst = &l->file_kp;
+    } else if (strcmp(kv, "file_ki") == 0) {
+      bit = F_FILE_KI;
+      dst = &l->file_ki;
+    } else if (strcmp(kv, "file_kd") == 0) {
+      bit = F_FILE_KD;
+      dst = &l->file_kd;
     } else {
       continue;       /* a field of a newer format: ignore */
     }
@@ -449,6 +470,11 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
     *why = "ramp_to_thz and ramp_mhz_s go together";
     return -1;
   }
+  if ((seen & F_FILE) != 0 && (seen & F_FILE) != F_FILE) {
+    *why = "file_setpoint_thz, file_kp, file_ki and file_kd go together";
+    return -1;
+  }
+  l->has_file = (seen & F_FILE) != 0;
   l->ramp = (seen & F_RAMP_TO) != 0;
   if (l->ramp && !(l->ramp_mhz_s > 0.0)) {
     *why = "ramp_mhz_s must be above 0";

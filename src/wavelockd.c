@@ -65,6 +65,12 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
     s[i].piezo_v = l->piezo_v;
     s[i].has_current = l->current_dev != NULL;
     s[i].current_v = l->current_v;
+    /* The file's own values: one edited while the daemon is down wins. */
+    s[i].has_file = 1;
+    s[i].file_setpoint_thz = l->base_cfg.setpoint_thz;
+    s[i].file_kp = l->base_cfg.kp;
+    s[i].file_ki = l->base_cfg.ki;
+    s[i].file_kd = l->base_cfg.kd;
   }
   *out = s;
   return n;
@@ -167,6 +173,32 @@ WLD_ScheduleSave(WLD_Daemon *d)
   evtimer_add(d->save_ev, &one_s);
 }
 
+/* A setpoint or gain that the config file changed since the state was saved
+   (edited while the daemon was down) comes from the file, as on a reload;
+   the others keep their saved run-time values. */
+static void
+prefer_edited_file(STF_Laser *s, const CNF_Laser *cfg)
+{
+  if (s->file_setpoint_thz != cfg->setpoint_thz) {
+    log_info("state file: laser %s: setpoint %.9f THz from the config, which changed it "
+             "since the state was saved", s->name, cfg->setpoint_thz);
+    s->setpoint_thz = cfg->setpoint_thz;
+    s->ramp = 0;
+  }
+  const struct { const char *key; double file, *saved, now; } g[] = {
+    { "kp", s->file_kp, &s->kp, cfg->kp },
+    { "ki", s->file_ki, &s->ki, cfg->ki },
+    { "kd", s->file_kd, &s->kd, cfg->kd },
+  };
+  for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+    if (g[k].file == g[k].now)
+      continue;
+    log_info("state file: laser %s: %s=%g from the config, which changed it since the state "
+             "was saved", s->name, g[k].key, g[k].now);
+    *g[k].saved = g[k].now;
+  }
+}
+
 static void
 restore_state(WLD_Daemon *d)
 {
@@ -191,6 +223,8 @@ restore_state(WLD_Daemon *d)
       log_info("state file: laser %s is no longer configured", s[i].name);
       continue;
     }
+    if (s[i].has_file)
+      prefer_edited_file(&s[i], &l->base_cfg);
     CTL_Restore(d->ctl, l, s[i].setpoint_thz, s[i].engaged, s[i].kp, s[i].ki, s[i].kd,
                 s[i].piezo_v, s[i].has_current, s[i].current_v);
     if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz) {

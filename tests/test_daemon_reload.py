@@ -32,6 +32,9 @@
 10. A state file that cannot be written (missing directory): the save
    command says so, background saves log it once, and the state is written
    as soon as it can be.
+11. A setpoint or gain edited in the config file while wavelockd is down
+   comes from the file at the next start; values set at run time whose file
+   key did not change come from the state file.
 """
 
 import os
@@ -366,6 +369,36 @@ with Env() as env:
             saved = f.read()
     tap.ok(again and "ki=0.005" in saved,
            "once the directory exists the state is written and that is logged", saved)
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+
+    # ---- 11. the config file edited while the daemon is down ------------------------------
+    def edit_conf(kp, thz):
+        text = lab_conf([laser_conf("a", 1, A_THZ, reg=0, autolock=False,
+                                    pid={"kp": kp, "ki": 0.002, "kd": 0.0})],
+                        [("ao1", mb.port)], pub.port, state_file=env.path("edit.state"))
+        return text.replace('setpoint = "%.9f THz"' % A_THZ, 'setpoint = "%.9f THz"' % thz)
+
+    cfg = env.write("edit.conf", edit_conf(0.001, A_THZ))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    c.cmd("set a ki 0.005")
+    c.cmd("setpoint a %.9f THz" % (A_THZ + 0.01))
+    tap.eq(d.stop(), 0, "wavelockd stopped after run-time changes to ki and the setpoint")
+    env.write("edit.conf", edit_conf(0.003, A_THZ))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    got = (get(c, "a", "kp"), get(c, "a", "ki"), status(c, "a").get("setpoint_thz"))
+    tap.ok(float(got[0]) == 0.003 and float(got[1]) == 0.005 and
+           abs(float(got[2]) - (A_THZ + 0.01)) < 1e-9,
+           "kp edited in the file while down comes from the file; ki and the setpoint set at "
+           "run time stay (kp %s, ki %s, setpoint %s THz)" % got, d.output()[-1500:])
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+    env.write("edit.conf", edit_conf(0.003, A_THZ + 0.05))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    sp = float(status(c, "a").get("setpoint_thz"))
+    tap.ok(abs(sp - (A_THZ + 0.05)) < 1e-9 and float(get(c, "a", "ki")) == 0.005,
+           "a setpoint edited in the file while down comes from the file (%.9f THz)" % sp)
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     mb.close()
     pub.close()

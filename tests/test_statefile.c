@@ -169,6 +169,11 @@ fill_sample(void)
   sample[2].ramp = 1;                     /* ramping: the point reached, and where to */
   sample[2].ramp_to_thz = 650.6;
   sample[2].ramp_mhz_s = 0.1;
+  sample[1].has_file = 1;                 /* the config's own values at the save */
+  sample[1].file_setpoint_thz = 377.1074635;
+  sample[1].file_kp = 0.0;
+  sample[1].file_ki = 1.0 / 7.0;
+  sample[1].file_kd = 5e-324;
 }
 
 static void
@@ -201,6 +206,13 @@ test_round_trip(void **state)
     if (sample[i].ramp) {
       assert_same_bits(out[i].ramp_to_thz, sample[i].ramp_to_thz);
       assert_same_bits(out[i].ramp_mhz_s, sample[i].ramp_mhz_s);
+    }
+    assert_int_equal(out[i].has_file, sample[i].has_file);
+    if (sample[i].has_file) {
+      assert_same_bits(out[i].file_setpoint_thz, sample[i].file_setpoint_thz);
+      assert_same_bits(out[i].file_kp, sample[i].file_kp);
+      assert_same_bits(out[i].file_ki, sample[i].file_ki);
+      assert_same_bits(out[i].file_kd, sample[i].file_kd);
     }
   }
   free(out);
@@ -384,6 +396,10 @@ test_malformed_with_good_crc(void **state)
       " ramp_mhz_s=0\n", 1, "above 0" },
     { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 ramp_to_thz=inf"
       " ramp_mhz_s=1\n", 1, "finite" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 file_kp=1"
+      " file_ki=1 file_kd=1\n", 1, "go together" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 file_setpoint_thz=384"
+      " file_kp=1 file_ki=nan file_kd=1\n", 1, "finite" },
   };
   STF_Laser *out = NULL;
 
