@@ -55,6 +55,7 @@ typedef struct {
   int max_clients;                   /* default 64 */
   int idle_timeout_s;                /* 0 = none; default 0 */
   int line_timeout_s;                /* partial line stalled this long: close; default 30 */
+  int auth_timeout_s;                /* tokens: not authenticated this long: close; default 60 */
   CNF_Token tokens[CNF_MAX_TOKENS];
   int n_tokens;
 } CNF_Server;

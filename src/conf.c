@@ -762,7 +762,7 @@ static const char *const top_keys[] = {
   "wavemeter", "devices", "lasers", "sim", NULL
 };
 static const char *const server_keys[] = {
-  "listen", "max_clients", "idle_timeout_s", "line_timeout_s", "tokens", NULL
+  "listen", "max_clients", "idle_timeout_s", "line_timeout_s", "auth_timeout_s", "tokens", NULL
 };
 static const char *const token_keys[] = { "secret", "role", NULL };
 static const char *const wm_keys[] = {
@@ -825,7 +825,8 @@ load_server(Loader *ld, const config_setting_t *root, CNF_Server *srv)
   if (check_keys(ld, g, server_keys) < 0 ||
       int_key_i(ld, g, "max_clients", OPT, 1, 100000, &srv->max_clients) < 0 ||
       int_key_i(ld, g, "idle_timeout_s", OPT, 0, 7 * 86400, &srv->idle_timeout_s) < 0 ||
-      int_key_i(ld, g, "line_timeout_s", OPT, 0, 86400, &srv->line_timeout_s) < 0)
+      int_key_i(ld, g, "line_timeout_s", OPT, 0, 86400, &srv->line_timeout_s) < 0 ||
+      int_key_i(ld, g, "auth_timeout_s", OPT, 0, 86400, &srv->auth_timeout_s) < 0)
     return -1;
 
   s = config_setting_get_member(g, "listen");
@@ -1419,6 +1420,7 @@ config_defaults(CNF_Config *cfg)
   srv->max_clients = 64;
   srv->idle_timeout_s = 0;
   srv->line_timeout_s = 30;
+  srv->auth_timeout_s = 60;
   srv->n_tokens = 0;
   UTL_Strlcpy(cfg->log_target, "stderr", sizeof cfg->log_target);
   UTL_Strlcpy(cfg->log_level, "info", sizeof cfg->log_level);

@@ -69,6 +69,7 @@ struct SRV_Conn {
   int in_response, final_sent;
   double line_since;           /* when the pending partial line began; 0 none */
   double last_request;         /* when the last line arrived */
+  double auth_since;           /* when it became unauthenticated (accept, reload) */
   double linger_until;
   double armed;                /* deadline the timer is set for; 0 none */
   CNF_Role role;
@@ -597,6 +598,16 @@ SRV_GetStats(SRV_Server *s, SRV_Stats *st, int reset_peak)
 /* ------------------------------------------------------------------------ */
 /* Timers */
 
+/* Tokens are configured, the connection has not authenticated, and it may
+   not hold a slot for ever without (auth_timeout_s). */
+static int
+auth_pending(const SRV_Conn *c)
+{
+  const CNF_Server *cfg = &c->s->cfg;
+
+  return cfg->n_tokens > 0 && cfg->auth_timeout_s > 0 && c->role == CNF_ROLE_NONE;
+}
+
 static void
 arm_timer(SRV_Conn *c)
 {
@@ -616,6 +627,11 @@ arm_timer(SRV_Conn *c)
       if (next == 0.0 || d < next)
         next = d;
     }
+    if (auth_pending(c)) {
+      d = c->auth_since + cfg->auth_timeout_s;
+      if (next == 0.0 || d < next)
+        next = d;
+    }
   }
   if (next == 0.0 || (c->armed != 0.0 && c->armed <= next))
     return;                 /* a timer at or before next re-evaluates then */
@@ -628,6 +644,19 @@ arm_timer(SRV_Conn *c)
 }
 
 static void start_close(SRV_Conn *c);
+
+/* Say why and close; 1 if c is gone already (nothing left to send). */
+static int
+close_with_notice(SRV_Conn *c, const char *notice, const char *why)
+{
+  write_line(c, notice, NULL);
+  start_close(c);
+  if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    conn_free(c, why);
+    return 1;
+  }
+  return 0;
+}
 
 static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -650,15 +679,16 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
       conn_free(c, "line timeout");
       return;
     }
-    if (cfg->idle_timeout_s > 0 && !c->subscribed &&
+    if (auth_pending(c) && now >= c->auth_since + cfg->auth_timeout_s) {
+      log_info("SRV: client %s did not authenticate within %d s: closing", c->peer,
+               cfg->auth_timeout_s);
+      if (close_with_notice(c, "* closing: not authenticated", "auth timeout"))
+        return;
+    } else if (cfg->idle_timeout_s > 0 && !c->subscribed &&
         now >= c->last_request + cfg->idle_timeout_s) {
       log_debug("SRV: client %s idle for %d s: closing", c->peer, cfg->idle_timeout_s);
-      write_line(c, "* closing: idle timeout", NULL);
-      start_close(c);
-      if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        conn_free(c, "idle timeout");
+      if (close_with_notice(c, "* closing: idle timeout", "idle timeout"))
         return;
-      }
     }
   }
   arm_timer(c);
@@ -1208,6 +1238,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
   format_peer(sa, (socklen_t)salen, c->peer, sizeof c->peer);
   c->role = initial_role(s);
   c->last_request = UTL_Now();
+  c->auth_since = c->last_request;
   c->next = s->conns;
   if (s->conns)
     s->conns->prev = c;
@@ -1490,6 +1521,8 @@ SRV_Reconfigure(SRV_Server *s, const CNF_Server *cfg)
             role = s->cfg.tokens[i].role;
       if (role == CNF_ROLE_NONE)
         explicit_bzero(c->secret, sizeof c->secret);
+      if (role == CNF_ROLE_NONE && c->role != CNF_ROLE_NONE)
+        c->auth_since = UTL_Now();   /* its auth_timeout_s starts now */
       c->role = role;
     }
     set_write_timeout(c);
@@ -1497,8 +1530,9 @@ SRV_Reconfigure(SRV_Server *s, const CNF_Server *cfg)
     event_del(c->timer);
     arm_timer(c);
   }
-  log_info("SRV: reconfigured: max_clients=%d idle_timeout=%d line_timeout=%d tokens=%d",
-           s->cfg.max_clients, s->cfg.idle_timeout_s, s->cfg.line_timeout_s, s->cfg.n_tokens);
+  log_info("SRV: reconfigured: max_clients=%d idle_timeout=%d line_timeout=%d "
+           "auth_timeout=%d tokens=%d", s->cfg.max_clients, s->cfg.idle_timeout_s,
+           s->cfg.line_timeout_s, s->cfg.auth_timeout_s, s->cfg.n_tokens);
 }
 
 void

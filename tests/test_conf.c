@@ -72,6 +72,7 @@ test_good_values(void **state)
   assert_int_equal(cfg->server.max_clients, 10);
   assert_int_equal(cfg->server.idle_timeout_s, 600);
   assert_int_equal(cfg->server.line_timeout_s, 15);
+  assert_int_equal(cfg->server.auth_timeout_s, 20);
   assert_int_equal(cfg->server.n_tokens, 2);
   assert_string_equal(cfg->server.tokens[0].secret, "s3cret-control");
   assert_int_equal(cfg->server.tokens[0].role, CNF_ROLE_CONTROL);
@@ -207,6 +208,7 @@ test_defaults(void **state)
   assert_int_equal(cfg->server.max_clients, 64);
   assert_int_equal(cfg->server.idle_timeout_s, 0);
   assert_int_equal(cfg->server.line_timeout_s, 30);
+  assert_int_equal(cfg->server.auth_timeout_s, 60);
   assert_int_equal(cfg->server.n_tokens, 0);
   assert_string_equal(cfg->state_file, "");
   assert_string_equal(cfg->log_target, "stderr");
@@ -462,6 +464,7 @@ static const ErrCase err_cases[] = {
     2, "server.tokens.[1].secret", "same secret" },
   { "server = { listen = [\"[2001:db8::1]:7470\"]; };\n", 1, "server.listen.[0]", "not a loopback" },
   { "server = { idle_timeout_s = -1; };\n", 1, "server.idle_timeout_s", "between 0 and" },
+  { "server = { auth_timeout_s = 86401; };\n", 1, "server.auth_timeout_s", "between 0 and" },
   { "server = { max_clients = 4.5; };\n", 1, "server.max_clients", "must be a whole number" },
   { "server = 5;\n", 1, "server", "must be a group" },
   /* top level */

@@ -12,6 +12,8 @@ with its real command table and config:
     one nor a subscriber that reads;
   - failed auth is rate-limited per connection (the 4th attempt is refused
     with 429, even with the right token, until the delay has passed);
+  - with tokens, a client that does not authenticate within auth_timeout_s
+    is closed (unauthenticated peers cannot hold every slot);
   - an unauthenticated client gets 401 for every command that needs a role,
     and a monitor gets 403 for every changing command (derived from the
     daemon's own `help`, so a command added later is covered) and changes
@@ -499,6 +501,57 @@ def test_auth_and_roles(env):
         pub.close()
 
 
+def test_auth_timeout(env):
+    """With tokens, a connection that does not authenticate within
+    auth_timeout_s is closed, so unauthenticated peers cannot hold every
+    max_clients slot; authenticated ones stay."""
+    secret = "t-" + secrets.token_hex(10)
+    cfg = env.write("authto.conf", lab_conf(
+        [laser_conf("cool780", 1, 384.2304844, autolock=False)], [("ao1", 1)], 1,
+        server_extra='max_clients = 3; auth_timeout_s = 1; tokens = ( { secret = "%s"; '
+                     'role = "monitor"; } );' % secret))
+    os.chmod(cfg, 0o600)
+    d = env.start_daemon(cfg)
+    try:
+        ok = env.connect(d.port)
+        tap.eq(final(ok.cmd("auth " + secret)), "OK role=monitor", "one client authenticates")
+        anon = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(2)]
+        t0 = time.monotonic()
+        extra = socket.create_connection(("127.0.0.1", d.port))
+        closed, data, _ = read_until_eof(extra, 5)
+        tap.ok(closed and b"ERR 429" in data, "with every slot held a fourth client gets 429",
+               data)
+        ends = [read_until_eof(s, 10) for s in anon]
+        dt = time.monotonic() - t0
+        tap.ok(all(c and b"* closing: not authenticated" in data for c, data, _ in ends)
+               and 0.8 < dt < 8,
+               "the two that never authenticate are closed after auth_timeout_s = 1 (%.2f s)"
+               % dt, ends)
+        for s in anon:
+            s.close()
+
+        def auth_late():
+            try:
+                c = env.connect(d.port)
+                if final(c.cmd("auth " + secret)) == "OK role=monitor":
+                    return c
+            except (OSError, EOFError):
+                pass
+            return None
+        # (a closed slot is counted until the peer's EOF, at most 2 s)
+        late = wait_until(auth_late, 5, 0.2)
+        tap.ok(late is not None, "their slots are free again for a client that authenticates")
+        time.sleep(1.5)
+        tap.eq(final(ok.cmd("status")), "OK", "an authenticated client is not timed out")
+        tap.ok("did not authenticate within 1 s" in d.output(), "the closes are logged")
+        extra.close()
+        ok.close()
+        if late:
+            late.close()
+    finally:
+        tap.eq(d.stop(), 0, "wavelockd exits cleanly")
+
+
 # ---------------------------------------------------------------------------
 # 4. Network listeners need tokens
 # ---------------------------------------------------------------------------
@@ -539,6 +592,7 @@ with Env() as env:
     test_listen_rules(env)
     test_timeouts(env)
     test_auth_and_roles(env)
+    test_auth_timeout(env)
     test_many_connections(env)
 
 tap.done()
