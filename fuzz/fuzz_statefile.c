@@ -73,6 +73,13 @@ check_round_trip(const STF_Laser *l, int n)
                                   back[i].file_kp == l[i].file_kp &&
                                   back[i].file_ki == l[i].file_ki &&
                                   back[i].file_kd == l[i].file_kd));
+    FUZZ_CHECK(back[i].n_params == l[i].n_params);
+    for (int k = 0; k < l[i].n_params; k++) {
+      FUZZ_CHECK(strcmp(back[i].params[k].key, l[i].params[k].key) == 0);
+      FUZZ_CHECK(back[i].params[k].value == l[i].params[k].value);
+      FUZZ_CHECK(back[i].params[k].has_file == l[i].params[k].has_file);
+      FUZZ_CHECK(!l[i].params[k].has_file || back[i].params[k].file == l[i].params[k].file);
+    }
   }
   free(back);
 }
@@ -134,6 +141,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                               isfinite(l[i].ramp_mhz_s)));
     FUZZ_CHECK(!l[i].has_file || (isfinite(l[i].file_setpoint_thz) && isfinite(l[i].file_kp) &&
                                   isfinite(l[i].file_ki) && isfinite(l[i].file_kd)));
+    FUZZ_CHECK(l[i].n_params >= 0 && l[i].n_params <= STF_MAX_PARAMS);
+    for (int k = 0; k < l[i].n_params; k++) {
+      size_t kl = strnlen(l[i].params[k].key, STF_KEY_MAX);
+      FUZZ_CHECK(kl > 0 && kl < STF_KEY_MAX);
+      FUZZ_CHECK(strspn(l[i].params[k].key, "abcdefghijklmnopqrstuvwxyz0123456789_") == kl);
+      FUZZ_CHECK(isfinite(l[i].params[k].value));
+      FUZZ_CHECK(!l[i].params[k].has_file || isfinite(l[i].params[k].file));
+      for (int m = 0; m < k; m++)
+        FUZZ_CHECK(strcmp(l[i].params[m].key, l[i].params[k].key) != 0);
+    }
     for (int j = 0; j < i; j++)
       FUZZ_CHECK(strcmp(l[i].name, l[j].name) != 0);
   }

@@ -58,4 +58,17 @@ int WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen);
 /* Ask for a state-file write soon (debounced). */
 void WLD_ScheduleSave(WLD_Daemon *d);
 
+/* The run-time parameters of get/set (cmds.c), i in 0..WLD_ParamCount()-1,
+   for the state file.  WLD_ParamSaved: kept as a set.<key> field for laser l
+   (kp, ki and kd have fields of their own; current ones need a current
+   actuator).  WLD_ParamFileValue: the config file's value.  WLD_ParamSet:
+   as the set command, with the same checks; 0, or -1 with the reason. */
+int WLD_ParamCount(void);
+const char *WLD_ParamName(int i);
+int WLD_ParamSaved(const CTL_Laser *l, int i);
+double WLD_ParamValue(const CTL_Laser *l, int i);
+double WLD_ParamFileValue(const CTL_Laser *l, int i);
+int WLD_ParamFind(const char *name);
+int WLD_ParamSet(WLD_Daemon *d, CTL_Laser *l, int i, double v, char *err, size_t errlen);
+
 #endif

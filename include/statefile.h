@@ -14,7 +14,9 @@
  * neither) only for a laser whose setpoint was ramping, setpoint_thz then
  * being the point the ramp had reached; file_setpoint_thz, file_kp, file_ki
  * and file_kd (all or none) are the config file's values when the state
- * was saved (a file edited while the daemon was down wins).  crc32 (8 hex
+ * was saved (a file edited while the daemon was down wins); set.<key>=value
+ * are other run-time parameters (polarity, limits, ...), each optionally
+ * with file.<key>=value, the config file's value at the save.  crc32 (8 hex
  * digits) is the CRC-32 of zlib (Python: zlib.crc32) over every byte before
  * the end line.  Comment and empty lines may precede it; unknown fields in a
  * laser line are ignored.
@@ -24,6 +26,9 @@
 
 #include <stddef.h>
 #include "conf.h"
+
+#define STF_MAX_PARAMS 32          /* run-time parameters per laser */
+#define STF_KEY_MAX 32             /* their names: [a-z0-9_], 1 to 31 characters */
 
 typedef struct {
   char name[CNF_NAME_MAX];
@@ -39,6 +44,14 @@ typedef struct {
      changes while the daemon is down is taken from the file at start. */
   int has_file;
   double file_setpoint_thz, file_kp, file_ki, file_kd;
+  /* Other run-time parameters (set.<key>=value), each with the config
+     file's value at the save (file.<key>=value, optional). */
+  int n_params;
+  struct {
+    char key[STF_KEY_MAX];
+    double value, file;
+    int has_file;
+  } params[STF_MAX_PARAMS];
 } STF_Laser;
 
 /* Write n lasers atomically to path; 0, or -1 with a message in err. */

@@ -246,36 +246,41 @@ cmd_ramp(SRV_Conn *c, int argc, char **argv, void *ctx)
   SRV_Ok(c, "target_thz=%.9f rate_mhz_s=%g", thz, rate);
 }
 
-/* Run-time parameters for get/set. */
+/* Run-time parameters for get/set, also kept in the state file (kp, ki and
+   kd have fields of their own there). */
 enum { P_DOUBLE, P_INT, P_POLARITY };
 typedef struct {
   const char *name;
   int type;
   size_t off;            /* offset in CTL_Laser */
+  size_t file_off;       /* the config file's value: offset in CNF_Laser */
   double lo, hi;         /* allowed range (set) */
   int current;           /* needs a current actuator */
   int pid;               /* a PID parameter: bumpless retune */
+  int own_field;         /* a state-file field of its own */
 } Param;
 
 #define LO(f) offsetof(CTL_Laser, f)
+#define FO(f) offsetof(CNF_Laser, f)
 static const Param params[] = {
-  { "kp", P_DOUBLE, LO(cfg.kp), 0.0, 1e6, 0, 1 },
-  { "ki", P_DOUBLE, LO(cfg.ki), 0.0, 1e6, 0, 1 },
-  { "kd", P_DOUBLE, LO(cfg.kd), 0.0, 1e6, 0, 1 },
-  { "d_filter_s", P_DOUBLE, LO(cfg.d_tau_s), 0.0, 100.0, 0, 1 },
-  { "polarity", P_POLARITY, LO(cfg.polarity), -1, 1, 0, 1 },
-  { "max_dt_s", P_DOUBLE, LO(cfg.max_dt_s), 1e-3, 3600.0, 0, 1 },
-  { "window_mhz", P_DOUBLE, LO(cfg.window_mhz), 1e-6, 1e7, 0, 0 },
-  { "capture_mhz", P_DOUBLE, LO(cfg.capture_mhz), 1e-6, 1e9, 0, 0 },
-  { "modehop_mhz", P_DOUBLE, LO(cfg.modehop_mhz), 0.0, 1e9, 0, 0 },
-  { "lock_n", P_INT, LO(cfg.lock_n), 1, 100000, 0, 0 },
-  { "unlock_m", P_INT, LO(cfg.unlock_m), 1, 100000, 0, 0 },
-  { "max_step_v", P_DOUBLE, LO(cfg.piezo.max_step_v), 0.0, 1e6, 0, 1 },
-  { "piezo_min_v", P_DOUBLE, LO(piezo_lo), -1e6, 1e6, 0, 1 },
-  { "piezo_max_v", P_DOUBLE, LO(piezo_hi), -1e6, 1e6, 0, 1 },
-  { "current_min_v", P_DOUBLE, LO(current_lo), -1e6, 1e6, 1, 0 },
-  { "current_max_v", P_DOUBLE, LO(current_hi), -1e6, 1e6, 1, 0 },
-  { "feedforward", P_DOUBLE, LO(cfg.current.feedforward), -1e6, 1e6, 1, 0 },
+  { "kp", P_DOUBLE, LO(cfg.kp), FO(kp), 0.0, 1e6, 0, 1, 1 },
+  { "ki", P_DOUBLE, LO(cfg.ki), FO(ki), 0.0, 1e6, 0, 1, 1 },
+  { "kd", P_DOUBLE, LO(cfg.kd), FO(kd), 0.0, 1e6, 0, 1, 1 },
+  { "d_filter_s", P_DOUBLE, LO(cfg.d_tau_s), FO(d_tau_s), 0.0, 100.0, 0, 1, 0 },
+  { "polarity", P_POLARITY, LO(cfg.polarity), FO(polarity), -1, 1, 0, 1, 0 },
+  { "max_dt_s", P_DOUBLE, LO(cfg.max_dt_s), FO(max_dt_s), 1e-3, 3600.0, 0, 1, 0 },
+  { "window_mhz", P_DOUBLE, LO(cfg.window_mhz), FO(window_mhz), 1e-6, 1e7, 0, 0, 0 },
+  { "capture_mhz", P_DOUBLE, LO(cfg.capture_mhz), FO(capture_mhz), 1e-6, 1e9, 0, 0, 0 },
+  { "modehop_mhz", P_DOUBLE, LO(cfg.modehop_mhz), FO(modehop_mhz), 0.0, 1e9, 0, 0, 0 },
+  { "lock_n", P_INT, LO(cfg.lock_n), FO(lock_n), 1, 100000, 0, 0, 0 },
+  { "unlock_m", P_INT, LO(cfg.unlock_m), FO(unlock_m), 1, 100000, 0, 0, 0 },
+  { "max_step_v", P_DOUBLE, LO(cfg.piezo.max_step_v), FO(piezo.max_step_v), 0.0, 1e6, 0, 1, 0 },
+  { "piezo_min_v", P_DOUBLE, LO(piezo_lo), FO(piezo.min_v), -1e6, 1e6, 0, 1, 0 },
+  { "piezo_max_v", P_DOUBLE, LO(piezo_hi), FO(piezo.max_v), -1e6, 1e6, 0, 1, 0 },
+  { "current_min_v", P_DOUBLE, LO(current_lo), FO(current.min_v), -1e6, 1e6, 1, 0, 0 },
+  { "current_max_v", P_DOUBLE, LO(current_hi), FO(current.max_v), -1e6, 1e6, 1, 0, 0 },
+  { "feedforward", P_DOUBLE, LO(cfg.current.feedforward), FO(current.feedforward), -1e6, 1e6,
+    1, 0, 0 },
 };
 #define NPARAMS ((int)(sizeof params / sizeof params[0]))
 
@@ -288,15 +293,119 @@ find_param(const char *name)
   return NULL;
 }
 
-static void
-param_value(const CTL_Laser *l, const Param *p, char *buf, size_t len)
+static double
+param_get(const CTL_Laser *l, const Param *p)
 {
   const char *base = (const char *)l;
 
   if (p->type == P_DOUBLE)
-    snprintf(buf, len, "%.17g", *(const double *)(const void *)(base + p->off));
+    return *(const double *)(const void *)(base + p->off);
+  return *(const int *)(const void *)(base + p->off);
+}
+
+static void
+param_value(const CTL_Laser *l, const Param *p, char *buf, size_t len)
+{
+  if (p->type == P_DOUBLE)
+    snprintf(buf, len, "%.17g", param_get(l, p));
   else
-    snprintf(buf, len, "%d", *(const int *)(const void *)(base + p->off));
+    snprintf(buf, len, "%d", (int)param_get(l, p));
+}
+
+/* Set p to v with every check of the set command; 0, or -1 with the reason
+   (answered with 422). */
+static int
+param_set(WLD_Daemon *d, CTL_Laser *l, const Param *p, double v, char *err, size_t errlen)
+{
+  double lo = p->lo, hi = p->hi;
+  PID_Params before;
+
+  /* Run-time limits only narrow the configured ones. */
+  if (p->off == LO(piezo_lo) || p->off == LO(piezo_hi)) {
+    lo = l->cfg.piezo.min_v;
+    hi = l->cfg.piezo.max_v;
+  } else if (p->off == LO(current_lo) || p->off == LO(current_hi)) {
+    lo = l->cfg.current.min_v;
+    hi = l->cfg.current.max_v;
+  }
+  if (v < lo || v > hi || (p->type != P_DOUBLE && v != floor(v)) ||
+      (p->type == P_POLARITY && v != 1.0 && v != -1.0)) {
+    if (p->type == P_POLARITY)
+      snprintf(err, errlen, "polarity must be 1 or -1");
+    else
+      snprintf(err, errlen, "%s must be %s in %g..%g", p->name,
+               p->type == P_INT ? "an integer" : "a number", lo, hi);
+    return -1;
+  }
+  if ((p->off == LO(piezo_lo) && v >= l->piezo_hi) || (p->off == LO(piezo_hi) && v <= l->piezo_lo) ||
+      (p->off == LO(current_lo) && v >= l->current_hi) ||
+      (p->off == LO(current_hi) && v <= l->current_lo)) {
+    snprintf(err, errlen, "%s would leave an empty output range", p->name);
+    return -1;
+  }
+  if ((p->off == LO(cfg.capture_mhz) && v <= l->cfg.window_mhz) ||
+      (p->off == LO(cfg.window_mhz) && v >= l->cfg.capture_mhz)) {
+    snprintf(err, errlen, "window_mhz must stay below capture_mhz");
+    return -1;
+  }
+  CTL_PidParams(l, &before);
+  char *base = (char *)l;
+  if (p->type == P_DOUBLE)
+    *(double *)(void *)(base + p->off) = v;
+  else
+    *(int *)(void *)(base + p->off) = (int)v;
+  CTL_ParamsChanged(d->ctl, l, &before);
+  return 0;
+}
+
+/* ---- the parameters for the state file (daemon.h) ---- */
+
+int
+WLD_ParamCount(void)
+{
+  return NPARAMS;
+}
+
+const char *
+WLD_ParamName(int i)
+{
+  return params[i].name;
+}
+
+int
+WLD_ParamSaved(const CTL_Laser *l, int i)
+{
+  return !params[i].own_field && (!params[i].current || l->current_dev);
+}
+
+double
+WLD_ParamValue(const CTL_Laser *l, int i)
+{
+  return param_get(l, &params[i]);
+}
+
+double
+WLD_ParamFileValue(const CTL_Laser *l, int i)
+{
+  const char *base = (const char *)&l->base_cfg;
+
+  if (params[i].type == P_DOUBLE)
+    return *(const double *)(const void *)(base + params[i].file_off);
+  return *(const int *)(const void *)(base + params[i].file_off);
+}
+
+int
+WLD_ParamFind(const char *name)
+{
+  const Param *p = find_param(name);
+
+  return p ? (int)(p - params) : -1;
+}
+
+int
+WLD_ParamSet(WLD_Daemon *d, CTL_Laser *l, int i, double v, char *err, size_t errlen)
+{
+  return param_set(d, l, &params[i], v, err, errlen);
 }
 
 static void
@@ -337,8 +446,8 @@ cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
   WLD_Daemon *d = D(ctx);
   CTL_Laser *l = laser_arg(d, c, argv[1]);
   const Param *p;
-  double v, lo, hi;
-  PID_Params before;
+  double v;
+  char err[160];
 
   if (!l)
     return;
@@ -351,43 +460,10 @@ cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Err(c, 422, "%s: '%s' is not a number", p->name, argv[3]);
     return;
   }
-  lo = p->lo;
-  hi = p->hi;
-  /* Run-time limits only narrow the configured ones. */
-  if (p->off == LO(piezo_lo) || p->off == LO(piezo_hi)) {
-    lo = l->cfg.piezo.min_v;
-    hi = l->cfg.piezo.max_v;
-  } else if (p->off == LO(current_lo) || p->off == LO(current_hi)) {
-    lo = l->cfg.current.min_v;
-    hi = l->cfg.current.max_v;
-  }
-  if (v < lo || v > hi || (p->type != P_DOUBLE && v != floor(v)) ||
-      (p->type == P_POLARITY && v != 1.0 && v != -1.0)) {
-    if (p->type == P_POLARITY)
-      SRV_Err(c, 422, "polarity must be 1 or -1");
-    else
-      SRV_Err(c, 422, "%s must be %s in %g..%g", p->name,
-              p->type == P_INT ? "an integer" : "a number", lo, hi);
+  if (param_set(d, l, p, v, err, sizeof err) != 0) {
+    SRV_Err(c, 422, "%s", err);
     return;
   }
-  if ((p->off == LO(piezo_lo) && v >= l->piezo_hi) || (p->off == LO(piezo_hi) && v <= l->piezo_lo) ||
-      (p->off == LO(current_lo) && v >= l->current_hi) ||
-      (p->off == LO(current_hi) && v <= l->current_lo)) {
-    SRV_Err(c, 422, "%s would leave an empty output range", p->name);
-    return;
-  }
-  if ((p->off == LO(cfg.capture_mhz) && v <= l->cfg.window_mhz) ||
-      (p->off == LO(cfg.window_mhz) && v >= l->cfg.capture_mhz)) {
-    SRV_Err(c, 422, "window_mhz must stay below capture_mhz");
-    return;
-  }
-  CTL_PidParams(l, &before);
-  char *base = (char *)l;
-  if (p->type == P_DOUBLE)
-    *(double *)(void *)(base + p->off) = v;
-  else
-    *(int *)(void *)(base + p->off) = (int)v;
-  CTL_ParamsChanged(d->ctl, l, &before);
   log_info("laser %s: %s = %g", l->cfg.name, p->name, v);
   SRV_Ok(c, "%s=%g", p->name, v);
 }

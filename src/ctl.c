@@ -428,7 +428,9 @@ static void process_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r);
 static void
 kick(CTL_Ctx *ctx, CTL_Laser *l)
 {
-  if (l->busy || l->removed)
+  /* Before CTL_Start (the state file being restored) only the values are
+     set; CTL_Start kicks every laser. */
+  if (l->busy || l->removed || !ctx->started)
     return;
   if (l->manual_pending) {
     submit(ctx, l, JOB_MANUAL, NULL, 0);

@@ -106,6 +106,17 @@ name_ok(const char *name)
   return 1;
 }
 
+/* A run-time parameter's name: [a-z0-9_], 1 to STF_KEY_MAX - 1 characters. */
+static int
+param_key_ok(const char *key)
+{
+  size_t n = strnlen(key, STF_KEY_MAX);
+
+  if (n == 0 || n >= STF_KEY_MAX)
+    return 0;
+  return strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
+}
+
 static int
 write_all(int fd, const char *data, size_t len)
 {
@@ -176,6 +187,23 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
       UTL_SetErr(err, errlen, "%s: laser %s: a value is not a finite number", path, l->name);
       return -1;
     }
+    if (l->n_params < 0 || l->n_params > STF_MAX_PARAMS) {
+      UTL_SetErr(err, errlen, "%s: laser %s: bad parameter count", path, l->name);
+      return -1;
+    }
+    for (int k = 0; k < l->n_params; k++) {
+      if (!param_key_ok(l->params[k].key) || !isfinite(l->params[k].value) ||
+          (l->params[k].has_file && !isfinite(l->params[k].file))) {
+        UTL_SetErr(err, errlen, "%s: laser %s: parameter %d cannot be stored", path, l->name, k);
+        return -1;
+      }
+      for (int m = 0; m < k; m++)
+        if (strcmp(l->params[m].key, l->params[k].key) == 0) {
+          UTL_SetErr(err, errlen, "%s: laser %s: parameter %s twice", path, l->name,
+                     l->params[k].key);
+          return -1;
+        }
+    }
   }
 
   b.cap = 256 + 256 * (size_t)n;
@@ -198,6 +226,11 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
     if (l->has_file)
       buf_printf(&b, " file_setpoint_thz=%.17g file_kp=%.17g file_ki=%.17g file_kd=%.17g",
                  l->file_setpoint_thz, l->file_kp, l->file_ki, l->file_kd);
+    for (int k = 0; k < l->n_params; k++) {
+      buf_printf(&b, " set.%s=%.17g", l->params[k].key, l->params[k].value);
+      if (l->params[k].has_file)
+        buf_printf(&b, " file.%s=%.17g", l->params[k].key, l->params[k].file);
+    }
     buf_printf(&b, "\n");
   }
   crc = crc32_update(0, b.data, b.failed ? 0 : b.len);
@@ -449,6 +482,39 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
     } else if (strcmp(kv, "file_kd") == 0) {
       bit = F_FILE_KD;
       dst = &l->file_kd;
+    } else if (strncmp(kv, "set.", 4) == 0 || strncmp(kv, "file.", 5) == 0) {
+      int is_file = kv[0] == 'f';
+      const char *key = kv + (is_file ? 5 : 4);
+      int k;
+
+      if (!param_key_ok(key)) {
+        *why = "bad parameter name";
+        return -1;
+      }
+      for (k = 0; k < l->n_params && strcmp(l->params[k].key, key) != 0; k++)
+        ;
+      if (k == l->n_params) {
+        if (is_file) {
+          *why = "file.<key> without set.<key> before it";
+          return -1;
+        }
+        if (l->n_params == STF_MAX_PARAMS) {
+          *why = "too many parameters";
+          return -1;
+        }
+        l->n_params++;
+        UTL_Strlcpy(l->params[k].key, key, sizeof l->params[k].key);
+      } else if (!is_file || l->params[k].has_file) {
+        *why = "a field appears twice";
+        return -1;
+      }
+      if (is_file)
+        l->params[k].has_file = 1;
+      if (parse_double(val, is_file ? &l->params[k].file : &l->params[k].value) < 0) {
+        *why = "a value is not a finite number";
+        return -1;
+      }
+      continue;
     } else {
       continue;       /* a field of a newer format: ignore */
     }

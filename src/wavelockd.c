@@ -71,6 +71,16 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
     s[i].file_kp = l->base_cfg.kp;
     s[i].file_ki = l->base_cfg.ki;
     s[i].file_kd = l->base_cfg.kd;
+    /* The other run-time parameters (polarity, limits, windows, ...). */
+    for (int k = 0; k < WLD_ParamCount() && s[i].n_params < STF_MAX_PARAMS; k++) {
+      if (!WLD_ParamSaved(l, k))
+        continue;
+      int m = s[i].n_params++;
+      UTL_Strlcpy(s[i].params[m].key, WLD_ParamName(k), sizeof s[i].params[m].key);
+      s[i].params[m].value = WLD_ParamValue(l, k);
+      s[i].params[m].file = WLD_ParamFileValue(l, k);
+      s[i].params[m].has_file = 1;
+    }
   }
   *out = s;
   return n;
@@ -199,6 +209,46 @@ prefer_edited_file(STF_Laser *s, const CNF_Laser *cfg)
   }
 }
 
+/* The saved run-time parameters, with the checks of the set command; one
+   that the config file changed since the save comes from the file.  Two
+   rounds: a value may be refused only until another one is in (a window
+   wider than the file's capture range, a limit past the other one). */
+static void
+restore_params(WLD_Daemon *d, CTL_Laser *l, const STF_Laser *s)
+{
+  int done[STF_MAX_PARAMS] = { 0 };
+  char err[160];
+
+  for (int k = 0; k < s->n_params; k++) {
+    int i = WLD_ParamFind(s->params[k].key);
+
+    if (i < 0 || !WLD_ParamSaved(l, i)) {
+      done[k] = 1;   /* a parameter of another version, or no current actuator now */
+    } else if (s->params[k].has_file && s->params[k].file != WLD_ParamFileValue(l, i)) {
+      log_info("state file: laser %s: %s=%g from the config, which changed it since the "
+               "state was saved", l->cfg.name, s->params[k].key, WLD_ParamFileValue(l, i));
+      done[k] = 1;
+    } else if (s->params[k].value == WLD_ParamValue(l, i)) {
+      done[k] = 1;
+    }
+  }
+  for (int round = 0; round < 2; round++) {
+    for (int k = 0; k < s->n_params; k++) {
+      if (done[k])
+        continue;
+      int i = WLD_ParamFind(s->params[k].key);
+      if (WLD_ParamSet(d, l, i, s->params[k].value, err, sizeof err) == 0) {
+        log_info("state file: laser %s: %s=%g", l->cfg.name, s->params[k].key,
+                 s->params[k].value);
+        done[k] = 1;
+      } else if (round == 1) {
+        log_warn("state file: laser %s: %s=%g not restored: %s", l->cfg.name,
+                 s->params[k].key, s->params[k].value, err);
+      }
+    }
+  }
+}
+
 static void
 restore_state(WLD_Daemon *d)
 {
@@ -225,6 +275,7 @@ restore_state(WLD_Daemon *d)
     }
     if (s[i].has_file)
       prefer_edited_file(&s[i], &l->base_cfg);
+    restore_params(d, l, &s[i]);
     CTL_Restore(d->ctl, l, s[i].setpoint_thz, s[i].engaged, s[i].kp, s[i].ki, s[i].kd,
                 s[i].piezo_v, s[i].has_current, s[i].current_v);
     if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz) {

@@ -32,9 +32,9 @@
 10. A state file that cannot be written (missing directory): the save
    command says so, background saves log it once, and the state is written
    as soon as it can be.
-11. A setpoint or gain edited in the config file while wavelockd is down
-   comes from the file at the next start; values set at run time whose file
-   key did not change come from the state file.
+11. Values set at run time (gains, polarity, limits, window) survive a
+   restart; one edited in the config file while wavelockd is down comes
+   from the file at the next start.
 """
 
 import os
@@ -372,8 +372,8 @@ with Env() as env:
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
 
     # ---- 11. the config file edited while the daemon is down ------------------------------
-    def edit_conf(kp, thz):
-        text = lab_conf([laser_conf("a", 1, A_THZ, reg=0, autolock=False,
+    def edit_conf(kp, thz, max_v=10.0):
+        text = lab_conf([laser_conf("a", 1, A_THZ, reg=0, autolock=False, max_v=max_v,
                                     pid={"kp": kp, "ki": 0.002, "kd": 0.0})],
                         [("ao1", mb.port)], pub.port, state_file=env.path("edit.state"))
         return text.replace('setpoint = "%.9f THz"' % A_THZ, 'setpoint = "%.9f THz"' % thz)
@@ -381,9 +381,18 @@ with Env() as env:
     cfg = env.write("edit.conf", edit_conf(0.001, A_THZ))
     d = env.start_daemon(cfg)
     c = env.connect(d.port)
-    c.cmd("set a ki 0.005")
+    run = {"ki": "0.005", "polarity": "-1", "piezo_max_v": "8", "window_mhz": "3"}
+    for k, v in run.items():
+        c.cmd("set a %s %s" % (k, v))
     c.cmd("setpoint a %.9f THz" % (A_THZ + 0.01))
-    tap.eq(d.stop(), 0, "wavelockd stopped after run-time changes to ki and the setpoint")
+    tap.eq(d.stop(), 0, "wavelockd stopped after run-time changes (%s, setpoint)"
+           % " ".join("%s=%s" % kv_ for kv_ in run.items()))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    got = {k: get(c, "a", k) for k in run}
+    tap.ok(all(float(got[k]) == float(v) for k, v in run.items()),
+           "values set at run time survive a restart (%s)" % got, d.output()[-1500:])
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     env.write("edit.conf", edit_conf(0.003, A_THZ))
     d = env.start_daemon(cfg)
     c = env.connect(d.port)
@@ -393,12 +402,15 @@ with Env() as env:
            "kp edited in the file while down comes from the file; ki and the setpoint set at "
            "run time stay (kp %s, ki %s, setpoint %s THz)" % got, d.output()[-1500:])
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
-    env.write("edit.conf", edit_conf(0.003, A_THZ + 0.05))
+    env.write("edit.conf", edit_conf(0.003, A_THZ + 0.05, max_v=9.0))
     d = env.start_daemon(cfg)
     c = env.connect(d.port)
     sp = float(status(c, "a").get("setpoint_thz"))
-    tap.ok(abs(sp - (A_THZ + 0.05)) < 1e-9 and float(get(c, "a", "ki")) == 0.005,
-           "a setpoint edited in the file while down comes from the file (%.9f THz)" % sp)
+    got = {k: get(c, "a", k) for k in ("ki", "polarity", "piezo_max_v")}
+    tap.ok(abs(sp - (A_THZ + 0.05)) < 1e-9 and float(got["ki"]) == 0.005 and
+           float(got["polarity"]) == -1 and float(got["piezo_max_v"]) == 9.0,
+           "a setpoint and a max_v edited in the file while down come from the file "
+           "(%.9f THz, %s); the rest stays" % (sp, got), d.output()[-1500:])
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
     mb.close()
     pub.close()

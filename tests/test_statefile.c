@@ -174,6 +174,13 @@ fill_sample(void)
   sample[1].file_kp = 0.0;
   sample[1].file_ki = 1.0 / 7.0;
   sample[1].file_kd = 5e-324;
+  sample[0].n_params = 2;                 /* other run-time parameters */
+  strcpy(sample[0].params[0].key, "polarity");
+  sample[0].params[0].value = -1.0;
+  sample[0].params[0].file = 1.0;
+  sample[0].params[0].has_file = 1;
+  strcpy(sample[0].params[1].key, "piezo_max_v");
+  sample[0].params[1].value = 8.000000000000002;
 }
 
 static void
@@ -214,6 +221,14 @@ test_round_trip(void **state)
       assert_same_bits(out[i].file_ki, sample[i].file_ki);
       assert_same_bits(out[i].file_kd, sample[i].file_kd);
     }
+    assert_int_equal(out[i].n_params, sample[i].n_params);
+    for (int k = 0; k < sample[i].n_params; k++) {
+      assert_string_equal(out[i].params[k].key, sample[i].params[k].key);
+      assert_same_bits(out[i].params[k].value, sample[i].params[k].value);
+      assert_int_equal(out[i].params[k].has_file, sample[i].params[k].has_file);
+      if (sample[i].params[k].has_file)
+        assert_same_bits(out[i].params[k].file, sample[i].params[k].file);
+    }
   }
   free(out);
 
@@ -241,7 +256,8 @@ test_format(void **state)
   snprintf(want, sizeof want, "\nlaser name=cool780 setpoint_thz=%.17g engaged=1 ",
            sample[0].setpoint_thz);
   assert_non_null(strstr(text, want));
-  snprintf(want, sizeof want, " current_v=%.17g\n", sample[0].current_v);
+  snprintf(want, sizeof want, " current_v=%.17g set.polarity=-1 file.polarity=1 "
+           "set.piezo_max_v=%.17g\n", sample[0].current_v, sample[0].params[1].value);
   assert_non_null(strstr(text, want));
   assert_non_null(strstr(text, "\nlaser name=repump_795.b-2 "));
   assert_null(strstr(strstr(text, "name=repump_795.b-2"), "current_v"));
@@ -400,6 +416,18 @@ test_malformed_with_good_crc(void **state)
       " file_ki=1 file_kd=1\n", 1, "go together" },
     { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 file_setpoint_thz=384"
       " file_kp=1 file_ki=nan file_kd=1\n", 1, "finite" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 set.Polarity=1\n", 1,
+      "bad parameter name" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 set.=1\n", 1,
+      "bad parameter name" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 file.polarity=1\n", 1,
+      "without" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 set.lock_n=3"
+      " set.lock_n=4\n", 1, "twice" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 set.lock_n=3"
+      " file.lock_n=4 file.lock_n=4\n", 1, "twice" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 set.lock_n=inf\n", 1,
+      "finite" },
   };
   STF_Laser *out = NULL;
 
@@ -470,6 +498,44 @@ test_atomic_no_temp_files(void **state)
   assert_int_equal(STF_Save(nodir, sample, 3, err, sizeof err), -1);
   assert_non_null(strstr(err, nodir));
   assert_int_equal(count_entries(), 1);
+}
+
+/* At most STF_MAX_PARAMS parameters per laser, both ways; Save refuses
+   names it could not read back and a name given twice. */
+static void
+test_param_limits(void **state)
+{
+  char body[8192];
+  size_t n = (size_t)snprintf(body, sizeof body,
+                              "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1");
+  STF_Laser *out = NULL, l;
+
+  for (int k = 0; k <= STF_MAX_PARAMS; k++)
+    n += (size_t)snprintf(body + n, sizeof body - n, " set.p%d=%d", k, k);
+  snprintf(body + n, sizeof body - n, "\n");
+  write_with_end(body, 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, "too many"));
+
+  memset(&l, 0, sizeof l);
+  strcpy(l.name, "a");
+  l.n_params = 1;
+  strcpy(l.params[0].key, "bad key");
+  assert_int_equal(STF_Save(path, &l, 1, err, sizeof err), -1);
+  assert_non_null(strstr(err, "cannot be stored"));
+  l.n_params = 2;
+  strcpy(l.params[0].key, "lock_n");
+  strcpy(l.params[1].key, "lock_n");
+  assert_int_equal(STF_Save(path, &l, 1, err, sizeof err), -1);
+  assert_non_null(strstr(err, "twice"));
+  l.n_params = STF_MAX_PARAMS;
+  for (int k = 0; k < STF_MAX_PARAMS; k++)
+    snprintf(l.params[k].key, sizeof l.params[k].key, "p%d", k);
+  assert_int_equal(STF_Save(path, &l, 1, err, sizeof err), 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
+  assert_int_equal(out[0].n_params, STF_MAX_PARAMS);
+  assert_string_equal(out[0].params[STF_MAX_PARAMS - 1].key, "p31");
+  free(out);
 }
 
 /* A path that is not a regular file is an error, not "missing". */
@@ -603,6 +669,7 @@ main(void)
     cmocka_unit_test_setup_teardown(test_malformed_with_good_crc, setup, teardown),
     cmocka_unit_test_setup_teardown(test_atomic_no_temp_files, setup, teardown),
     cmocka_unit_test_setup_teardown(test_not_a_file, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_param_limits, setup, teardown),
     cmocka_unit_test_setup_teardown(test_writer_latest_wins, setup, teardown),
     cmocka_unit_test_setup_teardown(test_writer_failure, setup, teardown),
     cmocka_unit_test_setup_teardown(test_writer_destroy_writes, setup, teardown),
