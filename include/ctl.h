@@ -27,6 +27,7 @@ typedef struct CTL_Job CTL_Job;
 typedef struct CTL_Laser {
   CNF_Laser cfg;               /* config in force (runtime changes applied) */
   CNF_Laser base_cfg;          /* config as loaded, to tell what reload changed */
+  int forget_pid;              /* PID history to forget when the job in flight is back */
   int index;                   /* position in the laser list */
   LSR_Machine sm;
   LSR_Ramp ramp;

@@ -489,6 +489,8 @@ finish_job(CTL_Ctx *ctx, Job *j)
     PID_Params now;
 
     l->pid = j->pid;
+    if (l->forget_pid)
+      PID_Forget(&l->pid);
     /* Gains or limits changed while the cycle was in flight: the job's PID
        state was computed with the old ones, so make it bumpless now (an
        idle laser was retuned when they changed). */
@@ -518,13 +520,17 @@ finish_job(CTL_Ctx *ctx, Job *j)
       l->last_good_v = l->piezo_v;
     datalog_write(l);
   }
-  if (j->retargeted && j->kind == JOB_MANUAL &&
-      ((j->want_piezo && !j->piezo_ok) || (j->want_current && !j->current_ok))) {
+  l->forget_pid = 0;
+  if (j->retargeted && j->kind == JOB_MANUAL) {
     /* A hand-set output the reload kept from its moved actuator goes to the
-       new one (last: this reuses the job). */
-    CTL_SetOutput(ctx, l, j->want_piezo && !j->piezo_ok, j->piezo_v,
-                  j->want_current && !j->current_ok, j->current_v);
-    return;
+       new one, unless a newer one waits already (last: this reuses the job). */
+    int piezo = j->want_piezo && !j->piezo_ok && !l->manual_has_piezo;
+    int current = j->want_current && !j->current_ok && !l->manual_has_current;
+
+    if (piezo || current) {
+      CTL_SetOutput(ctx, l, piezo, j->piezo_v, current, j->current_v);
+      return;
+    }
   }
   kick(ctx, l);
 }
@@ -886,7 +892,7 @@ CTL_Restore(CTL_Ctx *ctx, CTL_Laser *l, double setpoint_thz, int engaged,
 
   if (setpoint_thz >= l->cfg.min_thz && setpoint_thz <= l->cfg.max_thz)
     l->setpoint_thz = setpoint_thz;
-  if (kp >= 0.0 && ki >= 0.0 && kd >= 0.0) {
+  if (kp >= 0.0 && ki >= 0.0 && kd >= 0.0 && kp <= 1e6 && ki <= 1e6 && kd <= 1e6) {
     l->cfg.kp = kp;
     l->cfg.ki = ki;
     l->cfg.kd = kd;
@@ -1128,6 +1134,7 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     l->last_used_t = -1.0;
     l->sm.have_freq = 0;
     PID_Forget(&l->pid);
+    l->forget_pid = l->busy;   /* again once the cycle in flight is back */
   }
   bind_devices(ctx, l);
   if (l->busy)
@@ -1291,6 +1298,11 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
     log_info("reload: laser %s removed; its outputs stay where they are", l->cfg.name);
     l->removed = 1;
     if (l->busy) {
+      /* Its job, if it has not written yet, writes nothing: the register
+         may be another laser's now. */
+      pthread_mutex_lock(&ctx->lock);
+      l->job->retargeted = 1;
+      pthread_mutex_unlock(&ctx->lock);
       CTL_Laser **z = realloc(ctx->zombies, (size_t)(ctx->n_zombies + 1) * sizeof *z);
       if (z) {
         ctx->zombies = z;

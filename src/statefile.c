@@ -35,7 +35,7 @@
 #include "util.h"
 
 #define STF_MAX_BYTES (4 * 1024 * 1024)   /* far more than 64 lasers need */
-#define STF_MAX_LINE 4096
+#define STF_MAX_LINE 8192   /* the longest line STF_Save can write is about 4500 */
 
 /* CRC-32, reflected polynomial 0xEDB88320 (the zlib/PNG/Ethernet CRC). */
 static uint32_t
@@ -600,6 +600,15 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
     goto bad;
   }
   if (count > 0) {
+    /* A laser a line: no more than the body has lines (before allocating). */
+    long lines = 0;
+    for (const char *q = data; q < body_end; q++)
+      lines += *q == '\n';
+    if (count > lines) {
+      UTL_SetErr(err, errlen, "%s: end line counts %ld lasers, the file has %ld lines", path,
+                 count, lines);
+      goto bad;
+    }
     lasers = calloc((size_t)count, sizeof *lasers);
     if (!lasers) {
       UTL_SetErr(err, errlen, "%s: out of memory", path);

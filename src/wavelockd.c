@@ -209,6 +209,22 @@ prefer_edited_file(STF_Laser *s, const CNF_Laser *cfg)
   }
 }
 
+static const char *
+limit_partner(const char *key)
+{
+  static const char *const pairs[][2] = {
+    { "piezo_min_v", "piezo_max_v" }, { "current_min_v", "current_max_v" },
+  };
+
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    if (strcmp(key, pairs[i][0]) == 0)
+      return pairs[i][1];
+    if (strcmp(key, pairs[i][1]) == 0)
+      return pairs[i][0];
+  }
+  return NULL;
+}
+
 /* The saved run-time parameters, with the checks of the set command; one
    that the config file changed since the save comes from the file.  Two
    rounds: a value may be refused only until another one is in (a window
@@ -216,21 +232,30 @@ prefer_edited_file(STF_Laser *s, const CNF_Laser *cfg)
 static void
 restore_params(WLD_Daemon *d, CTL_Laser *l, const STF_Laser *s)
 {
-  int done[STF_MAX_PARAMS] = { 0 };
+  int done[STF_MAX_PARAMS] = { 0 }, edited[STF_MAX_PARAMS] = { 0 };
   char err[160];
 
   for (int k = 0; k < s->n_params; k++) {
     int i = WLD_ParamFind(s->params[k].key);
 
-    if (i < 0 || !WLD_ParamSaved(l, i)) {
+    if (i < 0 || !WLD_ParamSaved(l, i))
       done[k] = 1;   /* a parameter of another version, or no current actuator now */
-    } else if (s->params[k].has_file && s->params[k].file != WLD_ParamFileValue(l, i)) {
-      log_info("state file: laser %s: %s=%g from the config, which changed it since the "
-               "state was saved", l->cfg.name, s->params[k].key, WLD_ParamFileValue(l, i));
+    else if (s->params[k].has_file && s->params[k].file != WLD_ParamFileValue(l, i))
+      done[k] = edited[k] = 1;
+    else if (s->params[k].value == WLD_ParamValue(l, i))
       done[k] = 1;
-    } else if (s->params[k].value == WLD_ParamValue(l, i)) {
-      done[k] = 1;
-    }
+  }
+  /* Output limits go in pairs, as on a reload: the file changing either
+     configured limit resets both run-time ones. */
+  for (int k = 0; k < s->n_params; k++) {
+    const char *partner = limit_partner(s->params[k].key);
+
+    for (int m = 0; partner && m < s->n_params; m++)
+      if (edited[m] && strcmp(s->params[m].key, partner) == 0)
+        done[k] = edited[k] = 1;
+    if (edited[k])
+      log_info("state file: laser %s: %s from the config, which changed it since the state "
+               "was saved", l->cfg.name, s->params[k].key);
   }
   for (int round = 0; round < 2; round++) {
     for (int k = 0; k < s->n_params; k++) {
@@ -278,7 +303,8 @@ restore_state(WLD_Daemon *d)
     restore_params(d, l, &s[i]);
     CTL_Restore(d->ctl, l, s[i].setpoint_thz, s[i].engaged, s[i].kp, s[i].ki, s[i].kd,
                 s[i].piezo_v, s[i].has_current, s[i].current_v);
-    if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz) {
+    if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz &&
+        s[i].ramp_mhz_s <= 1e9) {
       CTL_Ramp(d->ctl, l, s[i].ramp_to_thz, s[i].ramp_mhz_s);
       log_info("state file: laser %s resumes its ramp to %.9f THz at %g MHz/s", l->cfg.name,
                s[i].ramp_to_thz, s[i].ramp_mhz_s);

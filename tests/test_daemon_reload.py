@@ -341,6 +341,34 @@ with Env() as env:
            (2, 9.0001) in late,
            "a reload swapping registers under a queued write: nothing over b's 5 V on "
            "register 0, a's 9 V follows it to register 2 (writes after the reload: %s)" % late)
+
+    # And when the reload removes the laser and gives its register to a new
+    # one (c, at most 5 V): the removed laser's queued 9 V is not written.
+    def remove_conf(with_a):
+        lasers = [laser_conf("b", 2, B_THZ, reg=2, autolock=False)]
+        lasers.insert(0, laser_conf("a", 1, A_THZ, reg=0, autolock=False) if with_a else
+                      laser_conf("c", 3, C_THZ, reg=0, autolock=False, max_v=5.0, start_v=2.5))
+        text = lab_conf(lasers, [("ao1", mb.port)], pub.port, state_file=env.path("narrow.state"))
+        return text.replace("timeout_ms = 200;", "timeout_ms = 5000;")
+
+    env.write("narrow.conf", remove_conf(True))
+    tap.ok(c.cmd("reload")[-1].startswith("OK"), "reload: a on register 0, b on 2")
+    time.sleep(0.5)
+    mb.delay = 1.0
+    c.cmd("output b piezo 3")
+    c.cmd("output a piezo 9")
+    env.write("narrow.conf", remove_conf(False))
+    r = c.cmd("reload")
+    t_reload = time.monotonic()
+    # b's write, then c's start output (2.5 V), each held 1 s
+    wait_until(lambda: any(t > t_reload and a == 0 for t, a, _ in list(mb.writes)), 6, 0.02)
+    time.sleep(1.5)
+    mb.delay = 0.0
+    late = [(a, round(v[0] / 6553.5, 4)) for t, a, v in list(mb.writes) if t > t_reload]
+    tap.ok(r[-1].startswith("OK") and all(v <= 5.0 + 1e-9 for a, v in late if a == 0) and
+           (0, 2.5) in late,
+           "a reload removing a laser with a queued 9 V write and giving its register to a "
+           "laser limited to 5 V: the 9 V is not written (writes after the reload: %s)" % late)
     tap.eq(d.stop(), 0, "wavelockd stops cleanly")
 
     # ---- 10. a state file that cannot be written --------------------------------------------
