@@ -35,7 +35,7 @@ fi
 wrap=$(mktemp -d "${TMPDIR:-/tmp}/wl-valgrind.XXXXXX") || exit 1
 logs="$wrap/logs"
 mkdir "$logs"
-for p in wavelock-sim wavelock; do
+for p in wavelock-sim wavelock tests; do   # tests/: helper programs (fault_server)
   [ -e "$builddir/$p" ] && ln -s "$builddir/$p" "$wrap/$p"
 done
 cat > "$wrap/wavelockd" <<WRAP
