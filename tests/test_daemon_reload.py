@@ -294,21 +294,32 @@ with Env() as env:
                         [("ao1", mb.port)], pub.port, state_file=env.path("narrow.state"))
         return text.replace("timeout_ms = 200;", "timeout_ms = 5000;")
 
+    def queued_reload(text, seen, settle=0.0):
+        """b's write holds the device 1 s; a's hand-set 9 V waits in the
+        device queue behind it while the reload to text happens.  Waits
+        until seen(writes after the reload); returns the answer and those
+        writes as (register, volts)."""
+        mb.delay = 1.0
+        c.cmd("output b piezo 3")
+        c.cmd("output a piezo 9")
+        env.write("narrow.conf", text)
+        r = c.cmd("reload")
+        t_reload = time.monotonic()
+
+        def late():
+            return [(a, round(v[0] / 6553.5, 4)) for t, a, v in list(mb.writes) if t > t_reload]
+        wait_until(lambda: seen(late()), 6, 0.02)
+        time.sleep(settle)
+        mb.delay = 0.0
+        return r, late()
+
     cfg = env.write("narrow.conf", narrow_conf(10.0))
     d = env.start_daemon(cfg)
     c = env.connect(d.port)
     wait_until(lambda: {a for _, a, _ in list(mb.writes)} >= {0, 2}, 5, 0.02)
-    mb.delay = 1.0
-    # b's write holds the device 1 s; a's job waits in the device queue
-    # behind it, already computed as 9 V, while the reload lowers a's max_v.
-    c.cmd("output b piezo 3")
-    c.cmd("output a piezo 9")
-    env.write("narrow.conf", narrow_conf(6.0))
-    r = c.cmd("reload")
-    t_reload = time.monotonic()
-    wait_until(lambda: any(t > t_reload and a == 0 for t, a, _ in list(mb.writes)), 6, 0.02)
-    mb.delay = 0.0
-    after = [v[0] / 6553.5 for t, a, v in list(mb.writes) if t > t_reload and a == 0]
+    # the reload lowers a's max_v under the queued 9 V
+    r, late = queued_reload(narrow_conf(6.0), lambda w: any(a == 0 for a, _ in w))
+    after = [v for a, v in late if a == 0]
     tap.ok(r[-1].startswith("OK") and after and max(after) <= 6.0 + 1e-9,
            "a write queued before a reload that lowers max_v to 6 V goes out within it "
            "(wrote %s V)" % ["%.4f" % v for v in after], r)
@@ -327,16 +338,7 @@ with Env() as env:
     env.write("narrow.conf", swap_conf(0, 2))
     tap.ok(c.cmd("reload")[-1].startswith("OK"), "reload: a on register 0, b on 2 (max 5 V)")
     time.sleep(0.3)
-    mb.delay = 1.0
-    c.cmd("output b piezo 3")
-    c.cmd("output a piezo 9")
-    env.write("narrow.conf", swap_conf(2, 0))
-    r = c.cmd("reload")
-    t_reload = time.monotonic()
-    wait_until(lambda: any(t > t_reload and a == 2 and v[0] > 6 * 6553.5
-                           for t, a, v in list(mb.writes)), 6, 0.02)
-    mb.delay = 0.0
-    late = [(a, round(v[0] / 6553.5, 4)) for t, a, v in list(mb.writes) if t > t_reload]
+    r, late = queued_reload(swap_conf(2, 0), lambda w: any(a == 2 and v > 6 for a, v in w))
     tap.ok(r[-1].startswith("OK") and all(v <= 5.0 + 1e-9 for a, v in late if a == 0) and
            (2, 9.0001) in late,
            "a reload swapping registers under a queued write: nothing over b's 5 V on "
@@ -354,17 +356,8 @@ with Env() as env:
     env.write("narrow.conf", remove_conf(True))
     tap.ok(c.cmd("reload")[-1].startswith("OK"), "reload: a on register 0, b on 2")
     time.sleep(0.5)
-    mb.delay = 1.0
-    c.cmd("output b piezo 3")
-    c.cmd("output a piezo 9")
-    env.write("narrow.conf", remove_conf(False))
-    r = c.cmd("reload")
-    t_reload = time.monotonic()
     # b's write, then c's start output (2.5 V), each held 1 s
-    wait_until(lambda: any(t > t_reload and a == 0 for t, a, _ in list(mb.writes)), 6, 0.02)
-    time.sleep(1.5)
-    mb.delay = 0.0
-    late = [(a, round(v[0] / 6553.5, 4)) for t, a, v in list(mb.writes) if t > t_reload]
+    r, late = queued_reload(remove_conf(False), lambda w: any(a == 0 for a, _ in w), settle=1.5)
     tap.ok(r[-1].startswith("OK") and all(v <= 5.0 + 1e-9 for a, v in late if a == 0) and
            (0, 2.5) in late,
            "a reload removing a laser with a queued 9 V write and giving its register to a "
