@@ -22,6 +22,7 @@ struct event_base;
 typedef struct CTL_Ctx CTL_Ctx;
 typedef struct CTL_Device CTL_Device;
 typedef struct CTL_Job CTL_Job;
+typedef struct CTL_Gates CTL_Gates;
 
 /* Per-laser runtime; fields are read by the command handlers. */
 typedef struct CTL_Laser {
@@ -59,9 +60,12 @@ typedef struct CTL_Laser {
   CTL_Device *piezo_dev, *current_dev;
   int removed;                 /* dropped by a reload; freed when idle */
   CTL_Job *job;                /* the laser's one cycle job (never two in flight) */
+  CTL_Gates *gates;            /* where and within what its actuators may be written,
+                                  checked by the device thread at the wire */
 
   FILE *datalog;
   unsigned long cycles, coalesced, write_errors, readings, bad_readings;
+  unsigned long corrections;   /* corrective writes: an output found outside its limits */
 } CTL_Laser;
 
 /* Called on the loop thread when a laser changes state or gets a reading. */

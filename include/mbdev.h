@@ -60,6 +60,21 @@ int MB_Submit(MB_Device *dev, MB_JobFn fn, void *arg);
    device down. */
 int MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n);
 
+/* Maximum number of registers one write carries. */
+#define MB_MAX_WRITE 32
+
+/* Fill a write at the last moment: called by MB_WriteGated on the device
+   thread once the link is taken (on a shared RS-485 bus: after the wait
+   for the bus), right before the request goes out.  Sets *addr and
+   regs[0..n-1]; returns n (1..MB_MAX_WRITE), or -1 to send nothing. */
+typedef int (*MB_FillFn)(void *arg, int *addr, uint16_t regs[MB_MAX_WRITE]);
+
+/* MB_Write with the registers decided by fill at the wire, so a limit or
+   register that changed while the job waited for the device or the bus is
+   honoured.  0 on success; -1 with errno ECANCELED (fill refused: nothing
+   sent, the device stays up) or as MB_Write. */
+int MB_WriteGated(MB_Io *io, MB_FillFn fill, void *arg);
+
 /* Read n holding registers (for tests and probes).  Same rules as MB_Write. */
 int MB_Read(MB_Io *io, int addr, uint16_t *regs, int n);
 

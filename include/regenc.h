@@ -31,6 +31,15 @@ int REG_Count(const REG_Encoding *enc);
    non-finite input (regs untouched). */
 int REG_Encode(const REG_Encoding *enc, double volts, uint16_t regs[2]);
 
+/* Encode volts clamped to lo..hi (lo <= hi) so that the value the registers
+   decode to lies inside lo..hi too: where rounding to the nearest register
+   code would land outside (9 V at max_v 9 V encoding as 9.0001 V), the next
+   code towards the inside is taken.  The decoded value goes to *written
+   (may be NULL).  Returns the count, or -1 (errno-free) for a non-finite
+   input or limits no register code lies within. */
+int REG_EncodeWithin(const REG_Encoding *enc, double volts, double lo, double hi,
+                     uint16_t regs[2], double *written);
+
 /* Decode registers back to volts (inverse of REG_Encode up to rounding). */
 double REG_Decode(const REG_Encoding *enc, const uint16_t regs[2]);
 

@@ -8,6 +8,19 @@
  * PID state and everything it needs.  Finished jobs and device status changes
  * come back through a mutex-protected list and one pre-made event that the
  * device threads activate.
+ *
+ * Limits are enforced at the wire.  Each laser has two gates (piezo,
+ * current) holding the actuator it may write now (device, register,
+ * encoding) and the limits in force (run-time inside configured), updated
+ * under ctx->lock whenever a `set`, a reload or a removal changes them.  A
+ * device thread reads the gate under the lock right before each request
+ * goes out (MB_WriteGated: after the wait for a shared RS-485 bus, for each
+ * write of a multi-write job), clamps and encodes towards the inside of the
+ * limits, and sends nothing to an actuator that moved.  Whatever was on the
+ * wire before a limit narrowed is caught when the job comes back: an output
+ * found outside the limits in force gets a corrective write at once.  Every
+ * path (PID, hand-set, feed-forward, relock, restore, reload) writes
+ * through this one gate.
  */
 #include "config.h"
 
@@ -41,12 +54,11 @@ typedef struct CTL_Job {
   PID_State pid_before;
   double t, meas_mhz, sp_mhz;
   double relock_v;
-  /* Actuators (copied so the job never reads the laser). */
+  /* Actuators the job was made for (copied so the job never reads the
+     laser; the gates say at the wire whether they are still the laser's). */
   MB_Device *pdev, *cdev;    /* cdev NULL when no current actuator */
   int preg, creg;
   REG_Encoding penc, cenc;
-  double pmin, pmax, cmin, cmax;       /* configured hard limits (under ctx->lock
-                                          while in flight: a reload narrows them) */
   double ff, piezo_ref, current_ref;
   double clo, chi;                     /* runtime current limits */
   int has_current;
@@ -54,11 +66,27 @@ typedef struct CTL_Job {
   double piezo_v, current_v;           /* values to write / written */
   /* Results. */
   int skipped;               /* PID refused the reading, or retargeted: nothing written */
-  int retargeted;            /* under ctx->lock: a reload moved an actuator */
+  int retargeted;            /* the gate refused: a reload moved or removed an actuator */
+  int recheck;               /* a gate changed while a write was on the wire */
   int piezo_ok, current_ok;  /* write acknowledged */
   int failed;                /* a write failed */
   int err;
 } Job;
+
+/* Where and within what one actuator may be written now; mb NULL: nowhere. */
+typedef struct {
+  const MB_Device *mb;
+  int reg;
+  REG_Encoding enc;
+  double lo, hi;             /* limits in force: run-time inside configured */
+} Gate;
+
+struct CTL_Gates {
+  Gate g[2];                 /* piezo, current; under ctx->lock */
+  int reassert;              /* loop thread: 1 piezo, 2 current to write again once idle */
+};
+
+enum { GATE_PIEZO = 0, GATE_CURRENT = 1 };
 
 struct CTL_Device {
   CNF_Device cfg;
@@ -167,35 +195,110 @@ laser_actuators_ok(const CTL_Laser *l)
 static void post_result(Job *j);
 
 static int
-write_value(MB_Io *io, int reg, const REG_Encoding *enc, double v)
+same_encoding(const REG_Encoding *a, const REG_Encoding *b)
 {
-  uint16_t regs[2];
-  int n = REG_Encode(enc, v, regs);
-
-  if (n < 0) {
-    errno = EINVAL;
-    return -1;
-  }
-  return MB_Write(io, reg, regs, n);
+  return a->format == b->format && a->order == b->order && a->scale == b->scale &&
+         a->offset == b->offset;
 }
 
-/* The last gate before the wire: clamp the values to write to the
-   configured limits, read under the lock (a reload may narrow them while the
-   job waits in a device queue behind another laser's request, see
-   update_job).  Nonzero when the reload moved an actuator: write nothing. */
 static int
-job_clamp(Job *j, int piezo, int current)
+gate_is(const Gate *g, const MB_Device *mb, int reg, const REG_Encoding *enc)
 {
-  int moved;
+  return g->mb && g->mb == mb && g->reg == reg && same_encoding(&g->enc, enc);
+}
+
+/* One value of a write, checked against its gate (ctx->lock held): the
+   registers, and *v clamped to the limits in force; -1 if the actuator
+   moved (retargeted) or no register code lies within the limits. */
+static int
+gate_put(Job *j, const Gate *g, const MB_Device *mb, int reg, const REG_Encoding *enc,
+         double *v, uint16_t *regs)
+{
+  int n;
+
+  if (!gate_is(g, mb, reg, enc)) {
+    j->retargeted = 1;
+    return -1;
+  }
+  *v = clampd(*v, g->lo, g->hi);
+  n = REG_EncodeWithin(&g->enc, *v, g->lo, g->hi, regs, NULL);
+  if (n < 0)
+    j->err = ERANGE;
+  return n;
+}
+
+typedef struct {
+  Job *j;
+  const MB_Device *mb;
+  int piezo, current;        /* which values this request carries */
+} Fill;
+
+/* MB_FillFn: the registers of one request, decided at the wire. */
+static int
+fill_cb(void *arg, int *addr, uint16_t regs[MB_MAX_WRITE])
+{
+  Fill *f = arg;
+  Job *j = f->j;
+  const CTL_Gates *gs = j->laser->gates;
+  int n = 0, k = 0;
 
   pthread_mutex_lock(&j->ctx->lock);
-  if (piezo)
-    j->piezo_v = clampd(j->piezo_v, j->pmin, j->pmax);
-  if (current && j->has_current)
-    j->current_v = clampd(j->current_v, j->cmin, j->cmax);
-  moved = j->retargeted;
+  if (f->piezo) {
+    k = gate_put(j, &gs->g[GATE_PIEZO], f->mb, j->preg, &j->penc, &j->piezo_v, regs);
+    *addr = j->preg;
+    n = k;
+  }
+  if (k >= 0 && f->current) {
+    k = gate_put(j, &gs->g[GATE_CURRENT], f->mb, j->creg, &j->cenc, &j->current_v, regs + n);
+    if (!f->piezo)
+      *addr = j->creg;
+    n += k;
+  }
   pthread_mutex_unlock(&j->ctx->lock);
-  return moved;
+  return k < 0 ? -1 : n;
+}
+
+/* After a write: whether its gates still say the same (a reload may have
+   given the register to another laser, or a `set` narrowed the limits,
+   while the request was on the wire).  If not, the loop re-asserts. */
+static void
+after_write(Job *j, const Fill *f)
+{
+  const CTL_Gates *gs = j->laser->gates;
+  const Gate *p = &gs->g[GATE_PIEZO], *c = &gs->g[GATE_CURRENT];
+
+  pthread_mutex_lock(&j->ctx->lock);
+  if ((f->piezo && (!gate_is(p, f->mb, j->preg, &j->penc) ||
+                    j->piezo_v < p->lo || j->piezo_v > p->hi)) ||
+      (f->current && (!gate_is(c, f->mb, j->creg, &j->cenc) ||
+                      j->current_v < c->lo || j->current_v > c->hi)))
+    j->recheck = 1;
+  pthread_mutex_unlock(&j->ctx->lock);
+}
+
+static void job_fail(Job *j);
+static void job_refused(Job *j);
+
+/* Write the piezo and/or current value of j in one request on io's device;
+   0 when acknowledged. */
+static int
+job_write(MB_Io *io, Job *j, int piezo, int current)
+{
+  Fill f = { j, MB_IoDevice(io), piezo, current };
+
+  if (MB_WriteGated(io, fill_cb, &f) != 0) {
+    if (errno == ECANCELED)
+      job_refused(j);
+    else
+      job_fail(j);
+    return -1;
+  }
+  after_write(j, &f);
+  if (piezo)
+    j->piezo_ok = 1;
+  if (current)
+    j->current_ok = 1;
+  return 0;
 }
 
 static void
@@ -221,10 +324,6 @@ job_compute(Job *j)
       j->want_current = 1;
     }
   }
-  if (job_clamp(j, 1, 1)) {
-    j->pid = j->pid_before;
-    j->skipped = 1;
-  }
 }
 
 static void
@@ -239,51 +338,43 @@ job_fail(Job *j)
     j->pid = j->pid_before;
 }
 
+/* The gate refused a write (the actuator moved, or no register code lies
+   within the limits): nothing of it went out.  A cycle whose piezo was not
+   written leaves the PID as it was. */
+static void
+job_refused(Job *j)
+{
+  if (j->err == ERANGE)
+    j->failed = 1;
+  if (j->kind != JOB_MANUAL && !j->piezo_ok) {
+    j->pid = j->pid_before;
+    j->skipped = 1;
+  }
+}
+
 static void
 job_fn(MB_Io *io, void *arg)
 {
   Job *j = arg;
+  const MB_Device *mb = MB_IoDevice(io);
 
   if (j->stage == 1) {
+    int current_here;
+
     job_compute(j);
     if (j->skipped)
       goto done;
+    current_here = j->want_current && j->cdev == mb;
     if (j->want_piezo) {
-      int same = j->want_current && j->cdev == j->pdev;
-      int pn = REG_Count(&j->penc);
+      /* Adjacent registers on one device: one request (function 16). */
+      int both = current_here && j->creg == j->preg + REG_Count(&j->penc);
 
-      if (same && j->creg == j->preg + pn) {
-        /* Adjacent registers on one device: one request (function 16). */
-        uint16_t regs[4];
-        int n1 = REG_Encode(&j->penc, j->piezo_v, regs);
-        int n2 = REG_Encode(&j->cenc, j->current_v, regs + n1);
-        if (n1 < 0 || n2 < 0 || MB_Write(io, j->preg, regs, n1 + n2) != 0) {
-          job_fail(j);
-          goto done;
-        }
-        j->piezo_ok = j->current_ok = 1;
+      if (job_write(io, j, 1, both) != 0 || both || !j->want_current)
         goto done;
-      }
-      if (write_value(io, j->preg, &j->penc, j->piezo_v) != 0) {
-        job_fail(j);
-        goto done;
-      }
-      j->piezo_ok = 1;
-      if (same) {
-        if (write_value(io, j->creg, &j->cenc, j->current_v) != 0) {
-          job_fail(j);
-          goto done;
-        }
-        j->current_ok = 1;
-        goto done;
-      }
     }
-    if (j->want_current && !j->current_ok) {
-      if (j->cdev == MB_IoDevice(io)) {
-        if (write_value(io, j->creg, &j->cenc, j->current_v) != 0)
-          job_fail(j);
-        else
-          j->current_ok = 1;
+    if (j->want_current) {
+      if (current_here) {
+        job_write(io, j, 0, 1);
         goto done;
       }
       j->stage = 2;
@@ -295,14 +386,8 @@ job_fn(MB_Io *io, void *arg)
     goto done;
   }
 
-  /* Stage 2: the current actuator on its own device (clamped again here: a
-     hand-set current alone starts at this stage, without job_compute). */
-  if (job_clamp(j, 0, 1))
-    goto done;
-  if (write_value(io, j->creg, &j->cenc, j->current_v) != 0)
-    job_fail(j);
-  else
-    j->current_ok = 1;
+  /* Stage 2: the current actuator on its own device. */
+  job_write(io, j, 0, 1);
 
 done:
   post_result(j);
@@ -342,6 +427,118 @@ device_status_cb(MB_Device *mb, int up, const char *why, void *arg)
 
 /* ---- loop side ---------------------------------------------------------- */
 
+/* Queue a hand-set output (clamped to the limits in force); kick() sends it. */
+static void
+queue_output(CTL_Laser *l, int has_piezo, double piezo_v, int has_current, double current_v)
+{
+  if (has_piezo) {
+    l->manual_has_piezo = 1;
+    l->manual_piezo = clampd(piezo_v, l->piezo_lo, l->piezo_hi);
+  }
+  if (has_current && l->current_dev) {
+    l->manual_has_current = 1;
+    l->manual_current = clampd(current_v, l->current_lo, l->current_hi);
+  }
+  l->manual_pending = l->manual_has_piezo || l->manual_has_current;
+}
+
+/* Publish where and within what l's actuators may be written now (after
+   any change of limits, actuators or removal). */
+static void
+gates_sync(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  Gate g[2];
+
+  memset(g, 0, sizeof g);
+  if (!l->removed && l->piezo_dev) {
+    g[GATE_PIEZO].mb = l->piezo_dev->mb;
+    g[GATE_PIEZO].reg = l->cfg.piezo.reg;
+    g[GATE_PIEZO].enc = l->cfg.piezo.enc;
+    g[GATE_PIEZO].lo = fmax(l->piezo_lo, l->cfg.piezo.min_v);
+    g[GATE_PIEZO].hi = fmin(l->piezo_hi, l->cfg.piezo.max_v);
+  }
+  if (!l->removed && l->current_dev) {
+    g[GATE_CURRENT].mb = l->current_dev->mb;
+    g[GATE_CURRENT].reg = l->cfg.current.reg;
+    g[GATE_CURRENT].enc = l->cfg.current.enc;
+    g[GATE_CURRENT].lo = fmax(l->current_lo, l->cfg.current.min_v);
+    g[GATE_CURRENT].hi = fmin(l->current_hi, l->cfg.current.max_v);
+  }
+  pthread_mutex_lock(&ctx->lock);
+  memcpy(l->gates->g, g, sizeof g);
+  pthread_mutex_unlock(&ctx->lock);
+}
+
+static int
+outside(double v, double lo, double hi)
+{
+  return !(v >= lo && v <= hi);
+}
+
+/* An idle laser whose outputs are outside the limits in force (narrowed
+   while a write was on the wire, or by a reload) gets a corrective write
+   now.  While a job is in flight the stored outputs are stale: its return
+   checks again.  The caller kicks. */
+static void
+enforce_limits(CTL_Laser *l)
+{
+  int p, c;
+
+  if (l->busy || l->removed)
+    return;
+  p = outside(l->piezo_v, l->piezo_lo, l->piezo_hi);
+  c = l->current_dev && outside(l->current_v, l->current_lo, l->current_hi);
+  if (!p && !c)
+    return;
+  l->corrections++;
+  if (p)
+    log_warn("laser %s: piezo output %.6f V is outside %.6f..%.6f V now: corrected",
+             l->cfg.name, l->piezo_v, l->piezo_lo, l->piezo_hi);
+  if (c)
+    log_warn("laser %s: current output %.6f V is outside %.6f..%.6f V now: corrected",
+             l->cfg.name, l->current_v, l->current_lo, l->current_hi);
+  /* A newer hand-set value already waiting is clamped at submit. */
+  queue_output(l, p && !l->manual_has_piezo, l->piezo_v, c && !l->manual_has_current,
+               l->current_v);
+}
+
+static void kick(CTL_Ctx *ctx, CTL_Laser *l);
+
+/* Write again the outputs marked for it, unless a newer value waits. */
+static void
+reassert_outputs(CTL_Laser *l)
+{
+  int r = l->gates->reassert;
+
+  l->gates->reassert = 0;
+  queue_output(l, (r & 1) && !l->manual_has_piezo, l->piezo_v,
+               (r & 2) && !l->manual_has_current, l->current_v);
+}
+
+/* A write went out while its register changed hands (a reload on the way):
+   whoever owns that register now has its own output written again (kicked
+   unless it is self, whose caller kicks). */
+static void
+reassert_register(CTL_Ctx *ctx, const MB_Device *mb, int reg, const CTL_Laser *self)
+{
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    int p = l->piezo_dev && l->piezo_dev->mb == mb && l->cfg.piezo.reg == reg;
+    int c = l->current_dev && l->current_dev->mb == mb && l->cfg.current.reg == reg;
+
+    if (p || c) {
+      log_warn("laser %s: register %d was written by another laser's job during a reload: "
+               "its output is written again", l->cfg.name, reg);
+      l->corrections++;
+      l->gates->reassert |= (p ? 1 : 0) | (c ? 2 : 0);
+      if (!l->busy)
+        reassert_outputs(l);
+      if (l != self)
+        kick(ctx, l);
+    }
+  }
+}
+
 static int
 submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
 {
@@ -358,15 +555,11 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
   j->pdev = l->piezo_dev->mb;
   j->preg = l->cfg.piezo.reg;
   j->penc = l->cfg.piezo.enc;
-  j->pmin = l->cfg.piezo.min_v;
-  j->pmax = l->cfg.piezo.max_v;
   j->has_current = l->current_dev != NULL;
   if (j->has_current) {
     j->cdev = l->current_dev->mb;
     j->creg = l->cfg.current.reg;
     j->cenc = l->cfg.current.enc;
-    j->cmin = l->cfg.current.min_v;
-    j->cmax = l->cfg.current.max_v;
     j->ff = l->cfg.current.feedforward;
     if (l->ff_ref != l->cfg.current.feedforward) {
       /* The ratio changed (set, reload): the new line goes through the
@@ -464,6 +657,7 @@ free_laser(CTL_Laser *l)
   if (l->datalog)
     fclose(l->datalog);
   free(l->job);
+  free(l->gates);
   free(l);
 }
 
@@ -473,6 +667,12 @@ finish_job(CTL_Ctx *ctx, Job *j)
   CTL_Laser *l = j->laser;
 
   l->busy = 0;
+  if (j->recheck) {
+    if (j->piezo_ok)
+      reassert_register(ctx, j->pdev, j->preg, l);
+    if (j->current_ok)
+      reassert_register(ctx, j->cdev, j->creg, l);
+  }
   if (l->removed) {
     /* The laser was dropped by a reload; free it now that it is idle. */
     for (int i = 0; i < ctx->n_zombies; i++) {
@@ -509,6 +709,14 @@ finish_job(CTL_Ctx *ctx, Job *j)
     l->piezo_ref_v = l->piezo_v;
     l->current_ref_v = l->current_v;
     mark_dirty(ctx);
+  } else if (j->piezo_ok && l->pid.out != l->piezo_v) {
+    /* The gate clamped the cycle's output (limits narrowed while it was in
+       flight): the PID goes on from what was written. */
+    PID_Params now;
+
+    CTL_PidParams(l, &now);
+    l->pid.out = l->piezo_v;
+    PID_Retune(&l->pid, &now, &now);
   }
   if (j->failed) {
     char buf[128];
@@ -523,16 +731,16 @@ finish_job(CTL_Ctx *ctx, Job *j)
   l->forget_pid = 0;
   if (j->retargeted && j->kind == JOB_MANUAL) {
     /* A hand-set output the reload kept from its moved actuator goes to the
-       new one, unless a newer one waits already (last: this reuses the job). */
+       new one, unless a newer one waits already. */
     int piezo = j->want_piezo && !j->piezo_ok && !l->manual_has_piezo;
     int current = j->want_current && !j->current_ok && !l->manual_has_current;
 
-    if (piezo || current) {
-      CTL_SetOutput(ctx, l, piezo, j->piezo_v, current, j->current_v);
-      return;
-    }
+    queue_output(l, piezo, j->piezo_v, current, j->current_v);
   }
-  kick(ctx, l);
+  if (l->gates->reassert)
+    reassert_outputs(l);
+  enforce_limits(l);
+  kick(ctx, l);      /* last: this may reuse j */
 }
 
 static void
@@ -743,7 +951,10 @@ new_laser(CTL_Ctx *ctx, const CNF_Laser *cfg)
   if (!l)
     return NULL;
   l->job = calloc(1, sizeof *l->job);
-  if (!l->job) {
+  l->gates = calloc(1, sizeof *l->gates);
+  if (!l->job || !l->gates) {
+    free(l->job);
+    free(l->gates);
     free(l);
     return NULL;
   }
@@ -774,6 +985,7 @@ new_laser(CTL_Ctx *ctx, const CNF_Laser *cfg)
     free_laser(l);
     return NULL;
   }
+  gates_sync(ctx, l);
   return l;
 }
 
@@ -975,15 +1187,7 @@ void
 CTL_SetOutput(CTL_Ctx *ctx, CTL_Laser *l, int has_piezo, double piezo_v,
               int has_current, double current_v)
 {
-  if (has_piezo) {
-    l->manual_has_piezo = 1;
-    l->manual_piezo = clampd(piezo_v, l->piezo_lo, l->piezo_hi);
-  }
-  if (has_current && l->current_dev) {
-    l->manual_has_current = 1;
-    l->manual_current = clampd(current_v, l->current_lo, l->current_hi);
-  }
-  l->manual_pending = l->manual_has_piezo || l->manual_has_current;
+  queue_output(l, has_piezo, piezo_v, has_current, current_v);
   kick(ctx, l);
 }
 
@@ -1002,12 +1206,11 @@ CTL_ParamsChanged(CTL_Ctx *ctx, CTL_Laser *l, const PID_Params *old)
   CTL_PidParams(l, &pp);
   if (!l->busy)
     PID_Retune(&l->pid, old, &pp);
-  /* Outputs outside narrowed limits are brought inside at once. */
-  if (l->piezo_v < l->piezo_lo || l->piezo_v > l->piezo_hi ||
-      (l->current_dev && (l->current_v < l->current_lo || l->current_v > l->current_hi))) {
-    if (!l->sm.engaged)
-      CTL_SetOutput(ctx, l, 1, l->piezo_v, l->current_dev != NULL, l->current_v);
-  }
+  gates_sync(ctx, l);
+  /* Outputs outside narrowed limits are brought inside at once (engaged or
+     not; a job in flight is checked when it comes back). */
+  enforce_limits(l);
+  kick(ctx, l);
   mark_dirty(ctx);
 }
 
@@ -1026,40 +1229,6 @@ same_device_cfg(const CNF_Device *a, const CNF_Device *b)
     if (memcmp(&l->base_cfg.field, &nc->field, sizeof nc->field) == 0)        \
       l->cfg.field = run.field;                                               \
   } while (0)
-
-static int
-same_target(MB_Device *mb, int reg, const REG_Encoding *enc, const CTL_Device *d,
-            const CNF_Actuator *a)
-{
-  return d && mb == d->mb && reg == a->reg && enc->format == a->enc.format &&
-         enc->order == a->enc.order && enc->scale == a->enc.scale &&
-         enc->offset == a->enc.offset;
-}
-
-/* A job in flight that has not written yet (it may wait in a device queue
-   behind another laser's request) writes within the laser's new limits, and
-   writes nothing to an actuator the reload moved (another register, device
-   or encoding: the old register may be another laser's now). */
-static void
-update_job(CTL_Ctx *ctx, CTL_Laser *l)
-{
-  Job *j = l->job;
-
-  pthread_mutex_lock(&ctx->lock);
-  j->pmin = l->cfg.piezo.min_v;
-  j->pmax = l->cfg.piezo.max_v;
-  if (!same_target(j->pdev, j->preg, &j->penc, l->piezo_dev, &l->cfg.piezo))
-    j->retargeted = 1;
-  if (j->has_current) {
-    if (l->current_dev) {
-      j->cmin = l->cfg.current.min_v;
-      j->cmax = l->cfg.current.max_v;
-    }
-    if (!same_target(j->cdev, j->creg, &j->cenc, l->current_dev, &l->cfg.current))
-      j->retargeted = 1;
-  }
-  pthread_mutex_unlock(&ctx->lock);
-}
 
 static void
 update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
@@ -1137,8 +1306,10 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     l->forget_pid = l->busy;   /* again once the cycle in flight is back */
   }
   bind_devices(ctx, l);
-  if (l->busy)
-    update_job(ctx, l);
+  /* A job in flight (it may wait in a device queue behind another laser's
+     request) writes within the new limits, and nothing to an actuator the
+     reload moved: its gates say so at the wire. */
+  gates_sync(ctx, l);
   if (!had_current && l->current_dev) {
     /* A current actuator added by the reload starts at its start output. */
     l->current_v = clampd(l->cfg.current.start_v, l->current_lo, l->current_hi);
@@ -1156,9 +1327,7 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     l->datalog = NULL;
   }
   open_datalog(l);
-  if (l->piezo_v < l->piezo_lo || l->piezo_v > l->piezo_hi ||
-      (l->current_dev && (l->current_v < l->current_lo || l->current_v > l->current_hi)))
-    CTL_SetOutput(ctx, l, 1, l->piezo_v, l->current_dev != NULL, l->current_v);
+  enforce_limits(l);
 }
 
 static int
@@ -1297,12 +1466,10 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
       continue;
     log_info("reload: laser %s removed; its outputs stay where they are", l->cfg.name);
     l->removed = 1;
+    /* Its job, if it has not written yet, writes nothing: the register may
+       be another laser's now. */
+    gates_sync(ctx, l);
     if (l->busy) {
-      /* Its job, if it has not written yet, writes nothing: the register
-         may be another laser's now. */
-      pthread_mutex_lock(&ctx->lock);
-      l->job->retargeted = 1;
-      pthread_mutex_unlock(&ctx->lock);
       CTL_Laser **z = realloc(ctx->zombies, (size_t)(ctx->n_zombies + 1) * sizeof *z);
       if (z) {
         ctx->zombies = z;

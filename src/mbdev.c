@@ -32,7 +32,6 @@
 #include "mbdev.h"
 #include "util.h"
 
-#define MB_MAX_WRITE 32
 #define MB_MAX_READ 125
 
 typedef struct Job {
@@ -679,14 +678,17 @@ io_ready(MB_Device *d)
   return 0;
 }
 
-int
-MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n)
+/* The one write path: fill (if any) decides the registers once the link is
+   taken. */
+static int
+write_regs(MB_Io *io, int addr, const uint16_t *regs, int n, MB_FillFn fill, void *arg)
 {
   MB_Device *d;
   modbus_t *ctx;
+  uint16_t buf[MB_MAX_WRITE];
   int rc, err;
 
-  if (!io || !regs || n < 1 || n > MB_MAX_WRITE || addr < 0 || addr + n > 65536) {
+  if (!io || (!fill && (!regs || n < 1 || n > MB_MAX_WRITE || addr < 0 || addr + n > 65536))) {
     errno = EINVAL;
     return -1;
   }
@@ -694,6 +696,15 @@ MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n)
   if (io_ready(d) < 0)
     return -1;
   ctx = link_begin(d, 0);
+  if (ctx && fill) {
+    n = fill(arg, &addr, buf);
+    if (n < 1 || n > MB_MAX_WRITE || addr < 0 || addr + n > 65536) {
+      link_end(d);
+      errno = ECANCELED;
+      return -1;
+    }
+    regs = buf;
+  }
   if (!ctx)
     rc = -1;
   else if (n == 1)
@@ -716,6 +727,22 @@ MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n)
   d->stats.writes++;
   pthread_mutex_unlock(&d->lock);
   return 0;
+}
+
+int
+MB_Write(MB_Io *io, int addr, const uint16_t *regs, int n)
+{
+  return write_regs(io, addr, regs, n, NULL, NULL);
+}
+
+int
+MB_WriteGated(MB_Io *io, MB_FillFn fill, void *arg)
+{
+  if (!fill) {
+    errno = EINVAL;
+    return -1;
+  }
+  return write_regs(io, 0, NULL, 0, fill, arg);
 }
 
 int

@@ -115,6 +115,75 @@ REG_Encode(const REG_Encoding *enc, double volts, uint16_t regs[2])
   return -1;
 }
 
+/* Step the encoded value one register code up (dir > 0) or down in raw
+   units; 0, or -1 at the end of the register's range. */
+static int
+step_raw(const REG_Encoding *enc, uint16_t regs[2], int dir)
+{
+  uint32_t u;
+  float f;
+
+  switch (enc->format) {
+    case REG_U16:
+      if ((dir > 0 && regs[0] == 65535u) || (dir < 0 && regs[0] == 0u))
+        return -1;
+      regs[0] = (uint16_t)(regs[0] + (dir > 0 ? 1 : -1));
+      return 0;
+    case REG_S16:
+      if ((dir > 0 && regs[0] == 32767u) || (dir < 0 && regs[0] == 32768u))
+        return -1;
+      regs[0] = (uint16_t)(regs[0] + (dir > 0 ? 1 : -1));
+      return 0;
+    case REG_F32:
+      u = get_f32(enc->order, regs);
+      memcpy(&f, &u, sizeof f);
+      f = nextafterf(f, dir > 0 ? FLT_MAX : -FLT_MAX);
+      if (!isfinite(f))
+        return -1;
+      memcpy(&u, &f, sizeof u);
+      put_f32(enc->order, u, regs);
+      return 0;
+  }
+  return -1;
+}
+
+/* Decoded values this close to a limit count as on it: far below any
+   converter's resolution, above the error of the division in REG_Decode. */
+#define REG_LIMIT_EPS 1e-9
+
+int
+REG_EncodeWithin(const REG_Encoding *enc, double volts, double lo, double hi,
+                 uint16_t regs[2], double *written)
+{
+  int n, dir;
+  double v;
+
+  if (!isfinite(volts) || !isfinite(lo) || !isfinite(hi) || lo > hi || enc->scale == 0.0)
+    return -1;
+  volts = volts < lo ? lo : volts > hi ? hi : volts;
+  n = REG_Encode(enc, volts, regs);
+  if (n < 0)
+    return -1;
+  v = REG_Decode(enc, regs);
+  /* One step towards the inside: raw rises with volts when scale > 0. */
+  for (int tries = 0; tries < 2; tries++) {
+    if (v > hi + REG_LIMIT_EPS)
+      dir = enc->scale > 0.0 ? -1 : 1;
+    else if (v < lo - REG_LIMIT_EPS)
+      dir = enc->scale > 0.0 ? 1 : -1;
+    else
+      break;
+    if (step_raw(enc, regs, dir) != 0)
+      return -1;
+    v = REG_Decode(enc, regs);
+  }
+  if (!(v >= lo - REG_LIMIT_EPS && v <= hi + REG_LIMIT_EPS))
+    return -1;                 /* no register code inside lo..hi */
+  if (written)
+    *written = v;
+  return n;
+}
+
 double
 REG_Decode(const REG_Encoding *enc, const uint16_t regs[2])
 {

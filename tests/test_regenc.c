@@ -210,6 +210,57 @@ test_parse_and_names(void **state)
   assert_int_equal(REG_Count(&enc), 2);
 }
 
+/* REG_EncodeWithin: the decoded value never leaves lo..hi, whatever the
+   rounding, the sign of the scale or the format; it is the nearest code
+   inside. */
+static void
+test_encode_within(void **state)
+{
+  static const REG_Encoding encs[] = {
+    { REG_U16, REG_ABCD, 6553.5, 0.0 },     /* 9 V: 58981.5 rounds up to 9.00008 V */
+    { REG_S16, REG_ABCD, 3276.7, 0.0 },
+    { REG_S16, REG_ABCD, -3276.7, 0.0 },    /* inverted module */
+    { REG_U16, REG_ABCD, 409.5, 0.0 },      /* 12 bits over 0..10 V */
+    { REG_U16, REG_ABCD, 1000.0, 0.0 },     /* millivolts */
+    { REG_F32, REG_CDAB, 1.0, 0.0 },
+    { REG_F32, REG_ABCD, 3.0, 0.1 },
+  };
+  uint16_t regs[2];
+  double w;
+
+  (void)state;
+  /* The case from the field: 9 V at max_v 9 V was written as 9.00008 V. */
+  assert_int_equal(REG_EncodeWithin(&encs[0], 9.0, 0.0, 9.0, regs, &w), 1);
+  assert_true(w <= 9.0);
+  assert_int_equal(regs[0], 58981);
+  assert_true(REG_Encode(&encs[0], 9.0, regs) == 1 && REG_Decode(&encs[0], regs) > 9.0);
+  for (size_t e = 0; e < sizeof encs / sizeof encs[0]; e++) {
+    for (int i = 0; i <= 400; i++) {
+      double lo = -3.0 + 0.0137 * i, hi = lo + 0.5 + 0.0071 * (i % 37);
+      double v = -12.0 + 0.06 * i;
+      double step = 1.0 / fabs(encs[e].scale);
+      int n = REG_EncodeWithin(&encs[e], v, lo, hi, regs, &w);
+
+      if (encs[e].format == REG_U16 && lo < 0.0 && hi < 0.0) {
+        assert_int_equal(n, -1);           /* no u16 code below 0 V */
+        continue;
+      }
+      assert_int_equal(n, REG_Count(&encs[e]));
+      assert_true(w == REG_Decode(&encs[e], regs));
+      assert_true(w >= lo - 1e-9 && w <= hi + 1e-9);
+      /* nearest inside: within one code of the clamped value */
+      double want = v < lo ? lo : v > hi ? hi : v;
+      if (!(encs[e].format == REG_U16 && want < 0.0))
+        assert_true(fabs(w - want) <= step + 1e-9 * (fabs(want) + 1.0));
+    }
+  }
+  /* Limits narrower than one code with no code inside: refused. */
+  assert_int_equal(REG_EncodeWithin(&encs[3], 5.0, 5.0001, 5.0002, regs, &w), -1);
+  /* Bad input. */
+  assert_int_equal(REG_EncodeWithin(&encs[0], (double)NAN, 0.0, 1.0, regs, &w), -1);
+  assert_int_equal(REG_EncodeWithin(&encs[0], 1.0, 2.0, 1.0, regs, &w), -1);
+}
+
 int
 main(void)
 {
@@ -222,6 +273,7 @@ main(void)
     cmocka_unit_test(test_nonfinite),
     cmocka_unit_test(test_decode_round_trip),
     cmocka_unit_test(test_parse_and_names),
+    cmocka_unit_test(test_encode_within),
   };
 
   return cmocka_run_group_tests_name("regenc", tests, NULL, NULL);
