@@ -11,8 +11,17 @@
 struct event_base;
 struct event;
 
+struct BG_Ctx;
+
+/* A state event held back during a reload (see hook_state). */
+typedef struct {
+  char laser[CNF_NAME_MAX];
+  char line[256];
+} WLD_HeldEvent;
+
 typedef struct {
   struct event_base *base;
+  struct BG_Ctx *bg;            /* blocking work off the loop (bg.h) */
   char cfg_path[CNF_PATH_MAX];
   CNF_Config *cfg;
   CTL_Ctx *ctl;
@@ -41,19 +50,37 @@ typedef struct {
   int stopping;
   double stop_deadline;
   unsigned long reloads, reload_failures;
+  int reloading;                /* a reload is in progress (it may wait for a helper) */
+  int reload_again;             /* a SIGHUP came during it */
+  int hold_events;              /* inside CTL_Reconfigure: state events are held */
+  WLD_HeldEvent *held;
+  int n_held;
 } WLD_Daemon;
 
 /* The command table for the text protocol. */
 extern const SRV_Command WLD_Commands[];
 extern const int WLD_NumCommands;
 
-/* Re-read the config file; 0, or -1 with the error in err (old config kept). */
-int WLD_Reload(WLD_Daemon *d, char *err, size_t errlen);
+/* The outcome of a reload: rc 0, or -1 with the reason in err (the old
+   config stays).  Runs on the loop thread. */
+typedef void (*WLD_ReloadDone)(int rc, const char *err, void *arg);
+
+/* Re-read the config file and apply it.  The loop never waits: a new
+   wavemeter backend is prepared on a helper thread.  done (may be NULL: the
+   outcome is logged) runs exactly once, possibly before this returns.  A
+   reload asked for while one is in progress fails with "a reload is in
+   progress" (with done NULL, as from SIGHUP: it runs once this one ends). */
+void WLD_Reload(WLD_Daemon *d, WLD_ReloadDone done, void *arg);
 
 /* Write the state file now, in the background (wait = 0: errors show up
    later, in the log) or waiting until it is on disk; 0, or -1 with the error
    in err. */
 int WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen);
+
+/* Write the state file and call done(rc, err, arg) on the loop once it is on
+   disk (or failed); the loop does not wait meanwhile.  done runs exactly
+   once, possibly before this returns. */
+void WLD_SaveAsync(WLD_Daemon *d, WLD_ReloadDone done, void *arg);
 
 /* Ask for a state-file write soon (debounced). */
 void WLD_ScheduleSave(WLD_Daemon *d);

@@ -9,7 +9,11 @@
  *
  * A handler answers synchronously: zero or more SRV_Data lines, then exactly
  * one SRV_Ok or SRV_Err (SRV finishes with "ERR 500" if a handler forgot).
- * Events ("* ..." lines) are therefore never written inside a response.
+ * Events ("* ..." lines) are therefore never written inside a response.  A
+ * handler whose answer needs work off the loop (a reload, a save waiting for
+ * the disk) defers it with SRV_Defer and finishes later with SRV_Complete;
+ * meanwhile that connection's further requests wait (answers stay in order)
+ * and its events are held, while every other connection is served.
  */
 #ifndef WL_SRV_H
 #define WL_SRV_H
@@ -43,6 +47,7 @@ struct event_base;
 
 typedef struct SRV_Server SRV_Server;
 typedef struct SRV_Conn SRV_Conn;
+typedef struct SRV_Pending SRV_Pending;
 
 /* argv[0] is the command word as typed; argc >= 1. */
 typedef void (*SRV_Handler)(SRV_Conn *c, int argc, char **argv, void *ctx);
@@ -94,6 +99,18 @@ void SRV_Destroy(SRV_Server *s);
 void SRV_Data(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Ok(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Err(SRV_Conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Inside a handler, before its final line: the answer comes later.  NULL
+   (out of memory, or not inside a handler) means answer now. */
+SRV_Pending *SRV_Defer(SRV_Conn *c);
+
+/* The connection a deferred answer goes to, or NULL if it has closed
+   meanwhile; use SRV_Data/SRV_Ok/SRV_Err on it, then SRV_Complete. */
+SRV_Conn *SRV_PendingConn(SRV_Pending *p);
+
+/* Finish a deferred answer (ERR 500 if no final line was sent) and free p;
+   the connection's waiting requests run next. */
+void SRV_Complete(SRV_Pending *p);
 
 /* The connection's role (NONE before auth when tokens are configured,
    CONTROL when no tokens are configured). */

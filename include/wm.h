@@ -44,10 +44,27 @@ typedef struct WM_Backend WM_Backend;
 WM_Backend *WM_Create(const CNF_Wavemeter *cfg, struct event_base *base,
                       WM_ReadingFn fn, void *arg, char *err, size_t errlen);
 
-/* Stop and free (removes callbacks, closes connections); on the loop thread,
-   never from inside the reading callback.  May wait for one library call of
-   the wlmdata polling thread to return. */
+/* The same in two steps, so the event loop never waits for the library or
+   the resolver: WM_Prepare does what may block (wlmdata: load the library,
+   resolve its symbols, ask its channel count, install the callback; stream:
+   resolve the address) and may run on any thread; WM_Start sets the
+   prepared backend going on base, on the loop thread, without blocking.
+   A prepared backend that is not started is freed with WM_Destroy (which
+   may then call into the library: not on the loop thread). */
+WM_Backend *WM_Prepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
+                       char *err, size_t errlen);
+int WM_Start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen);
+
+/* Stop and free (closes connections); on the loop thread, never from
+   inside the reading callback.  Never blocks: no reading is delivered after
+   it returns, and what needs the library (a polling call in progress, the
+   callback's removal) finishes on the backend's own thread. */
 void WM_Destroy(WM_Backend *wm);
+
+/* Wait up to timeout_s for destroyed backends to finish on their threads;
+   returns how many are still running (0: all done).  For tests and the
+   shutdown. */
+int WM_Reap(double timeout_s);
 
 /* One line of key=value status: backend, connected, counters.
    stream:  backend=stream address= connected= readings= errors= malformed=

@@ -637,35 +637,79 @@ cmd_unsubscribe(SRV_Conn *c, int argc, char **argv, void *ctx)
   SRV_Ok(c, NULL);
 }
 
+/* A save or reload answered once it is done; the loop serves everyone else
+   meanwhile. */
+typedef struct {
+  SRV_Pending *p;
+  WLD_Daemon *d;
+  char path[CNF_PATH_MAX];
+} Later;
+
+static void
+saved(int rc, const char *err, void *arg)
+{
+  Later *w = arg;
+  SRV_Conn *c = SRV_PendingConn(w->p);
+
+  if (c && rc != 0)
+    SRV_Err(c, 500, "%s", err);
+  else if (c)
+    SRV_Ok(c, "saved %s", w->path);
+  SRV_Complete(w->p);
+  free(w);
+}
+
+static void
+reloaded(int rc, const char *err, void *arg)
+{
+  Later *w = arg;
+  SRV_Conn *c = SRV_PendingConn(w->p);
+
+  if (c && rc != 0)
+    SRV_Err(c, strcmp(err, "a reload is in progress") == 0 ? 409 : 422,
+            "reload failed, old config kept: %s", err);
+  else if (c)
+    SRV_Ok(c, "reloaded %s", w->d->cfg_path);
+  SRV_Complete(w->p);
+  free(w);
+}
+
+/* Run start(d, done, w) with the answer deferred. */
+static void
+run_later(SRV_Conn *c, WLD_Daemon *d, void (*start)(WLD_Daemon *, WLD_ReloadDone, void *),
+          WLD_ReloadDone done)
+{
+  Later *w = calloc(1, sizeof *w);
+
+  if (w)
+    w->p = SRV_Defer(c);
+  if (!w || !w->p) {
+    free(w);
+    SRV_Err(c, 500, "out of memory");
+    return;
+  }
+  w->d = d;
+  UTL_Strlcpy(w->path, d->cfg->state_file, sizeof w->path);
+  start(d, done, w);
+}
+
 static void
 cmd_save(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
-  char err[512];
 
   if (!d->cfg->state_file[0]) {
     SRV_Err(c, 409, "no state_file configured");
     return;
   }
-  /* The one write the loop waits for: the answer says it is on disk. */
-  if (WLD_SaveState(d, 1, err, sizeof err) != 0) {
-    SRV_Err(c, 500, "%s", err);
-    return;
-  }
-  SRV_Ok(c, "saved %s", d->cfg->state_file);
+  /* "OK" means on disk: answered when the writer has finished. */
+  run_later(c, d, WLD_SaveAsync, saved);
 }
 
 static void
 cmd_reload(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
-  WLD_Daemon *d = D(ctx);
-  char err[1024];
-
-  if (WLD_Reload(d, err, sizeof err) != 0) {
-    SRV_Err(c, 422, "reload failed, old config kept: %s", err);
-    return;
-  }
-  SRV_Ok(c, "reloaded %s", d->cfg_path);
+  run_later(c, D(ctx), WLD_Reload, reloaded);
 }
 
 const SRV_Command WLD_Commands[] = {

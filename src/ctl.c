@@ -1363,6 +1363,20 @@ retire_idle(CTL_Ctx *ctx)
   }
 }
 
+/* Hand a device over to retire_idle (stopped and freed on a later tick). */
+static void
+retire(CTL_Ctx *ctx, CTL_Device *d)
+{
+  CTL_Device **r = realloc(ctx->retiring, (size_t)(ctx->n_retiring + 1) * sizeof *r);
+
+  if (!r) {
+    log_error("reload: out of memory retiring device %s", d->cfg.name);
+    return;   /* leaked rather than freed under a job */
+  }
+  ctx->retiring = r;
+  ctx->retiring[ctx->n_retiring++] = d;
+}
+
 int
 CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
 {
@@ -1409,13 +1423,12 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
                    cfg->devices[i].url, e ? strerror(e) : "error",
                    e == EINVAL && cfg->devices[i].parsed.kind == CNF_URL_RTU
                      ? " (other line settings on a serial port in use take a restart)" : "");
-        for (int k = 0; k < i; k++) {
-          if (devs[k] && !devs[k]->keep) {
-            MB_Stop(devs[k]->mb);
-            MB_Destroy(devs[k]->mb);
-            free(devs[k]);
-          }
-        }
+        /* The devices made for this reload may be connecting or probing
+           (up to their timeout): retired, never waited for here. */
+        for (int k = 0; k < i; k++)
+          if (devs[k] && !devs[k]->keep)
+            retire(ctx, devs[k]);
+        retire_idle(ctx);
         free(devs);
         free(lasers);
         return -1;
@@ -1501,13 +1514,7 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
   for (int i = 0; i < n_old_devs; i++) {
     if (old_devs[i]->keep)
       continue;
-    CTL_Device **r = realloc(ctx->retiring, (size_t)(ctx->n_retiring + 1) * sizeof *r);
-    if (!r) {
-      log_error("reload: out of memory retiring device %s", old_devs[i]->cfg.name);
-      continue;   /* leaked rather than freed under a job */
-    }
-    ctx->retiring = r;
-    ctx->retiring[ctx->n_retiring++] = old_devs[i];
+    retire(ctx, old_devs[i]);
   }
   free(old_devs);
   retire_idle(ctx);

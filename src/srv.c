@@ -82,6 +82,12 @@ struct SRV_Conn {
   int mask_n;
   int congested;               /* dropping events until drained to SRV_OUTPUT_LOW */
   unsigned long dropped;
+  SRV_Pending *pending;        /* a deferred answer: requests wait for it */
+  int in_handler;              /* inside a command handler now */
+};
+
+struct SRV_Pending {
+  SRV_Conn *c;                 /* NULL once the connection has closed */
 };
 
 struct SRV_Server {
@@ -719,6 +725,8 @@ conn_free(SRV_Conn *c, const char *why)
     log_debug("SRV: client %s disconnected (%s), %d left", c->peer, why, s->n_clients);
   }
   SRV_Unsubscribe(c);
+  if (c->pending)
+    c->pending->c = NULL;
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -802,7 +810,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
   }
   if (c->paused) {
     c->paused = 0;
-    if (!c->eof)
+    if (!c->eof && !c->pending)
       bufferevent_enable(c->bev, EV_READ);
     process_input(c);
   }
@@ -878,6 +886,8 @@ begin_response(SRV_Conn *c)
 static void
 end_response(SRV_Conn *c, const char *name)
 {
+  if (c->pending && !c->final_sent)
+    return;                 /* deferred: SRV_Complete ends it */
   if (!c->final_sent && c->state == CONN_OPEN) {
     log_error("SRV: command '%s' gave no final line", name);
     send_err(c, 500, "internal error");
@@ -951,7 +961,9 @@ handle_line(SRV_Conn *c, char *line, size_t n)
     return;
   }
   begin_response(c);
+  c->in_handler = 1;
   cmd->fn(c, argc, argv, c->s->ctx);
+  c->in_handler = 0;
   end_response(c, cmd->name);
 }
 
@@ -1016,10 +1028,16 @@ process_input(SRV_Conn *c)
   unsigned char chunk[READ_CHUNK];
 
   for (;;) {
-    while (c->state == CONN_OPEN && !over_pause(c) && take_line(c))
+    while (c->state == CONN_OPEN && !c->pending && !over_pause(c) && take_line(c))
       ;
     if (c->state != CONN_OPEN)
       break;
+    if (c->pending) {
+      /* A deferred answer: read nothing more until it is done. */
+      bufferevent_disable(c->bev, EV_READ);
+      arm_timer(c);
+      return;
+    }
     if (over_pause(c)) {
       if (!c->paused) {
         c->paused = 1;
@@ -1054,6 +1072,51 @@ process_input(SRV_Conn *c)
     return;
   }
   maybe_finish_close(c);
+}
+
+SRV_Pending *
+SRV_Defer(SRV_Conn *c)
+{
+  SRV_Pending *p;
+
+  if (!c || c->pending || !c->in_response || c->final_sent || c->state != CONN_OPEN)
+    return NULL;
+  p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->c = c;
+  c->pending = p;
+  return p;
+}
+
+SRV_Conn *
+SRV_PendingConn(SRV_Pending *p)
+{
+  return p ? p->c : NULL;
+}
+
+void
+SRV_Complete(SRV_Pending *p)
+{
+  SRV_Conn *c;
+
+  if (!p)
+    return;
+  c = p->c;
+  free(p);
+  if (!c)
+    return;
+  c->pending = NULL;
+  if (c->in_handler)
+    return;                 /* finished before the handler returned: it ends the response */
+  end_response(c, "deferred");
+  if (c->state != CONN_OPEN)
+    return;
+  if (!c->paused && !c->eof)
+    bufferevent_enable(c->bev, EV_READ);
+  /* The requests that waited run from the loop, not from inside the
+     caller (which may be another connection's handler). */
+  bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -24,6 +24,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "bg.h"
 #include "conf.h"
 #include "ctl.h"
 #include "daemon.h"
@@ -124,6 +125,59 @@ WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen)
   d->saved = s;
   d->n_saved = n;
   return 0;
+}
+
+typedef struct {
+  WLD_Daemon *d;
+  WLD_ReloadDone done;
+  void *arg;
+  int rc;
+  char err[512];
+} SaveWait;
+
+/* Helper thread: wait for the writer to finish what was submitted. */
+static void
+save_wait(void *arg)
+{
+  SaveWait *w = arg;
+
+  w->rc = STF_WriterFlush(w->d->writer, w->err, sizeof w->err);
+}
+
+static void
+save_waited(void *arg)
+{
+  SaveWait *w = arg;
+
+  w->done(w->rc, w->err, w->arg);
+  free(w);
+}
+
+void
+WLD_SaveAsync(WLD_Daemon *d, WLD_ReloadDone done, void *arg)
+{
+  SaveWait *w;
+  char err[512];
+
+  if (WLD_SaveState(d, 0, err, sizeof err) != 0) {
+    done(-1, err, arg);
+    return;
+  }
+  w = calloc(1, sizeof *w);
+  if (w && d->writer && d->bg) {
+    w->d = d;
+    w->done = done;
+    w->arg = arg;
+    if (BG_Run(d->bg, save_wait, save_waited, w) == 0)
+      return;
+  }
+  free(w);
+  /* No helper (or no writer: then it is written already): wait here. */
+  if (d->writer && STF_WriterFlush(d->writer, err, sizeof err) != 0) {
+    done(-1, err, arg);
+    return;
+  }
+  done(0, "", arg);
 }
 
 static void
@@ -330,11 +384,41 @@ static void
 hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
 {
   WLD_Daemon *d = arg;
+  char line[256];
 
   log_info("laser %s: %s -> %s", l->cfg.name, LSR_StateName(from), LSR_StateName(l->sm.state));
-  if (d->srv)
-    SRV_Publish(d->srv, l->index, "state laser=%s state=%s from=%s t=%.3f", l->cfg.name,
-                LSR_StateName(l->sm.state), LSR_StateName(from), unix_now());
+  if (!d->srv)
+    return;
+  snprintf(line, sizeof line, "state laser=%s state=%s from=%s t=%.3f", l->cfg.name,
+           LSR_StateName(l->sm.state), LSR_StateName(from), unix_now());
+  if (d->hold_events) {
+    /* Inside a reload: laser indices are the new ones, subscriptions still
+       the old ones until they are remapped; published after that. */
+    WLD_HeldEvent *h = realloc(d->held, (size_t)(d->n_held + 1) * sizeof *h);
+
+    if (h) {
+      d->held = h;
+      UTL_Strlcpy(h[d->n_held].laser, l->cfg.name, sizeof h[d->n_held].laser);
+      UTL_Strlcpy(h[d->n_held].line, line, sizeof h[d->n_held].line);
+      d->n_held++;
+    }
+    return;
+  }
+  SRV_Publish(d->srv, l->index, "%s", line);
+}
+
+/* Publish the events held during a reload, by the lasers' indices now. */
+static void
+flush_held_events(WLD_Daemon *d)
+{
+  for (int i = 0; i < d->n_held; i++) {
+    CTL_Laser *l = CTL_FindLaser(d->ctl, d->held[i].laser);
+
+    SRV_Publish(d->srv, l ? l->index : -1, "%s", d->held[i].line);
+  }
+  free(d->held);
+  d->held = NULL;
+  d->n_held = 0;
 }
 
 static void
@@ -388,77 +472,114 @@ same_wavemeter(const CNF_Wavemeter *a, const CNF_Wavemeter *b)
          a->callback_silence_ms == b->callback_silence_ms;
 }
 
-int
-WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
+/* A reload in progress: phase 1 (loop) reads and checks the file, the
+   wavemeter's blocking part runs on a helper thread if it changed, phase 2
+   (loop) applies everything at once. */
+typedef struct {
+  WLD_Daemon *d;
+  CNF_Config *nc;
+  WM_Backend *wm;              /* the new wavemeter backend, prepared */
+  int new_wm;                  /* the wavemeter settings changed */
+  WLD_ReloadDone done;
+  void *arg;
+  char err[1024];
+} Reload;
+
+static void
+reload_end(Reload *r, int rc)
 {
-  CNF_Config *nc = CNF_Load(d->cfg_path, err, errlen);
-  WM_Backend *wm = NULL;
+  WLD_Daemon *d = r->d;
+
+  if (rc != 0) {
+    d->reload_failures++;
+    log_error("reload refused, old config kept: %s", r->err);
+  }
+  d->reloading = 0;
+  if (r->done)
+    r->done(rc, r->err, r->arg);
+  CNF_Free(r->nc);
+  free(r);
+  if (d->reload_again && !d->stopping) {
+    d->reload_again = 0;
+    log_info("reloading %s again (asked for during the last reload)", d->cfg_path);
+    WLD_Reload(d, NULL, NULL);
+  }
+}
+
+/* Helper thread: load the library / resolve the address. */
+static void
+reload_prepare(void *arg)
+{
+  Reload *r = arg;
+
+  r->wm = WM_Prepare(&r->nc->wavemeter, on_reading, r->d, r->err, sizeof r->err);
+}
+
+/* Helper thread: free a prepared backend that will not be used (this may
+   call into the library). */
+static void
+discard_wm(void *arg)
+{
+  WM_Destroy(arg);
+}
+
+static void
+drop_prepared(WLD_Daemon *d, WM_Backend *wm)
+{
+  if (wm && (!d->bg || BG_Run(d->bg, discard_wm, NULL, wm) != 0))
+    WM_Destroy(wm);
+}
+
+/* Phase 2, on the loop: nothing here waits for hardware. */
+static void
+reload_apply(void *arg)
+{
+  Reload *r = arg;
+  WLD_Daemon *d = r->d;
+  CNF_Config *nc = r->nc;
   LOG_Level lv;
 
-  if (!nc) {
-    d->reload_failures++;
-    log_error("reload refused, old config kept: %s", err);
-    return -1;
-  }
   if (d->stopping) {
-    UTL_SetErr(err, errlen, "wavelockd is stopping");
-    CNF_Free(nc);
-    return -1;
+    UTL_SetErr(r->err, sizeof r->err, "wavelockd is stopping");
+    drop_prepared(d, r->wm);
+    reload_end(r, -1);
+    return;
   }
-  if (nc->server.n_tokens == 0) {
-    /* The listeners stay bound to the old addresses until a restart: a
-       file that drops the tokens must not open them to everyone. */
-    for (int i = 0; i < d->n_bound; i++) {
-      char host[256];
-      int port;
-
-      if (CNF_ParseHostPort(d->bound[i], host, sizeof host, &port) == 0 &&
-          !CNF_IsLoopback(host)) {
-        UTL_SetErr(err, errlen, "%s: no server.tokens, but wavelockd listens on %s (not "
-                   "loopback) until it restarts", d->cfg_path, d->bound[i]);
-        d->reload_failures++;
-        log_error("reload refused, old config kept: %s", err);
-        CNF_Free(nc);
-        return -1;
-      }
+  if (r->new_wm) {
+    if (!r->wm) {
+      reload_end(r, -1);
+      return;
     }
-  }
-  if (nc->server.n_listen != d->cfg->server.n_listen ||
-      memcmp(nc->server.listen, d->cfg->server.listen, sizeof nc->server.listen) != 0)
-    log_warn("reload: listen addresses take effect at the next restart");
-  if (strcmp(nc->state_file, d->cfg->state_file) != 0)
-    log_info("reload: state file is now %s", nc->state_file[0] ? nc->state_file : "(none)");
-  if (!same_wavemeter(&nc->wavemeter, &d->cfg->wavemeter)) {
-    /* Made now, swapped in only once the control runtime took the config. */
-    wm = WM_Create(&nc->wavemeter, d->base, on_reading, d, err, errlen);
-    if (!wm) {
-      d->reload_failures++;
-      log_error("reload refused, old config kept: %s", err);
-      CNF_Free(nc);
-      return -1;
+    if (WM_Start(r->wm, d->base, r->err, sizeof r->err) != 0) {
+      drop_prepared(d, r->wm);
+      reload_end(r, -1);
+      return;
     }
   }
   {
-    /* Subscriptions name lasers by index: carry them over to the new list. */
+    /* Subscriptions name lasers by index: carry them over to the new list
+       before any event of the new configuration goes out. */
     int n_old = CTL_LaserCount(d->ctl);
     char (*names)[CNF_NAME_MAX] = calloc((size_t)n_old + 1, sizeof *names);
     int *map = calloc((size_t)n_old + 1, sizeof *map);
 
     for (int i = 0; names && i < n_old; i++)
       UTL_Strlcpy(names[i], CTL_Laser_(d->ctl, i)->cfg.name, sizeof names[i]);
-    if (CTL_Reconfigure(d->ctl, nc, err, errlen) != 0) {
-      d->reload_failures++;
-      log_error("reload refused, old config kept: %s", err);
-      if (wm)
-        WM_Destroy(wm);
+    d->hold_events = 1;
+    if (CTL_Reconfigure(d->ctl, nc, r->err, sizeof r->err) != 0) {
+      d->hold_events = 0;
+      flush_held_events(d);
+      if (r->wm)
+        WM_Destroy(r->wm);    /* started: returns at once */
       free(names);
       free(map);
-      CNF_Free(nc);
-      return -1;
+      reload_end(r, -1);
+      return;
     }
-    if (wm) {
-      WM_Destroy(d->wm);
-      d->wm = wm;
+    if (r->wm) {
+      WM_Destroy(d->wm);      /* returns at once; its thread finishes the rest */
+      d->wm = r->wm;
+      r->wm = NULL;
     }
     SRV_Reconfigure(d->srv, &nc->server);
     if (names && map) {
@@ -470,16 +591,82 @@ WLD_Reload(WLD_Daemon *d, char *err, size_t errlen)
     }
     free(names);
     free(map);
+    d->hold_events = 0;
+    flush_held_events(d);
   }
   if (LOG_ParseLevel(nc->log_level, &lv) == 0 && !LOG_Enabled(LOG_LV_DEBUG))
     LOG_SetLevel(lv);
   CNF_Free(d->cfg);
   d->cfg = nc;
+  r->nc = NULL;
   d->reloads++;
-  log_info("configuration reloaded from %s: %d lasers, %d devices", d->cfg_path, nc->n_lasers,
-           nc->n_devices);
+  log_info("configuration reloaded from %s: %d lasers, %d devices", d->cfg_path, d->cfg->n_lasers,
+           d->cfg->n_devices);
   WLD_ScheduleSave(d);
-  return 0;
+  reload_end(r, 0);
+}
+
+void
+WLD_Reload(WLD_Daemon *d, WLD_ReloadDone done, void *arg)
+{
+  Reload *r = calloc(1, sizeof *r);
+  CNF_Config *nc;
+
+  if (!r) {
+    if (done)
+      done(-1, "out of memory", arg);
+    return;
+  }
+  r->d = d;
+  r->done = done;
+  r->arg = arg;
+  if (d->reloading) {
+    free(r);
+    if (done) {
+      done(-1, "a reload is in progress", arg);
+    } else {
+      d->reload_again = 1;     /* SIGHUP: once this one is done */
+    }
+    return;
+  }
+  d->reloading = 1;
+  nc = r->nc = CNF_Load(d->cfg_path, r->err, sizeof r->err);
+  if (!nc) {
+    reload_end(r, -1);
+    return;
+  }
+  if (d->stopping) {
+    UTL_SetErr(r->err, sizeof r->err, "wavelockd is stopping");
+    reload_end(r, -1);
+    return;
+  }
+  if (nc->server.n_tokens == 0) {
+    /* The listeners stay bound to the old addresses until a restart: a
+       file that drops the tokens must not open them to everyone. */
+    for (int i = 0; i < d->n_bound; i++) {
+      char host[256];
+      int port;
+
+      if (CNF_ParseHostPort(d->bound[i], host, sizeof host, &port) == 0 &&
+          !CNF_IsLoopback(host)) {
+        UTL_SetErr(r->err, sizeof r->err, "%s: no server.tokens, but wavelockd listens on %s "
+                   "(not loopback) until it restarts", d->cfg_path, d->bound[i]);
+        reload_end(r, -1);
+        return;
+      }
+    }
+  }
+  if (nc->server.n_listen != d->cfg->server.n_listen ||
+      memcmp(nc->server.listen, d->cfg->server.listen, sizeof nc->server.listen) != 0)
+    log_warn("reload: listen addresses take effect at the next restart");
+  if (strcmp(nc->state_file, d->cfg->state_file) != 0)
+    log_info("reload: state file is now %s", nc->state_file[0] ? nc->state_file : "(none)");
+  r->new_wm = !same_wavemeter(&nc->wavemeter, &d->cfg->wavemeter);
+  if (r->new_wm && d->bg && BG_Run(d->bg, reload_prepare, reload_apply, r) == 0)
+    return;                    /* phase 2 once the backend is prepared */
+  if (r->new_wm)
+    reload_prepare(r);         /* no helper thread: here, as before */
+  reload_apply(r);
 }
 
 /* ---- signals, timers, shutdown ----------------------------------------------- */
@@ -489,7 +676,8 @@ stop_check_cb(evutil_socket_t fd, short what, void *arg)
 {
   WLD_Daemon *d = arg;
 
-  if (CTL_Busy(d->ctl) == 0 || UTL_Now() >= d->stop_deadline)
+  if ((CTL_Busy(d->ctl) == 0 && (!d->bg || BG_Busy(d->bg) == 0)) ||
+      UTL_Now() >= d->stop_deadline)
     event_base_loopexit(d->base, NULL);
 }
 
@@ -518,11 +706,10 @@ static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
   WLD_Daemon *d = arg;
-  char err[1024];
 
   if (sig == SIGHUP) {
     log_info("SIGHUP: reloading %s", d->cfg_path);
-    WLD_Reload(d, err, sizeof err);
+    WLD_Reload(d, NULL, NULL);
     return;
   }
   begin_stop(d, sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -737,6 +924,9 @@ main(int argc, char **argv)
     log_error("cannot create the event loop");
     return 1;
   }
+  d->bg = BG_Create(d->base);
+  if (!d->bg)
+    log_warn("cannot set up helper threads: reloads and saves wait on the event loop");
 
   /* Timers and signals exist before anything can schedule them. */
   struct timeval tick = { 0, 100000 }, slow = { 1, 0 };
@@ -812,6 +1002,10 @@ out:
   /* Reverse order: readings, devices (running cycles finish), state, clients. */
   WM_Destroy(d->wm);
   d->wm = NULL;
+  if (WM_Reap(2.0) > 0)
+    log_warn("the wavemeter library did not return within 2 s at exit");
+  BG_Destroy(d->bg, 2.0);   /* a reload or save still waiting is abandoned */
+  d->bg = NULL;
   if (d->ctl) {
     int busy = CTL_Busy(d->ctl);
     if (busy)
@@ -828,6 +1022,7 @@ out:
   if (d->cfg && d->cfg->pid_file[0])
     unlink(d->cfg->pid_file);
   free(d->saved);
+  free(d->held);
   if (d->stop_ev) event_free(d->stop_ev);
   if (d->save_ev) event_free(d->save_ev);
   if (d->tick_ev) event_free(d->tick_ev);

@@ -18,21 +18,54 @@
 #define WM_C_NM_THZ 299792.458    /* c in nm*THz */
 
 WM_Backend *
-WM_Create(const CNF_Wavemeter *cfg, struct event_base *base,
-          WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+WM_Prepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg, char *err, size_t errlen)
 {
-  if (!cfg || !base || !fn) {
+  if (!cfg || !fn) {
     snprintf(err, errlen, "wavemeter: internal error (missing argument)");
     return NULL;
   }
   switch (cfg->backend) {
     case CNF_WM_STREAM:
-      return WM_StreamCreate(cfg, base, fn, arg, err, errlen);
+      return WM_StreamPrepare(cfg, fn, arg, err, errlen);
     case CNF_WM_WLMDATA:
-      return WM_WlmDataCreate(cfg, base, fn, arg, err, errlen);
+      return WM_WlmDataPrepare(cfg, fn, arg, err, errlen);
   }
   snprintf(err, errlen, "wavemeter.backend: unknown backend %d", (int)cfg->backend);
   return NULL;
+}
+
+int
+WM_Start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen)
+{
+  if (!wm || !base) {
+    snprintf(err, errlen, "wavemeter: internal error (missing argument)");
+    return -1;
+  }
+  return wm->start(wm, base, err, errlen);
+}
+
+WM_Backend *
+WM_Create(const CNF_Wavemeter *cfg, struct event_base *base,
+          WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+{
+  WM_Backend *wm;
+
+  if (!base) {
+    snprintf(err, errlen, "wavemeter: internal error (missing argument)");
+    return NULL;
+  }
+  wm = WM_Prepare(cfg, fn, arg, err, errlen);
+  if (wm && WM_Start(wm, base, err, errlen) != 0) {
+    WM_Destroy(wm);
+    wm = NULL;
+  }
+  return wm;
+}
+
+int
+WM_Reap(double timeout_s)
+{
+  return WM_WlmDataReap(timeout_s);
 }
 
 void

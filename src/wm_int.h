@@ -7,15 +7,19 @@
 /* Every backend starts with this header; wm.c dispatches through it. */
 struct WM_Backend {
   const char *name;
+  int (*start)(WM_Backend *wm, struct event_base *base, char *err, size_t errlen);
   void (*destroy)(WM_Backend *wm);
   void (*status)(const WM_Backend *wm, char *buf, size_t len);
 };
 
-/* Backend constructors: same contract as WM_Create. */
-WM_Backend *WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
-                            WM_ReadingFn fn, void *arg, char *err, size_t errlen);
-WM_Backend *WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
-                             WM_ReadingFn fn, void *arg, char *err, size_t errlen);
+/* Backend constructors: same contract as WM_Prepare. */
+WM_Backend *WM_StreamPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
+                             char *err, size_t errlen);
+WM_Backend *WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
+                              char *err, size_t errlen);
+
+/* WM_Reap for the wlmdata backend. */
+int WM_WlmDataReap(double timeout_s);
 
 /* Channel (1..17) of a CallbackProcEx wavelength mode, 0 if none. */
 int WM_WlmModeChannel(int mode);

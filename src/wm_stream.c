@@ -298,9 +298,24 @@ stream_destroy(WM_Backend *wm)
   free(s);
 }
 
+static int
+stream_start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen)
+{
+  Stream *s = (Stream *)wm;
+
+  s->base = base;
+  s->retry_ev = evtimer_new(base, retry_cb, s);
+  if (!s->retry_ev) {
+    snprintf(err, errlen, "wavemeter: cannot create an event");
+    return -1;
+  }
+  start_connect(s);
+  return 0;
+}
+
 WM_Backend *
-WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
-                WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+WM_StreamPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
+                 char *err, size_t errlen)
 {
   struct addrinfo hints, *res = NULL;
   char host[256], service[16];
@@ -333,9 +348,9 @@ WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
     return NULL;
   }
   s->hdr.name = "stream";
+  s->hdr.start = stream_start;
   s->hdr.destroy = stream_destroy;
   s->hdr.status = stream_status;
-  s->base = base;
   s->fn = fn;
   s->arg = arg;
   s->fd = -1;
@@ -345,13 +360,5 @@ WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
   memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
   s->salen = res->ai_addrlen;
   freeaddrinfo(res);
-
-  s->retry_ev = evtimer_new(base, retry_cb, s);
-  if (!s->retry_ev) {
-    free(s);
-    snprintf(err, errlen, "wavemeter: cannot create an event");
-    return NULL;
-  }
-  start_connect(s);
   return &s->hdr;
 }

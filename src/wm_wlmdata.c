@@ -22,7 +22,15 @@
  *
  * The CallbackProcEx prototype has no user pointer, so the live backends are
  * kept in a small process-wide table; the callback serves all of them.  The
- * library is never dlclose()d: its own threads may outlive our callback.
+ * library is never dlclose()d once started: its own threads may outlive our
+ * callback.
+ *
+ * Nothing here makes the event loop wait for the library: loading it,
+ * asking its channel count and installing the callback happen in
+ * WM_WlmDataPrepare (a reload runs it on a helper thread), and destroying a
+ * started backend only marks it stopped and unregisters it; its polling
+ * thread (detached) finishes the call in progress, removes the callback if
+ * no other backend shares the library, and frees the backend.
  */
 #include "config.h"
 
@@ -103,11 +111,15 @@ typedef struct {
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static Wlm *g_backends[WLM_MAX_BACKENDS];
+static int g_dying;                         /* destroyed, their threads still running */
+static pthread_cond_t g_dying_cond = PTHREAD_COND_INITIALIZER;
 
 /* Offer a reading for channel ch; g_lock held.  Wakes the loop if needed. */
 static void
 offer(Wlm *w, int ch, double value, double t_s)
 {
+  if (w->stop)
+    return;                      /* destroyed: its event is gone */
   w->pending[ch].has = 1;
   w->pending[ch].value = value;
   w->pending[ch].t_s = t_s;
@@ -267,8 +279,46 @@ poll_thread(void *arg)
     }
     pthread_mutex_lock(&g_lock);
   }
+  /* Destroyed (and unregistered): the callback goes unless another
+     backend still uses this library. */
+  {
+    int shared = 0;
+
+    for (int i = 0; i < WLM_MAX_BACKENDS; i++)
+      if (g_backends[i] && g_backends[i]->dl == w->dl)
+        shared = 1;
+    pthread_mutex_unlock(&g_lock);
+    if (!shared)
+      remove_callback(w);
+  }
+  pthread_cond_destroy(&w->cond);
+  free(w);
+  pthread_mutex_lock(&g_lock);
+  g_dying--;
+  pthread_cond_broadcast(&g_dying_cond);
   pthread_mutex_unlock(&g_lock);
   return NULL;
+}
+
+int
+WM_WlmDataReap(double timeout_s)
+{
+  struct timespec ts;
+  int left;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)timeout_s;
+  ts.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&g_lock);
+  while (g_dying > 0 && pthread_cond_timedwait(&g_dying_cond, &g_lock, &ts) == 0)
+    ;
+  left = g_dying;
+  pthread_mutex_unlock(&g_lock);
+  return left;
 }
 
 static void
@@ -306,19 +356,29 @@ wlm_destroy(WM_Backend *wm)
 {
   Wlm *w = (Wlm *)wm;
 
-  if (w->poll_started) {
-    pthread_mutex_lock(&g_lock);
-    w->stop = 1;
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&g_lock);
-    pthread_join(w->poll_thread, NULL);
+  if (!w->poll_started) {
+    /* Prepared, never started: nothing of ours runs; the library stays
+       loaded if the callback was installed. */
+    if (!unregister(w))
+      remove_callback(w);
+    if (w->deliver_ev)
+      event_free(w->deliver_ev);
+    free(w);
+    return;
   }
-  if (!unregister(w))
-    remove_callback(w);
-  /* From here on no thread can touch w or its event. */
+  /* Started: stop and unregister under the lock, so neither the callback
+     nor the polling thread offers a reading (or touches the event) any
+     more; the polling thread finishes the rest and frees w. */
+  pthread_mutex_lock(&g_lock);
+  w->stop = 1;
+  g_dying++;
+  for (int i = 0; i < WLM_MAX_BACKENDS; i++)
+    if (g_backends[i] == w)
+      g_backends[i] = NULL;
   event_free(w->deliver_ev);
-  pthread_cond_destroy(&w->cond);
-  free(w);
+  w->deliver_ev = NULL;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&g_lock);
 }
 
 static void *
@@ -335,16 +395,64 @@ resolve(void *dl, const char *lib, const char *name, int required,
   return p;
 }
 
+static int
+wlm_start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen)
+{
+  Wlm *w = (Wlm *)wm;
+  pthread_condattr_t ca;
+  pthread_attr_t ta;
+  int slot = -1, rc;
+
+  w->base = base;
+  w->last_callback = UTL_Now();
+  w->deliver_ev = event_new(base, -1, 0, deliver_cb, w);
+  if (!w->deliver_ev) {
+    snprintf(err, errlen, "wavemeter: cannot create an event");
+    return -1;
+  }
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->cond, &ca);
+  pthread_condattr_destroy(&ca);
+
+  pthread_mutex_lock(&g_lock);
+  for (int i = 0; i < WLM_MAX_BACKENDS; i++) {
+    if (!g_backends[i]) {
+      g_backends[i] = w;
+      slot = i;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  if (slot < 0) {
+    snprintf(err, errlen, "wavemeter: too many wlmdata backends");
+    pthread_cond_destroy(&w->cond);
+    return -1;
+  }
+  pthread_attr_init(&ta);
+  pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+  rc = pthread_create(&w->poll_thread, &ta, poll_thread, w);
+  pthread_attr_destroy(&ta);
+  if (rc != 0) {
+    char buf[64];
+
+    snprintf(err, errlen, "wavemeter: cannot start the polling thread: %s",
+             strerror_r(rc, buf, sizeof buf));
+    unregister(w);
+    pthread_cond_destroy(&w->cond);
+    return -1;
+  }
+  w->poll_started = 1;
+  return 0;
+}
+
 WM_Backend *
-WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
-                 WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
+                  char *err, size_t errlen)
 {
   const char *lib = cfg->library[0] ? cfg->library : "libwlmData.so";
-  pthread_condattr_t ca;
   void *dl, *p;
   Wlm *w;
-  int slot = -1, rc;
-  long install_rc;
 
   dl = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
   if (!dl) {
@@ -379,9 +487,9 @@ WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
   memcpy(&w->get_operation, &p, sizeof p);
 
   w->hdr.name = "wlmdata";
+  w->hdr.start = wlm_start;
   w->hdr.destroy = wlm_destroy;
   w->hdr.status = wlm_status;
-  w->base = base;
   w->fn = fn;
   w->arg = arg;
   w->poll_ms = cfg->poll_ms > 0 ? cfg->poll_ms : 100;
@@ -393,57 +501,16 @@ WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
     if (n >= 1 && n <= WLM_CHANNELS)
       w->n_poll = n;
   }
-  w->last_callback = UTL_Now();
   w->poll_ok = 1;
-  w->deliver_ev = event_new(base, -1, 0, deliver_cb, w);
-  if (!w->deliver_ev) {
-    snprintf(err, errlen, "wavemeter: cannot create an event");
-    goto fail;
-  }
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&w->cond, &ca);
-  pthread_condattr_destroy(&ca);
-
-  pthread_mutex_lock(&g_lock);
-  for (int i = 0; i < WLM_MAX_BACKENDS; i++) {
-    if (!g_backends[i]) {
-      g_backends[i] = w;
-      slot = i;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_lock);
-  if (slot < 0) {
-    snprintf(err, errlen, "wavemeter: too many wlmdata backends");
-    pthread_cond_destroy(&w->cond);
-    event_free(w->deliver_ev);
-    goto fail_nodl;
-  }
-
-  install_rc = install_callback(w);
-  rc = pthread_create(&w->poll_thread, NULL, poll_thread, w);
-  if (rc != 0) {
-    char buf[64];
-
-    snprintf(err, errlen, "wavemeter: cannot start the polling thread: %s",
-             strerror_r(rc, buf, sizeof buf));
-    if (!unregister(w))
-      remove_callback(w);
-    pthread_cond_destroy(&w->cond);
-    event_free(w->deliver_ev);
-    goto fail_nodl;
-  }
-  w->poll_started = 1;
+  /* Callbacks that arrive before the start reach the backends already
+     running (the old one, on a reload); this one has none yet. */
+  install_callback(w);
   log_info("wavemeter: %s loaded, %d channel(s), callback install returned %ld",
-           lib, w->n_poll, install_rc);
+           lib, w->n_poll, w->install_rc);
   return &w->hdr;
 
 fail:
-  if (w->deliver_ev)
-    event_free(w->deliver_ev);
   dlclose(dl);      /* nothing of ours runs in it yet */
-fail_nodl:
   free(w);
   return NULL;
 }

@@ -2,7 +2,7 @@
  * tests/.libs/fake_wlmdata.so: callbacks become readings on the loop thread
  * (nm -> THz, channel mapping), error codes pass through, only newer readings
  * are delivered, silent or refused callbacks fall back to polling and back,
- * the callback is removed at WM_Destroy, and a missing library or symbol is
+ * the callback is removed once a destroyed backend's thread is done (WM_Reap), and a missing library or symbol is
  * a one-line error. */
 #include "config.h"
 
@@ -271,6 +271,7 @@ test_callbacks_become_readings(void **state)
   }
 
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
   assert_int_equal(fake_count("removes"), removes + 1);
   assert_int_equal(fake_count("running"), 0);
 
@@ -299,6 +300,7 @@ test_env_settings(void **state)
   wm = open_fake(2000, 50);
   assert_true(wait_reading(7, 299792.458 / 700.5, 1, 10));
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
 }
 
 static void
@@ -319,6 +321,7 @@ test_error_codes(void **state)
   assert_true(wait_reading(3, 299792.458 / 850.0, 1, 10));
   assert_true(stat_of(wm, "errors") >= (long)(sizeof codes / sizeof codes[0]));
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
 }
 
 static void
@@ -343,6 +346,7 @@ test_only_newer(void **state)
   assert_true(n >= 5);
   assert_true(stat_of(wm, "old_dropped") >= n);
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
 }
 
 static void
@@ -391,6 +395,7 @@ test_silent_callbacks_poll(void **state)
     assert_int_equal(stat_of(wm, "polls"), polls);
   }
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
 }
 
 static void
@@ -409,6 +414,7 @@ test_constant_poll_not_repeated(void **state)
   assert_int_equal(n1, 1);
   assert_true(stat_of(wm, "polls") >= 10);
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
 }
 
 static void
@@ -422,6 +428,7 @@ test_install_refused_polls(void **state)
   assert_true(status_has(wm, "mode=polling"));
   assert_int_equal(stat_of(wm, "callbacks"), 0);
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
   assert_int_equal(fake_count("running"), 0);
 }
 
@@ -455,6 +462,7 @@ test_slow_library_does_not_block_loop(void **state)
   assert_true(ticks[1] < 0.3);
   event_free(tick);
   WM_Destroy(wm);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
 }
 
 static void
@@ -500,10 +508,12 @@ test_two_backends(void **state)
   b = open_fake(2000, 50);
   assert_true(wait_reading(5, ANY, 1, 10));
   WM_Destroy(a);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
   assert_int_equal(fake_count("removes"), removes);
   got.n = 0;
   assert_true(wait_reading(5, ANY, 1, 10));
   WM_Destroy(b);
+  assert_int_equal(WM_Reap(5.0), 0);   /* its thread removes the callback */
   assert_int_equal(fake_count("removes"), removes + 1);
 }
 
