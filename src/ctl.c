@@ -258,20 +258,18 @@ fill_cb(void *arg, int *addr, uint16_t regs[MB_MAX_WRITE])
   return k < 0 ? -1 : n;
 }
 
-/* After a write: whether its gates still say the same (a reload may have
-   given the register to another laser, or a `set` narrowed the limits,
-   while the request was on the wire).  If not, the loop re-asserts. */
+/* After a write: whether the registers are still the laser's (a reload
+   may have given one to another laser while the request was on the wire);
+   if not, their new owners write theirs again.  (Limits narrowed meanwhile
+   are caught by enforce_limits when the job is back.) */
 static void
 after_write(Job *j, const Fill *f)
 {
   const CTL_Gates *gs = j->laser->gates;
-  const Gate *p = &gs->g[GATE_PIEZO], *c = &gs->g[GATE_CURRENT];
 
   pthread_mutex_lock(&j->ctx->lock);
-  if ((f->piezo && (!gate_is(p, f->mb, j->preg, &j->penc) ||
-                    j->piezo_v < p->lo || j->piezo_v > p->hi)) ||
-      (f->current && (!gate_is(c, f->mb, j->creg, &j->cenc) ||
-                      j->current_v < c->lo || j->current_v > c->hi)))
+  if ((f->piezo && !gate_is(&gs->g[GATE_PIEZO], f->mb, j->preg, &j->penc)) ||
+      (f->current && !gate_is(&gs->g[GATE_CURRENT], f->mb, j->creg, &j->cenc)))
     j->recheck = 1;
   pthread_mutex_unlock(&j->ctx->lock);
 }
@@ -1305,7 +1303,21 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     PID_Forget(&l->pid);
     l->forget_pid = l->busy;   /* again once the cycle in flight is back */
   }
-  bind_devices(ctx, l);
+  {
+    /* An actuator the reload moved (device, register or encoding) gets the
+       laser's held output at its new place: the new register holds
+       whatever it held before. */
+    const CTL_Device *pd = l->piezo_dev, *cd = l->current_dev;
+
+    bind_devices(ctx, l);
+    if (pd != l->piezo_dev || run.piezo.reg != l->cfg.piezo.reg ||
+        !same_encoding(&run.piezo.enc, &l->cfg.piezo.enc))
+      queue_output(l, !l->manual_has_piezo, l->piezo_v, 0, 0.0);
+    if (had_current && l->current_dev &&
+        (cd != l->current_dev || run.current.reg != l->cfg.current.reg ||
+         !same_encoding(&run.current.enc, &l->cfg.current.enc)))
+      queue_output(l, 0, 0.0, !l->manual_has_current, l->current_v);
+  }
   /* A job in flight (it may wait in a device queue behind another laser's
      request) writes within the new limits, and nothing to an actuator the
      reload moved: its gates say so at the wire. */

@@ -169,6 +169,8 @@ make_actuators(void)
       sa->cfg = a;
       sa->nregs = REG_Count(&a->enc);
       sa->min_v = sa->max_v = sa->last_v = (double)NAN;
+      sa->in_lo = a->min_v;
+      sa->in_hi = a->max_v;
     }
   }
   return 0;

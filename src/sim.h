@@ -26,7 +26,16 @@ typedef struct {
   unsigned long count;           /* complete values written */
   unsigned long violations;      /* values outside min_v..max_v (or not finite) */
   double min_v, max_v, last_v;   /* NAN until the first write */
+  /* Limits in force in the daemon as a test says (`limits`): a value
+     outside them written later than SIM_LIMITS_GRACE_S after they were
+     set counts as a run-time violation. */
+  double in_lo, in_hi, in_since;
+  unsigned long runtime_violations;
 } SIM_Actuator;
+
+/* A write that left the daemon before it took new limits arrives within
+   this (real) time of the test telling the simulator. */
+#define SIM_LIMITS_GRACE_S 0.2
 
 typedef struct {
   CNF_Config *cfg;

@@ -167,6 +167,35 @@ cmd_drift(CtlConn *c, int argc, char **argv)
   reply(c, "OK");
 }
 
+/* limits <laser>.<piezo|current> <lo> <hi> | reset: the limits in force
+   in the daemon now (run-time or reloaded), for the `writes` check. */
+static void
+cmd_limits(CtlConn *c, int argc, char **argv)
+{
+  SIM_Actuator *sa = NULL;
+  double lo, hi;
+
+  for (int i = 0; i < SIM.n_acts && !sa; i++)
+    if (UTL_StrEqCase(SIM.acts[i].name, argv[1]))
+      sa = &SIM.acts[i];
+  if (!sa) {
+    reply(c, "ERR 404 unknown actuator: %s (laser.piezo or laser.current)", argv[1]);
+    return;
+  }
+  if (argc == 3 && UTL_StrEqCase(argv[2], "reset")) {
+    lo = sa->cfg->min_v;
+    hi = sa->cfg->max_v;
+  } else if (argc != 4 || UTL_ParseDouble(argv[2], &lo) < 0 || UTL_ParseDouble(argv[3], &hi) < 0 ||
+             !(lo <= hi)) {
+    reply(c, "ERR 422 usage: limits <laser>.<piezo|current> <lo> <hi> | reset");
+    return;
+  }
+  sa->in_lo = lo;
+  sa->in_hi = hi;
+  sa->in_since = UTL_Now();
+  reply(c, "OK");
+}
+
 static int
 parse_seconds(CtlConn *c, const char *text, double *s)
 {
@@ -252,9 +281,10 @@ cmd_writes(CtlConn *c, int argc, char **argv)
       continue;
     reply(c,
           "name=%s count=%lu min_v=%.6f max_v=%.6f limit_violations=%lu last_v=%.6f "
-          "device=%s register=%d",
+          "device=%s register=%d in_force_lo=%.6f in_force_hi=%.6f runtime_violations=%lu",
           a->name, a->count, a->min_v, a->max_v, a->violations, a->last_v,
-          SIM.cfg->devices[a->cfg->device_index].name, a->cfg->reg);
+          SIM.cfg->devices[a->cfg->device_index].name, a->cfg->reg, a->in_lo, a->in_hi,
+          a->runtime_violations);
   }
   reply(c, "OK");
 }
@@ -302,6 +332,8 @@ static const CtlCommand commands[] = {
   { "drift", 2, 2, "drift <laser> <mhz>", "step the free-running frequency", cmd_drift },
   { "writes", 0, 1, "writes [device]", "per actuator: writes, min/max volts, limit violations",
     cmd_writes },
+  { "limits", 2, 3, "limits <laser>.<piezo|current> <lo> <hi> | reset",
+    "the limits in force in the daemon, for the run-time limit check of writes", cmd_limits },
   { "info", 0, 0, "info", "seed, speed, simulated time, devices and their outages", cmd_info },
   { "help", 0, 1, "help [command]", "list the commands", cmd_help },
   { "ping", 0, 0, "ping", "answer OK", cmd_ping },

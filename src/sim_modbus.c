@@ -134,6 +134,12 @@ apply_value(SIM_Actuator *sa, const uint16_t regs[2])
     sa->violations++;
     log_warn("%s: %.6f V written, outside the limits %g..%g V", sa->name, v, a->min_v, a->max_v);
   }
+  if ((v < sa->in_lo - tol || v > sa->in_hi + tol) &&
+      UTL_Now() - sa->in_since > SIM_LIMITS_GRACE_S) {
+    sa->runtime_violations++;
+    log_warn("%s: %.6f V written, outside the limits in force %g..%g V", sa->name, v,
+             sa->in_lo, sa->in_hi);
+  }
   t = SIM_Sync();
   if (sa->is_current)
     PLT_SetCurrent(SIM.lasers[sa->laser], t, v);

@@ -153,8 +153,8 @@ class FaultServer(_PipeProc):
         ans = self.cmd("stats")
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", ans)}
 
-    def regs(self, addr, n=1):
-        ans = self.cmd("regs %d %d" % (addr, n))
+    def regs(self, addr, n=1, unit=None):
+        ans = self.cmd("regs %d %d%s" % (addr, n, " unit=%d" % unit if unit else ""))
         return [int(x) for x in ans.split()[3:]]
 
 

@@ -302,7 +302,9 @@ class SimControl(_LineClient):
                 "count": int(d["count"]), "min_v": float(d["min_v"]),
                 "max_v": float(d["max_v"]), "limit_violations": int(d["limit_violations"]),
                 "last_v": float(d["last_v"]), "device": d["device"],
-                "register": int(d["register"])}
+                "register": int(d["register"]), "in_force_lo": float(d["in_force_lo"]),
+                "in_force_hi": float(d["in_force_hi"]),
+                "runtime_violations": int(d["runtime_violations"])}
         return out
 
     def info(self):

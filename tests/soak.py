@@ -21,6 +21,11 @@ a shuffled schedule spread over --duration seconds:
   kill       kill -9 of the daemon and a restart on the same config and state
              file; the kills fall in the first 60 % of the schedule, so the
              last daemon lives through at least the last 40 %
+  limits     a laser's piezo limit narrowed to just past its present output
+             (so the output must be brought inside while its cycles go on),
+             alternately with `set` and with a reload of a file that narrows
+             max_v or raises min_v; the simulator is told the limits in force
+             ('limits'), and 1.5 s later they are widened again
 
 while --clients threads issue requests at a bounded rate (--rate per client:
 ping, status, get, set of kp or ki within 0.8..1.2 of the configured value,
@@ -44,7 +49,9 @@ Asserted and reported (TAP, then a summary table):
   - every laser ends locked;
   - no value written to any actuator register ever left its min_v..max_v
     (wavelock-sim 'writes': limit_violations = 0 for every actuator, summed
-    over all daemon instances: the simulator keeps running);
+    over all daemon instances: the simulator keeps running), nor the
+    narrowed limits in force after a 'limits' event (runtime_violations = 0;
+    a write arriving within 0.2 s of the narrowing may have left before it);
   - the RSS of the last daemon at the end, with the same number of
     connections, is within --rss-slack-kib of its RSS after --warmup
     seconds (skipped under AddressSanitizer, which ldd shows as libasan,
@@ -62,6 +69,7 @@ import argparse
 import os
 import platform
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -76,9 +84,9 @@ from wltest import TAP, Env, Client, kv, wait_until  # noqa: E402
 from lablib import Lab, Daemon, log_text, programs_missing  # noqa: E402
 
 PROFILES = {
-    "long": dict(outages=100, dropouts=100, hops=20, reloads=20, kills=5, clients=32,
+    "long": dict(outages=100, dropouts=100, hops=20, reloads=20, kills=5, limits=20, clients=32,
                  subscribers=8, duration=900.0, rate=4.0, warmup=30.0),
-    "short": dict(outages=10, dropouts=10, hops=4, reloads=4, kills=1, clients=8,
+    "short": dict(outages=10, dropouts=10, hops=4, reloads=4, kills=1, limits=4, clients=8,
                   subscribers=2, duration=55.0, rate=4.0, warmup=5.0),
 }
 KILL_SPAN = 0.6            # kills fall in this first fraction of the schedule
@@ -481,6 +489,9 @@ def build_schedule(args, cfg, rng):
         ev.append(("hop", rng.choice(cfg.names)))
     for i in range(args.reloads):
         ev.append(("reload", i % 2 == 1, "proto" if (i // 2) % 2 == 0 else "sighup"))
+    for i in range(args.limits):
+        ev.append(("limits", rng.choice(cfg.names), "set" if i % 2 == 0 else "reload",
+                   rng.random() < 0.5))
     rng.shuffle(ev)
     n_total = len(ev) + args.kills
     for k in range(args.kills):
@@ -512,6 +523,7 @@ class Driver:
         self.kills = []
         self.reloads = []
         self.injected = {"outage": 0, "dropout": 0, "burst": 0, "hop": 0}
+        self.limit_events = []
         self.inject_failures = []
         self.outage_modes = {}
         self.baseline = None        # (epoch, t, rss, clients, subscribers)
@@ -669,6 +681,51 @@ class Driver:
                 write_atomic(self.lab.conf, self.good_text)
         self.reloads.append(rec)
 
+    def do_limits(self, laser, via, upper):
+        """Narrow laser's piezo limits to just past its present output (upper:
+        max_v below it, else min_v above it), tell the simulator, hold 1.5 s,
+        widen again."""
+        L = self.cfg.by_name[laser]
+        lo0, hi0 = L["piezo_min_v"], L["piezo_max_v"]
+        span = hi0 - lo0
+        rec = {"laser": laser, "via": via, "ok": False}
+        try:
+            out = float(kv(self.daemon_cmd("output %s piezo" % laser)[0])["piezo_v"])
+        except (KeyError, ValueError, IndexError, OSError, EOFError):
+            self.limit_events.append(rec)
+            return
+        if upper and out - 0.05 * span > lo0 + 0.1 * span:
+            lo, hi, key, val = lo0, round(out - 0.05 * span, 3), "max_v", None
+        else:
+            lo, hi, key = round(min(out + 0.05 * span, hi0 - 0.1 * span), 3), hi0, "min_v"
+        val = hi if key == "max_v" else lo
+        rec["limits"] = (lo, hi, out)
+        try:
+            if via == "set":
+                ans = self.daemon_cmd("set %s piezo_%s %r" % (laser, key, val))[-1]
+            else:
+                text = re.sub(r'(name = "%s";.*?piezo = \{[^}]*?%s = )[-0-9.]+' % (laser, key),
+                              lambda m: m.group(1) + repr(val), self.good_text, count=1,
+                              flags=re.S)
+                write_atomic(self.lab.conf, text)
+                ans = self.daemon_cmd("reload")[-1]
+            rec["answer"] = ans
+            told = self.sim_ok("limits %s.piezo %r %r" % (laser, lo, hi))
+            time.sleep(1.5)
+            # widen: the simulator first, then the daemon
+            self.sim_ok("limits %s.piezo reset" % laser)
+            if via == "set":
+                back = self.daemon_cmd("set %s piezo_%s %r" % (laser, key, lo0 if key == "min_v"
+                                                               else hi0))[-1]
+            else:
+                write_atomic(self.lab.conf, self.good_text)
+                back = self.daemon_cmd("reload")[-1]
+            rec["ok"] = ans.startswith("OK") and told and back.startswith("OK")
+        finally:
+            if via == "reload":
+                write_atomic(self.lab.conf, self.good_text)
+        self.limit_events.append(rec)
+
     def do_kill(self):
         rec = {"ok": False}
         st = self.env.path("soak.state")
@@ -722,6 +779,9 @@ def summary_rows(drv, res):
         ("wavemeter dropouts / error-code bursts", "%d / %d"
          % (drv.injected["dropout"], drv.injected["burst"])),
         ("mode hops", str(drv.injected["hop"])),
+        ("limits narrowed past the output (set / reload)", "%d / %d"
+         % (sum(1 for r in drv.limit_events if r["via"] == "set"),
+            sum(1 for r in drv.limit_events if r["via"] == "reload"))),
         ("reloads (good / broken)", "%d / %d (%d via the protocol, %d via SIGHUP); %d as expected"
          % (sum(1 for r in drv.reloads if not r["broken"]), sum(1 for r in drv.reloads
                                                                  if r["broken"]),
@@ -902,6 +962,16 @@ def run(args):
                "no value written to any of the %d actuators left its min_v..max_v "
                "(%d writes over all daemon instances, limit_violations 0)"
                % (len(w), res["writes"]), viol)
+        res["runtime_violations"] = sum(x["runtime_violations"] for x in w.values())
+        lim_ok = [r for r in drv.limit_events if r["ok"]]
+        tap.ok(res["runtime_violations"] == 0 and len(lim_ok) == len(drv.limit_events),
+               "narrowed limits (%d events: %d by set, %d by reload, each past the present "
+               "output): no value written outside the limits in force (runtime_violations %d)"
+               % (len(drv.limit_events), sum(1 for r in drv.limit_events if r["via"] == "set"),
+                  sum(1 for r in drv.limit_events if r["via"] == "reload"),
+                  res["runtime_violations"]),
+               {"events": drv.limit_events,
+                "violations": {k: x for k, x in w.items() if x["runtime_violations"]}})
 
         # ---- memory ----
         bl = drv.baseline
@@ -965,7 +1035,8 @@ def parse_args(argv):
                                  "(TAP on stdout, summary table at the end)")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="long",
                     help="counts and duration to start from (default long)")
-    for key in ("outages", "dropouts", "hops", "reloads", "kills", "clients", "subscribers"):
+    for key in ("outages", "dropouts", "hops", "reloads", "kills", "limits", "clients",
+                "subscribers"):
         ap.add_argument("--" + key, type=int, help="number of %s" % key)
     ap.add_argument("--duration", type=float, help="seconds the fault schedule is spread over")
     ap.add_argument("--rate", type=float, help="requests per second per client")

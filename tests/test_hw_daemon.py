@@ -30,7 +30,7 @@ import threading
 import time
 import zlib
 
-from wltest import (TAP, Client, Env, ModbusRecorder, StreamPublisher, kv, lab_conf,
+from wltest import (TAP, Client, Env, ModbusRecorder, Pinger, StreamPublisher, kv, lab_conf,
                     laser_conf, wait_until)
 from hwtest import FaultServer
 
@@ -227,39 +227,6 @@ def in_flight(c):
     return -1
 
 
-class Pinger:
-    """Pings the daemon on its own connection every 20 ms; keeps the RTTs."""
-
-    def __init__(self, port):
-        self.c = Client(port)
-        self.rtts = []
-        self.errors = []
-        self.active = threading.Event()
-        self.stopping = False
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self):
-        while not self.stopping:
-            if not self.active.wait(0.1):
-                continue
-            t0 = time.monotonic()
-            try:
-                r = self.c.cmd("ping")
-                if r != ["OK"]:
-                    self.errors.append(r)
-            except Exception as e:     # reported by the test
-                self.errors.append(repr(e))
-                return
-            self.rtts.append(time.monotonic() - t0)
-            time.sleep(0.02)
-
-    def stop(self):
-        self.stopping = True
-        self.t.join()
-        self.c.close()
-
-
 # ============================================================================
 # 1. Fault-injecting Modbus server next to a healthy one
 # ============================================================================
@@ -333,7 +300,7 @@ def test_faults(env):
     plant = Plant(pub, LASERS)
     c = env.connect(d.port)
     w = Watcher(d.port)
-    pinger = Pinger(d.port)
+    pinger = Pinger(d.port, started=False)
 
     def cycles():
         s = status(c)

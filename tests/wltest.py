@@ -75,13 +75,17 @@ class TAP:
 class Proc:
     """A process started by a test, with its output in a log file."""
 
-    def __init__(self, env, name, argv, stdin=None, preexec_fn=None):
+    def __init__(self, env, name, argv, stdin=None, preexec_fn=None, extra_env=None):
         self.name = name
         self.log_path = os.path.join(env.dir, "%s.%d.log" % (name, len(env.procs)))
         self.log = open(self.log_path, "wb")
+        penv = None
+        if extra_env:
+            penv = dict(os.environ)
+            penv.update(extra_env)
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                   stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                  cwd=env.dir, preexec_fn=preexec_fn)
+                                  cwd=env.dir, preexec_fn=preexec_fn, env=penv)
         self.pid = self.p.pid
         self.port = None
 
@@ -216,19 +220,21 @@ class Env:
         s.close()
         return port
 
-    def start(self, name, argv, stdin=None, preexec_fn=None):
-        p = Proc(self, name, argv, stdin, preexec_fn)
+    def start(self, name, argv, stdin=None, preexec_fn=None, extra_env=None):
+        p = Proc(self, name, argv, stdin, preexec_fn, extra_env)
         self.procs.append(p)
         return p
 
-    def start_daemon(self, config_path, extra=(), wait=True, timeout=10, preexec_fn=None):
+    def start_daemon(self, config_path, extra=(), wait=True, timeout=10, preexec_fn=None,
+                     extra_env=None):
         """Start wavelockd in the foreground on config_path; the config should
-        listen on 127.0.0.1:0 — the bound port is read from a port file."""
+        listen on 127.0.0.1:0 — the bound port is read from a port file.
+        extra_env: variables added to its environment."""
         portfile = self.path("wavelockd.%d.port" % len(self.procs))
         if os.path.exists(portfile):
             os.unlink(portfile)
         argv = [prog("wavelockd"), "-f", "-c", config_path, "--port-file", portfile] + list(extra)
-        p = self.start("wavelockd", argv, preexec_fn=preexec_fn)
+        p = self.start("wavelockd", argv, preexec_fn=preexec_fn, extra_env=extra_env)
         if wait:
             def ready():
                 try:
@@ -335,12 +341,21 @@ import threading
 class ModbusRecorder:
     """A minimal Modbus TCP server (functions 03, 06, 16) on 127.0.0.1 that
     keeps 256 holding registers and records every write as
-    (time, first_register, [values]).  For daemon tests that need to see
-    exactly what was written."""
+    (time, first_register, [values]), and in arrivals as
+    (time the request arrived, first_register, [values]).  For daemon tests
+    that need to see exactly what was written.
+
+    hold_reg: a write request to this register waits, once it has arrived
+    (held is set), until release is set: a test can do something while a
+    write is on the wire, deterministically."""
 
     def __init__(self, port=0):
         self.regs = [0] * 256
         self.writes = []
+        self.arrivals = []
+        self.hold_reg = None
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.lock = threading.Lock()
         self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -377,11 +392,22 @@ class ModbusRecorder:
                 hdr = self._recv(c, 7)
                 tid, pid, length, unit = struct.unpack(">HHHB", hdr)
                 pdu = self._recv(c, length - 1)
+                t_arrival = time.monotonic()
                 if self.silent:
                     continue
+                fc = pdu[0]
+                if fc in (6, 16):
+                    addr = struct.unpack(">H", pdu[1:3])[0]
+                    vals = ([struct.unpack(">H", pdu[3:5])[0]] if fc == 6 else
+                            list(struct.unpack(">%dH" % struct.unpack(">H", pdu[3:5])[0],
+                                               pdu[6:6 + 2 * struct.unpack(">H", pdu[3:5])[0]])))
+                    with self.lock:
+                        self.arrivals.append((t_arrival, addr, vals))
+                    if self.hold_reg is not None and addr == self.hold_reg:
+                        self.held.set()
+                        self.release.wait(30)
                 if self.delay:
                     time.sleep(self.delay)
-                fc = pdu[0]
                 with self.lock:
                     if fc == 3:
                         addr, cnt = struct.unpack(">HH", pdu[1:5])
@@ -509,3 +535,47 @@ class PyPlant:
     def stop(self):
         self.stopping = True
         self.t.join()
+
+
+class Pinger:
+    """Pings the daemon on its own connection every period_s while active
+    (from the start unless started=False); keeps (time sent, round trip)."""
+
+    def __init__(self, port, period_s=0.02, started=True):
+        self.c = Client(port)
+        self.samples = []
+        self.rtts = []
+        self.errors = []
+        self.period_s = period_s
+        self.active = threading.Event()
+        if started:
+            self.active.set()
+        self.stopping = False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stopping:
+            if not self.active.wait(0.1):
+                continue
+            t0 = time.monotonic()
+            try:
+                r = self.c.cmd("ping")
+                if r != ["OK"]:
+                    self.errors.append(r)
+            except Exception as e:     # reported by the test
+                self.errors.append(repr(e))
+                return
+            self.samples.append((t0, time.monotonic() - t0))
+            self.rtts.append(self.samples[-1][1])
+            time.sleep(self.period_s)
+
+    def worst(self, since=0.0):
+        """Longest round trip of a ping answered after since (monotonic):
+        one sent before and held up by a stall counts too."""
+        return max([rtt for t, rtt in self.samples if t + rtt >= since] or [0.0])
+
+    def stop(self):
+        self.stopping = True
+        self.t.join()
+        self.c.close()
