@@ -84,6 +84,8 @@ typedef struct {
 struct CTL_Gates {
   Gate g[2];                 /* piezo, current; under ctx->lock */
   int reassert;              /* loop thread: 1 piezo, 2 current to write again once idle */
+  int internal;              /* loop thread: 1 piezo, 2 current: the queued hand-set value
+                                is the daemon's own (held, corrected), not a user's */
 };
 
 enum { GATE_PIEZO = 0, GATE_CURRENT = 1 };
@@ -425,19 +427,30 @@ device_status_cb(MB_Device *mb, int up, const char *why, void *arg)
 
 /* ---- loop side ---------------------------------------------------------- */
 
-/* Queue a hand-set output (clamped to the limits in force); kick() sends it. */
+/* Queue a hand-set output (clamped to the limits in force); kick() sends it.
+   internal: the daemon's own (a held output re-asserted, a correction),
+   which a user's value still in flight may replace. */
 static void
-queue_output(CTL_Laser *l, int has_piezo, double piezo_v, int has_current, double current_v)
+queue_output_(CTL_Laser *l, int has_piezo, double piezo_v, int has_current, double current_v,
+              int internal)
 {
   if (has_piezo) {
     l->manual_has_piezo = 1;
     l->manual_piezo = clampd(piezo_v, l->piezo_lo, l->piezo_hi);
+    l->gates->internal = internal ? l->gates->internal | 1 : l->gates->internal & ~1;
   }
   if (has_current && l->current_dev) {
     l->manual_has_current = 1;
     l->manual_current = clampd(current_v, l->current_lo, l->current_hi);
+    l->gates->internal = internal ? l->gates->internal | 2 : l->gates->internal & ~2;
   }
   l->manual_pending = l->manual_has_piezo || l->manual_has_current;
+}
+
+static void
+queue_output(CTL_Laser *l, int has_piezo, double piezo_v, int has_current, double current_v)
+{
+  queue_output_(l, has_piezo, piezo_v, has_current, current_v, 1);
 }
 
 /* Publish where and within what l's actuators may be written now (after
@@ -585,6 +598,7 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
     j->current_v = j->has_current ? clampd(l->manual_current, l->current_lo, l->current_hi) : 0.0;
     l->manual_pending = 0;
     l->manual_has_piezo = l->manual_has_current = 0;
+    l->gates->internal = 0;
     if (!j->want_piezo && !j->want_current)
       return 0;
   }
@@ -730,10 +744,11 @@ finish_job(CTL_Ctx *ctx, Job *j)
   if (j->retargeted && j->kind == JOB_MANUAL) {
     /* A hand-set output the reload kept from its moved actuator goes to the
        new one, unless a newer one waits already. */
-    int piezo = j->want_piezo && !j->piezo_ok && !l->manual_has_piezo;
-    int current = j->want_current && !j->current_ok && !l->manual_has_current;
+    int own = l->gates->internal;
+    int piezo = j->want_piezo && !j->piezo_ok && (!l->manual_has_piezo || (own & 1));
+    int current = j->want_current && !j->current_ok && (!l->manual_has_current || (own & 2));
 
-    queue_output(l, piezo, j->piezo_v, current, j->current_v);
+    queue_output_(l, piezo, j->piezo_v, current, j->current_v, 0);
   }
   if (l->gates->reassert)
     reassert_outputs(l);
@@ -1185,7 +1200,7 @@ void
 CTL_SetOutput(CTL_Ctx *ctx, CTL_Laser *l, int has_piezo, double piezo_v,
               int has_current, double current_v)
 {
-  queue_output(l, has_piezo, piezo_v, has_current, current_v);
+  queue_output_(l, has_piezo, piezo_v, has_current, current_v, 0);
   kick(ctx, l);
 }
 
