@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -12,7 +13,10 @@
 #include "log.h"
 
 static int use_syslog;
-static volatile LOG_Level max_level = LOG_LV_INFO;
+/* The level is written by the loop thread (reload) while device, backend and
+   loop threads read it: an atomic, relaxed (it orders nothing else).
+   use_syslog and ident_buf are set by LOG_Open before any thread starts. */
+static atomic_int max_level = LOG_LV_INFO;
 static char ident_buf[32] = "wavelock";
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -23,7 +27,7 @@ LOG_Open(const char *ident, int to_syslog, LOG_Level level)
 {
   snprintf(ident_buf, sizeof ident_buf, "%s", ident);
   use_syslog = to_syslog;
-  max_level = level;
+  atomic_store_explicit(&max_level, (int)level, memory_order_relaxed);
   if (use_syslog)
     openlog(ident_buf, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
@@ -31,7 +35,7 @@ LOG_Open(const char *ident, int to_syslog, LOG_Level level)
 void
 LOG_SetLevel(LOG_Level level)
 {
-  max_level = level;
+  atomic_store_explicit(&max_level, (int)level, memory_order_relaxed);
 }
 
 int
@@ -53,7 +57,7 @@ LOG_ParseLevel(const char *name, LOG_Level *level)
 int
 LOG_Enabled(LOG_Level level)
 {
-  return level <= max_level;
+  return (int)level <= atomic_load_explicit(&max_level, memory_order_relaxed);
 }
 
 void

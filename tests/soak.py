@@ -54,8 +54,9 @@ Asserted and reported (TAP, then a summary table):
     a write arriving within 0.2 s of the narrowing may have left before it);
   - the RSS of the last daemon at the end, with the same number of
     connections, is within --rss-slack-kib of its RSS after --warmup
-    seconds (skipped under AddressSanitizer, which ldd shows as libasan,
-    and when wavelockd is a wrapper script, e.g. for valgrind);
+    seconds (skipped under AddressSanitizer or ThreadSanitizer, which ldd
+    shows as libasan or libtsan, and when wavelockd is a wrapper script,
+    e.g. for valgrind);
   - the daemon exits 0 on SIGTERM at the end, and no daemon log holds a
     sanitizer report.
 
@@ -98,7 +99,7 @@ BURST_CODES = (-1, -2, -3, -4, 0)
 GAIN_FACTOR = (0.8, 1.2)
 LASER_STATES = ("off", "acquiring", "locked", "holding", "relocking", "fault")
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                   "==ERROR", "Invalid read", "Invalid write")
+                   "==ERROR", "Invalid read", "Invalid write", "WARNING: ThreadSanitizer")
 
 
 def now():
@@ -106,8 +107,8 @@ def now():
 
 
 def wavelockd_kind():
-    """'asan', 'wrapper' (not an ELF binary: valgrind and the like) or
-    'plain'."""
+    """'asan', 'tsan', 'wrapper' (not an ELF binary: valgrind and the like)
+    or 'plain'."""
     path = wltest.prog("wavelockd")
     try:
         with open(path, "rb") as f:
@@ -116,7 +117,9 @@ def wavelockd_kind():
     except OSError:
         return "plain"
     out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
-    return "asan" if "libasan" in out else "plain"
+    if "libasan" in out:
+        return "asan"
+    return "tsan" if "libtsan" in out else "plain"
 
 
 def rss_kib(pid):
@@ -992,8 +995,11 @@ def run(args):
             res["rss_text"] = "no baseline (the last daemon lived less than the warm-up)"
         if kind != "plain":
             tap.skip("RSS at the end within %d KiB of after warm-up" % args.rss_slack_kib,
-                     "wavelockd is %s" % ("built with AddressSanitizer (libasan)"
-                                          if kind == "asan" else "a wrapper script"))
+                     "wavelockd is %s" % {
+                         "asan": "built with AddressSanitizer (libasan)",
+                         "tsan": "built with ThreadSanitizer (libtsan: its shadow memory, "
+                                 "traces and sync objects grow with the run)",
+                     }.get(kind, "a wrapper script"))
             res["rss_text"] += " (not checked: %s)" % kind
         elif bl is None:
             tap.ok(False, "RSS baseline of the last daemon taken", res["rss_text"])
