@@ -25,6 +25,10 @@ size_t UTL_ScanDecimal(const char *s);
    is 0, more than max_s is max_s. */
 struct timeval UTL_Timeval(double seconds, double max_s);
 
+/* The time delay_s (>= 0) from now on clock id, for pthread_cond_timedwait. */
+struct timespec;
+void UTL_AbsTime(int clock_id, double delay_s, struct timespec *ts);
+
 /* Format an error message into err (errlen bytes; nothing if err is NULL
    or errlen is 0). */
 void UTL_SetErr(char *err, size_t errlen, const char *fmt, ...)

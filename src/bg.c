@@ -9,6 +9,7 @@
 #include <event2/event.h>
 
 #include "bg.h"
+#include "util.h"
 
 typedef struct Job {
   BG_Fn work, done;
@@ -158,13 +159,7 @@ BG_Destroy(BG_Ctx *bg, double timeout_s)
 
   if (!bg)
     return;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += (time_t)timeout_s;
-  ts.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
+  UTL_AbsTime(CLOCK_REALTIME, timeout_s, &ts);
   pthread_mutex_lock(&bg->lock);
   bg->closing = 1;
   while (bg->running > 0 && pthread_cond_timedwait(&bg->cond, &bg->lock, &ts) == 0)

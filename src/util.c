@@ -135,3 +135,15 @@ UTL_ScanDecimal(const char *s)
   }
   return i;
 }
+
+void
+UTL_AbsTime(int clock_id, double delay_s, struct timespec *ts)
+{
+  clock_gettime((clockid_t)clock_id, ts);
+  ts->tv_sec += (time_t)delay_s;
+  ts->tv_nsec += (long)((delay_s - (double)(time_t)delay_s) * 1e9);
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}

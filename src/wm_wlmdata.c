@@ -216,18 +216,6 @@ remove_callback(Wlm *w)
   w->instantiate(cInstNotification, cNotifyRemoveCallback, 0, 0);
 }
 
-static void
-deadline(double delay_s, struct timespec *ts)
-{
-  clock_gettime(CLOCK_MONOTONIC, ts);
-  ts->tv_sec += (time_t)delay_s;
-  ts->tv_nsec += (long)((delay_s - (double)(time_t)delay_s) * 1e9);
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
-}
-
 static void *
 poll_thread(void *arg)
 {
@@ -239,7 +227,7 @@ poll_thread(void *arg)
     struct timespec ts;
     double now;
 
-    deadline(w->poll_ms / 1000.0, &ts);
+    UTL_AbsTime(CLOCK_MONOTONIC, w->poll_ms / 1000.0, &ts);
     pthread_cond_timedwait(&w->cond, &g_lock, &ts);
     if (w->stop)
       break;
@@ -306,13 +294,7 @@ WM_WlmDataReap(double timeout_s)
   struct timespec ts;
   int left;
 
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += (time_t)timeout_s;
-  ts.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
+  UTL_AbsTime(CLOCK_REALTIME, timeout_s, &ts);
   pthread_mutex_lock(&g_lock);
   while (g_dying > 0 && pthread_cond_timedwait(&g_dying_cond, &g_lock, &ts) == 0)
     ;

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -100,11 +101,37 @@ test_scan_and_copy(void **st)
   assert_false(UTL_StrEqCase("THz", "GHz"));
 }
 
+/* UTL_AbsTime: now + delay on the given clock, nanoseconds normalised. */
+static void
+test_abs_time(void **st)
+{
+  static const int clocks[] = { CLOCK_REALTIME, CLOCK_MONOTONIC };
+  static const double delays[] = { 0.0, 0.25, 0.999999999, 1.5, 30.0 };
+
+  (void)st;
+  for (size_t c = 0; c < 2; c++) {
+    for (size_t i = 0; i < sizeof delays / sizeof delays[0]; i++) {
+      struct timespec before, at, after;
+      double b, a, x;
+
+      clock_gettime(clocks[c], &before);
+      UTL_AbsTime(clocks[c], delays[i], &at);
+      clock_gettime(clocks[c], &after);
+      assert_true(at.tv_nsec >= 0 && at.tv_nsec < 1000000000L);
+      b = (double)before.tv_sec + before.tv_nsec * 1e-9 + delays[i];
+      a = (double)after.tv_sec + after.tv_nsec * 1e-9 + delays[i];
+      x = (double)at.tv_sec + at.tv_nsec * 1e-9;
+      assert_true(x >= b - 1e-6 && x <= a + 1e-6);
+    }
+  }
+}
+
 int
 main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeval),
+    cmocka_unit_test(test_abs_time),
     cmocka_unit_test(test_set_err),
     cmocka_unit_test(test_parse),
     cmocka_unit_test(test_scan_and_copy),

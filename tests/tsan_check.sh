@@ -32,7 +32,7 @@ srcdir=$(cd "$(dirname "$0")/.." && pwd)
 builddir=${1:-$srcdir/build-tsan}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] || set -- test_daemon_e2e.py test_daemon_reload.py test_daemon_proto.py \
-  test_hw_daemon.py test_hw_daemon_wlm.py test_hw_modbus.py
+  test_daemon_safety.py test_hw_daemon.py test_hw_daemon_wlm.py test_hw_modbus.py
 jobs=${WL_JOBS:-2}
 PYTHON3=${PYTHON3:-python3}
 t_start=$(date +%s)
