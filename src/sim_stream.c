@@ -32,7 +32,7 @@
 typedef struct StreamClient {
   struct bufferevent *bev;
   unsigned long dropped;
-  char peer[64];
+  char peer[80];                 /* host (up to 63) ":" port */
   struct StreamClient *next;
 } StreamClient;
 
