@@ -138,7 +138,7 @@ for name in ("wavelock-scan", "wavelock-log", "wavelock-plot"):
 
 # Every manual page a script's --help names exists (in doc/, or is a system one).
 SYSTEM_PAGES = {"gnuplot(1)"}
-for name in ("wavelock-scan", "wavelock-log", "wavelock-plot"):
+for name in ("wavelock-scan", "wavelock-log", "wavelock-plot", "wavelock-wlm-bridge"):
     r = run_script(name, ["--help"])
     refs = set(re.findall(r"([a-z][-a-z.]*)\((\d)\)", " ".join(r.out.split())))
     missing = ["%s(%s)" % (n, sec) for n, sec in sorted(refs)
