@@ -19,9 +19,14 @@
  *   repeat=N          send every callback N times with the same time stamp, default 1
  *   get_delay_ms=N    GetFrequencyNum/GetWavelengthNum sleep this long, default 0
  *   count=N           what GetChannelsCount returns, default the highest channel
+ *   restart=TOKEN     a TOKEN (a word) other than the last one seen plays a
+ *                     restart of the wavemeter software: the installed callback
+ *                     is forgotten (nothing is called until Instantiate(1, 4,
+ *                     ...) installs one again) and the callbacks' time stamps
+ *                     start again from 0; leaving the key out changes nothing
  *
  * The file named by FAKE_WLM_LOG (if set) gets one line per event:
- * "install", "install-refused", "remove", with a flush after each.
+ * "install", "install-refused", "remove", "restart", with a flush after each.
  * Test programs that dlopen() this library can also read its counters with
  * FakeWlm_Count("installs" | "removes" | "callbacks" | "gets" | "reads").
  *
@@ -71,6 +76,7 @@ typedef struct {
   int repeat;
   int get_delay_ms;
   int count;
+  char restart[32];
 } Settings;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -85,6 +91,9 @@ static unsigned long n_installs, n_removes, n_callbacks, n_gets;
 static unsigned long n_reads[NCH + 1];
 static struct timespec t0;
 static int switcher_channel = 1;
+static char restart_seen[32];
+
+static void log_event(const char *what);
 
 static void
 defaults(Settings *s)
@@ -146,6 +155,8 @@ apply_word(Settings *s, const char *w)
     s->get_delay_ms = atoi(v) > 0 ? atoi(v) : 0;
   } else if (!strncmp(w, "count=", 6)) {
     s->count = atoi(v);
+  } else if (!strncmp(w, "restart=", 8)) {
+    snprintf(s->restart, sizeof s->restart, "%s", v);
   }
 }
 
@@ -207,6 +218,12 @@ refresh(void)
     }
   }
   loaded = 1;
+  if (cur.restart[0] && strcmp(cur.restart, restart_seen) != 0) {
+    snprintf(restart_seen, sizeof restart_seen, "%s", cur.restart);
+    callback = NULL;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    log_event("restart");
+  }
 }
 
 static void
