@@ -9,7 +9,9 @@
  *                       then resolves 127.0.0.1 instead (so a test can use
  *                       a name without a resolver); other names: untouched
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
 #include <netdb.h>
 #include <stdio.h>
