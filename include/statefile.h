@@ -6,10 +6,10 @@
  * temp file in the same directory, fsync, rename, fsync of the directory.
  *
  *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
- *   laser name=cool780 setpoint_thz=384.23048440000002 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
+ *   laser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
  *   end count=1 crc32=89abcdef
  *
- * Doubles are written with %.17g and read back exactly; current_v only for
+ * Doubles are written in the shortest form that reads back exactly; current_v only for
  * lasers with a current actuator; ramp_to_thz and ramp_mhz_s (both or
  * neither) only for a laser whose setpoint was ramping, setpoint_thz then
  * being the point the ramp had reached; file_setpoint_thz, file_kp, file_ki

@@ -307,7 +307,7 @@ static void
 param_value(const CTL_Laser *l, const Param *p, char *buf, size_t len)
 {
   if (p->type == P_DOUBLE)
-    snprintf(buf, len, "%.17g", param_get(l, p));
+    UTL_FormatDouble(buf, len, param_get(l, p));
   else
     snprintf(buf, len, "%d", (int)param_get(l, p));
 }
@@ -447,7 +447,7 @@ cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
   CTL_Laser *l = laser_arg(d, c, argv[1]);
   const Param *p;
   double v;
-  char err[160];
+  char err[160], num[UTL_DOUBLE_LEN];
 
   if (!l)
     return;
@@ -464,8 +464,9 @@ cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Err(c, 422, "%s", err);
     return;
   }
-  log_info("laser %s: %s = %g", l->cfg.name, p->name, v);
-  SRV_Ok(c, "%s=%g", p->name, v);
+  UTL_FormatDouble(num, sizeof num, v);
+  log_info("laser %s: %s = %s", l->cfg.name, p->name, num);
+  SRV_Ok(c, "%s=%s", p->name, num);
 }
 
 static void
@@ -475,6 +476,7 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
   CTL_Laser *l = laser_arg(d, c, argv[1]);
   int piezo;
   double v, lo, hi;
+  char lo_s[UTL_DOUBLE_LEN], hi_s[UTL_DOUBLE_LEN];
 
   if (!l)
     return;
@@ -487,10 +489,12 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
             l->current_dev ? " or current" : "");
     return;
   }
+  lo = piezo ? l->piezo_lo : l->current_lo;
+  hi = piezo ? l->piezo_hi : l->current_hi;
   if (argc == 3) {
-    SRV_Data(c, "name=%s %s_v=%.6f min_v=%g max_v=%g", l->cfg.name, piezo ? "piezo" : "current",
-             piezo ? l->piezo_v : l->current_v, piezo ? l->piezo_lo : l->current_lo,
-             piezo ? l->piezo_hi : l->current_hi);
+    SRV_Data(c, "name=%s %s_v=%.6f min_v=%s max_v=%s", l->cfg.name, piezo ? "piezo" : "current",
+             piezo ? l->piezo_v : l->current_v, UTL_FormatDouble(lo_s, sizeof lo_s, lo),
+             UTL_FormatDouble(hi_s, sizeof hi_s, hi));
     SRV_Ok(c, NULL);
     return;
   }
@@ -505,16 +509,17 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Err(c, 503, "%s: actuator device unreachable", l->cfg.name);
     return;
   }
-  lo = piezo ? l->piezo_lo : l->current_lo;
-  hi = piezo ? l->piezo_hi : l->current_hi;
   if (UTL_ParseDouble(argv[3], &v) != 0 || v < lo || v > hi) {
-    SRV_Err(c, 422, "%s output must be a number of volts in %g..%g, got '%s'",
-            piezo ? "piezo" : "current", lo, hi, argv[3]);
+    SRV_Err(c, 422, "%s output must be a number of volts in %s..%s, got '%s'",
+            piezo ? "piezo" : "current", UTL_FormatDouble(lo_s, sizeof lo_s, lo),
+            UTL_FormatDouble(hi_s, sizeof hi_s, hi), argv[3]);
     return;
   }
   CTL_SetOutput(d->ctl, l, piezo, v, !piezo, v);
-  log_info("laser %s: %s output set to %g V by hand", l->cfg.name, piezo ? "piezo" : "current", v);
-  SRV_Ok(c, "%s_v=%g", piezo ? "piezo" : "current", v);
+  UTL_FormatDouble(lo_s, sizeof lo_s, v);
+  log_info("laser %s: %s output set to %s V by hand", l->cfg.name, piezo ? "piezo" : "current",
+           lo_s);
+  SRV_Ok(c, "%s_v=%s", piezo ? "piezo" : "current", lo_s);
 }
 
 static void

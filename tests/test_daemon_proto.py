@@ -130,6 +130,18 @@ with Env() as env:
     tap.ok(all(k in g for k in ("kp", "ki", "kd", "window_mhz", "piezo_min_v")), "get all", r)
     tap.eq(c.cmd("set cool780 ki 0.004")[-1].split()[0], "OK", "set ki")
     tap.ok(abs(float(kv(c.cmd("get cool780 ki")[0])["ki"]) - 0.004) < 1e-12, "get ki reads it")
+    # Numbers print in the shortest form that reads back exactly.
+    r = c.cmd("set cool780 kp 0.0003")
+    tap.eq(r, ["OK kp=0.0003"], "set kp 0.0003 answers kp=0.0003")
+    r = c.cmd("get cool780 kp")
+    tap.eq(r, ["name=cool780 kp=0.0003", "OK"], "get kp prints 0.0003, not 0.00029999999999999997")
+    r = c.cmd("get cool780 all")
+    tap.ok(" kp=0.0003 " in r[0] and " ki=0.004 " in r[0], "get all: kp=0.0003 ki=0.004", r)
+    r = c.cmd("set cool780 kd 0.1234567890123")
+    tap.eq(r, ["OK kd=0.1234567890123"], "set answers the value exactly (not %g's 0.123457)")
+    tap.eq(kv(c.cmd("get cool780 kd")[0]).get("kd"), "0.1234567890123", "get kd reads it back")
+    c.cmd("set cool780 kp 0")
+    c.cmd("set cool780 kd 0")
     tap.ok(code(c.cmd("set cool780 ki -1")) == 422, "negative gain: 422")
     tap.ok(code(c.cmd("set cool780 piezo_max_v 12")) == 422,
            "run-time limit beyond the configured one: 422")
@@ -184,6 +196,10 @@ with Env() as env:
     r = c.cmd("save")
     tap.ok(final(r).startswith("OK") and os.path.exists(env.path("wavelock.state")),
            "save writes the state file", r)
+    with open(env.path("wavelock.state")) as f:
+        saved = f.read()
+    tap.ok(" ki=0.004 " in saved and "0.0040000000000000001" not in saved,
+           "the state file holds ki=0.004 (shortest exact form)", saved)
     r = c.cmd("reload")
     tap.ok(final(r).startswith("OK"), "reload of a good config", r)
     with open(cfg) as f:
