@@ -21,6 +21,9 @@
 #ifndef CNF_MAX_CHANNEL
 #define CNF_MAX_CHANNEL 64
 #endif
+/* Channels the wlmdata backend reads (cmiWavelength1..17): a laser on a
+   higher channel is a config error with that backend. */
+#define CNF_WLMDATA_MAX_CHANNEL 17
 
 typedef enum { CNF_ROLE_NONE = 0, CNF_ROLE_MONITOR = 1, CNF_ROLE_CONTROL = 2 } CNF_Role;
 typedef enum { CNF_WM_STREAM = 0, CNF_WM_WLMDATA } CNF_WmBackend;
@@ -111,7 +114,8 @@ typedef struct {
 
 typedef struct {
   char name[CNF_NAME_MAX];
-  int channel;                       /* wavemeter channel 1..CNF_MAX_CHANNEL */
+  int channel;                       /* wavemeter channel 1..CNF_MAX_CHANNEL (wlmdata:
+                                        1..CNF_WLMDATA_MAX_CHANNEL) */
   double setpoint_thz;
   int autolock;                      /* default 0 */
   double window_mhz;                 /* default 5 */

@@ -1251,8 +1251,14 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
     return -1;
   if (strcasecmp(l->name, "all") == 0)
     return fail(ld, ws, NULL, "\"all\" is reserved (lock all, unlock all)");
-  if (int_key_i(ld, g, "channel", REQ, 1, CNF_MAX_CHANNEL, &l->channel) < 0 ||
-      bool_key(ld, g, "autolock", &l->autolock) < 0 ||
+  if (int_key_i(ld, g, "channel", REQ, 1, CNF_MAX_CHANNEL, &l->channel) < 0)
+    return -1;
+  /* A channel the backend never reads would leave the laser unread, silently. */
+  if (cfg->wavemeter.backend == CNF_WM_WLMDATA && l->channel > CNF_WLMDATA_MAX_CHANNEL)
+    return fail(ld, config_setting_get_member(g, "channel"), NULL,
+                "the wlmdata backend reads channels 1 to %d only (is %d)",
+                CNF_WLMDATA_MAX_CHANNEL, l->channel);
+  if (bool_key(ld, g, "autolock", &l->autolock) < 0 ||
       num_key(ld, g, "min_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->min_thz) < 0 ||
       num_key(ld, g, "max_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->max_thz) < 0)
     return -1;

@@ -41,7 +41,7 @@
 #include "util.h"
 #include "wm_int.h"
 
-#define WLM_CHANNELS 17              /* cmiWavelength1..17 */
+#define WLM_CHANNELS CNF_WLMDATA_MAX_CHANNEL   /* cmiWavelength1..17 */
 #define WLM_MAX_BACKENDS 4
 #define WLM_REINSTALL_S 30.0         /* while polling, re-install this often */
 #define WLM_CLOCK_RESET_MS 10000     /* a time stamp this far back: new clock */

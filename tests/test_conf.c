@@ -511,6 +511,10 @@ static const ErrCase err_cases[] = {
   /* lasers: values */
   { DEV "lasers = ( {\n name = \"a\"; channel = 65; setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
     3, "lasers.[0].channel", "between 1 and 64" },
+  /* the wlmdata backend reads channels 1..17 only */
+  { "wavemeter = { backend = \"wlmdata\"; };\n" DEV "lasers = ( {\n name = \"a\";\n"
+    " channel = 18; setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
+    5, "lasers.[0].channel", "the wlmdata backend reads channels 1 to 17 only (is 18)" },
   { DEV "lasers = ( {\n name = \"all\"; channel = 1; setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
     3, "lasers.[0].name", "reserved" },
   { DEV "lasers = ( {\n name = \"a\"; channel = 1; setpoint = \"384.6 THz\"; min_thz = 384.0; max_thz = 384.5;\n" PIEZO CLOSE,
@@ -637,6 +641,11 @@ static const char *const ok_cases[] = {
   DEV OPEN "  piezo = { device = \"ao1\"; register = 4; format = \"u16\"; offset = 32767.5; scale = 3276.75; min_v = -10; max_v = 10; };\n" CLOSE,
   DEV OPEN PIEZO "  current = { device = \"ao1\"; register = 1; format = \"s16\"; min_v = -1; max_v = 1; feedforward = 0.3; };\n" CLOSE,
   DEV OPEN PIEZO "}\n" LASER_B("b", 2, 1) ");\n",
+  /* every channel the backend reads: wlmdata 1..17, stream 1..64 */
+  "wavemeter = { backend = \"wlmdata\"; };\n" DEV "lasers = ( {\n name = \"a\"; channel = 17;"
+  " setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
+  "wavemeter = { backend = \"stream\"; };\n" DEV "lasers = ( {\n name = \"a\"; channel = 64;"
+  " setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
 };
 
 static void

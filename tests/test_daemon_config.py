@@ -36,6 +36,9 @@ with Env() as env:
         ("non-loopback listen without tokens", good.replace("127.0.0.1:0", "0.0.0.0:7470"), "listen"),
         ("setpoint outside its range", good.replace("384.230484400 THz", "390 THz"), "setpoint"),
         ("unknown key", good.replace("window_mhz = 5.0;", "windw_mhz = 5.0;", 1), "windw_mhz"),
+        ("wlmdata backend, laser on channel 20 (it reads 1-17)",
+         good.replace('backend = "stream";', 'backend = "wlmdata";')
+             .replace("channel = 2;", "channel = 20;"), "channels 1 to 17"),
     ]
     for name, text, key in cases:
         p = env.write("bad.conf", text)
