@@ -67,6 +67,12 @@ int STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen);
    start, before any save.  Returns how many were removed. */
 int STF_RemoveStaleTemps(const char *path);
 
+/* Whether a state file could be saved at path, without writing anything:
+   its directory exists and this process may create files in it, and path,
+   if it exists, is a regular file.  0 (also for an empty path), or -1 with
+   a message in err. */
+int STF_CheckWritable(const char *path, char *err, size_t errlen);
+
 /* A background writer: STF_Save on a thread of its own, so the caller (the
    event loop) never waits for the disk (an fsync can take seconds on a busy
    disk).  Snapshots are written in order; one submitted while another is

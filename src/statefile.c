@@ -726,6 +726,40 @@ STF_RemoveStaleTemps(const char *path)
   return removed;
 }
 
+int
+STF_CheckWritable(const char *path, char *err, size_t errlen)
+{
+  char dir[CNF_PATH_MAX];
+  struct stat st;
+
+  if (!path || !path[0])
+    return 0;
+  if (strlen(path) >= CNF_PATH_MAX) {
+    UTL_SetErr(err, errlen, "%s: path too long", path);
+    return -1;
+  }
+  dir_of(path, dir, sizeof dir);
+  if (stat(dir, &st) != 0) {
+    UTL_SetErr(err, errlen, "%s: directory %s: %s", path, dir, strerror(errno));
+    return -1;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    UTL_SetErr(err, errlen, "%s: %s is not a directory", path, dir);
+    return -1;
+  }
+  /* A save creates a temporary file there and renames it over path. */
+  if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) != 0) {
+    UTL_SetErr(err, errlen, "%s: directory %s is not writable: %s", path, dir,
+               strerror(errno));
+    return -1;
+  }
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    UTL_SetErr(err, errlen, "%s: not a regular file", path);
+    return -1;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Background writer                                                    */
 

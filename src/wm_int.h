@@ -17,6 +17,10 @@ WM_Backend *WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
 WM_Backend *WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
                              WM_ReadingFn fn, void *arg, char *err, size_t errlen);
 
+/* Backend checks for `wavelockd -t`: same contract as WM_Check. */
+int WM_StreamCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen);
+int WM_WlmDataCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen);
+
 /* Channel (1..17) of a CallbackProcEx wavelength mode, 0 if none. */
 int WM_WlmModeChannel(int mode);
 

@@ -298,19 +298,19 @@ stream_destroy(WM_Backend *wm)
   free(s);
 }
 
-WM_Backend *
-WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
-                WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+/* The publisher's address, resolved (the first address); 0, or -1 with err. */
+static int
+resolve_address(const CNF_Wavemeter *cfg, struct sockaddr_storage *sa, socklen_t *salen,
+                char *err, size_t errlen)
 {
   struct addrinfo hints, *res = NULL;
   char host[256], service[16];
   int port = 0, rc;
-  Stream *s;
 
   if (CNF_ParseHostPort(cfg->address, host, sizeof host, &port) < 0 ||
       port < 1 || port > 65535) {
     snprintf(err, errlen, "wavemeter.address: '%s' is not host:port", cfg->address);
-    return NULL;
+    return -1;
   }
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -323,12 +323,35 @@ WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
              rc ? gai_strerror(rc) : "no address");
     if (res)
       freeaddrinfo(res);
-    return NULL;
+    return -1;
   }
+  memcpy(sa, res->ai_addr, res->ai_addrlen);
+  *salen = res->ai_addrlen;
+  freeaddrinfo(res);
+  return 0;
+}
 
+int
+WM_StreamCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen)
+{
+  struct sockaddr_storage sa;
+  socklen_t salen;
+
+  return resolve_address(cfg, &sa, &salen, err, errlen);
+}
+
+WM_Backend *
+WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
+                WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+{
+  struct sockaddr_storage sa;
+  socklen_t salen;
+  Stream *s;
+
+  if (resolve_address(cfg, &sa, &salen, err, errlen) < 0)
+    return NULL;
   s = calloc(1, sizeof *s);
   if (!s) {
-    freeaddrinfo(res);
     snprintf(err, errlen, "wavemeter: out of memory");
     return NULL;
   }
@@ -342,9 +365,8 @@ WM_StreamCreate(const CNF_Wavemeter *cfg, struct event_base *base,
   s->backoff_ms = BACKOFF_MIN_MS;
   s->seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)s;
   UTL_Strlcpy(s->address, cfg->address, sizeof s->address);
-  memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
-  s->salen = res->ai_addrlen;
-  freeaddrinfo(res);
+  memcpy(&s->sa, &sa, salen);
+  s->salen = salen;
 
   s->retry_ev = evtimer_new(base, retry_cb, s);
   if (!s->retry_ev) {

@@ -22,7 +22,9 @@
  *
  * The CallbackProcEx prototype has no user pointer, so the live backends are
  * kept in a small process-wide table; the callback serves all of them.  The
- * library is never dlclose()d: its own threads may outlive our callback.
+ * library of a backend is never dlclose()d: its own threads may outlive our
+ * callback.  (WM_WlmDataCheck, for `wavelockd -t`, unloads it again: it only
+ * resolves symbols, calling nothing.)
  */
 #include "config.h"
 
@@ -335,16 +337,13 @@ resolve(void *dl, const char *lib, const char *name, int required,
   return p;
 }
 
-WM_Backend *
-WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
-                 WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+/* dlopen() lib and resolve the symbols every wlmData library has; 0, or -1
+   with err (and nothing left open). */
+static int
+open_library(const char *lib, void **dl_out, InstantiateFn *instantiate,
+             GetFrequencyNumFn *get_frequency, char *err, size_t errlen)
 {
-  const char *lib = cfg->library[0] ? cfg->library : "libwlmData.so";
-  pthread_condattr_t ca;
   void *dl, *p;
-  Wlm *w;
-  int slot = -1, rc;
-  long install_rc;
 
   dl = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
   if (!dl) {
@@ -356,21 +355,61 @@ WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
       why += n + 2;
     snprintf(err, errlen, "wavemeter.library: cannot load '%s': %s", lib,
              why ? why : "unknown error");
-    return NULL;
+    return -1;
   }
+  if (!(p = resolve(dl, lib, "Instantiate", 1, err, errlen))) {
+    dlclose(dl);
+    return -1;
+  }
+  memcpy(instantiate, &p, sizeof p);
+  if (!(p = resolve(dl, lib, "GetFrequencyNum", 1, err, errlen))) {
+    dlclose(dl);
+    return -1;
+  }
+  memcpy(get_frequency, &p, sizeof p);
+  *dl_out = dl;
+  return 0;
+}
+
+int
+WM_WlmDataCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen)
+{
+  const char *lib = cfg->library[0] ? cfg->library : "libwlmData.so";
+  InstantiateFn instantiate;
+  GetFrequencyNumFn get_frequency;
+  void *dl;
+
+  if (open_library(lib, &dl, &instantiate, &get_frequency, err, errlen) < 0)
+    return -1;
+  dlclose(dl);      /* nothing of ours was called or installed in it */
+  return 0;
+}
+
+WM_Backend *
+WM_WlmDataCreate(const CNF_Wavemeter *cfg, struct event_base *base,
+                 WM_ReadingFn fn, void *arg, char *err, size_t errlen)
+{
+  const char *lib = cfg->library[0] ? cfg->library : "libwlmData.so";
+  pthread_condattr_t ca;
+  InstantiateFn instantiate;
+  GetFrequencyNumFn get_frequency;
+  void *dl, *p;
+  Wlm *w;
+  int slot = -1, rc;
+  long install_rc;
+
+  if (open_library(lib, &dl, &instantiate, &get_frequency, err, errlen) < 0)
+    return NULL;
   w = calloc(1, sizeof *w);
   if (!w) {
+    dlclose(dl);
     snprintf(err, errlen, "wavemeter: out of memory");
     return NULL;
   }
   w->dl = dl;
   UTL_Strlcpy(w->library, lib, sizeof w->library);
-  if (!(p = resolve(dl, lib, "Instantiate", 1, err, errlen)))
-    goto fail;
-  memcpy(&w->instantiate, &p, sizeof p);
-  if (!(p = resolve(dl, lib, "GetFrequencyNum", 1, err, errlen)))
-    goto fail;
-  memcpy(&w->get_frequency, &p, sizeof p);
+  w->instantiate = instantiate;
+  w->get_frequency = get_frequency;
   p = resolve(dl, lib, "GetWavelengthNum", 0, err, errlen);
   memcpy(&w->get_wavelength, &p, sizeof p);
   p = resolve(dl, lib, "GetChannelsCount", 0, err, errlen);

@@ -657,6 +657,44 @@ test_remove_stale_temps(void **state)
   assert_int_equal(STF_RemoveStaleTemps(p), 0);
 }
 
+/* What -t checks of a state file, without writing anything. */
+static void
+test_check_writable(void **state)
+{
+  char p[PATH_MAX + 64];
+  FILE *f;
+
+  assert_int_equal(STF_CheckWritable(path, err, sizeof err), 0);   /* not there yet: fine */
+  assert_int_equal(STF_CheckWritable("", err, sizeof err), 0);     /* no state file */
+  assert_int_equal(count_entries(), 0);                            /* nothing written */
+  snprintf(p, sizeof p, "%s/missing/wavelock.state", dir);
+  assert_int_equal(STF_CheckWritable(p, err, sizeof err), -1);
+  assert_non_null(strstr(err, "/missing: No such file or directory"));
+  /* the directory is a file */
+  snprintf(p, sizeof p, "%s/file", dir);
+  f = fopen(p, "w");
+  assert_non_null(f);
+  fclose(f);
+  snprintf(p, sizeof p, "%s/file/wavelock.state", dir);
+  assert_int_equal(STF_CheckWritable(p, err, sizeof err), -1);
+  assert_non_null(strstr(err, "is not a directory"));
+  /* the state file is a directory */
+  snprintf(p, sizeof p, "%s/sub", dir);
+  assert_int_equal(mkdir(p, 0700), 0);
+  assert_int_equal(STF_CheckWritable(p, err, sizeof err), -1);
+  assert_non_null(strstr(err, "not a regular file"));
+  assert_int_equal(rmdir(p), 0);
+  snprintf(p, sizeof p, "%s/file", dir);
+  unlink(p);
+  /* a directory this process may not write (root may write anywhere) */
+  if (geteuid() != 0) {
+    assert_int_equal(chmod(dir, 0500), 0);
+    assert_int_equal(STF_CheckWritable(path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not writable"));
+    assert_int_equal(chmod(dir, 0700), 0);
+  }
+}
+
 int
 main(void)
 {
@@ -676,6 +714,7 @@ main(void)
     cmocka_unit_test_setup_teardown(test_writer_failure, setup, teardown),
     cmocka_unit_test_setup_teardown(test_writer_destroy_writes, setup, teardown),
     cmocka_unit_test_setup_teardown(test_remove_stale_temps, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_check_writable, setup, teardown),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
