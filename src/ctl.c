@@ -795,7 +795,8 @@ static CTL_Device *
 new_device(CTL_Ctx *ctx, const CNF_Config *cfg, const CNF_Device *dc)
 {
   CTL_Device *d = calloc(1, sizeof *d);
-  MB_Options opt = { 100, 5000, probe_reg(cfg, dc->name) };
+  MB_Options opt = { 100, 5000, dc->probe_reg >= 0 ? dc->probe_reg : probe_reg(cfg, dc->name),
+                     dc->probe_fn };
 
   if (!d)
     return NULL;
@@ -1016,7 +1017,8 @@ CTL_ParamsChanged(CTL_Ctx *ctx, CTL_Laser *l, const PID_Params *old)
 static int
 same_device_cfg(const CNF_Device *a, const CNF_Device *b)
 {
-  return strcmp(a->url, b->url) == 0 && a->unit == b->unit && a->timeout_ms == b->timeout_ms;
+  return strcmp(a->url, b->url) == 0 && a->unit == b->unit && a->timeout_ms == b->timeout_ms &&
+         a->probe_fn == b->probe_fn && a->probe_reg == b->probe_reg;
 }
 
 /* A key the new file gives the same value as the old one keeps its run-time

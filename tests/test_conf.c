@@ -479,6 +479,18 @@ static const ErrCase err_cases[] = {
   { "wavemeter = { stale_ms = 0; };\n", 1, "wavemeter.stale_ms", "between 1 and" },
   /* devices */
   { "devices = ( { url = \"tcp://h:1\"; } );\n", 1, "devices.[0].name", "missing (required)" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { function = \"coils\"; }; } );\n",
+    2, "devices.[0].probe.function", "must be \"holding\" (FC03), \"input\" (FC04) or \"none\"" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { register = 65536; }; } );\n",
+    2, "devices.[0].probe.register", "must be between 0 and 65535 (is 65536)" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { register = -1; }; } );\n",
+    2, "devices.[0].probe.register", "must be between 0 and 65535 (is -1)" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { function = \"none\";\n"
+    " register = 3; }; } );\n", 3, "devices.[0].probe.register", "no register is read" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { reg = 3; }; } );\n",
+    2, "devices.[0].probe.reg", "unknown key" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = \"none\"; } );\n",
+    2, "devices.[0].probe", "must be a group" },
   { "devices = ( { name = \"a\"; } );\n", 1, "devices.[0].url", "missing (required)" },
   { "devices = ( { name = \"a\"; url = \"udp://h:1\"; } );\n", 1, "devices.[0].url", "unknown kind of URL" },
   { "devices = ( { name = \"a\"; url = \"tcp://h:1\"; unit = 248; } );\n", 1, "devices.[0].unit",
@@ -660,6 +672,30 @@ test_ok_table(void **state)
       fail_msg("ok case %zu: %s", i, errbuf);
     CNF_Free(cfg);
   }
+}
+
+/* probe: which register and function code a device is probed with. */
+static void
+test_probe(void **state)
+{
+  char path[PATH_MAX + 16];
+  CNF_Config *cfg = load_text(
+    "devices = ( { name = \"a\"; url = \"tcp://h:1\"; },\n"
+    " { name = \"b\"; url = \"tcp://h:2\"; probe = { function = \"none\"; }; },\n"
+    " { name = \"c\"; url = \"tcp://h:3\"; probe = { function = \"Input\"; register = 100; }; },\n"
+    " { name = \"d\"; url = \"tcp://h:4\"; probe = { register = 65535; }; } );\n",
+    path, sizeof path);
+
+  if (!cfg)
+    fail_msg("%s", errbuf);
+  assert_int_equal(cfg->devices[0].probe_fn, CNF_PROBE_HOLDING);   /* defaults */
+  assert_int_equal(cfg->devices[0].probe_reg, -1);
+  assert_int_equal(cfg->devices[1].probe_fn, CNF_PROBE_NONE);
+  assert_int_equal(cfg->devices[2].probe_fn, CNF_PROBE_INPUT);
+  assert_int_equal(cfg->devices[2].probe_reg, 100);
+  assert_int_equal(cfg->devices[3].probe_fn, CNF_PROBE_HOLDING);
+  assert_int_equal(cfg->devices[3].probe_reg, 65535);
+  CNF_Free(cfg);
 }
 
 /* ---- URLs and addresses -------------------------------------------------- */
@@ -909,6 +945,7 @@ main(void)
     cmocka_unit_test(test_err_open_without_tokens),
     cmocka_unit_test_setup_teardown(test_err_table, setup_tmpdir, teardown_tmpdir),
     cmocka_unit_test_setup_teardown(test_ok_table, setup_tmpdir, teardown_tmpdir),
+    cmocka_unit_test_setup_teardown(test_probe, setup_tmpdir, teardown_tmpdir),
     cmocka_unit_test(test_parse_url),
     cmocka_unit_test(test_host_port),
     cmocka_unit_test(test_loopback),
