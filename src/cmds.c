@@ -54,7 +54,7 @@ static void
 status_line(SRV_Conn *c, const CTL_Laser *l)
 {
   char reading[160] = "freq_thz=none error_mhz=none";
-  char current[48] = "";
+  char current[48] = "", railed[LSR_RAIL_NAME_MAX];
 
   if (l->have_reading) {
     if (l->last.value > 0.0)
@@ -67,9 +67,10 @@ status_line(SRV_Conn *c, const CTL_Laser *l)
   if (l->current_dev)
     snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
-           l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors);
+           l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
+           LSR_RailName(l->rail.railed, railed, sizeof railed));
 }
 
 /* ---- commands ---------------------------------------------------------------- */

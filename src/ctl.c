@@ -133,11 +133,39 @@ lsr_params(const CTL_Ctx *ctx, const CTL_Laser *l, LSR_Params *p)
   p->stale_s = ctx->stale_s;
 }
 
+static void update_railed(CTL_Ctx *ctx, CTL_Laser *l, int cycle);
+
 static void
 set_state_hook(CTL_Ctx *ctx, CTL_Laser *l, LSR_StateId from)
 {
   if (l->sm.state != from && ctx->hooks.state_changed)
     ctx->hooks.state_changed(l, from, ctx->hooks.arg);
+  if (l->rail.railed && !LSR_Regulating(&l->sm))
+    update_railed(ctx, l, 0);
+}
+
+/* Outputs at a limit of their run-time range: counted over the regulating
+   cycles (cycle: a PID step was written), cleared when the laser stops
+   regulating; a change is told through the railed hook. */
+static void
+update_railed(CTL_Ctx *ctx, CTL_Laser *l, int cycle)
+{
+  int was = l->rail.railed, changed;
+
+  if (!LSR_Regulating(&l->sm)) {
+    changed = LSR_RailClear(&l->rail);
+  } else if (cycle) {
+    int seen = LSR_RailObserve(l->piezo_v, l->piezo_lo, l->piezo_hi, LSR_RAIL_PIEZO_LOW,
+                               LSR_RAIL_PIEZO_HIGH);
+    if (l->current_dev)
+      seen |= LSR_RailObserve(l->current_v, l->current_lo, l->current_hi,
+                              LSR_RAIL_CURRENT_LOW, LSR_RAIL_CURRENT_HIGH);
+    changed = LSR_RailCycle(&l->rail, seen);
+  } else {
+    return;
+  }
+  if (changed && ctx->hooks.railed)
+    ctx->hooks.railed(l, was, ctx->hooks.arg);
 }
 
 static void
@@ -502,6 +530,7 @@ finish_job(CTL_Ctx *ctx, Job *j)
     l->piezo_v = j->piezo_v;
   if (j->current_ok)
     l->current_v = j->current_v;
+  update_railed(ctx, l, j->kind == JOB_PID && !j->skipped && !j->failed);
   if (j->kind == JOB_MANUAL && (j->piezo_ok || j->current_ok)) {
     /* A hand-set output is where regulation and feed-forward start from. */
     l->pid.out = l->piezo_v;

@@ -359,6 +359,26 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
                 LSR_StateName(l->sm.state));
 }
 
+/* An output reached a limit, or left it: a railed laser is about to lose
+   lock, and one that never locks usually has its polarity wrong. */
+static void
+hook_railed(CTL_Laser *l, int was, void *arg)
+{
+  WLD_Daemon *d = arg;
+  char now_s[LSR_RAIL_NAME_MAX], was_s[LSR_RAIL_NAME_MAX];
+
+  LSR_RailName(l->rail.railed, now_s, sizeof now_s);
+  LSR_RailName(was, was_s, sizeof was_s);
+  if (l->rail.railed)
+    log_warn("laser %s: railed=%s (was %s): output at its limit, state %s, error %.1f MHz",
+             l->cfg.name, now_s, was_s, LSR_StateName(l->sm.state), l->last_error_mhz);
+  else
+    log_info("laser %s: railed=none (was %s)", l->cfg.name, was_s);
+  if (d->srv)
+    SRV_Publish(d->srv, l->index, "warning laser=%s railed=%s t=%.3f", l->cfg.name, now_s,
+                unix_now());
+}
+
 static void
 hook_dirty(void *arg)
 {
@@ -811,7 +831,9 @@ main(int argc, char **argv)
     goto out;
   }
 
-  static const CTL_Hooks hooks = { hook_state, hook_reading, hook_dirty, &daemon_state };
+  static const CTL_Hooks hooks = { .state_changed = hook_state, .reading = hook_reading,
+                                   .dirty = hook_dirty, .railed = hook_railed,
+                                   .arg = &daemon_state };
   d->ctl = CTL_Create(d->base, d->cfg, &hooks);
   if (!d->ctl) {
     log_error("cannot set up the lasers and devices: %s", strerror(errno));
