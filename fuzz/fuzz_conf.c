@@ -138,6 +138,10 @@ check_config(const CNF_Config *cfg)
     FUZZ_CHECK(u.kind == d->parsed.kind && u.port == d->parsed.port &&
                strcmp(u.host, d->parsed.host) == 0);
     FUZZ_CHECK(d->unit >= 0 && d->unit <= 247 && d->timeout_ms >= 1);
+    FUZZ_CHECK(d->probe_fn == CNF_PROBE_HOLDING || d->probe_fn == CNF_PROBE_INPUT ||
+               d->probe_fn == CNF_PROBE_NONE);
+    FUZZ_CHECK(d->probe_reg >= -1 && d->probe_reg <= 65535);
+    FUZZ_CHECK(d->probe_fn != CNF_PROBE_NONE || d->probe_reg == -1);
     FUZZ_CHECK(CNF_FindDevice(cfg, d->name) == i);
     for (int j = 0; j < i; j++) {
       const CNF_Device *o = &cfg->devices[j];
@@ -159,6 +163,7 @@ check_config(const CNF_Config *cfg)
 
     FUZZ_CHECK(valid_name(l->name) && strcasecmp(l->name, "all") != 0);
     FUZZ_CHECK(l->channel >= 1 && l->channel <= CNF_MAX_CHANNEL);
+    FUZZ_CHECK(cfg->wavemeter.backend != CNF_WM_WLMDATA || l->channel <= CNF_WLMDATA_MAX_CHANNEL);
     FUZZ_CHECK(isfinite(l->min_thz) && isfinite(l->max_thz) && l->min_thz > 0.0 &&
                l->min_thz < l->max_thz);
     FUZZ_CHECK(l->setpoint_thz >= l->min_thz && l->setpoint_thz <= l->max_thz);

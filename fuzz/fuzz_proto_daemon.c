@@ -54,7 +54,9 @@ reading(WLD_Daemon *d, int channel, double value)
 void
 FZD_Begin(WLD_Daemon *d)
 {
-  static const CTL_Hooks hooks = { hook_state, hook_reading, hook_dirty, &daemon_state };
+  static const CTL_Hooks hooks = { .state_changed = hook_state, .reading = hook_reading,
+                                   .dirty = hook_dirty, .railed = hook_railed,
+                                   .arg = &daemon_state };
 
   d->ctl = CTL_Create(d->base, d->cfg, &hooks);
   FUZZ_CHECK(d->ctl != NULL);

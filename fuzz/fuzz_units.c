@@ -1,10 +1,13 @@
-/* fuzz_units.c - fuzz target: UNI_ParseFrequency and UNI_ParseUnit, the
- * parsers behind every setpoint typed at the protocol or in a config.
+/* fuzz_units.c - fuzz target: UNI_ParseFrequency, UNI_ParseSetpoint and
+ * UNI_ParseUnit, the parsers behind every setpoint typed at the protocol or
+ * in a config.
  *
  * Input: the number word, optionally followed by a NUL byte and a separate
  * unit word ("780.24" NUL "nm").  A frequency that parses is finite and
  * positive, converts back to the unit it was written in, and a failure
- * always comes with a message.
+ * always comes with a message.  The same words as a protocol setpoint
+ * (relative with a leading sign) give a finite positive frequency or a
+ * message, and without a sign the same result as UNI_ParseFrequency.
  */
 #include "config.h"
 
@@ -47,6 +50,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       if (isfinite(back) && back > 0.0 && isnormal(thz) &&
           UNI_ToTHz(back, u, &again) == 0 && isnormal(again))
         FUZZ_CHECK(fabs(again - thz) <= 1e-12 * thz);
+    }
+  }
+
+  {
+    double sp = -1.0;
+    int relative = -1;
+    char err2[128] = "";
+    int rc2 = UNI_ParseSetpoint(buf, unit_word, 384.2304844, &sp, &relative, err2, sizeof err2);
+
+    FUZZ_CHECK(rc2 == 0 || rc2 == -1);
+    if (rc2 != 0) {
+      FUZZ_CHECK(err2[0] != '\0' && sp == -1.0);
+    } else {
+      FUZZ_CHECK(isfinite(sp) && sp > 0.0 && (relative == 0 || relative == 1));
+      if (!relative)
+        FUZZ_CHECK(rc == 0 && sp == thz);
     }
   }
 

@@ -21,6 +21,9 @@
 #ifndef CNF_MAX_CHANNEL
 #define CNF_MAX_CHANNEL 64
 #endif
+/* Channels the wlmdata backend reads (cmiWavelength1..17): a laser on a
+   higher channel is a config error with that backend. */
+#define CNF_WLMDATA_MAX_CHANNEL 17
 
 typedef enum { CNF_ROLE_NONE = 0, CNF_ROLE_MONITOR = 1, CNF_ROLE_CONTROL = 2 } CNF_Role;
 typedef enum { CNF_WM_STREAM = 0, CNF_WM_WLMDATA } CNF_WmBackend;
@@ -69,12 +72,22 @@ typedef struct {
   int callback_silence_ms;           /* wlmdata: no callback this long -> poll; default 2000 */
 } CNF_Wavemeter;
 
+/* How a device is probed before it counts as up (probe.function). */
+typedef enum {
+  CNF_PROBE_HOLDING = 0,             /* read one holding register, FC03 (default) */
+  CNF_PROBE_INPUT,                   /* read one input register, FC04 */
+  CNF_PROBE_NONE                     /* no read: up once connected (write-only modules) */
+} CNF_ProbeFn;
+
 typedef struct {
   char name[CNF_NAME_MAX];
   char url[256];
   CNF_Url parsed;
   int unit;                          /* Modbus unit id, default 1 */
   int timeout_ms;                    /* response timeout, default 200 */
+  CNF_ProbeFn probe_fn;              /* probe.function, default holding */
+  int probe_reg;                     /* probe.register 0..65535; -1 (default): the
+                                        lowest register the lasers use on the device */
   int line;                          /* config line, for messages */
 } CNF_Device;
 
@@ -111,7 +124,8 @@ typedef struct {
 
 typedef struct {
   char name[CNF_NAME_MAX];
-  int channel;                       /* wavemeter channel 1..CNF_MAX_CHANNEL */
+  int channel;                       /* wavemeter channel 1..CNF_MAX_CHANNEL (wlmdata:
+                                        1..CNF_WLMDATA_MAX_CHANNEL) */
   double setpoint_thz;
   int autolock;                      /* default 0 */
   double window_mhz;                 /* default 5 */

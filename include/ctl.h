@@ -66,6 +66,7 @@ typedef struct CTL_Laser {
   FILE *datalog;
   unsigned long cycles, coalesced, write_errors, readings, bad_readings;
   unsigned long corrections;   /* corrective writes: an output found outside its limits */
+  LSR_Rail rail;               /* outputs at a limit (rail.railed: LSR_RAIL_* bits) */
 } CTL_Laser;
 
 /* Called on the loop thread when a laser changes state or gets a reading. */
@@ -73,6 +74,8 @@ typedef struct {
   void (*state_changed)(CTL_Laser *l, LSR_StateId from, void *arg);
   void (*reading)(CTL_Laser *l, const WM_Reading *r, void *arg);
   void (*dirty)(void *arg);     /* runtime state worth saving changed */
+  /* The railed outputs changed (l->rail.railed; was: the bits before). */
+  void (*railed)(CTL_Laser *l, int was, void *arg);
   void *arg;
 } CTL_Hooks;
 

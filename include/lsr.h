@@ -27,6 +27,8 @@
 #ifndef WL_LSR_H
 #define WL_LSR_H
 
+#include <stddef.h>
+
 typedef enum {
   LSR_OFF = 0, LSR_ACQUIRING, LSR_LOCKED, LSR_HOLDING, LSR_RELOCKING, LSR_FAULT
 } LSR_StateId;
@@ -97,6 +99,39 @@ int LSR_Regulating(const LSR_Machine *m);
 
 /* Name of a state as printed by the protocol ("off", "acquiring", ...). */
 const char *LSR_StateName(LSR_StateId s);
+
+/* Outputs at a limit ("railed", DESIGN.md section 3): an output within
+   LSR_RAIL_BAND of its range lo..hi from a limit, for more than
+   LSR_RAIL_CYCLES consecutive regulating cycles.  Leaving takes as many
+   cycles away from the limit, so a railed output that hovers at the band's
+   edge does not flap. */
+#define LSR_RAIL_BAND 0.02
+#define LSR_RAIL_CYCLES 10
+enum {
+  LSR_RAIL_PIEZO_LOW = 1, LSR_RAIL_PIEZO_HIGH = 2,
+  LSR_RAIL_CURRENT_LOW = 4, LSR_RAIL_CURRENT_HIGH = 8
+};
+#define LSR_RAIL_NAME_MAX 48    /* the longest LSR_RailName, with its NUL */
+
+typedef struct {
+  int railed;          /* LSR_RAIL_* bits reported */
+  int count[4];        /* per bit: consecutive cycles that disagree with it */
+} LSR_Rail;
+
+/* The bits low_bit / high_bit for output v in lo..hi: within LSR_RAIL_BAND
+   of the range from lo, or from hi (0 if neither, or if lo >= hi). */
+int LSR_RailObserve(double v, double lo, double hi, int low_bit, int high_bit);
+
+/* One regulating cycle that saw the bits observed; returns 1 if railed
+   changed. */
+int LSR_RailCycle(LSR_Rail *r, int observed);
+
+/* Not regulating: nothing is railed, at once; returns 1 if railed changed. */
+int LSR_RailClear(LSR_Rail *r);
+
+/* "none", or the bits' names joined by commas ("piezo_low,current_high")
+   into buf (at least LSR_RAIL_NAME_MAX bytes); returns buf. */
+const char *LSR_RailName(int railed, char *buf, size_t len);
 
 /* A setpoint ramp towards target at rate MHz/s. */
 typedef struct {

@@ -10,7 +10,9 @@
  * in order.  A device that times out, answers with an exception or drops its
  * connection is marked down; while down, MB_Write fails at once (ENOTCONN) and
  * the thread reconnects with capped exponential back-off plus jitter, probing
- * with a read of probe_reg, and reports every up/down change through the
+ * with a read of probe_reg (a holding or an input register, or no read at
+ * all for a write-only module: then it is up once connected, and a failed
+ * write marks it down), and reports every up/down change through the
  * status callback.  libmodbus's own link recovery stays off.
  */
 #ifndef WL_MBDEV_H
@@ -34,7 +36,8 @@ typedef void (*MB_StatusFn)(MB_Device *dev, int up, const char *why, void *arg);
 typedef struct {
   int backoff_min_ms;     /* first retry delay, default 100 */
   int backoff_max_ms;     /* cap, default 5000 */
-  int probe_reg;          /* holding register read to test a device, default 0 */
+  int probe_reg;          /* register read to test a device, default 0 */
+  CNF_ProbeFn probe_fn;   /* how: FC03 (default), FC04, or no read (up once connected) */
 } MB_Options;
 
 /* Fill opt with the defaults above. */

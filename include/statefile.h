@@ -6,10 +6,10 @@
  * temp file in the same directory, fsync, rename, fsync of the directory.
  *
  *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
- *   laser name=cool780 setpoint_thz=384.23048440000002 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
+ *   laser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
  *   end count=1 crc32=89abcdef
  *
- * Doubles are written with %.17g and read back exactly; current_v only for
+ * Doubles are written in the shortest form that reads back exactly; current_v only for
  * lasers with a current actuator; ramp_to_thz and ramp_mhz_s (both or
  * neither) only for a laser whose setpoint was ramping, setpoint_thz then
  * being the point the ramp had reached; file_setpoint_thz, file_kp, file_ki
@@ -66,6 +66,12 @@ int STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen);
    creating and renaming one (path.tmpXXXXXX in path's directory).  For the
    start, before any save.  Returns how many were removed. */
 int STF_RemoveStaleTemps(const char *path);
+
+/* Whether a state file could be saved at path, without writing anything:
+   its directory exists and this process may create files in it, and path,
+   if it exists, is a regular file.  0 (also for an empty path), or -1 with
+   a message in err. */
+int STF_CheckWritable(const char *path, char *err, size_t errlen);
 
 /* A background writer: STF_Save on a thread of its own, so the caller (the
    event loop) never waits for the disk (an fsync can take seconds on a busy

@@ -29,8 +29,18 @@ double UNI_FromTHz(double thz, UNI_Unit unit);
 /* Parse a frequency written as a number with an optional unit, either glued
    ("384.23THz", "780.24nm") or as a separate word (unit_word, may be NULL).
    Default unit THz.  Returns 0 and *thz on success; -1 and a message in err
-   on malformed text, unknown unit, or a non-positive/non-finite result. */
+   on malformed text (a decimal comma has a message of its own), an unknown
+   unit (checked before the number's value), or a non-positive/non-finite
+   result. */
 int UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
                        char *err, size_t errlen);
+
+/* Parse a setpoint as typed at the protocol: as UNI_ParseFrequency, or, when
+   the number has a leading sign, an offset from current_thz in the unit
+   written (THz by default): for THz, GHz and MHz a frequency step; for nm
+   and cm-1 a step in that unit (new = the frequency of current_thz expressed
+   in the unit, plus the offset).  *relative (may be NULL) tells which. */
+int UNI_ParseSetpoint(const char *number, const char *unit_word, double current_thz,
+                      double *thz, int *relative, char *err, size_t errlen);
 
 #endif

@@ -16,6 +16,13 @@ size_t UTL_Strlcpy(char *dst, const char *src, size_t size);
 int UTL_ParseDouble(const char *s, double *out);
 int UTL_ParseInt(const char *s, long min, long max, long *out);
 
+/* Room for any double printed by UTL_FormatDouble. */
+#define UTL_DOUBLE_LEN 32
+
+/* Print v in the shortest of %.15g, %.16g and %.17g that strtod() reads
+   back as exactly v ("0.0003", not "0.00029999999999999997"); returns buf. */
+const char *UTL_FormatDouble(char *buf, size_t len, double v);
+
 /* Length of the decimal number ([+-]digits[.digits][e[+-]digits]) at the
    start of s, 0 if there is none; an 'e' without exponent digits is not
    part of the number. */

@@ -44,6 +44,12 @@ typedef struct WM_Backend WM_Backend;
 WM_Backend *WM_Create(const CNF_Wavemeter *cfg, struct event_base *base,
                       WM_ReadingFn fn, void *arg, char *err, size_t errlen);
 
+/* Check, without starting anything, what WM_Create would fail on (for
+   `wavelockd -t`): stream, that the address resolves; wlmdata, that the
+   library loads and has the required symbols (it is unloaded again, none
+   of its functions called).  0, or -1 with a one-line message in err. */
+int WM_Check(const CNF_Wavemeter *cfg, char *err, size_t errlen);
+
 /* The same in two steps, so the event loop never waits for the library or
    the resolver: WM_Prepare does what may block (wlmdata: load the library,
    resolve its symbols, ask its channel count, install the callback; stream:

@@ -54,7 +54,7 @@ static void
 status_line(SRV_Conn *c, const CTL_Laser *l)
 {
   char reading[160] = "freq_thz=none error_mhz=none";
-  char current[48] = "";
+  char current[48] = "", railed[LSR_RAIL_NAME_MAX];
 
   if (l->have_reading) {
     if (l->last.value > 0.0)
@@ -67,9 +67,10 @@ status_line(SRV_Conn *c, const CTL_Laser *l)
   if (l->current_dev)
     snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
-           l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors);
+           l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
+           LSR_RailName(l->rail.railed, railed, sizeof railed));
 }
 
 /* ---- commands ---------------------------------------------------------------- */
@@ -157,31 +158,26 @@ cmd_unlock(SRV_Conn *c, int argc, char **argv, void *ctx)
   lock_common(c, ctx, argv[1], 0);
 }
 
-/* Parse "<number>[unit]" or "<number> <unit>" from argv[i..]; on success
-   returns the count of words used. */
+/* A setpoint or ramp target: "<number>[unit]", or the unit as a separate
+   word (unit may be NULL).  A leading sign makes it relative to the present
+   setpoint.  The unit is checked before the value; the result must be in
+   the allowed range.  0, or -1 after answering 422. */
 static int
-frequency_args(SRV_Conn *c, const CTL_Laser *l, int argc, char **argv, int i, int allow_unit_word,
-               double *thz)
+frequency_arg(SRV_Conn *c, const CTL_Laser *l, const char *number, const char *unit,
+              double *thz)
 {
-  char err[128];
-  const char *unit = NULL;
-  int used = 1;
-  UNI_Unit u;
+  char err[160];
 
-  if (allow_unit_word && i + 1 < argc && UNI_ParseUnit(argv[i + 1], &u) == 0) {
-    unit = argv[i + 1];
-    used = 2;
-  }
-  if (UNI_ParseFrequency(argv[i], unit, thz, err, sizeof err) != 0) {
+  if (UNI_ParseSetpoint(number, unit, l->setpoint_thz, thz, NULL, err, sizeof err) != 0) {
     SRV_Err(c, 422, "%s", err);
-    return 0;
+    return -1;
   }
   if (*thz < l->cfg.min_thz || *thz > l->cfg.max_thz) {
     SRV_Err(c, 422, "%.9f THz is outside the allowed range %.9f..%.9f THz of %s", *thz,
             l->cfg.min_thz, l->cfg.max_thz, l->cfg.name);
-    return 0;
+    return -1;
   }
-  return used;
+  return 0;
 }
 
 static void
@@ -208,13 +204,8 @@ cmd_setpoint(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Err(c, 400, "usage: setpoint <laser> [<value> [unit]]");
     return;
   }
-  int used = frequency_args(c, l, argc, argv, 2, 1, &thz);
-  if (!used)
+  if (frequency_arg(c, l, argv[2], argc == 4 ? argv[3] : NULL, &thz) != 0)
     return;
-  if (2 + used != argc) {
-    SRV_Err(c, 422, "unknown unit '%s'", argv[3]);
-    return;
-  }
   CTL_SetSetpoint(d->ctl, l, thz);
   log_info("laser %s: setpoint %.9f THz", l->cfg.name, thz);
   SRV_Ok(c, "setpoint_thz=%.9f", thz);
@@ -225,25 +216,22 @@ cmd_ramp(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
   CTL_Laser *l = laser_arg(d, c, argv[1]);
+  char num[UTL_DOUBLE_LEN];
   double thz, rate;
-  int used;
 
   if (!l)
     return;
-  used = frequency_args(c, l, argc - 1, argv, 2, 1, &thz);
-  if (!used)
+  /* ramp <laser> <value>[unit] <rate>  or  ramp <laser> <value> <unit> <rate> */
+  if (frequency_arg(c, l, argv[2], argc == 5 ? argv[3] : NULL, &thz) != 0)
     return;
-  if (2 + used + 1 != argc) {
-    SRV_Err(c, 400, "usage: ramp <laser> <value>[unit] <rate_mhz_per_s>");
-    return;
-  }
   if (UTL_ParseDouble(argv[argc - 1], &rate) != 0 || !(rate > 0.0) || rate > 1e9) {
     SRV_Err(c, 422, "rate must be a number of MHz/s above 0, got '%s'", argv[argc - 1]);
     return;
   }
   CTL_Ramp(d->ctl, l, thz, rate);
-  log_info("laser %s: ramp to %.9f THz at %g MHz/s", l->cfg.name, thz, rate);
-  SRV_Ok(c, "target_thz=%.9f rate_mhz_s=%g", thz, rate);
+  UTL_FormatDouble(num, sizeof num, rate);
+  log_info("laser %s: ramp to %.9f THz at %s MHz/s", l->cfg.name, thz, num);
+  SRV_Ok(c, "target_thz=%.9f rate_mhz_s=%s", thz, num);
 }
 
 /* Run-time parameters for get/set, also kept in the state file (kp, ki and
@@ -307,7 +295,7 @@ static void
 param_value(const CTL_Laser *l, const Param *p, char *buf, size_t len)
 {
   if (p->type == P_DOUBLE)
-    snprintf(buf, len, "%.17g", param_get(l, p));
+    UTL_FormatDouble(buf, len, param_get(l, p));
   else
     snprintf(buf, len, "%d", (int)param_get(l, p));
 }
@@ -447,7 +435,7 @@ cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
   CTL_Laser *l = laser_arg(d, c, argv[1]);
   const Param *p;
   double v;
-  char err[160];
+  char err[160], num[UTL_DOUBLE_LEN];
 
   if (!l)
     return;
@@ -464,8 +452,9 @@ cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Err(c, 422, "%s", err);
     return;
   }
-  log_info("laser %s: %s = %g", l->cfg.name, p->name, v);
-  SRV_Ok(c, "%s=%g", p->name, v);
+  UTL_FormatDouble(num, sizeof num, v);
+  log_info("laser %s: %s = %s", l->cfg.name, p->name, num);
+  SRV_Ok(c, "%s=%s", p->name, num);
 }
 
 static void
@@ -475,6 +464,7 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
   CTL_Laser *l = laser_arg(d, c, argv[1]);
   int piezo;
   double v, lo, hi;
+  char lo_s[UTL_DOUBLE_LEN], hi_s[UTL_DOUBLE_LEN];
 
   if (!l)
     return;
@@ -487,10 +477,12 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
             l->current_dev ? " or current" : "");
     return;
   }
+  lo = piezo ? l->piezo_lo : l->current_lo;
+  hi = piezo ? l->piezo_hi : l->current_hi;
   if (argc == 3) {
-    SRV_Data(c, "name=%s %s_v=%.6f min_v=%g max_v=%g", l->cfg.name, piezo ? "piezo" : "current",
-             piezo ? l->piezo_v : l->current_v, piezo ? l->piezo_lo : l->current_lo,
-             piezo ? l->piezo_hi : l->current_hi);
+    SRV_Data(c, "name=%s %s_v=%.6f min_v=%s max_v=%s", l->cfg.name, piezo ? "piezo" : "current",
+             piezo ? l->piezo_v : l->current_v, UTL_FormatDouble(lo_s, sizeof lo_s, lo),
+             UTL_FormatDouble(hi_s, sizeof hi_s, hi));
     SRV_Ok(c, NULL);
     return;
   }
@@ -505,16 +497,17 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Err(c, 503, "%s: actuator device unreachable", l->cfg.name);
     return;
   }
-  lo = piezo ? l->piezo_lo : l->current_lo;
-  hi = piezo ? l->piezo_hi : l->current_hi;
   if (UTL_ParseDouble(argv[3], &v) != 0 || v < lo || v > hi) {
-    SRV_Err(c, 422, "%s output must be a number of volts in %g..%g, got '%s'",
-            piezo ? "piezo" : "current", lo, hi, argv[3]);
+    SRV_Err(c, 422, "%s output must be a number of volts in %s..%s, got '%s'",
+            piezo ? "piezo" : "current", UTL_FormatDouble(lo_s, sizeof lo_s, lo),
+            UTL_FormatDouble(hi_s, sizeof hi_s, hi), argv[3]);
     return;
   }
   CTL_SetOutput(d->ctl, l, piezo, v, !piezo, v);
-  log_info("laser %s: %s output set to %g V by hand", l->cfg.name, piezo ? "piezo" : "current", v);
-  SRV_Ok(c, "%s_v=%g", piezo ? "piezo" : "current", v);
+  UTL_FormatDouble(lo_s, sizeof lo_s, v);
+  log_info("laser %s: %s output set to %s V by hand", l->cfg.name, piezo ? "piezo" : "current",
+           lo_s);
+  SRV_Ok(c, "%s_v=%s", piezo ? "piezo" : "current", lo_s);
 }
 
 static void
@@ -718,8 +711,8 @@ const SRV_Command WLD_Commands[] = {
   { "status", CNF_ROLE_MONITOR, 0, -1, "status [<laser>...|all]", "state, setpoint, reading, error and outputs", cmd_status },
   { "lock", CNF_ROLE_CONTROL, 1, 1, "lock <laser|all>", "engage regulation (bumpless)", cmd_lock },
   { "unlock", CNF_ROLE_CONTROL, 1, 1, "unlock <laser|all>", "disengage, holding the last output", cmd_unlock },
-  { "setpoint", CNF_ROLE_MONITOR, 1, 3, "setpoint <laser> [<value>[unit]]", "read or change the setpoint (THz, GHz, MHz, nm, cm-1)", cmd_setpoint },
-  { "ramp", CNF_ROLE_CONTROL, 3, 4, "ramp <laser> <value>[unit] <rate_mhz_per_s>", "move the setpoint at a rate", cmd_ramp },
+  { "setpoint", CNF_ROLE_MONITOR, 1, 3, "setpoint <laser> [[+|-]<value>[unit]]", "read or change the setpoint (THz, GHz, MHz, nm, cm-1; a sign: relative)", cmd_setpoint },
+  { "ramp", CNF_ROLE_CONTROL, 3, 4, "ramp <laser> [+|-]<value>[unit] <rate_mhz_per_s>", "move the setpoint at a rate (a sign: relative)", cmd_ramp },
   { "get", CNF_ROLE_MONITOR, 2, 2, "get <laser> <param|all>", "read a run-time parameter", cmd_get },
   { "set", CNF_ROLE_CONTROL, 3, 3, "set <laser> <param> <value>", "change a gain or limit (bumpless)", cmd_set },
   { "output", CNF_ROLE_MONITOR, 2, 3, "output <laser> <piezo|current> [<volts>]", "read an output, or set it by hand while unlocked", cmd_output },

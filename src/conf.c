@@ -768,7 +768,8 @@ static const char *const token_keys[] = { "secret", "role", NULL };
 static const char *const wm_keys[] = {
   "backend", "library", "address", "stale_ms", "poll_ms", "callback_silence_ms", NULL
 };
-static const char *const device_keys[] = { "name", "url", "unit", "timeout_ms", NULL };
+static const char *const device_keys[] = { "name", "url", "unit", "timeout_ms", "probe", NULL };
+static const char *const probe_keys[] = { "register", "function", NULL };
 static const char *const laser_keys[] = {
   "name", "channel", "setpoint", "autolock", "window_mhz", "capture_mhz",
   "modehop_mhz", "lock_n", "unlock_m", "min_thz", "max_thz", "pid", "piezo",
@@ -976,6 +977,39 @@ load_sim(Loader *ld, const config_setting_t *root, CNF_Sim *sim)
   return 0;
 }
 
+/* probe = { register = N; function = "holding" | "input" | "none"; } */
+static int
+load_probe(Loader *ld, const config_setting_t *dg, CNF_Device *d)
+{
+  const config_setting_t *g, *s;
+  char fn[16];
+
+  if (get_group(ld, dg, "probe", OPT, &g) < 0)
+    return -1;
+  if (!g)
+    return 0;
+  fn[0] = '\0';
+  if (check_keys(ld, g, probe_keys) < 0 ||
+      str_key(ld, g, "function", OPT, 1, fn, sizeof fn, &s) < 0 ||
+      int_key_i(ld, g, "register", OPT, 0, 65535, &d->probe_reg) < 0)
+    return -1;
+  if (s) {
+    if (strcasecmp(fn, "holding") == 0)
+      d->probe_fn = CNF_PROBE_HOLDING;
+    else if (strcasecmp(fn, "input") == 0)
+      d->probe_fn = CNF_PROBE_INPUT;
+    else if (strcasecmp(fn, "none") == 0)
+      d->probe_fn = CNF_PROBE_NONE;
+    else
+      return fail(ld, s, NULL, "\"%s\": must be \"holding\" (FC03), \"input\" (FC04) or "
+                  "\"none\"", fn);
+  }
+  if (d->probe_fn == CNF_PROBE_NONE && d->probe_reg >= 0)
+    return fail(ld, config_setting_get_member(g, "register"), NULL,
+                "no register is read with function = \"none\"");
+  return 0;
+}
+
 static int
 load_devices(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
 {
@@ -998,6 +1032,8 @@ load_devices(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
 
     d->unit = 1;
     d->timeout_ms = 200;
+    d->probe_fn = CNF_PROBE_HOLDING;
+    d->probe_reg = -1;
     d->line = (int)config_setting_source_line(g);
     if (config_setting_type(g) != CONFIG_TYPE_GROUP)
       return fail(ld, g, NULL, "must be a group { name = ...; url = ...; }, not %s",
@@ -1010,7 +1046,8 @@ load_devices(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
     if (CNF_ParseUrl(d->url, &d->parsed, msg, sizeof msg) < 0)
       return fail(ld, wu, NULL, "\"%s\": %s", d->url, msg);
     if (int_key_i(ld, g, "unit", OPT, 0, 247, &d->unit) < 0 ||
-        int_key_i(ld, g, "timeout_ms", OPT, 1, 60000, &d->timeout_ms) < 0)
+        int_key_i(ld, g, "timeout_ms", OPT, 1, 60000, &d->timeout_ms) < 0 ||
+        load_probe(ld, g, d) < 0)
       return -1;
     for (int j = 0; j < i; j++) {
       if (strcasecmp(cfg->devices[j].name, d->name) == 0)
@@ -1251,8 +1288,14 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
     return -1;
   if (strcasecmp(l->name, "all") == 0)
     return fail(ld, ws, NULL, "\"all\" is reserved (lock all, unlock all)");
-  if (int_key_i(ld, g, "channel", REQ, 1, CNF_MAX_CHANNEL, &l->channel) < 0 ||
-      bool_key(ld, g, "autolock", &l->autolock) < 0 ||
+  if (int_key_i(ld, g, "channel", REQ, 1, CNF_MAX_CHANNEL, &l->channel) < 0)
+    return -1;
+  /* A channel the backend never reads would leave the laser unread, silently. */
+  if (cfg->wavemeter.backend == CNF_WM_WLMDATA && l->channel > CNF_WLMDATA_MAX_CHANNEL)
+    return fail(ld, config_setting_get_member(g, "channel"), NULL,
+                "the wlmdata backend reads channels 1 to %d only (is %d)",
+                CNF_WLMDATA_MAX_CHANNEL, l->channel);
+  if (bool_key(ld, g, "autolock", &l->autolock) < 0 ||
       num_key(ld, g, "min_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->min_thz) < 0 ||
       num_key(ld, g, "max_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->max_thz) < 0)
     return -1;

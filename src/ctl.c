@@ -163,11 +163,39 @@ lsr_params(const CTL_Ctx *ctx, const CTL_Laser *l, LSR_Params *p)
   p->stale_s = ctx->stale_s;
 }
 
+static void update_railed(CTL_Ctx *ctx, CTL_Laser *l, int cycle);
+
 static void
 set_state_hook(CTL_Ctx *ctx, CTL_Laser *l, LSR_StateId from)
 {
   if (l->sm.state != from && ctx->hooks.state_changed)
     ctx->hooks.state_changed(l, from, ctx->hooks.arg);
+  if (l->rail.railed && !LSR_Regulating(&l->sm))
+    update_railed(ctx, l, 0);
+}
+
+/* Outputs at a limit of their run-time range: counted over the regulating
+   cycles (cycle: a PID step was written), cleared when the laser stops
+   regulating; a change is told through the railed hook. */
+static void
+update_railed(CTL_Ctx *ctx, CTL_Laser *l, int cycle)
+{
+  int was = l->rail.railed, changed;
+
+  if (!LSR_Regulating(&l->sm)) {
+    changed = LSR_RailClear(&l->rail);
+  } else if (cycle) {
+    int seen = LSR_RailObserve(l->piezo_v, l->piezo_lo, l->piezo_hi, LSR_RAIL_PIEZO_LOW,
+                               LSR_RAIL_PIEZO_HIGH);
+    if (l->current_dev)
+      seen |= LSR_RailObserve(l->current_v, l->current_lo, l->current_hi,
+                              LSR_RAIL_CURRENT_LOW, LSR_RAIL_CURRENT_HIGH);
+    changed = LSR_RailCycle(&l->rail, seen);
+  } else {
+    return;
+  }
+  if (changed && ctx->hooks.railed)
+    ctx->hooks.railed(l, was, ctx->hooks.arg);
 }
 
 static void
@@ -714,6 +742,7 @@ finish_job(CTL_Ctx *ctx, Job *j)
     l->piezo_v = j->piezo_v;
   if (j->current_ok)
     l->current_v = j->current_v;
+  update_railed(ctx, l, j->kind == JOB_PID && !j->skipped && !j->failed);
   if (j->kind == JOB_MANUAL && (j->piezo_ok || j->current_ok)) {
     /* A hand-set output is where regulation and feed-forward start from. */
     l->pid.out = l->piezo_v;
@@ -1020,7 +1049,8 @@ static CTL_Device *
 new_device(CTL_Ctx *ctx, const CNF_Config *cfg, const CNF_Device *dc)
 {
   CTL_Device *d = calloc(1, sizeof *d);
-  MB_Options opt = { 100, 5000, probe_reg(cfg, dc->name) };
+  MB_Options opt = { 100, 5000, dc->probe_reg >= 0 ? dc->probe_reg : probe_reg(cfg, dc->name),
+                     dc->probe_fn };
 
   if (!d)
     return NULL;
@@ -1232,7 +1262,8 @@ CTL_ParamsChanged(CTL_Ctx *ctx, CTL_Laser *l, const PID_Params *old)
 static int
 same_device_cfg(const CNF_Device *a, const CNF_Device *b)
 {
-  return strcmp(a->url, b->url) == 0 && a->unit == b->unit && a->timeout_ms == b->timeout_ms;
+  return strcmp(a->url, b->url) == 0 && a->unit == b->unit && a->timeout_ms == b->timeout_ms &&
+         a->probe_fn == b->probe_fn && a->probe_reg == b->probe_reg;
 }
 
 /* A key the new file gives the same value as the old one keeps its run-time

@@ -1,6 +1,8 @@
 /* lsr.c - per-laser lock state machine and setpoint ramps (pure, no I/O). */
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "lsr.h"
 
@@ -212,4 +214,66 @@ LSR_RampAdvance(LSR_Ramp *r, double t)
     r->sp_thz += left > 0.0 ? step : -step;
   }
   return r->sp_thz;
+}
+
+int
+LSR_RailObserve(double v, double lo, double hi, int low_bit, int high_bit)
+{
+  double band = LSR_RAIL_BAND * (hi - lo);
+
+  if (!(hi > lo) || !isfinite(v))
+    return 0;
+  if (v <= lo + band)
+    return low_bit;
+  if (v >= hi - band)
+    return high_bit;
+  return 0;
+}
+
+int
+LSR_RailCycle(LSR_Rail *r, int observed)
+{
+  int before = r->railed;
+
+  for (int b = 0; b < 4; b++) {
+    int bit = 1 << b;
+
+    if ((observed & bit) == (r->railed & bit)) {
+      r->count[b] = 0;
+    } else if (++r->count[b] > LSR_RAIL_CYCLES) {
+      r->railed ^= bit;
+      r->count[b] = 0;
+    }
+  }
+  return r->railed != before;
+}
+
+int
+LSR_RailClear(LSR_Rail *r)
+{
+  int before = r->railed;
+
+  memset(r, 0, sizeof *r);
+  return before != 0;
+}
+
+const char *
+LSR_RailName(int railed, char *buf, size_t len)
+{
+  static const char *const names[4] = {
+    "piezo_low", "piezo_high", "current_low", "current_high"
+  };
+  size_t n = 0;
+
+  if (!buf || len == 0)
+    return "";
+  buf[0] = '\0';
+  if (!(railed & 15)) {
+    snprintf(buf, len, "none");
+    return buf;
+  }
+  for (int b = 0; b < 4 && n < len; b++)
+    if (railed & (1 << b))
+      n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "," : "", names[b]);
+  return buf;
 }

@@ -11,7 +11,8 @@
  * order.  A failed request closes the connection and marks the device down;
  * while down, writes fail at once and the thread reconnects with capped
  * exponential back-off and jitter, probing the device with a one-register
- * read before it declares it up again.  libmodbus's link recovery stays off,
+ * read (FC03 or FC04, or none for a write-only module) before it declares
+ * it up again.  libmodbus's link recovery stays off,
  * so no libmodbus call blocks for longer than the response timeout (plus the
  * byte timeout), and MB_Stop is bounded by that too.
  */
@@ -319,6 +320,7 @@ MB_DefaultOptions(MB_Options *opt)
   opt->backoff_min_ms = 100;
   opt->backoff_max_ms = 5000;
   opt->probe_reg = 0;
+  opt->probe_fn = CNF_PROBE_HOLDING;
 }
 
 static int
@@ -370,6 +372,8 @@ MB_Create(const CNF_Device *cfg, const MB_Options *opt,
       d->opt.backoff_max_ms = opt->backoff_max_ms;
     if (opt->probe_reg >= 0 && opt->probe_reg <= 65535)
       d->opt.probe_reg = opt->probe_reg;
+    if (opt->probe_fn == CNF_PROBE_INPUT || opt->probe_fn == CNF_PROBE_NONE)
+      d->opt.probe_fn = opt->probe_fn;
   }
   if (d->opt.backoff_max_ms < d->opt.backoff_min_ms)
     d->opt.backoff_max_ms = d->opt.backoff_min_ms;
@@ -487,11 +491,28 @@ mark_down(MB_Device *d, const char *what, int err)
   report(d, 0, why);
 }
 
+/* The probe read of one register (FC03 or FC04); 0 when there is none. */
+static int
+probe(MB_Device *d, modbus_t *ctx)
+{
+  uint16_t v;
+
+  switch (d->opt.probe_fn) {
+    case CNF_PROBE_NONE:
+      return 0;
+    case CNF_PROBE_INPUT:
+      return modbus_read_input_registers(ctx, d->opt.probe_reg, 1, &v) < 0 ? -1 : 0;
+    case CNF_PROBE_HOLDING:
+      break;
+  }
+  return modbus_read_registers(ctx, d->opt.probe_reg, 1, &v) < 0 ? -1 : 0;
+}
+
 static void
 try_connect(MB_Device *d)
 {
+  const char *up_why = d->opt.probe_fn == CNF_PROBE_NONE ? "connected, no probe" : "connected";
   char why[128];
-  uint16_t v;
   int ok = 0;
 
   if (d->bus) {
@@ -499,24 +520,24 @@ try_connect(MB_Device *d)
 
     if (!ctx) {
       short_reason("open", errno, why, sizeof why);
-    } else if (modbus_read_registers(ctx, d->opt.probe_reg, 1, &v) < 0) {
+    } else if (probe(d, ctx) < 0) {
       int err = errno;
 
       link_failed(d, err);
       short_reason("probe", err, why, sizeof why);
     } else {
       ok = 1;
-      snprintf(why, sizeof why, "connected");
+      snprintf(why, sizeof why, "%s", up_why);
     }
     link_end(d);
   } else if (modbus_connect(d->ctx) < 0) {
     short_reason("connect", errno, why, sizeof why);
-  } else if (modbus_read_registers(d->ctx, d->opt.probe_reg, 1, &v) < 0) {
+  } else if (probe(d, d->ctx) < 0) {
     short_reason("probe", errno, why, sizeof why);
     modbus_close(d->ctx);
   } else {
     ok = 1;
-    snprintf(why, sizeof why, "connected");
+    snprintf(why, sizeof why, "%s", up_why);
   }
 
   if (ok) {

@@ -1395,7 +1395,7 @@ set_port(struct sockaddr *sa, int port)
 static int
 listen_on(SRV_Server *s, const char *text, char *err, size_t errlen)
 {
-  char host[256], serv[16], addr[INET6_ADDRSTRLEN + 10];
+  char host[256], serv[16], addr[INET6_ADDRSTRLEN + 10], failed[512] = "";
   struct addrinfo hints, *res = NULL;
   int port, rc, bound = 0, shared_port = 0, last_errno = 0;
   const unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
@@ -1423,8 +1423,13 @@ listen_on(SRV_Server *s, const char *text, char *err, size_t errlen)
     l = evconnlistener_new_bind(s->base, accept_cb, s, flags, LISTEN_BACKLOG,
                                 ai->ai_addr, (int)ai->ai_addrlen);
     if (!l) {
+      size_t used = strlen(failed);
+
+      /* Told below: in the error when nothing of the entry binds, else in a
+         warning (logged once either way). */
       last_errno = errno;
-      log_warn("SRV: cannot listen on %s (%s): %s", addr, text, strerror(errno));
+      snprintf(failed + used, sizeof failed - used, "%s%s: %s", used ? "; " : "", addr,
+               strerror(errno));
       continue;
     }
     if (add_listener(s, l) != 0) {
@@ -1445,6 +1450,8 @@ listen_on(SRV_Server *s, const char *text, char *err, size_t errlen)
              strerror(last_errno ? last_errno : EADDRNOTAVAIL));
     return -1;
   }
+  if (failed[0])
+    log_warn("SRV: %s: cannot listen on %s (its other addresses are bound)", text, failed);
   return 0;
 }
 

@@ -3,10 +3,11 @@
  * Format (text, one record per line):
  *
  *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
- *   laser name=cool780 setpoint_thz=384.23048440000002 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
+ *   laser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
  *   end count=1 crc32=89abcdef
  *
- * Doubles are written with %.17g so they read back exactly.  current_v is
+ * Doubles are written in the shortest form that reads back exactly
+ * (UTL_FormatDouble: %.15g, %.16g or %.17g).  current_v is
  * present only for lasers with a current actuator; ramp_to_thz/ramp_mhz_s
  * only for a ramping laser; file_setpoint_thz/file_kp/file_ki/file_kd (all
  * or none) are the config file's values when the state was saved.  The end line must be the
@@ -91,6 +92,15 @@ buf_printf(Buf *b, const char *fmt, ...)
       b->cap = cap;
     }
   }
+}
+
+/* " key=value", the value in the shortest form that reads back exactly. */
+static void
+buf_double(Buf *b, const char *key, double v)
+{
+  char num[UTL_DOUBLE_LEN];
+
+  buf_printf(b, " %s=%s", key, UTL_FormatDouble(num, sizeof num, v));
 }
 
 /* A laser name goes into a space-separated key=value line. */
@@ -216,20 +226,34 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
   for (int i = 0; i < n; i++) {
     const STF_Laser *l = &lasers[i];
 
-    buf_printf(&b, "laser name=%s setpoint_thz=%.17g engaged=%d kp=%.17g ki=%.17g "
-               "kd=%.17g piezo_v=%.17g", l->name, l->setpoint_thz, l->engaged ? 1 : 0,
-               l->kp, l->ki, l->kd, l->piezo_v);
+    buf_printf(&b, "laser name=%s", l->name);
+    buf_double(&b, "setpoint_thz", l->setpoint_thz);
+    buf_printf(&b, " engaged=%d", l->engaged ? 1 : 0);
+    buf_double(&b, "kp", l->kp);
+    buf_double(&b, "ki", l->ki);
+    buf_double(&b, "kd", l->kd);
+    buf_double(&b, "piezo_v", l->piezo_v);
     if (l->has_current)
-      buf_printf(&b, " current_v=%.17g", l->current_v);
-    if (l->ramp)
-      buf_printf(&b, " ramp_to_thz=%.17g ramp_mhz_s=%.17g", l->ramp_to_thz, l->ramp_mhz_s);
-    if (l->has_file)
-      buf_printf(&b, " file_setpoint_thz=%.17g file_kp=%.17g file_ki=%.17g file_kd=%.17g",
-                 l->file_setpoint_thz, l->file_kp, l->file_ki, l->file_kd);
+      buf_double(&b, "current_v", l->current_v);
+    if (l->ramp) {
+      buf_double(&b, "ramp_to_thz", l->ramp_to_thz);
+      buf_double(&b, "ramp_mhz_s", l->ramp_mhz_s);
+    }
+    if (l->has_file) {
+      buf_double(&b, "file_setpoint_thz", l->file_setpoint_thz);
+      buf_double(&b, "file_kp", l->file_kp);
+      buf_double(&b, "file_ki", l->file_ki);
+      buf_double(&b, "file_kd", l->file_kd);
+    }
     for (int k = 0; k < l->n_params; k++) {
-      buf_printf(&b, " set.%s=%.17g", l->params[k].key, l->params[k].value);
-      if (l->params[k].has_file)
-        buf_printf(&b, " file.%s=%.17g", l->params[k].key, l->params[k].file);
+      char key[STF_KEY_MAX + 8];
+
+      snprintf(key, sizeof key, "set.%s", l->params[k].key);
+      buf_double(&b, key, l->params[k].value);
+      if (l->params[k].has_file) {
+        snprintf(key, sizeof key, "file.%s", l->params[k].key);
+        buf_double(&b, key, l->params[k].file);
+      }
     }
     buf_printf(&b, "\n");
   }
@@ -362,7 +386,7 @@ read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
 }
 
 /* A whole word as a finite double.  Unlike UTL_ParseDouble this accepts
-   subnormal values (strtod reports ERANGE for them), which %.17g writes. */
+   subnormal values (strtod reports ERANGE for them), which STF_Save writes. */
 static int
 parse_double(const char *s, double *out)
 {
@@ -700,6 +724,40 @@ STF_RemoveStaleTemps(const char *path)
   }
   closedir(dh);
   return removed;
+}
+
+int
+STF_CheckWritable(const char *path, char *err, size_t errlen)
+{
+  char dir[CNF_PATH_MAX];
+  struct stat st;
+
+  if (!path || !path[0])
+    return 0;
+  if (strlen(path) >= CNF_PATH_MAX) {
+    UTL_SetErr(err, errlen, "%s: path too long", path);
+    return -1;
+  }
+  dir_of(path, dir, sizeof dir);
+  if (stat(dir, &st) != 0) {
+    UTL_SetErr(err, errlen, "%s: directory %s: %s", path, dir, strerror(errno));
+    return -1;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    UTL_SetErr(err, errlen, "%s: %s is not a directory", path, dir);
+    return -1;
+  }
+  /* A save creates a temporary file there and renames it over path. */
+  if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) != 0) {
+    UTL_SetErr(err, errlen, "%s: directory %s is not writable: %s", path, dir,
+               strerror(errno));
+    return -1;
+  }
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    UTL_SetErr(err, errlen, "%s: not a regular file", path);
+    return -1;
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -89,16 +89,20 @@ UNI_FromTHz(double thz, UNI_Unit unit)
   return (double)NAN;
 }
 
-int
-UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
-                   char *err, size_t errlen)
+#define UNIT_CHOICES "use THz, GHz, MHz, nm or cm-1"
+
+/* The number and unit of a frequency as written: "<number>[unit]" in one
+   word, or the unit as a separate word.  Every unit error is worded the
+   same, and comes before anything is checked about the number's value. */
+static int
+parse_parts(const char *number, const char *unit_word, char *numbuf, size_t numlen,
+            UNI_Unit *unit, char *err, size_t errlen)
 {
-  char numbuf[64], unitbuf[32];
+  char unitbuf[32];
   const char *p, *u;
   size_t n, ulen;
-  UNI_Unit unit = UNI_THZ;
-  double value, f;
 
+  *unit = UNI_THZ;
   if (!number) {
     UTL_SetErr(err, errlen, "missing frequency");
     return -1;
@@ -107,8 +111,13 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
   while (isspace((unsigned char)*p))
     p++;
   n = UTL_ScanDecimal(p);
-  if (n == 0 || n >= sizeof numbuf) {
+  if (n == 0 || n >= numlen) {
     UTL_SetErr(err, errlen, "malformed frequency '%s'", number);
+    return -1;
+  }
+  if (p[n] == ',' && isdigit((unsigned char)p[n + 1])) {
+    UTL_SetErr(err, errlen, "'%s': decimal comma not accepted, write a point (%.*s.%s)",
+               number, (int)n, p, p + n + 1);
     return -1;
   }
   memcpy(numbuf, p, n);
@@ -128,37 +137,41 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
     if (*unit_word == '\0')
       unit_word = NULL;
   }
-
   if (ulen > 0 && unit_word) {
-    UTL_SetErr(err, errlen, "two units given in '%s'", number);
+    UTL_SetErr(err, errlen, "two units given in '%s %s'", number, unit_word);
     return -1;
   }
-  if (ulen > 0) {
-    if (ulen >= sizeof unitbuf) {
-      UTL_SetErr(err, errlen, "malformed frequency '%s'", number);
-      return -1;
-    }
-    memcpy(unitbuf, u, ulen);
-    unitbuf[ulen] = '\0';
-  } else if (unit_word) {
-    ulen = strlen(unit_word);
-    while (ulen > 0 && isspace((unsigned char)unit_word[ulen - 1]))
+  if (ulen == 0 && unit_word) {
+    u = unit_word;
+    ulen = strlen(u);
+    while (ulen > 0 && isspace((unsigned char)u[ulen - 1]))
       ulen--;
-    if (ulen >= sizeof unitbuf) {
-      UTL_SetErr(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unit_word);
-      return -1;
-    }
-    memcpy(unitbuf, unit_word, ulen);
-    unitbuf[ulen] = '\0';
-  } else {
-    unitbuf[0] = '\0';
   }
-
-  if (unitbuf[0] != '\0' && UNI_ParseUnit(unitbuf, &unit) < 0) {
-    UTL_SetErr(err, errlen, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unitbuf);
+  if (ulen == 0)
+    return 0;
+  if (ulen >= sizeof unitbuf) {
+    UTL_SetErr(err, errlen, "unknown unit '%.*s...' (" UNIT_CHOICES ")", 16, u);
     return -1;
   }
+  memcpy(unitbuf, u, ulen);
+  unitbuf[ulen] = '\0';
+  if (UNI_ParseUnit(unitbuf, unit) < 0) {
+    UTL_SetErr(err, errlen, "unknown unit '%s' (" UNIT_CHOICES ")", unitbuf);
+    return -1;
+  }
+  return 0;
+}
 
+int
+UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
+                   char *err, size_t errlen)
+{
+  char numbuf[64];
+  UNI_Unit unit;
+  double value, f;
+
+  if (parse_parts(number, unit_word, numbuf, sizeof numbuf, &unit, err, errlen) < 0)
+    return -1;
   value = strtod(numbuf, NULL);
   if (!isfinite(value)) {
     UTL_SetErr(err, errlen, "frequency '%s' out of range", number);
@@ -169,5 +182,48 @@ UNI_ParseFrequency(const char *number, const char *unit_word, double *thz,
     return -1;
   }
   *thz = f;
+  return 0;
+}
+
+int
+UNI_ParseSetpoint(const char *number, const char *unit_word, double current_thz,
+                  double *thz, int *relative, char *err, size_t errlen)
+{
+  char numbuf[64];
+  UNI_Unit unit;
+  double delta, f;
+
+  if (parse_parts(number, unit_word, numbuf, sizeof numbuf, &unit, err, errlen) < 0)
+    return -1;
+  if (numbuf[0] != '+' && numbuf[0] != '-') {
+    if (UNI_ParseFrequency(number, unit_word, thz, err, errlen) < 0)
+      return -1;
+    if (relative)
+      *relative = 0;
+    return 0;
+  }
+  delta = strtod(numbuf, NULL);
+  if (!isfinite(delta) || !(current_thz > 0.0) || !isfinite(current_thz)) {
+    UTL_SetErr(err, errlen, "offset '%s' out of range", number);
+    return -1;
+  }
+  switch (unit) {
+    case UNI_THZ: f = current_thz + delta; break;
+    case UNI_GHZ: f = current_thz + delta / 1e3; break;
+    case UNI_MHZ: f = current_thz + delta / 1e6; break;
+    default:
+      /* A step of the wavelength or wavenumber itself. */
+      if (UNI_ToTHz(UNI_FromTHz(current_thz, unit) + delta, unit, &f) < 0)
+        f = (double)NAN;
+      break;
+  }
+  if (!isfinite(f) || f <= 0.0) {
+    UTL_SetErr(err, errlen, "'%s' from %.9f THz is not a positive finite frequency", number,
+               current_thz);
+    return -1;
+  }
+  *thz = f;
+  if (relative)
+    *relative = 1;
   return 0;
 }

@@ -67,6 +67,19 @@ UTL_ParseInt(const char *s, long min, long max, long *out)
   return 0;
 }
 
+const char *
+UTL_FormatDouble(char *buf, size_t len, double v)
+{
+  if (!buf || len == 0)
+    return "";
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(buf, len, "%.*g", prec, v);
+    if (prec == 17 || !isfinite(v) || strtod(buf, NULL) == v)
+      break;
+  }
+  return buf;
+}
+
 struct timeval
 UTL_Timeval(double seconds, double max_s)
 {

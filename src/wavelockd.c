@@ -443,6 +443,26 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
                 LSR_StateName(l->sm.state));
 }
 
+/* An output reached a limit, or left it: a railed laser is about to lose
+   lock, and one that never locks usually has its polarity wrong. */
+static void
+hook_railed(CTL_Laser *l, int was, void *arg)
+{
+  WLD_Daemon *d = arg;
+  char now_s[LSR_RAIL_NAME_MAX], was_s[LSR_RAIL_NAME_MAX];
+
+  LSR_RailName(l->rail.railed, now_s, sizeof now_s);
+  LSR_RailName(was, was_s, sizeof was_s);
+  if (l->rail.railed)
+    log_warn("laser %s: railed=%s (was %s): output at its limit, state %s, error %.1f MHz",
+             l->cfg.name, now_s, was_s, LSR_StateName(l->sm.state), l->last_error_mhz);
+  else
+    log_info("laser %s: railed=none (was %s)", l->cfg.name, was_s);
+  if (d->srv)
+    SRV_Publish(d->srv, l->index, "warning laser=%s railed=%s t=%.3f", l->cfg.name, now_s,
+                unix_now());
+}
+
 static void
 hook_dirty(void *arg)
 {
@@ -760,7 +780,11 @@ usage(FILE *f)
           "  -c, --config FILE     config file (default %s/wavelockd.conf)\n"
           "  -f, --foreground      stay in the foreground, log to stderr\n"
           "  -d, --debug           log debug messages\n"
-          "  -t, --test            check the config file and exit (0 good, 78 bad)\n"
+          "  -t, --test            check the config file and what start-up needs (listen\n"
+          "                        addresses, state file directory, wavemeter library),\n"
+          "                        touching no actuator; exit 0 good, 78 bad config,\n"
+          "                        1 start-up would fail\n"
+          "  -T, --test-config     check the config file only (0 good, 78 bad)\n"
           "  -P, --port-file FILE  write the bound protocol port to FILE\n"
           "  -V, --version         print the version and exit\n"
           "  -h, --help            this help\n\n"
@@ -830,6 +854,55 @@ warn_token_permissions(const CNF_Config *cfg)
     log_warn("%s holds tokens and is readable by others: chmod o-r it", cfg->path);
 }
 
+/* -t: what start-up would fail on, short of touching an actuator: the
+   wavemeter backend (for wlmdata, the library loads and has its symbols),
+   the state file's directory, the user to become, the set-up of the lasers
+   and devices (no I/O) and every listener, bound and released.  Each
+   failure is printed; returns 0, or 1 if anything failed. */
+static int
+check_startup(WLD_Daemon *d)
+{
+  char err[1024];
+  struct event_base *base;
+  SRV_Server *srv;
+  CTL_Ctx *ctl;
+  int failed = 0;
+
+  LOG_SetLevel(LOG_LV_ERROR);     /* no progress lines from the modules here */
+  if (WM_Check(&d->cfg->wavemeter, err, sizeof err) != 0) {
+    fprintf(stderr, "wavelockd: %s\n", err);
+    failed = 1;
+  }
+  if (STF_CheckWritable(d->cfg->state_file, err, sizeof err) != 0) {
+    fprintf(stderr, "wavelockd: state_file: %s\n", err);
+    failed = 1;
+  }
+  if (d->cfg->user[0] && !getpwnam(d->cfg->user)) {
+    fprintf(stderr, "wavelockd: user %s: no such user\n", d->cfg->user);
+    failed = 1;
+  }
+  base = event_base_new();
+  if (!base) {
+    fprintf(stderr, "wavelockd: cannot create the event loop\n");
+    return 1;
+  }
+  ctl = CTL_Create(base, d->cfg, NULL);
+  if (!ctl) {
+    fprintf(stderr, "wavelockd: cannot set up the lasers and devices: %s\n", strerror(errno));
+    failed = 1;
+  }
+  CTL_Destroy(ctl);
+  srv = SRV_Create(base, &d->cfg->server, WLD_Commands, WLD_NumCommands, d, err, sizeof err);
+  if (!srv) {
+    fprintf(stderr, "wavelockd: %s%s\n", err, strstr(err, strerror(EADDRINUSE)) ?
+            " (a wavelockd already running? -T checks the file alone)" : "");
+    failed = 1;
+  }
+  SRV_Destroy(srv);
+  event_base_free(base);
+  return failed;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -838,6 +911,7 @@ main(int argc, char **argv)
     { "foreground", no_argument, NULL, 'f' },
     { "debug", no_argument, NULL, 'd' },
     { "test", no_argument, NULL, 't' },
+    { "test-config", no_argument, NULL, 'T' },
     { "port-file", required_argument, NULL, 'P' },
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
@@ -862,12 +936,13 @@ main(int argc, char **argv)
   sigaddset(&ctl_sigs, SIGTERM);
   sigaddset(&ctl_sigs, SIGINT);
   sigprocmask(SIG_UNBLOCK, &ctl_sigs, NULL);
-  while ((opt = getopt_long(argc, argv, "c:fdtP:Vh", longopts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "c:fdtTP:Vh", longopts, NULL)) != -1) {
     switch (opt) {
     case 'c': cfg_arg = optarg; break;
     case 'f': foreground = 1; break;
     case 'd': debug = 1; break;
-    case 't': test_only = 1; break;
+    case 't': test_only = 2; break;
+    case 'T': test_only = test_only ? test_only : 1; break;
     case 'P': port_file = optarg; break;
     case 'V':
       printf("wavelockd %s (protocol %d)\n", PACKAGE_VERSION, WL_PROTOCOL_VERSION);
@@ -895,10 +970,14 @@ main(int argc, char **argv)
     return EXIT_CONFIG;
   }
   if (test_only) {
-    printf("%s: configuration OK (%d lasers, %d devices)\n", d->cfg_path, d->cfg->n_lasers,
-           d->cfg->n_devices);
+    /* -T: the file alone (for a running daemon, whose listeners are bound);
+       -t: also everything start-up would fail on. */
+    status = test_only == 2 ? check_startup(d) : 0;
+    if (status == 0)
+      printf("%s: configuration OK (%d lasers, %d devices)%s\n", d->cfg_path, d->cfg->n_lasers,
+             d->cfg->n_devices, test_only == 2 ? "; start-up checks passed" : "");
     CNF_Free(d->cfg);
-    return 0;
+    return status;
   }
 
   LOG_ParseLevel(d->cfg->log_level, &level);
@@ -942,7 +1021,9 @@ main(int argc, char **argv)
     goto out;
   }
 
-  static const CTL_Hooks hooks = { hook_state, hook_reading, hook_dirty, &daemon_state };
+  static const CTL_Hooks hooks = { .state_changed = hook_state, .reading = hook_reading,
+                                   .dirty = hook_dirty, .railed = hook_railed,
+                                   .arg = &daemon_state };
   d->ctl = CTL_Create(d->base, d->cfg, &hooks);
   if (!d->ctl) {
     log_error("cannot set up the lasers and devices: %s", strerror(errno));
@@ -965,6 +1046,11 @@ main(int argc, char **argv)
     status = 1;
     goto out;
   }
+  /* The daemon runs without a writable state file (the lasers matter
+     more), but says so now rather than at the first save. */
+  if (STF_CheckWritable(d->cfg->state_file, err, sizeof err) != 0)
+    log_error("state file not writable: %s; wavelockd runs, but run-time changes are not "
+              "saved until this is fixed", err);
   if (d->cfg->pid_file[0] && write_pid_or_port(d->cfg->pid_file, (long)getpid()) != 0)
     log_warn("cannot write pid file %s: %s", d->cfg->pid_file, strerror(errno));
   d->writer = STF_WriterCreate();

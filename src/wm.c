@@ -68,6 +68,19 @@ WM_Reap(double timeout_s)
   return WM_WlmDataReap(timeout_s);
 }
 
+int
+WM_Check(const CNF_Wavemeter *cfg, char *err, size_t errlen)
+{
+  switch (cfg->backend) {
+    case CNF_WM_STREAM:
+      return WM_StreamCheck(cfg, err, errlen);
+    case CNF_WM_WLMDATA:
+      return WM_WlmDataCheck(cfg, err, errlen);
+  }
+  snprintf(err, errlen, "wavemeter.backend: unknown backend %d", (int)cfg->backend);
+  return -1;
+}
+
 void
 WM_Destroy(WM_Backend *wm)
 {

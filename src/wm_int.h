@@ -21,6 +21,10 @@ WM_Backend *WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *a
 /* WM_Reap for the wlmdata backend. */
 int WM_WlmDataReap(double timeout_s);
 
+/* Backend checks for `wavelockd -t`: same contract as WM_Check. */
+int WM_StreamCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen);
+int WM_WlmDataCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen);
+
 /* Channel (1..17) of a CallbackProcEx wavelength mode, 0 if none. */
 int WM_WlmModeChannel(int mode);
 

@@ -298,6 +298,48 @@ stream_destroy(WM_Backend *wm)
   free(s);
 }
 
+/* The publisher's address, resolved (the first address); 0, or -1 with err. */
+static int
+resolve_address(const CNF_Wavemeter *cfg, struct sockaddr_storage *sa, socklen_t *salen,
+                char *err, size_t errlen)
+{
+  struct addrinfo hints, *res = NULL;
+  char host[256], service[16];
+  int port = 0, rc;
+
+  if (CNF_ParseHostPort(cfg->address, host, sizeof host, &port) < 0 ||
+      port < 1 || port > 65535) {
+    snprintf(err, errlen, "wavemeter.address: '%s' is not host:port", cfg->address);
+    return -1;
+  }
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  snprintf(service, sizeof service, "%d", port);
+  rc = getaddrinfo(host, service, &hints, &res);
+  if (rc != 0 || !res) {
+    snprintf(err, errlen, "wavemeter.address: cannot resolve '%s': %s", host,
+             rc ? gai_strerror(rc) : "no address");
+    if (res)
+      freeaddrinfo(res);
+    return -1;
+  }
+  memcpy(sa, res->ai_addr, res->ai_addrlen);
+  *salen = res->ai_addrlen;
+  freeaddrinfo(res);
+  return 0;
+}
+
+int
+WM_StreamCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen)
+{
+  struct sockaddr_storage sa;
+  socklen_t salen;
+
+  return resolve_address(cfg, &sa, &salen, err, errlen);
+}
+
 static int
 stream_start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen)
 {
@@ -317,33 +359,14 @@ WM_Backend *
 WM_StreamPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
                  char *err, size_t errlen)
 {
-  struct addrinfo hints, *res = NULL;
-  char host[256], service[16];
-  int port = 0, rc;
+  struct sockaddr_storage sa;
+  socklen_t salen;
   Stream *s;
 
-  if (CNF_ParseHostPort(cfg->address, host, sizeof host, &port) < 0 ||
-      port < 1 || port > 65535) {
-    snprintf(err, errlen, "wavemeter.address: '%s' is not host:port", cfg->address);
+  if (resolve_address(cfg, &sa, &salen, err, errlen) < 0)
     return NULL;
-  }
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  snprintf(service, sizeof service, "%d", port);
-  rc = getaddrinfo(host, service, &hints, &res);
-  if (rc != 0 || !res) {
-    snprintf(err, errlen, "wavemeter.address: cannot resolve '%s': %s", host,
-             rc ? gai_strerror(rc) : "no address");
-    if (res)
-      freeaddrinfo(res);
-    return NULL;
-  }
-
   s = calloc(1, sizeof *s);
   if (!s) {
-    freeaddrinfo(res);
     snprintf(err, errlen, "wavemeter: out of memory");
     return NULL;
   }
@@ -357,8 +380,7 @@ WM_StreamPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
   s->backoff_ms = BACKOFF_MIN_MS;
   s->seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)s;
   UTL_Strlcpy(s->address, cfg->address, sizeof s->address);
-  memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
-  s->salen = res->ai_addrlen;
-  freeaddrinfo(res);
+  memcpy(&s->sa, &sa, salen);
+  s->salen = salen;
   return &s->hdr;
 }

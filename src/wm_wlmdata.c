@@ -23,7 +23,8 @@
  * The CallbackProcEx prototype has no user pointer, so the live backends are
  * kept in a small process-wide table; the callback serves all of them.  The
  * library is never dlclose()d once started: its own threads may outlive our
- * callback.
+ * callback.  (WM_WlmDataCheck, for `wavelockd -t`, unloads it again: it only
+ * resolves symbols, calling nothing.)
  *
  * Nothing here makes the event loop wait for the library: loading it,
  * asking its channel count and installing the callback happen in
@@ -428,13 +429,13 @@ wlm_start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen)
   return 0;
 }
 
-WM_Backend *
-WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
-                  char *err, size_t errlen)
+/* dlopen() lib and resolve the symbols every wlmData library has; 0, or -1
+   with err (and nothing left open). */
+static int
+open_library(const char *lib, void **dl_out, InstantiateFn *instantiate,
+             GetFrequencyNumFn *get_frequency, char *err, size_t errlen)
 {
-  const char *lib = cfg->library[0] ? cfg->library : "libwlmData.so";
   void *dl, *p;
-  Wlm *w;
 
   dl = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
   if (!dl) {
@@ -446,21 +447,58 @@ WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
       why += n + 2;
     snprintf(err, errlen, "wavemeter.library: cannot load '%s': %s", lib,
              why ? why : "unknown error");
-    return NULL;
+    return -1;
   }
+  if (!(p = resolve(dl, lib, "Instantiate", 1, err, errlen))) {
+    dlclose(dl);
+    return -1;
+  }
+  memcpy(instantiate, &p, sizeof p);
+  if (!(p = resolve(dl, lib, "GetFrequencyNum", 1, err, errlen))) {
+    dlclose(dl);
+    return -1;
+  }
+  memcpy(get_frequency, &p, sizeof p);
+  *dl_out = dl;
+  return 0;
+}
+
+int
+WM_WlmDataCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen)
+{
+  const char *lib = cfg->library[0] ? cfg->library : "libwlmData.so";
+  InstantiateFn instantiate;
+  GetFrequencyNumFn get_frequency;
+  void *dl;
+
+  if (open_library(lib, &dl, &instantiate, &get_frequency, err, errlen) < 0)
+    return -1;
+  dlclose(dl);      /* nothing of ours was called or installed in it */
+  return 0;
+}
+
+WM_Backend *
+WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
+                  char *err, size_t errlen)
+{
+  const char *lib = cfg->library[0] ? cfg->library : "libwlmData.so";
+  InstantiateFn instantiate;
+  GetFrequencyNumFn get_frequency;
+  void *dl, *p;
+  Wlm *w;
+
+  if (open_library(lib, &dl, &instantiate, &get_frequency, err, errlen) < 0)
+    return NULL;
   w = calloc(1, sizeof *w);
   if (!w) {
+    dlclose(dl);
     snprintf(err, errlen, "wavemeter: out of memory");
     return NULL;
   }
   w->dl = dl;
   UTL_Strlcpy(w->library, lib, sizeof w->library);
-  if (!(p = resolve(dl, lib, "Instantiate", 1, err, errlen)))
-    goto fail;
-  memcpy(&w->instantiate, &p, sizeof p);
-  if (!(p = resolve(dl, lib, "GetFrequencyNum", 1, err, errlen)))
-    goto fail;
-  memcpy(&w->get_frequency, &p, sizeof p);
+  w->instantiate = instantiate;
+  w->get_frequency = get_frequency;
   p = resolve(dl, lib, "GetWavelengthNum", 0, err, errlen);
   memcpy(&w->get_wavelength, &p, sizeof p);
   p = resolve(dl, lib, "GetChannelsCount", 0, err, errlen);
@@ -490,9 +528,4 @@ WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
   log_info("wavemeter: %s loaded, %d channel(s), callback install returned %ld",
            lib, w->n_poll, w->install_rc);
   return &w->hdr;
-
-fail:
-  dlclose(dl);      /* nothing of ours runs in it yet */
-  free(w);
-  return NULL;
 }

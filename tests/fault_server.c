@@ -3,7 +3,8 @@
  *
  * Built on libmodbus's server side (modbus_receive, modbus_reply,
  * modbus_reply_exception) with a select() loop serving many TCP clients.  It
- * serves holding registers 0..N-1 (all zero at start) and is steered by
+ * serves holding registers 0..N-1 (all zero at start; input registers 0..N-1
+ * too, always zero) and is steered by
  * commands on its standard input, one per line; every command is answered on
  * standard output with one line starting "ok" (or "err ..."), flushed.
  *
@@ -24,10 +25,11 @@
  *
  * Commands (a fault applies to every request, or to the next count=N ones,
  * or with "writes" only to write requests, reads being answered normally,
- * or with unit=U only to requests for that unit; when the count runs out the
- * server is normal again):
+ * or with fc=F only to requests of function code F (fc=3: a module that
+ * cannot be read), or with unit=U only to requests for that unit; when the
+ * count runs out the server is normal again):
  *   normal                              answer everything
- *   exception [code=4] [count=N] [writes] [unit=U]   answer with this exception code
+ *   exception [code=4] [count=N] [writes] [fc=F] [unit=U]   answer with this exception code
  *   delay [ms=2000] [count=N] [writes] [unit=U]      answer late (TCP: other clients
  *                                       are served meanwhile)
  *   silent [count=N] [writes] [unit=U]  read the request, never answer
@@ -38,7 +40,8 @@
  *                                       RTU: ignore everything (powered off)
  *   up                                  listen (answer) again, on the same port
  *   stats                               "ok stats requests= reads= fc06= fc16= other=
- *                                       exceptions= delayed= silent= dropped= accepted= clients="
+ *                                       exceptions= delayed= silent= dropped= accepted= clients=
+ *                                       fc04=" (reads: FC03; fc04: input register reads)
  *   reset                               zero the counters
  *   regs ADDR [N] [unit=U]              "ok regs ADDR V V ..." (N default 1)
  *   set ADDR V [V...] [unit=U]          write registers locally
@@ -95,8 +98,10 @@ static int fault_code = MODBUS_EXCEPTION_SLAVE_OR_SERVER_FAILURE;
 static int fault_ms = 2000;
 static long fault_count = -1;           /* -1: until changed */
 static int fault_writes_only;
+static int fault_fc = -1;               /* only requests of this function code; -1 all */
 static int fault_unit = -1;             /* -1: every unit */
 
+static unsigned long n_fc04;
 static unsigned long n_requests, n_reads, n_fc06, n_fc16, n_other, n_exceptions,
   n_delayed, n_silent, n_dropped, n_accepted;
 
@@ -231,6 +236,8 @@ handle_request(Client *c, const uint8_t *q, int len)
   n_requests++;
   if (fc == 3)
     n_reads++;
+  else if (fc == 4)
+    n_fc04++;
   else if (fc == 6)
     n_fc06++;
   else if (fc == 16)
@@ -239,7 +246,7 @@ handle_request(Client *c, const uint8_t *q, int len)
     n_other++;
 
   if (fault != F_NORMAL && (!fault_writes_only || is_write(fc)) &&
-      (fault_unit < 0 || fault_unit == unit)) {
+      (fault_fc < 0 || fault_fc == fc) && (fault_unit < 0 || fault_unit == unit)) {
     f = fault;
     if (fault_count > 0 && --fault_count == 0)
       fault = F_NORMAL;
@@ -352,6 +359,7 @@ set_fault(Fault f, char *args)
 
   fault_count = -1;
   fault_writes_only = 0;
+  fault_fc = -1;
   fault_unit = -1;
   if (f == F_EXCEPTION)
     fault_code = MODBUS_EXCEPTION_SLAVE_OR_SERVER_FAILURE;
@@ -366,6 +374,8 @@ set_fault(Fault f, char *args)
       fault_count = atol(w + 6);
     else if (!strncmp(w, "unit=", 5))
       fault_unit = atoi(w + 5);
+    else if (!strncmp(w, "fc=", 3))
+      fault_fc = atoi(w + 3);
     else if (!strcmp(w, "writes"))
       fault_writes_only = 1;
   }
@@ -425,11 +435,11 @@ command(char *line)
     for (int i = 0; i < MAX_CLIENTS; i++)
       nc += clients[i].fd >= 0;
     reply("ok stats requests=%lu reads=%lu fc06=%lu fc16=%lu other=%lu exceptions=%lu "
-          "delayed=%lu silent=%lu dropped=%lu accepted=%lu clients=%d",
+          "delayed=%lu silent=%lu dropped=%lu accepted=%lu clients=%d fc04=%lu",
           n_requests, n_reads, n_fc06, n_fc16, n_other, n_exceptions, n_delayed,
-          n_silent, n_dropped, n_accepted, nc);
+          n_silent, n_dropped, n_accepted, nc, n_fc04);
   } else if (!strcmp(cmd, "reset")) {
-    n_requests = n_reads = n_fc06 = n_fc16 = n_other = n_exceptions = 0;
+    n_requests = n_reads = n_fc06 = n_fc16 = n_other = n_exceptions = n_fc04 = 0;
     n_delayed = n_silent = n_dropped = n_accepted = 0;
     reply("ok reset");
   } else if (!strcmp(cmd, "regs")) {
@@ -532,7 +542,7 @@ main(int argc, char **argv)
   if (!rtu)
     n_units = 1;
   for (int i = 0; i < n_units; i++) {
-    maps[i] = modbus_mapping_new(0, 0, nregs, 0);
+    maps[i] = modbus_mapping_new(0, 0, nregs, nregs);
     if (!maps[i]) {
       fprintf(stderr, "fault_server: out of memory\n");
       return 1;

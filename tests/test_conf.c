@@ -479,6 +479,18 @@ static const ErrCase err_cases[] = {
   { "wavemeter = { stale_ms = 0; };\n", 1, "wavemeter.stale_ms", "between 1 and" },
   /* devices */
   { "devices = ( { url = \"tcp://h:1\"; } );\n", 1, "devices.[0].name", "missing (required)" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { function = \"coils\"; }; } );\n",
+    2, "devices.[0].probe.function", "must be \"holding\" (FC03), \"input\" (FC04) or \"none\"" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { register = 65536; }; } );\n",
+    2, "devices.[0].probe.register", "must be between 0 and 65535 (is 65536)" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { register = -1; }; } );\n",
+    2, "devices.[0].probe.register", "must be between 0 and 65535 (is -1)" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { function = \"none\";\n"
+    " register = 3; }; } );\n", 3, "devices.[0].probe.register", "no register is read" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = { reg = 3; }; } );\n",
+    2, "devices.[0].probe.reg", "unknown key" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\";\n probe = \"none\"; } );\n",
+    2, "devices.[0].probe", "must be a group" },
   { "devices = ( { name = \"a\"; } );\n", 1, "devices.[0].url", "missing (required)" },
   { "devices = ( { name = \"a\"; url = \"udp://h:1\"; } );\n", 1, "devices.[0].url", "unknown kind of URL" },
   { "devices = ( { name = \"a\"; url = \"tcp://h:1\"; unit = 248; } );\n", 1, "devices.[0].unit",
@@ -511,6 +523,10 @@ static const ErrCase err_cases[] = {
   /* lasers: values */
   { DEV "lasers = ( {\n name = \"a\"; channel = 65; setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
     3, "lasers.[0].channel", "between 1 and 64" },
+  /* the wlmdata backend reads channels 1..17 only */
+  { "wavemeter = { backend = \"wlmdata\"; };\n" DEV "lasers = ( {\n name = \"a\";\n"
+    " channel = 18; setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
+    5, "lasers.[0].channel", "the wlmdata backend reads channels 1 to 17 only (is 18)" },
   { DEV "lasers = ( {\n name = \"all\"; channel = 1; setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
     3, "lasers.[0].name", "reserved" },
   { DEV "lasers = ( {\n name = \"a\"; channel = 1; setpoint = \"384.6 THz\"; min_thz = 384.0; max_thz = 384.5;\n" PIEZO CLOSE,
@@ -637,6 +653,11 @@ static const char *const ok_cases[] = {
   DEV OPEN "  piezo = { device = \"ao1\"; register = 4; format = \"u16\"; offset = 32767.5; scale = 3276.75; min_v = -10; max_v = 10; };\n" CLOSE,
   DEV OPEN PIEZO "  current = { device = \"ao1\"; register = 1; format = \"s16\"; min_v = -1; max_v = 1; feedforward = 0.3; };\n" CLOSE,
   DEV OPEN PIEZO "}\n" LASER_B("b", 2, 1) ");\n",
+  /* every channel the backend reads: wlmdata 1..17, stream 1..64 */
+  "wavemeter = { backend = \"wlmdata\"; };\n" DEV "lasers = ( {\n name = \"a\"; channel = 17;"
+  " setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
+  "wavemeter = { backend = \"stream\"; };\n" DEV "lasers = ( {\n name = \"a\"; channel = 64;"
+  " setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
 };
 
 static void
@@ -651,6 +672,30 @@ test_ok_table(void **state)
       fail_msg("ok case %zu: %s", i, errbuf);
     CNF_Free(cfg);
   }
+}
+
+/* probe: which register and function code a device is probed with. */
+static void
+test_probe(void **state)
+{
+  char path[PATH_MAX + 16];
+  CNF_Config *cfg = load_text(
+    "devices = ( { name = \"a\"; url = \"tcp://h:1\"; },\n"
+    " { name = \"b\"; url = \"tcp://h:2\"; probe = { function = \"none\"; }; },\n"
+    " { name = \"c\"; url = \"tcp://h:3\"; probe = { function = \"Input\"; register = 100; }; },\n"
+    " { name = \"d\"; url = \"tcp://h:4\"; probe = { register = 65535; }; } );\n",
+    path, sizeof path);
+
+  if (!cfg)
+    fail_msg("%s", errbuf);
+  assert_int_equal(cfg->devices[0].probe_fn, CNF_PROBE_HOLDING);   /* defaults */
+  assert_int_equal(cfg->devices[0].probe_reg, -1);
+  assert_int_equal(cfg->devices[1].probe_fn, CNF_PROBE_NONE);
+  assert_int_equal(cfg->devices[2].probe_fn, CNF_PROBE_INPUT);
+  assert_int_equal(cfg->devices[2].probe_reg, 100);
+  assert_int_equal(cfg->devices[3].probe_fn, CNF_PROBE_HOLDING);
+  assert_int_equal(cfg->devices[3].probe_reg, 65535);
+  CNF_Free(cfg);
 }
 
 /* ---- URLs and addresses -------------------------------------------------- */
@@ -905,6 +950,7 @@ main(void)
     cmocka_unit_test(test_err_open_without_tokens),
     cmocka_unit_test_setup_teardown(test_err_table, setup_tmpdir, teardown_tmpdir),
     cmocka_unit_test_setup_teardown(test_ok_table, setup_tmpdir, teardown_tmpdir),
+    cmocka_unit_test_setup_teardown(test_probe, setup_tmpdir, teardown_tmpdir),
     cmocka_unit_test(test_parse_url),
     cmocka_unit_test(test_host_port),
     cmocka_unit_test(test_loopback),

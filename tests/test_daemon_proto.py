@@ -118,6 +118,44 @@ with Env() as env:
     tap.ok(code(r) == 422, "garbage setpoint: 422", r)
     got = float(kv(c.cmd("setpoint cool780")[0])["setpoint_thz"])
     tap.ok(abs(got - 0.0299792458 * 12816.5) < 1e-8, "refused setpoints changed nothing")
+    # A unit error is found before the range check, worded one way.
+    r = c.cmd("setpoint cool780 780.2412 mn")
+    tap.ok(code(r) == 422 and "unknown unit 'mn' (use THz, GHz, MHz, nm or cm-1)" in final(r)
+           and "range" not in final(r), "780.2412 mn: refused for the unit, not the range", r)
+    r2 = c.cmd("setpoint cool780 384.25 furlongs")
+    tap.ok(code(r2) == 422 and final(r2).replace("furlongs", "mn") == final(r),
+           "one wording for unit errors", (r, r2))
+    r = c.cmd("setpoint cool780 780.2412mn")
+    tap.ok(code(r) == 422 and "unknown unit 'mn'" in final(r), "780.2412mn (glued): unit error", r)
+    r = c.cmd("setpoint cool780 780,2412 nm")
+    tap.ok(code(r) == 422 and "decimal comma" in final(r) and "780.2412" in final(r)
+           and "two units" not in final(r), "780,2412 nm: decimal comma named", r)
+    r = c.cmd("ramp cool780 780.2412 mn 100")
+    tap.ok(code(r) == 422 and "unknown unit 'mn'" in final(r), "ramp: unit error first too", r)
+    # A leading sign: relative to the present setpoint.
+    c.cmd("setpoint cool780 384.23")
+    steps = (("+50 MHz", lambda f: f + 50e-6), ("-0.2 GHz", lambda f: f - 0.2e-3),
+             ("+0.001 nm", lambda f: 299792.458 / (299792.458 / f + 0.001)),
+             ("-0.5cm-1", lambda f: (f / 0.0299792458 - 0.5) * 0.0299792458),
+             ("-0.0001", lambda f: f - 0.0001))
+    for text, step in steps:
+        before = float(kv(c.cmd("setpoint cool780")[0])["setpoint_thz"])
+        r = c.cmd("setpoint cool780 " + text)
+        got = float(kv(c.cmd("setpoint cool780")[0])["setpoint_thz"])
+        tap.ok(final(r).startswith("OK") and abs(got - step(before)) < 2e-9,
+               "relative setpoint %s: %.9f -> %.9f THz" % (text, before, got), (r, step(before)))
+    before = float(kv(c.cmd("setpoint cool780")[0])["setpoint_thz"])
+    r = c.cmd("setpoint cool780 +1 THz")
+    got = float(kv(c.cmd("setpoint cool780")[0])["setpoint_thz"])
+    tap.ok(code(r) == 422 and "allowed range" in final(r) and got == before,
+           "relative setpoint outside the allowed range: 422, setpoint unchanged", r)
+    r = c.cmd("setpoint cool780 +50 mn")
+    tap.ok(code(r) == 422 and "unknown unit 'mn'" in final(r), "relative with a bad unit: unit error", r)
+    r = c.cmd("ramp cool780 +100 MHz 1000")
+    sp = kv(c.cmd("setpoint cool780")[0])
+    tap.ok(final(r).startswith("OK") and abs(float(sp["target_thz"]) - (before + 100e-6)) < 2e-9,
+           "relative ramp target: +100 MHz", (r, sp))
+    c.cmd("setpoint cool780 384.23")
     r = c.cmd("ramp cool780 384.2304844 THz 1000")
     tap.ok(final(r).startswith("OK"), "ramp accepted", r)
     tap.ok(kv(c.cmd("setpoint cool780")[0]).get("ramp") == "1", "ramp in progress")
@@ -130,6 +168,18 @@ with Env() as env:
     tap.ok(all(k in g for k in ("kp", "ki", "kd", "window_mhz", "piezo_min_v")), "get all", r)
     tap.eq(c.cmd("set cool780 ki 0.004")[-1].split()[0], "OK", "set ki")
     tap.ok(abs(float(kv(c.cmd("get cool780 ki")[0])["ki"]) - 0.004) < 1e-12, "get ki reads it")
+    # Numbers print in the shortest form that reads back exactly.
+    r = c.cmd("set cool780 kp 0.0003")
+    tap.eq(r, ["OK kp=0.0003"], "set kp 0.0003 answers kp=0.0003")
+    r = c.cmd("get cool780 kp")
+    tap.eq(r, ["name=cool780 kp=0.0003", "OK"], "get kp prints 0.0003, not 0.00029999999999999997")
+    r = c.cmd("get cool780 all")
+    tap.ok(" kp=0.0003 " in r[0] and " ki=0.004 " in r[0], "get all: kp=0.0003 ki=0.004", r)
+    r = c.cmd("set cool780 kd 0.1234567890123")
+    tap.eq(r, ["OK kd=0.1234567890123"], "set answers the value exactly (not %g's 0.123457)")
+    tap.eq(kv(c.cmd("get cool780 kd")[0]).get("kd"), "0.1234567890123", "get kd reads it back")
+    c.cmd("set cool780 kp 0")
+    c.cmd("set cool780 kd 0")
     tap.ok(code(c.cmd("set cool780 ki -1")) == 422, "negative gain: 422")
     tap.ok(code(c.cmd("set cool780 piezo_max_v 12")) == 422,
            "run-time limit beyond the configured one: 422")
@@ -184,6 +234,10 @@ with Env() as env:
     r = c.cmd("save")
     tap.ok(final(r).startswith("OK") and os.path.exists(env.path("wavelock.state")),
            "save writes the state file", r)
+    with open(env.path("wavelock.state")) as f:
+        saved = f.read()
+    tap.ok(" ki=0.004 " in saved and "0.0040000000000000001" not in saved,
+           "the state file holds ki=0.004 (shortest exact form)", saved)
     r = c.cmd("reload")
     tap.ok(final(r).startswith("OK"), "reload of a good config", r)
     with open(cfg) as f:

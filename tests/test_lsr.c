@@ -425,6 +425,64 @@ test_ramp(void **state)
   assert_true(!r.active && LSR_RampAdvance(&r, 1.0) == 384.0);
 }
 
+/* Railed: within 2 % of the range from a limit, for more than 10
+   consecutive cycles; leaving takes as long; names. */
+static void
+test_rail(void **state)
+{
+  LSR_Rail r;
+  char buf[LSR_RAIL_NAME_MAX];
+  int changed = 0;
+
+  (void)state;
+  /* 0..10 V: the band is 0.2 V at each end */
+  assert_int_equal(LSR_RailObserve(0.0, 0.0, 10.0, 1, 2), 1);
+  assert_int_equal(LSR_RailObserve(0.2, 0.0, 10.0, 1, 2), 1);
+  assert_int_equal(LSR_RailObserve(0.21, 0.0, 10.0, 1, 2), 0);
+  assert_int_equal(LSR_RailObserve(5.0, 0.0, 10.0, 1, 2), 0);
+  assert_int_equal(LSR_RailObserve(9.79, 0.0, 10.0, 1, 2), 0);
+  assert_int_equal(LSR_RailObserve(9.8, 0.0, 10.0, 1, 2), 2);
+  /* a narrowed run-time range -1..1 V: 0.04 V */
+  assert_int_equal(LSR_RailObserve(-0.97, -1.0, 1.0, 4, 8), 4);
+  assert_int_equal(LSR_RailObserve(-0.95, -1.0, 1.0, 4, 8), 0);
+  assert_int_equal(LSR_RailObserve(0.97, -1.0, 1.0, 4, 8), 8);
+  assert_int_equal(LSR_RailObserve(1.0, 1.0, 1.0, 4, 8), 0);   /* empty range */
+  assert_int_equal(LSR_RailObserve(NAN, 0.0, 10.0, 1, 2), 0);
+
+  memset(&r, 0, sizeof r);
+  /* 10 cycles at the limit are not enough, the 11th is */
+  for (int i = 0; i < LSR_RAIL_CYCLES; i++)
+    changed |= LSR_RailCycle(&r, LSR_RAIL_PIEZO_LOW);
+  assert_false(changed);
+  assert_int_equal(r.railed, 0);
+  assert_true(LSR_RailCycle(&r, LSR_RAIL_PIEZO_LOW));
+  assert_int_equal(r.railed, LSR_RAIL_PIEZO_LOW);
+  assert_string_equal(LSR_RailName(r.railed, buf, sizeof buf), "piezo_low");
+  /* an interruption starts the count again */
+  for (int i = 0; i < LSR_RAIL_CYCLES; i++)
+    assert_false(LSR_RailCycle(&r, LSR_RAIL_PIEZO_LOW | LSR_RAIL_CURRENT_HIGH));
+  assert_false(LSR_RailCycle(&r, LSR_RAIL_PIEZO_LOW));
+  for (int i = 0; i < LSR_RAIL_CYCLES; i++)
+    assert_false(LSR_RailCycle(&r, LSR_RAIL_PIEZO_LOW | LSR_RAIL_CURRENT_HIGH));
+  assert_true(LSR_RailCycle(&r, LSR_RAIL_PIEZO_LOW | LSR_RAIL_CURRENT_HIGH));
+  assert_string_equal(LSR_RailName(r.railed, buf, sizeof buf), "piezo_low,current_high");
+  /* leaving: one cycle away is not enough (no flapping at the band's edge) */
+  assert_false(LSR_RailCycle(&r, LSR_RAIL_CURRENT_HIGH));
+  assert_false(LSR_RailCycle(&r, LSR_RAIL_PIEZO_LOW | LSR_RAIL_CURRENT_HIGH));
+  for (int i = 0; i < LSR_RAIL_CYCLES; i++)
+    assert_false(LSR_RailCycle(&r, LSR_RAIL_CURRENT_HIGH));
+  assert_true(LSR_RailCycle(&r, LSR_RAIL_CURRENT_HIGH));
+  assert_int_equal(r.railed, LSR_RAIL_CURRENT_HIGH);
+  /* not regulating: none at once */
+  assert_true(LSR_RailClear(&r));
+  assert_int_equal(r.railed, 0);
+  assert_false(LSR_RailClear(&r));
+  assert_string_equal(LSR_RailName(0, buf, sizeof buf), "none");
+  assert_string_equal(LSR_RailName(15, buf, sizeof buf),
+                      "piezo_low,piezo_high,current_low,current_high");
+  assert_true(strlen(buf) < LSR_RAIL_NAME_MAX);
+}
+
 int
 main(void)
 {
@@ -439,6 +497,7 @@ main(void)
     cmocka_unit_test(test_actuator_fault),
     cmocka_unit_test(test_setpoint_step),
     cmocka_unit_test(test_ramp),
+    cmocka_unit_test(test_rail),
   };
 
   return cmocka_run_group_tests_name("lsr", tests, NULL, NULL);

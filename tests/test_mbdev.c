@@ -128,7 +128,8 @@ status_cb(MB_Device *dev, int up, const char *why, void *arg)
 }
 
 static void
-dev_open(Dev *d, int port, int timeout_ms, int backoff_min, int backoff_max)
+dev_open_probe(Dev *d, int port, int timeout_ms, int backoff_min, int backoff_max,
+               CNF_ProbeFn probe_fn, int probe_reg)
 {
   CNF_Device cfg;
   MB_Options opt;
@@ -149,10 +150,18 @@ dev_open(Dev *d, int port, int timeout_ms, int backoff_min, int backoff_max)
   MB_DefaultOptions(&opt);
   opt.backoff_min_ms = backoff_min;
   opt.backoff_max_ms = backoff_max;
+  opt.probe_fn = probe_fn;
+  opt.probe_reg = probe_reg;
   d->dev = MB_Create(&cfg, &opt, status_cb, d);
   assert_non_null(d->dev);
   assert_string_equal(MB_Name(d->dev), cfg.name);
   assert_int_equal(MB_Start(d->dev), 0);
+}
+
+static void
+dev_open(Dev *d, int port, int timeout_ms, int backoff_min, int backoff_max)
+{
+  dev_open_probe(d, port, timeout_ms, backoff_min, backoff_max, CNF_PROBE_HOLDING, 0);
 }
 
 static void
@@ -669,6 +678,56 @@ test_backoff(void **state)
   HWT_Stop(&s.child);
 }
 
+/* The probe: a module that refuses FC03 (a write-only output module) never
+   comes up with the default probe, comes up with probe none (and a failed
+   write still marks it down) or with an FC04 probe of the register given. */
+static void
+test_probe_options(void **state)
+{
+  Server s;
+  Dev held, none, input;
+  uint16_t v = 1234;
+  int err;
+
+  server_start(&s);
+  server_cmd(&s, "exception code=1 fc=3");     /* illegal function: no FC03 */
+  dev_open(&held, s.port, 300, 50, 400);
+  assert_true(dev_wait(&held, 0, 5));
+  print_message("# FC03 probe of a module without FC03: down (%s)\n", held.why);
+  assert_non_null(strstr(held.why, "probe: exception 1"));
+
+  dev_open_probe(&none, s.port, 300, 50, 400, CNF_PROBE_NONE, 0);
+  assert_true(dev_wait(&none, 1, 5));
+  assert_string_equal(none.why, "connected, no probe");
+  server_cmd(&s, "reset");
+  assert_int_equal(dev_write1(&none, 3, v, &err, NULL), 0);
+  assert_int_equal(server_stat(&s, "fc06"), 1);
+  assert_true(MB_IsUp(none.dev));
+
+  dev_open_probe(&input, s.port, 300, 50, 400, CNF_PROBE_INPUT, 7);
+  assert_true(dev_wait(&input, 1, 5));
+  assert_string_equal(input.why, "connected");
+  assert_true(server_stat(&s, "fc04") >= 1);
+  assert_int_equal(held.ups, 0);               /* refused all along */
+  assert_false(MB_IsUp(held.dev));
+  dev_close(&held);
+
+  /* Without a probe a failed write still marks the device down. */
+  pthread_mutex_lock(&none.lock);
+  int downs = none.downs;
+  pthread_mutex_unlock(&none.lock);
+  server_cmd(&s, "exception code=4 writes");
+  assert_int_equal(dev_write1(&none, 3, v, &err, NULL), -1);
+  pthread_mutex_lock(&none.lock);
+  assert_int_equal(none.downs, downs + 1);
+  pthread_mutex_unlock(&none.lock);
+  assert_true(dev_wait(&none, 1, 5));          /* connected again, no probe */
+
+  dev_close(&none);
+  dev_close(&input);
+  HWT_Stop(&s.child);
+}
+
 /* MB_Stop returns promptly while the device never answers, and every
    queued job still runs (first write times out, the rest fail fast). */
 typedef struct {
@@ -933,6 +992,7 @@ main(void)
     cmocka_unit_test_teardown(test_dropped_connection, stop_servers),
     cmocka_unit_test_teardown(test_server_down_up, stop_servers),
     cmocka_unit_test_teardown(test_backoff, stop_servers),
+    cmocka_unit_test_teardown(test_probe_options, stop_servers),
     cmocka_unit_test_teardown(test_stop_never_hangs, stop_servers),
     cmocka_unit_test_teardown(test_rtu_shared_bus, stop_servers),
   };

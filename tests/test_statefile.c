@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "statefile.h"
+#include "util.h"
 
 /* cmocka 1.1's assert_float_equal works in float; compare doubles here. */
 #define assert_dbl(a, b, eps) do {                                            \
@@ -246,19 +247,20 @@ static void
 test_format(void **state)
 {
   size_t len;
-  char *text, *end, want[128];
+  char *text, *end, want[128], num[UTL_DOUBLE_LEN];
 
   fill_sample();
   assert_int_equal(STF_Save(path, sample, 2, err, sizeof err), 0);
   text = read_all(path, &len);
   assert_true(len > 0 && text[len - 1] == '\n');
   assert_int_equal(strncmp(text, "# ", 2), 0);
-  snprintf(want, sizeof want, "\nlaser name=cool780 setpoint_thz=%.17g engaged=1 ",
-           sample[0].setpoint_thz);
+  /* Doubles in the shortest form that reads back exactly. */
+  assert_non_null(strstr(text, "\nlaser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0.1 "
+                         "ki=0.3333333333333333 kd=0 piezo_v=5.123456789012345 "));
+  snprintf(want, sizeof want, " current_v=-0.2 set.polarity=-1 file.polarity=1 "
+           "set.piezo_max_v=%s\n", UTL_FormatDouble(num, sizeof num, sample[0].params[1].value));
   assert_non_null(strstr(text, want));
-  snprintf(want, sizeof want, " current_v=%.17g set.polarity=-1 file.polarity=1 "
-           "set.piezo_max_v=%.17g\n", sample[0].current_v, sample[0].params[1].value);
-  assert_non_null(strstr(text, want));
+  assert_null(strstr(text, "384.23048440000002"));
   assert_non_null(strstr(text, "\nlaser name=repump_795.b-2 "));
   assert_null(strstr(strstr(text, "name=repump_795.b-2"), "current_v"));
   text[len - 1] = '\0';
@@ -655,6 +657,44 @@ test_remove_stale_temps(void **state)
   assert_int_equal(STF_RemoveStaleTemps(p), 0);
 }
 
+/* What -t checks of a state file, without writing anything. */
+static void
+test_check_writable(void **state)
+{
+  char p[PATH_MAX + 64];
+  FILE *f;
+
+  assert_int_equal(STF_CheckWritable(path, err, sizeof err), 0);   /* not there yet: fine */
+  assert_int_equal(STF_CheckWritable("", err, sizeof err), 0);     /* no state file */
+  assert_int_equal(count_entries(), 0);                            /* nothing written */
+  snprintf(p, sizeof p, "%s/missing/wavelock.state", dir);
+  assert_int_equal(STF_CheckWritable(p, err, sizeof err), -1);
+  assert_non_null(strstr(err, "/missing: No such file or directory"));
+  /* the directory is a file */
+  snprintf(p, sizeof p, "%s/file", dir);
+  f = fopen(p, "w");
+  assert_non_null(f);
+  fclose(f);
+  snprintf(p, sizeof p, "%s/file/wavelock.state", dir);
+  assert_int_equal(STF_CheckWritable(p, err, sizeof err), -1);
+  assert_non_null(strstr(err, "is not a directory"));
+  /* the state file is a directory */
+  snprintf(p, sizeof p, "%s/sub", dir);
+  assert_int_equal(mkdir(p, 0700), 0);
+  assert_int_equal(STF_CheckWritable(p, err, sizeof err), -1);
+  assert_non_null(strstr(err, "not a regular file"));
+  assert_int_equal(rmdir(p), 0);
+  snprintf(p, sizeof p, "%s/file", dir);
+  unlink(p);
+  /* a directory this process may not write (root may write anywhere) */
+  if (geteuid() != 0) {
+    assert_int_equal(chmod(dir, 0500), 0);
+    assert_int_equal(STF_CheckWritable(path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not writable"));
+    assert_int_equal(chmod(dir, 0700), 0);
+  }
+}
+
 int
 main(void)
 {
@@ -674,6 +714,7 @@ main(void)
     cmocka_unit_test_setup_teardown(test_writer_failure, setup, teardown),
     cmocka_unit_test_setup_teardown(test_writer_destroy_writes, setup, teardown),
     cmocka_unit_test_setup_teardown(test_remove_stale_temps, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_check_writable, setup, teardown),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,9 +6,11 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "units.h"
+#include "util.h"
 
 static double
 rel(double a, double b)
@@ -173,6 +175,93 @@ test_parse_rejects(void **state)
   parse_bad("384.23 Hz", NULL);
 }
 
+static const char *
+parse_err(const char *num, const char *unit)
+{
+  static char err[160];
+  double thz = 123.0;
+
+  err[0] = '\0';
+  if (UNI_ParseFrequency(num, unit, &thz, err, sizeof err) == 0)
+    fail_msg("'%s' '%s' accepted as %.9f THz", num, unit ? unit : "(null)", thz);
+  return err;
+}
+
+/* A unit error is found before anything about the number's value, and is
+   always worded the same; a decimal comma is named as such. */
+static void
+test_parse_messages(void **state)
+{
+  static const char *const bad_units[][2] = {
+    { "780.2412", "mn" }, { "780.2412mn", NULL }, { "780.2412 mn", NULL },
+    { "0", "furlongs" }, { "-5", "Hz" }, { "1e400", "THzz" },
+  };
+  char want[160];
+
+  (void)state;
+  for (size_t i = 0; i < sizeof bad_units / sizeof bad_units[0]; i++) {
+    const char *unit = bad_units[i][1] ? bad_units[i][1] :
+                       bad_units[i][0] + UTL_ScanDecimal(bad_units[i][0]);
+    while (*unit == ' ')
+      unit++;
+    snprintf(want, sizeof want, "unknown unit '%s' (use THz, GHz, MHz, nm or cm-1)", unit);
+    assert_string_equal(parse_err(bad_units[i][0], bad_units[i][1]), want);
+  }
+  assert_string_equal(parse_err("780,2412", "nm"),
+                      "'780,2412': decimal comma not accepted, write a point (780.2412)");
+  assert_string_equal(parse_err("780,2412nm", NULL),
+                      "'780,2412nm': decimal comma not accepted, write a point (780.2412nm)");
+  assert_string_equal(parse_err("384.23THz", "GHz"), "two units given in '384.23THz GHz'");
+}
+
+static double
+setpoint_ok(const char *num, const char *unit, double current, int want_relative)
+{
+  char err[160] = "";
+  double thz = -1.0;
+  int relative = -1;
+
+  if (UNI_ParseSetpoint(num, unit, current, &thz, &relative, err, sizeof err) != 0)
+    fail_msg("'%s' '%s' from %.9f rejected: %s", num, unit ? unit : "(null)", current, err);
+  assert_int_equal(relative, want_relative);
+  return thz;
+}
+
+/* A leading sign: relative to the present setpoint, in the unit's space. */
+static void
+test_parse_relative(void **state)
+{
+  const double f0 = 384.2304844, nm0 = 299792.458 / f0;
+  char err[160];
+  double thz = 7.0;
+
+  (void)state;
+  /* No sign: absolute, whatever the present setpoint. */
+  assert_true(setpoint_ok("384.25", NULL, f0, 0) == 384.25);
+  assert_true(rel(setpoint_ok("780.2 nm", NULL, f0, 0), 299792.458 / 780.2) < 1e-15);
+  /* Frequency units: a step of the frequency. */
+  assert_true(fabs(setpoint_ok("+50", "MHz", f0, 1) - (f0 + 50e-6)) < 1e-12);
+  assert_true(fabs(setpoint_ok("+50MHz", NULL, f0, 1) - (f0 + 50e-6)) < 1e-12);
+  assert_true(fabs(setpoint_ok("-0.2", "GHz", f0, 1) - (f0 - 0.2e-3)) < 1e-12);
+  assert_true(fabs(setpoint_ok("-0.001", NULL, f0, 1) - (f0 - 0.001)) < 1e-12);
+  assert_true(setpoint_ok("+0", "THz", f0, 1) == f0);
+  /* Wavelength and wavenumber: a step in that unit, then converted. */
+  assert_true(rel(setpoint_ok("+0.001", "nm", f0, 1), 299792.458 / (nm0 + 0.001)) < 1e-15);
+  assert_true(setpoint_ok("+0.001", "nm", f0, 1) < f0);        /* longer: lower */
+  assert_true(rel(setpoint_ok("-1.5cm-1", NULL, f0, 1),
+                  (f0 / 0.0299792458 - 1.5) * 0.0299792458) < 1e-15);
+  /* The unit is checked first; a result that is no frequency is refused. */
+  assert_int_equal(UNI_ParseSetpoint("+50", "mn", f0, &thz, NULL, err, sizeof err), -1);
+  assert_string_equal(err, "unknown unit 'mn' (use THz, GHz, MHz, nm or cm-1)");
+  assert_int_equal(UNI_ParseSetpoint("-400", "THz", f0, &thz, NULL, err, sizeof err), -1);
+  assert_int_equal(UNI_ParseSetpoint("-800", "nm", f0, &thz, NULL, err, sizeof err), -1);
+  assert_int_equal(UNI_ParseSetpoint("+1e400", "MHz", f0, &thz, NULL, err, sizeof err), -1);
+  assert_int_equal(UNI_ParseSetpoint("+0,5", "GHz", f0, &thz, NULL, err, sizeof err), -1);
+  assert_non_null(strstr(err, "decimal comma"));
+  assert_int_equal(UNI_ParseSetpoint("+", "GHz", f0, &thz, NULL, err, sizeof err), -1);
+  assert_true(thz == 7.0);                 /* untouched on failure */
+}
+
 static void
 test_unit_names(void **state)
 {
@@ -209,6 +298,8 @@ main(void)
     cmocka_unit_test(test_parse_forms),
     cmocka_unit_test(test_parse_rejects),
     cmocka_unit_test(test_unit_names),
+    cmocka_unit_test(test_parse_messages),
+    cmocka_unit_test(test_parse_relative),
   };
 
   return cmocka_run_group_tests_name("units", tests, NULL, NULL);

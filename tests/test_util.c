@@ -7,6 +7,8 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -126,6 +128,45 @@ test_abs_time(void **st)
   }
 }
 
+static void
+test_format_double(void **st)
+{
+  char buf[UTL_DOUBLE_LEN], g15[UTL_DOUBLE_LEN];
+  uint64_t x = 88172645463325252ULL;
+
+  (void)st;
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 0.0003), "0.0003");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 384.2304844), "384.2304844");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 0.002), "0.002");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 5.0), "5");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, -1.0), "-1");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 0.0), "0");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 1.0 / 3.0), "0.3333333333333333");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 0.1 + 0.2), "0.30000000000000004");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, INFINITY), "inf");
+  assert_string_equal(UTL_FormatDouble(buf, sizeof buf, 1e300), "1e+300");
+  /* Any double reads back exactly; one that %.15g holds is printed so. */
+  for (int i = 0; i < 100000; i++) {
+    double v;
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    memcpy(&v, &x, sizeof v);
+    if (!isfinite(v))
+      continue;
+    UTL_FormatDouble(buf, sizeof buf, v);
+    assert_true(strtod(buf, NULL) == v);
+    snprintf(g15, sizeof g15, "%.15g", v);
+    if (strtod(g15, NULL) == v)
+      assert_string_equal(buf, g15);
+  }
+  /* A short buffer is still a string. */
+  char tiny[4];
+  UTL_FormatDouble(tiny, sizeof tiny, 0.12345);
+  assert_int_equal(strlen(tiny), 3);
+}
+
 int
 main(void)
 {
@@ -135,6 +176,7 @@ main(void)
     cmocka_unit_test(test_set_err),
     cmocka_unit_test(test_parse),
     cmocka_unit_test(test_scan_and_copy),
+    cmocka_unit_test(test_format_double),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

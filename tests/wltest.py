@@ -339,11 +339,13 @@ import threading
 
 
 class ModbusRecorder:
-    """A minimal Modbus TCP server (functions 03, 06, 16) on 127.0.0.1 that
-    keeps 256 holding registers and records every write as
-    (time, first_register, [values]), and in arrivals as
-    (time the request arrived, first_register, [values]).  For daemon tests
-    that need to see exactly what was written.
+    """A minimal Modbus TCP server (functions 03, 04, 06, 16) on 127.0.0.1
+    that keeps 256 holding registers (read by 04 too, as input registers) and
+    records every write as (time, first_register, [values]), and in arrivals
+    as (time the request arrived, first_register, [values]), and every read
+    as (time, function, first_register, count).  Function codes in refuse
+    are answered with exception 1 (illegal function), as a write-only module
+    answers 03.  For daemon tests that need to see exactly what was written.
 
     hold_reg: a write request to this register waits, once it has arrived
     (held is set), until release is set: a test can do something while a
@@ -356,6 +358,8 @@ class ModbusRecorder:
         self.hold_reg = None
         self.held = threading.Event()
         self.release = threading.Event()
+        self.reads = []
+        self.refuse = set()
         self.lock = threading.Lock()
         self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -409,10 +413,13 @@ class ModbusRecorder:
                 if self.delay:
                     time.sleep(self.delay)
                 with self.lock:
-                    if fc == 3:
+                    if fc in self.refuse:
+                        resp = struct.pack(">BB", fc | 0x80, 1)
+                    elif fc in (3, 4):
                         addr, cnt = struct.unpack(">HH", pdu[1:5])
+                        self.reads.append((time.monotonic(), fc, addr, cnt))
                         vals = self.regs[addr:addr + cnt]
-                        resp = struct.pack(">BB", 3, 2 * cnt) + b"".join(struct.pack(">H", v) for v in vals)
+                        resp = struct.pack(">BB", fc, 2 * cnt) + b"".join(struct.pack(">H", v) for v in vals)
                     elif fc == 6:
                         addr, val = struct.unpack(">HH", pdu[1:5])
                         self.regs[addr] = val
