@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from wltest import BUILDDIR, SRCDIR, prog, wait_until
+from wltest import BUILDDIR, SRCDIR, kv, prog, wait_until
 
 PYTHON3 = "/usr/bin/python3"
 
@@ -225,3 +225,16 @@ def mbpoll_read(port, ref, count, dtype="4", extra=(), timeout=30):
     out = r.stdout.decode("utf-8", "replace")
     vals = {int(a): b for a, b in re.findall(r"^\[(\d+)\]:\s+(\S+)", out, re.M)}
     return vals, out
+
+
+def status_all(c):
+    """{laser name: its status line as a dict}."""
+    return {kv(x)["name"]: kv(x) for x in c.cmd("status")[:-1]}
+
+
+def wavemeter(c):
+    """(backend status line as a dict, {channel: line dict})."""
+    lines = c.cmd("wavemeter")[:-1]
+    head = kv(lines[0]) if lines and lines[0].startswith("backend=") else {}
+    chans = {int(kv(x)["channel"]): kv(x) for x in lines if x.startswith("channel=")}
+    return head, chans

@@ -20,23 +20,15 @@ import re
 import time
 
 from wltest import TAP, Env, ModbusRecorder, kv, lab_conf, laser_conf, prog, wait_until
-from hwtest import StreamPub, fake_wlmdata_path
+from hwtest import StreamPub, fake_wlmdata_path, status_all, wavemeter
 
 tap = TAP()
 C_NM_THZ = 299792.458
 GAINS = {"kp": 0.0, "ki": 0.002, "kd": 0.0}
 
 
-def status(c):
-    return {kv(x)["name"]: kv(x) for x in c.cmd("status")[:-1]}
+status = status_all
 
-
-def wavemeter(c):
-    """(backend status line as a dict, {channel: line dict})."""
-    lines = c.cmd("wavemeter")[:-1]
-    head = kv(lines[0]) if lines and lines[0].startswith("backend=") else {}
-    chans = {int(kv(x)["channel"]): kv(x) for x in lines if x.startswith("channel=")}
-    return head, chans
 
 
 def piezo_writes(mb, reg, since):

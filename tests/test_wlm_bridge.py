@@ -28,7 +28,7 @@ import threading
 import time
 
 from wltest import TAP, Env, SRCDIR, kv, lab_conf, laser_conf, prog, wait_until
-from hwtest import PYTHON3, PymodbusServer, fake_wlmdata_path
+from hwtest import PYTHON3, PymodbusServer, fake_wlmdata_path, status_all, wavemeter
 
 tap = TAP()
 BRIDGE = os.path.join(SRCDIR, "scripts", "wavelock-wlm-bridge")
@@ -197,15 +197,8 @@ class Plant:
             s.close()
 
 
-def status(c):
-    return {kv(x)["name"]: kv(x) for x in c.cmd("status")[:-1]}
+status = status_all
 
-
-def wavemeter(c):
-    lines = c.cmd("wavemeter")[:-1]
-    head = kv(lines[0]) if lines and lines[0].startswith("backend=") else {}
-    chans = {int(kv(x)["channel"]): kv(x) for x in lines if x.startswith("channel=")}
-    return head, chans
 
 
 def events(env, name="wlm.events"):
