@@ -217,7 +217,10 @@ PLT_CreateReference(const char *name, int channel, double thz, double noise_mhz,
   snprintf(cfg.name, sizeof cfg.name, "%s", name);
   cfg.channel = channel;
   cfg.setpoint_thz = thz;
-  /* no tuning, walk, sine (period 0), linear drift or mode hops */
+  /* no tuning, walk, sine (period 0), linear drift or spontaneous mode
+     hops; a hop on command has the default size and length */
+  cfg.sim.modehop_mhz = 8000.0;
+  cfg.sim.modehop_s = 3.0;
   cfg.sim.noise_mhz = noise_mhz > 0.0 ? noise_mhz : 0.0;
   cfg.sim.exposure_ms = exposure_ms;
   l = PLT_CreateLaser(&cfg, seed);

@@ -378,6 +378,10 @@ with Env() as env:
     tap.eq(cc.cmd("drift ref 200"), ["OK"], "drift ref 200")
     tr = truth(cc, "ref")
     tap.ok(abs(float(tr["error_mhz"]) - 200.0) < 1e-6, "the reference's true frequency jumped", tr)
+    tap.eq(cc.cmd("hop ref 5000"), ["OK"], "hop ref 5000")
+    tr = truth(cc, "ref")
+    tap.ok(tr["mode_hop"] == "1" and abs(float(tr["error_mhz"]) - 5200.0) < 1e-6,
+           "a reference laser can be made to hop", tr)
 
     tap.ok(cc.cmd("calib step lots")[-1].startswith("ERR 422"), "calib step lots: 422")
     tap.ok(cc.cmd("calib step 1e6")[-1].startswith("ERR 422"), "calib step beyond 1e5 ppb: 422")
