@@ -144,11 +144,32 @@ typedef struct {
   int line;
 } CNF_Laser;
 
+/* Most reference lasers in sim.references. */
+#define CNF_MAX_SIM_REFERENCES 8
+
+/* A simulated reference laser (sim.references: wavelock-sim only): a fixed
+   true frequency on its own wavemeter channel, no actuator. */
+typedef struct {
+  char name[CNF_NAME_MAX];           /* unique among lasers and references */
+  int channel;                       /* not used by a laser or another reference */
+  double thz;                        /* frequency (same syntax as a setpoint) */
+  double noise_mhz;                  /* wavemeter white noise rms; default 1 */
+  double exposure_ms;                /* default 10 */
+  int line;
+} CNF_SimReference;
+
 typedef struct {
   unsigned long seed;                /* sim.seed, default 1 */
   char control[128];                 /* sim.control "host:port", default 127.0.0.1:7481 */
   double switch_ms;                  /* sim.switch_ms fibre switch settle, default 1 */
   double speed;                      /* sim.speed time factor, default 1 */
+  /* The wavemeter's calibration error, a relative error common to every
+     channel, in ppb (1 ppb = 0.384 MHz at 384 THz); all default 0. */
+  double calib_offset_ppb;           /* sim.calibration_offset_ppb: at t = 0 */
+  double calib_drift_ppb_per_min;    /* sim.calibration_drift_ppb_per_min: linear rate */
+  double calib_walk_ppb_rts;         /* sim.calibration_walk_ppb_rts: random walk, ppb/sqrt(s) */
+  CNF_SimReference references[CNF_MAX_SIM_REFERENCES];
+  int n_references;                  /* sim.references */
 } CNF_Sim;
 
 typedef struct {

@@ -29,6 +29,19 @@
  * mostly -3/-4, or every reading during a dropout).  Each channel has its own
  * random stream and draws the same numbers per reading whatever happens, so
  * a dropout does not shift later readings.
+ *
+ * Calibration error (DESIGN.md section 7): the wavemeter's calibration is off
+ * by a relative error eps(t) common to every channel,
+ *   eps(t) = offset + rate * t + random walk (walk, ppb/sqrt(s)) + manual steps,
+ * in parts per billion (1 ppb = 0.384 MHz at 384 THz).  Every published
+ * frequency is f_true * (1 + eps) plus the channel's white noise.  The walk
+ * lives on the PLT_WALK_STEP_S grid of its own random stream (derived from
+ * the seed alone), so it replays like the lasers' drift; with every parameter
+ * 0 (the default) readings are exactly those of a perfect wavemeter.
+ *
+ * Reference lasers (PLT_CreateReference): a fixed true frequency, no
+ * actuator, no drift and no mode hops; read on their channel like any laser,
+ * so their readings show the calibration error.
  */
 #ifndef WL_PLANT_H
 #define WL_PLANT_H
@@ -65,6 +78,28 @@ uint64_t PLT_MixSeed(uint64_t seed, uint64_t stream);
 uint64_t PLT_HashName(const char *name);
 
 typedef struct PLT_Laser PLT_Laser;
+
+/* Parameters of the calibration error (all 0: a perfect wavemeter). */
+typedef struct {
+  double offset_ppb;              /* eps at t = 0 */
+  double rate_ppb_per_min;        /* linear drift */
+  double walk_ppb_rts;            /* random walk, ppb/sqrt(s) */
+} PLT_CalibParams;
+
+/* The calibration error of a wavemeter at one time. */
+typedef struct {
+  double t;                       /* simulated time, s */
+  double ppb;                     /* eps(t), ppb: the sum of the four below */
+  double offset_ppb;
+  double linear_ppb;              /* the integral of the rate so far */
+  double walk_ppb;
+  double steps_ppb;               /* sum of manual steps */
+  double rate_ppb_per_min;        /* the rate now */
+  double walk_ppb_rts;
+} PLT_CalibState;
+
+/* Relative error eps in ppb expressed in MHz at a frequency in THz. */
+#define PLT_PPB_TO_MHZ(ppb, thz) ((ppb) * (thz) * 1e-3)
 
 /* The state of one laser at a time. */
 typedef struct {
@@ -103,6 +138,15 @@ void PLT_StepDrift(PLT_Laser *laser, double t, double mhz);
 /* Advance to t and describe the laser. */
 void PLT_GetTruth(PLT_Laser *laser, double t, PLT_Truth *truth);
 
+/* A reference laser: true frequency thz for ever, no actuator; its
+   wavemeter channel has white noise noise_mhz rms and exposure_ms; NULL if
+   out of memory. */
+PLT_Laser *PLT_CreateReference(const char *name, int channel, double thz, double noise_mhz,
+                               double exposure_ms, uint64_t seed);
+
+/* Whether a laser was made by PLT_CreateReference. */
+int PLT_LaserIsReference(const PLT_Laser *laser);
+
 /* The configured name, channel and physics of a laser. */
 const char *PLT_LaserName(const PLT_Laser *laser);
 int PLT_LaserChannel(const PLT_Laser *laser);
@@ -117,7 +161,9 @@ typedef struct {
   double t;               /* end of the exposure, simulated s */
   double value;           /* THz, or an error code <= 0 */
   double true_thz;        /* the true frequency at t */
-  double noise_mhz;       /* value minus true frequency (0 for error codes) */
+  double calib_ppb;       /* the calibration error eps at t */
+  double calib_mhz;       /* true_thz * eps, in MHz (0 for error codes) */
+  double noise_mhz;       /* white noise: value = true * (1 + eps) + noise (0 for error codes) */
 } PLT_Reading;
 
 /* Create a wavemeter over n lasers (borrowed; they must outlive it) with a
@@ -137,5 +183,19 @@ int PLT_TakeReading(PLT_Wavemeter *wm, PLT_Reading *reading);
 /* Make a channel (0 = every channel) report code instead of a frequency for
    readings before t_end; -1 if no laser uses that channel. */
 int PLT_Dropout(PLT_Wavemeter *wm, int channel, double t_end, int code);
+
+/* Set the calibration error's parameters; call before the first reading
+   (the walk restarts from 0 at t = 0, the steps are cleared). */
+void PLT_SetCalibration(PLT_Wavemeter *wm, const PLT_CalibParams *p, uint64_t seed);
+
+/* Advance the calibration error to t and describe it. */
+void PLT_GetCalibration(PLT_Wavemeter *wm, double t, PLT_CalibState *state);
+
+/* Step the calibration error by ppb at time t (permanent; non-finite: ignored). */
+void PLT_StepCalibration(PLT_Wavemeter *wm, double t, double ppb);
+
+/* Change the linear rate to ppb_per_min from time t on (the error stays
+   continuous; non-finite: ignored). */
+void PLT_SetCalibrationRate(PLT_Wavemeter *wm, double t, double ppb_per_min);
 
 #endif

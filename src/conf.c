@@ -792,7 +792,13 @@ static const char *const simlaser_keys[] = {
   "linear_mhz_per_h", "modehop_per_h", "modehop_mhz", "modehop_s", "noise_mhz",
   "exposure_ms", "error_rate", NULL
 };
-static const char *const sim_keys[] = { "seed", "control", "switch_ms", "speed", NULL };
+static const char *const sim_keys[] = {
+  "seed", "control", "switch_ms", "speed", "calibration_offset_ppb",
+  "calibration_drift_ppb_per_min", "calibration_walk_ppb_rts", "references", NULL
+};
+static const char *const simref_keys[] = {
+  "name", "channel", "frequency", "noise_mhz", "exposure_ms", NULL
+};
 
 /* A "host:port" string key; min_port 0 allows "any free port". */
 static int
@@ -971,7 +977,11 @@ load_sim(Loader *ld, const config_setting_t *root, CNF_Sim *sim)
       int_key(ld, g, "seed", OPT, 0, LLONG_MAX, &seed) < 0 ||
       hostport_key(ld, g, "control", 0, sim->control, sizeof sim->control) < 0 ||
       num_key(ld, g, "switch_ms", 0, 0.0, 60000.0, &sim->switch_ms) < 0 ||
-      num_key(ld, g, "speed", GT_LO, 0.0, 10000.0, &sim->speed) < 0)
+      num_key(ld, g, "speed", GT_LO, 0.0, 10000.0, &sim->speed) < 0 ||
+      num_key(ld, g, "calibration_offset_ppb", 0, -1e5, 1e5, &sim->calib_offset_ppb) < 0 ||
+      num_key(ld, g, "calibration_drift_ppb_per_min", 0, -1e5, 1e5,
+              &sim->calib_drift_ppb_per_min) < 0 ||
+      num_key(ld, g, "calibration_walk_ppb_rts", 0, 0.0, 1e4, &sim->calib_walk_ppb_rts) < 0)
     return -1;
   sim->seed = (unsigned long)seed;
   return 0;
@@ -1430,6 +1440,78 @@ load_lasers(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
   return 0;
 }
 
+/* sim.references: reference lasers of wavelock-sim, checked against the
+   lasers (names and channels) and each other. */
+static int
+load_sim_references(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
+{
+  const config_setting_t *g = config_setting_get_member(root, "sim"), *l;
+  CNF_Sim *sim = &cfg->sim;
+  int n;
+
+  if (!g || config_setting_type(g) != CONFIG_TYPE_GROUP)
+    return 0;
+  l = config_setting_get_member(g, "references");
+  if (!l)
+    return 0;
+  if (config_setting_type(l) != CONFIG_TYPE_LIST)
+    return fail(ld, l, NULL, "must be a list ( { name = ...; channel = ...; frequency = ...; }, "
+                "... ), not %s", type_name(l));
+  n = config_setting_length(l);
+  if (n > CNF_MAX_SIM_REFERENCES)
+    return fail(ld, l, NULL, "at most %d reference lasers", CNF_MAX_SIM_REFERENCES);
+  for (int i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_get_elem(l, (unsigned int)i), *ws, *fs;
+    CNF_SimReference *r = &sim->references[i];
+
+    memset(r, 0, sizeof *r);
+    r->noise_mhz = 1.0;
+    r->exposure_ms = 10.0;
+    r->line = (int)config_setting_source_line(e);
+    if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+      return fail(ld, e, NULL, "must be a group { name = ...; channel = ...; frequency = ...; }, "
+                  "not %s", type_name(e));
+    if (check_keys(ld, e, simref_keys) < 0 ||
+        str_key(ld, e, "name", REQ, 1, r->name, sizeof r->name, &ws) < 0 ||
+        check_name(ld, ws, r->name) < 0)
+      return -1;
+    if (strcasecmp(r->name, "all") == 0)
+      return fail(ld, ws, NULL, "\"all\" is reserved");
+    if (int_key_i(ld, e, "channel", REQ, 1, CNF_MAX_CHANNEL, &r->channel) < 0)
+      return -1;
+    fs = config_setting_get_member(e, "frequency");
+    if (!fs)
+      return fail_missing(ld, e, "frequency");
+    if (parse_setpoint(ld, fs, &r->thz) < 0 ||
+        num_key(ld, e, "noise_mhz", 0, 0.0, 1e6, &r->noise_mhz) < 0 ||
+        num_key(ld, e, "exposure_ms", GT_LO, 0.0, 1e6, &r->exposure_ms) < 0)
+      return -1;
+    for (int j = 0; j < cfg->n_lasers; j++) {
+      const CNF_Laser *o = &cfg->lasers[j];
+
+      if (strcasecmp(o->name, r->name) == 0)
+        return fail(ld, ws, NULL, "the name of laser \"%s\" (line %d)", o->name, o->line);
+      if (o->channel == r->channel)
+        return fail(ld, config_setting_get_member(e, "channel"), NULL,
+                    "channel %d is already used by laser \"%s\" (line %d)", r->channel,
+                    o->name, o->line);
+    }
+    for (int j = 0; j < i; j++) {
+      const CNF_SimReference *o = &sim->references[j];
+
+      if (strcasecmp(o->name, r->name) == 0)
+        return fail(ld, ws, NULL, "duplicate reference name \"%s\" (also line %d)", r->name,
+                    o->line);
+      if (o->channel == r->channel)
+        return fail(ld, config_setting_get_member(e, "channel"), NULL,
+                    "channel %d is already used by reference \"%s\" (line %d)", r->channel,
+                    o->name, o->line);
+    }
+    sim->n_references = i + 1;
+  }
+  return 0;
+}
+
 static int
 load_top(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
 {
@@ -1555,7 +1637,8 @@ CNF_Load(const char *path, char *err, size_t errlen)
          load_wavemeter(&ld, root, &cfg->wavemeter) == 0 &&
          load_sim(&ld, root, &cfg->sim) == 0 &&
          load_devices(&ld, root, cfg) == 0 &&
-         load_lasers(&ld, root, cfg) == 0;
+         load_lasers(&ld, root, cfg) == 0 &&
+         load_sim_references(&ld, root, cfg) == 0;
   }
   config_destroy(&lc);
   if (!ok) {

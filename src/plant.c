@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,10 @@
 
 /* Random streams of a laser and of its wavemeter channel. */
 enum { STREAM_WALK = 1, STREAM_HOP = 2, STREAM_METER = 3 };
+
+/* Stream of the calibration error's walk: not the hash of any laser name
+   (names have no spaces). */
+#define STREAM_CALIB_NAME "wavemeter calibration"
 
 struct PLT_Laser {
   char name[CNF_NAME_MAX];
@@ -36,6 +41,7 @@ struct PLT_Laser {
   double next_hop_t;              /* next spontaneous hop */
   double hop_start, hop_end, hop_size;
   unsigned long hops;
+  int reference;                  /* made by PLT_CreateReference */
 };
 
 typedef struct {
@@ -46,7 +52,20 @@ typedef struct {
   int code;                       /* dropout code */
 } MeterChannel;
 
+/* The calibration error, eps(t) in ppb. */
+typedef struct {
+  PLT_CalibParams p;
+  double t;                       /* time of the state below */
+  double lin_ppb, lin_t;          /* linear part: lin_ppb at lin_t, then the rate */
+  double steps_ppb;
+  PLT_Rng rng;                    /* walk on the grid k * PLT_WALK_STEP_S */
+  double sigma;                   /* ppb per grid step */
+  int64_t k;
+  double a, b;                    /* walk at grid points k and k + 1 */
+} Calib;
+
 struct PLT_Wavemeter {
+  Calib cal;
   MeterChannel *ch;
   int n;
   int next;                       /* index of the channel being read */
@@ -185,6 +204,35 @@ PLT_CreateLaser(const CNF_Laser *cfg, uint64_t seed)
   l->next_hop_t = exp_interval(&l->hop_rng, l->hop_rate);
   l->hop_start = l->hop_end = -HUGE_VAL;
   return l;
+}
+
+PLT_Laser *
+PLT_CreateReference(const char *name, int channel, double thz, double noise_mhz,
+                    double exposure_ms, uint64_t seed)
+{
+  CNF_Laser cfg;
+  PLT_Laser *l;
+
+  memset(&cfg, 0, sizeof cfg);
+  snprintf(cfg.name, sizeof cfg.name, "%s", name);
+  cfg.channel = channel;
+  cfg.setpoint_thz = thz;
+  /* no tuning, walk, sine (period 0), linear drift or spontaneous mode
+     hops; a hop on command has the default size and length */
+  cfg.sim.modehop_mhz = 8000.0;
+  cfg.sim.modehop_s = 3.0;
+  cfg.sim.noise_mhz = noise_mhz > 0.0 ? noise_mhz : 0.0;
+  cfg.sim.exposure_ms = exposure_ms;
+  l = PLT_CreateLaser(&cfg, seed);
+  if (l)
+    l->reference = 1;
+  return l;
+}
+
+int
+PLT_LaserIsReference(const PLT_Laser *laser)
+{
+  return laser->reference;
 }
 
 void
@@ -375,6 +423,7 @@ PLT_CreateWavemeter(PLT_Laser *const *lasers, int n, double switch_ms, uint64_t 
   }
   if (n > 1)
     qsort(wm->ch, (size_t)n, sizeof *wm->ch, cmp_channel);
+  PLT_SetCalibration(wm, NULL, seed);
   wm->next = 0;
   wm->next_t = n > 0 ? channel_time(wm, 0) : HUGE_VAL;
   return wm;
@@ -408,17 +457,105 @@ random_code(double u)
   return -1;
 }
 
+/* ---- calibration error ------------------------------------------------ */
+
+void
+PLT_SetCalibration(PLT_Wavemeter *wm, const PLT_CalibParams *p, uint64_t seed)
+{
+  Calib *c = &wm->cal;
+
+  memset(c, 0, sizeof *c);
+  if (p)
+    c->p = *p;
+  if (!isfinite(c->p.offset_ppb))
+    c->p.offset_ppb = 0.0;
+  if (!isfinite(c->p.rate_ppb_per_min))
+    c->p.rate_ppb_per_min = 0.0;
+  if (!(c->p.walk_ppb_rts > 0.0 && isfinite(c->p.walk_ppb_rts)))
+    c->p.walk_ppb_rts = 0.0;
+  PLT_RngSeed(&c->rng, PLT_MixSeed(seed, PLT_HashName(STREAM_CALIB_NAME)));
+  c->sigma = c->p.walk_ppb_rts * sqrt(PLT_WALK_STEP_S);
+  c->a = 0.0;
+  c->b = c->sigma > 0.0 ? c->sigma * PLT_RngGauss(&c->rng) : 0.0;
+}
+
+static void
+calib_advance(Calib *c, double t)
+{
+  int64_t k;
+
+  if (!(t > c->t))
+    return;
+  k = (int64_t)floor(t / PLT_WALK_STEP_S);
+  if (c->sigma == 0.0) {
+    if (k > c->k)
+      c->k = k;
+  } else {
+    while (c->k < k) {
+      c->k++;
+      c->a = c->b;
+      c->b += c->sigma * PLT_RngGauss(&c->rng);
+    }
+  }
+  c->t = t;
+}
+
+void
+PLT_GetCalibration(PLT_Wavemeter *wm, double t, PLT_CalibState *st)
+{
+  Calib *c = &wm->cal;
+
+  calib_advance(c, t);
+  t = c->t;
+  memset(st, 0, sizeof *st);
+  st->t = t;
+  st->offset_ppb = c->p.offset_ppb;
+  st->linear_ppb = c->lin_ppb + c->p.rate_ppb_per_min * (t - c->lin_t) / 60.0;
+  if (c->sigma != 0.0)
+    st->walk_ppb = c->a + (c->b - c->a) * (t - (double)c->k * PLT_WALK_STEP_S) /
+                   PLT_WALK_STEP_S;
+  st->steps_ppb = c->steps_ppb;
+  st->ppb = st->offset_ppb + st->linear_ppb + st->walk_ppb + st->steps_ppb;
+  st->rate_ppb_per_min = c->p.rate_ppb_per_min;
+  st->walk_ppb_rts = c->p.walk_ppb_rts;
+}
+
+void
+PLT_StepCalibration(PLT_Wavemeter *wm, double t, double ppb)
+{
+  calib_advance(&wm->cal, t);
+  if (isfinite(ppb))
+    wm->cal.steps_ppb += ppb;
+}
+
+void
+PLT_SetCalibrationRate(PLT_Wavemeter *wm, double t, double ppb_per_min)
+{
+  Calib *c = &wm->cal;
+
+  calib_advance(c, t);
+  if (!isfinite(ppb_per_min))
+    return;
+  c->lin_ppb += c->p.rate_ppb_per_min * (c->t - c->lin_t) / 60.0;
+  c->lin_t = c->t;
+  c->p.rate_ppb_per_min = ppb_per_min;
+}
+
+/* ---- readings ------------------------------------------------------------ */
+
 int
 PLT_TakeReading(PLT_Wavemeter *wm, PLT_Reading *r)
 {
   MeterChannel *c;
   PLT_Truth truth;
+  PLT_CalibState cal;
   double noise, u_err, u_code;
 
   if (wm->n <= 0)
     return -1;
   c = &wm->ch[wm->next];
   PLT_GetTruth(c->laser, wm->next_t, &truth);
+  PLT_GetCalibration(wm, wm->next_t, &cal);
 
   /* always the same draws, so the stream stays aligned whatever happens */
   noise = c->laser->p.noise_mhz * PLT_RngGauss(&c->rng);
@@ -430,13 +567,16 @@ PLT_TakeReading(PLT_Wavemeter *wm, PLT_Reading *r)
   r->laser = c->index;
   r->t = wm->next_t;
   r->true_thz = truth.true_thz;
+  r->calib_ppb = cal.ppb;
   if (wm->next_t < c->until) {
     r->value = c->code;
   } else if (u_err <= c->laser->p.error_rate) {
     r->value = random_code(u_code);
   } else {
+    /* f_true * (1 + eps) + noise; exactly the old sum when eps is 0 */
     r->noise_mhz = noise;
-    r->value = c->laser->setpoint_thz + (truth.error_mhz + noise) * 1e-6;
+    r->calib_mhz = cal.ppb != 0.0 ? PLT_PPB_TO_MHZ(cal.ppb, truth.true_thz) : 0.0;
+    r->value = c->laser->setpoint_thz + (truth.error_mhz + r->calib_mhz + noise) * 1e-6;
   }
 
   wm->next = (wm->next + 1) % wm->n;

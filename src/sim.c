@@ -176,29 +176,47 @@ make_actuators(void)
   return 0;
 }
 
+/* The lasers, then the reference lasers, and the wavemeter over them all. */
 static int
 make_plant(void)
 {
   const CNF_Config *cfg = SIM.cfg;
+  const CNF_Sim *sim = &cfg->sim;
+  PLT_CalibParams cal;
+  int n = cfg->n_lasers + sim->n_references;
 
-  SIM.lasers = calloc((size_t)cfg->n_lasers + 1, sizeof *SIM.lasers);
+  SIM.lasers = calloc((size_t)n + 1, sizeof *SIM.lasers);
   if (!SIM.lasers)
     return -1;
-  for (int i = 0; i < cfg->n_lasers; i++) {
-    SIM.lasers[i] = PLT_CreateLaser(&cfg->lasers[i], SIM.seed);
+  for (int i = 0; i < n; i++) {
+    if (i < cfg->n_lasers) {
+      SIM.lasers[i] = PLT_CreateLaser(&cfg->lasers[i], SIM.seed);
+    } else {
+      const CNF_SimReference *r = &sim->references[i - cfg->n_lasers];
+
+      SIM.lasers[i] = PLT_CreateReference(r->name, r->channel, r->thz, r->noise_mhz,
+                                          r->exposure_ms, SIM.seed);
+    }
     if (!SIM.lasers[i])
       return -1;
+    SIM.n_plant = i + 1;
   }
-  SIM.wm = PLT_CreateWavemeter(SIM.lasers, cfg->n_lasers, cfg->sim.switch_ms, SIM.seed);
-  return SIM.wm ? 0 : -1;
+  SIM.wm = PLT_CreateWavemeter(SIM.lasers, n, sim->switch_ms, SIM.seed);
+  if (!SIM.wm)
+    return -1;
+  cal.offset_ppb = sim->calib_offset_ppb;
+  cal.rate_ppb_per_min = sim->calib_drift_ppb_per_min;
+  cal.walk_ppb_rts = sim->calib_walk_ppb_rts;
+  PLT_SetCalibration(SIM.wm, &cal, SIM.seed);
+  return 0;
 }
 
 static void
 free_plant(void)
 {
   PLT_DestroyWavemeter(SIM.wm);
-  if (SIM.lasers && SIM.cfg)
-    for (int i = 0; i < SIM.cfg->n_lasers; i++)
+  if (SIM.lasers)
+    for (int i = 0; i < SIM.n_plant; i++)
       PLT_DestroyLaser(SIM.lasers[i]);
   free(SIM.lasers);
   free(SIM.acts);
@@ -365,8 +383,14 @@ main(int argc, char **argv)
     status = 1;
     goto out;
   }
-  log_info("wavelock-sim %s: %d lasers, %d actuators, seed %llu, speed %g", PACKAGE_VERSION,
-           SIM.cfg->n_lasers, SIM.n_acts, (unsigned long long)SIM.seed, SIM.speed);
+  log_info("wavelock-sim %s: %d lasers, %d reference lasers, %d actuators, seed %llu, speed %g",
+           PACKAGE_VERSION, SIM.cfg->n_lasers, SIM.cfg->sim.n_references, SIM.n_acts,
+           (unsigned long long)SIM.seed, SIM.speed);
+  if (SIM.cfg->sim.calib_offset_ppb != 0.0 || SIM.cfg->sim.calib_drift_ppb_per_min != 0.0 ||
+      SIM.cfg->sim.calib_walk_ppb_rts != 0.0)
+    log_info("wavemeter calibration error: %g ppb + %g ppb/min + walk %g ppb/sqrt(s)",
+             SIM.cfg->sim.calib_offset_ppb, SIM.cfg->sim.calib_drift_ppb_per_min,
+             SIM.cfg->sim.calib_walk_ppb_rts);
 
   if (event_base_dispatch(SIM.base) < 0) {
     log_error("event loop failed");

@@ -43,7 +43,9 @@ typedef struct {
   uint64_t seed;
   double speed;                  /* simulated seconds per real second */
   double t0;                     /* monotonic time of simulated t = 0 */
-  PLT_Laser **lasers;            /* one per cfg->lasers[i] */
+  PLT_Laser **lasers;            /* one per cfg->lasers[i], then one per
+                                    cfg->sim.references[i - cfg->n_lasers] */
+  int n_plant;                   /* lasers + reference lasers */
   PLT_Wavemeter *wm;
   SIM_Actuator *acts;
   int n_acts;

@@ -10,6 +10,7 @@
  *   dropout <channel|all> <seconds> [code]  error-code readings for a while
  *   outage <device|all> <silent|drop|refuse|off> [seconds]
  *   drift <laser> <mhz>                     step of the free-running frequency
+ *   calib [step <ppb> | rate <ppb/min>]     the wavemeter's calibration error
  *   writes [device]                         actuator write statistics
  *   info, help, ping, quit
  *
@@ -90,14 +91,15 @@ conn_free(CtlConn *c)
 
 /* ---- commands ----------------------------------------------------------------- */
 
+/* A laser or a reference laser (sim.references) by name: index into SIM.lasers. */
 static int
 find_laser(CtlConn *c, const char *name)
 {
-  int i = CNF_FindLaser(SIM.cfg, name);
-
-  if (i < 0)
-    reply(c, "ERR 404 unknown laser: %s", name);
-  return i;
+  for (int i = 0; i < SIM.n_plant; i++)
+    if (UTL_StrEqCase(PLT_LaserName(SIM.lasers[i]), name))
+      return i;
+  reply(c, "ERR 404 unknown laser: %s", name);
+  return -1;
 }
 
 static void
@@ -108,9 +110,10 @@ truth_line(CtlConn *c, int i, double now)
   PLT_GetTruth(SIM.lasers[i], now, &t);
   reply(c,
         "name=%s true_thz=%.9f error_mhz=%.6f piezo_v=%.6f current_v=%.6f mode_hop=%d "
-        "channel=%d drift_mhz=%.6f hop_mhz=%.3f hops=%lu time_s=%.3f",
-        SIM.cfg->lasers[i].name, t.true_thz, t.error_mhz, t.piezo_v, t.current_v, t.mode_hop,
-        SIM.cfg->lasers[i].channel, t.drift_mhz, t.hop_mhz, t.hops, t.t);
+        "channel=%d drift_mhz=%.6f hop_mhz=%.3f hops=%lu time_s=%.3f reference=%d",
+        PLT_LaserName(SIM.lasers[i]), t.true_thz, t.error_mhz, t.piezo_v, t.current_v,
+        t.mode_hop, PLT_LaserChannel(SIM.lasers[i]), t.drift_mhz, t.hop_mhz, t.hops, t.t,
+        PLT_LaserIsReference(SIM.lasers[i]));
 }
 
 static void
@@ -125,7 +128,7 @@ cmd_truth(CtlConn *c, int argc, char **argv)
       return;
     truth_line(c, i, now);
   } else {
-    for (int i = 0; i < SIM.cfg->n_lasers; i++)
+    for (int i = 0; i < SIM.n_plant; i++)
       truth_line(c, i, now);
   }
   reply(c, "OK");
@@ -145,7 +148,7 @@ cmd_hop(CtlConn *c, int argc, char **argv)
     return;
   }
   PLT_StartHop(SIM.lasers[i], SIM_Sync(), mhz);
-  log_info("%s: mode hop of %.1f MHz for %g s", SIM.cfg->lasers[i].name, mhz,
+  log_info("%s: mode hop of %.1f MHz for %g s", PLT_LaserName(SIM.lasers[i]), mhz,
            PLT_LaserParams(SIM.lasers[i])->modehop_s);
   reply(c, "OK");
 }
@@ -163,7 +166,61 @@ cmd_drift(CtlConn *c, int argc, char **argv)
     return;
   }
   PLT_StepDrift(SIM.lasers[i], SIM_Sync(), mhz);
-  log_info("%s: drift step of %.3f MHz", SIM.cfg->lasers[i].name, mhz);
+  log_info("%s: drift step of %.3f MHz", PLT_LaserName(SIM.lasers[i]), mhz);
+  reply(c, "OK");
+}
+
+/* The calibration error as eps and as MHz at 384 THz (about 780 nm). */
+#define CALIB_AT_THZ 384.0
+#define CALIB_MAX_PPB 1e5
+
+static void
+calib_line(CtlConn *c, double now)
+{
+  PLT_CalibState cs;
+
+  PLT_GetCalibration(SIM.wm, now, &cs);
+  reply(c,
+        "ppb=%.6f mhz_at_384thz=%.6f rate_ppb_per_min=%.6f rate_mhz_per_min_at_384thz=%.6f "
+        "walk_ppb_rts=%.6f offset_ppb=%.6f linear_ppb=%.6f walk_ppb=%.6f steps_ppb=%.6f "
+        "time_s=%.3f",
+        cs.ppb, PLT_PPB_TO_MHZ(cs.ppb, CALIB_AT_THZ), cs.rate_ppb_per_min,
+        PLT_PPB_TO_MHZ(cs.rate_ppb_per_min, CALIB_AT_THZ), cs.walk_ppb_rts, cs.offset_ppb,
+        cs.linear_ppb, cs.walk_ppb, cs.steps_ppb, cs.t);
+}
+
+/* calib: the calibration error now; calib step <ppb>: a step of it now;
+   calib rate <ppb/min>: its linear rate from now on. */
+static void
+cmd_calib(CtlConn *c, int argc, char **argv)
+{
+  double v;
+
+  if (argc == 1) {
+    calib_line(c, SIM_Sync());
+    reply(c, "OK");
+    return;
+  }
+  if (argc != 3 || (!UTL_StrEqCase(argv[1], "step") && !UTL_StrEqCase(argv[1], "rate"))) {
+    reply(c, "ERR 400 usage: calib [step <ppb> | rate <ppb_per_min>]");
+    return;
+  }
+  if (UTL_ParseDouble(argv[2], &v) < 0 || !(fabs(v) <= CALIB_MAX_PPB)) {
+    reply(c, "ERR 422 bad %s in ppb%s (want -%g..%g): %s",
+          UTL_StrEqCase(argv[1], "step") ? "step" : "rate",
+          UTL_StrEqCase(argv[1], "step") ? "" : " per minute", CALIB_MAX_PPB, CALIB_MAX_PPB,
+          argv[2]);
+    return;
+  }
+  if (UTL_StrEqCase(argv[1], "step")) {
+    PLT_StepCalibration(SIM.wm, SIM_Sync(), v);
+    log_info("wavemeter calibration: step of %g ppb (%.3f MHz at 384 THz)", v,
+             PLT_PPB_TO_MHZ(v, CALIB_AT_THZ));
+  } else {
+    PLT_SetCalibrationRate(SIM.wm, SIM_Sync(), v);
+    log_info("wavemeter calibration: drift of %g ppb/min (%.3f MHz/min at 384 THz)", v,
+             PLT_PPB_TO_MHZ(v, CALIB_AT_THZ));
+  }
   reply(c, "OK");
 }
 
@@ -294,9 +351,9 @@ cmd_info(CtlConn *c, int argc, char **argv)
 {
   double now = SIM_Sync();
 
-  reply(c, "version=%s seed=%llu speed=%g time_s=%.3f lasers=%d readings=%lu stream_clients=%d",
-        PACKAGE_VERSION, (unsigned long long)SIM.seed, SIM.speed, now,
-        SIM.cfg->n_lasers, SIM.readings, SIM_StreamClients());
+  reply(c, "version=%s seed=%llu speed=%g time_s=%.3f lasers=%d references=%d readings=%lu "
+        "stream_clients=%d", PACKAGE_VERSION, (unsigned long long)SIM.seed, SIM.speed, now,
+        SIM.cfg->n_lasers, SIM.cfg->sim.n_references, SIM.readings, SIM_StreamClients());
   for (int i = 0; i < SIM.cfg->n_devices; i++)
     reply(c, "device=%s url=%s unit=%d outage=%s", SIM.cfg->devices[i].name,
           SIM.cfg->devices[i].url, SIM.cfg->devices[i].unit,
@@ -320,7 +377,8 @@ cmd_quit(CtlConn *c, int argc, char **argv)
 static void cmd_help(CtlConn *c, int argc, char **argv);
 
 static const CtlCommand commands[] = {
-  { "truth", 0, 1, "truth [laser|all]", "true frequency, error and outputs of the lasers",
+  { "truth", 0, 1, "truth [laser|all]",
+    "true frequency, error and outputs of the lasers and reference lasers",
     cmd_truth },
   { "hop", 1, 2, "hop <laser> [mhz]", "start a mode hop now (default size sim.modehop_mhz)",
     cmd_hop },
@@ -330,6 +388,9 @@ static const CtlCommand commands[] = {
     "the device's server stops answering, drops or refuses connections for a while",
     cmd_outage },
   { "drift", 2, 2, "drift <laser> <mhz>", "step the free-running frequency", cmd_drift },
+  { "calib", 0, 2, "calib [step <ppb> | rate <ppb_per_min>]",
+    "the wavemeter's calibration error (common to every channel); step it, set its rate",
+    cmd_calib },
   { "writes", 0, 1, "writes [device]", "per actuator: writes, min/max volts, limit violations",
     cmd_writes },
   { "limits", 2, 3, "limits <laser>.<piezo|current> <lo> <hi> | reset",

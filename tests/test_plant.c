@@ -541,6 +541,237 @@ test_dropout(void **state)
   PLT_DestroyWavemeter(wb);
 }
 
+/* ---- calibration error and reference lasers ---------------------------- */
+
+/* Without calibration parameters the wavemeter is perfect: eps is 0 and the
+   readings are the true frequency plus the noise, as before. */
+static void
+test_calib_default_perfect(void **state)
+{
+  PLT_Laser *l[3];
+  PLT_Wavemeter *wm;
+  PLT_CalibState cs;
+  PLT_Reading r;
+
+  (void)state;
+  make_three(l, 5);
+  wm = PLT_CreateWavemeter(l, 3, 1.0, 5);
+  for (int i = 0; i < 3000; i++) {
+    assert_int_equal(PLT_TakeReading(wm, &r), 0);
+    assert_true(r.calib_ppb == 0.0 && r.calib_mhz == 0.0);
+    if (r.value > 0.0)
+      assert_near((r.value - r.true_thz) * 1e6, r.noise_mhz, 1e-3);
+  }
+  PLT_GetCalibration(wm, 1e4, &cs);
+  assert_true(cs.ppb == 0.0 && cs.walk_ppb == 0.0 && cs.linear_ppb == 0.0);
+  PLT_DestroyWavemeter(wm);
+  for (int i = 0; i < 3; i++)
+    PLT_DestroyLaser(l[i]);
+}
+
+/* Offset plus linear rate: exact at any time; a rate change keeps eps
+   continuous; a step moves it at once by exactly the step. */
+static void
+test_calib_linear_and_step(void **state)
+{
+  PLT_Laser *l = PLT_CreateReference("ref", 8, 384.2304844, 0.0, 10.0, 3);
+  PLT_Wavemeter *wm = PLT_CreateWavemeter(&l, 1, 1.0, 3);
+  PLT_CalibParams p = { .offset_ppb = 5.0, .rate_ppb_per_min = 40.0 / 0.384, .walk_ppb_rts = 0.0 };
+  PLT_CalibState cs;
+  double at30, at60;
+
+  (void)state;
+  PLT_SetCalibration(wm, &p, 3);
+  PLT_GetCalibration(wm, 0.0, &cs);
+  assert_near(cs.ppb, 5.0, 1e-12);
+  PLT_GetCalibration(wm, 30.0, &cs);
+  at30 = cs.ppb;
+  assert_near(cs.ppb, 5.0 + p.rate_ppb_per_min * 0.5, 1e-9);
+  assert_near(cs.linear_ppb, p.rate_ppb_per_min * 0.5, 1e-9);
+  PLT_GetCalibration(wm, 60.0, &cs);
+  at60 = cs.ppb;
+  /* 40 MHz per minute at 384 THz */
+  assert_near(PLT_PPB_TO_MHZ(at60 - 5.0, 384.0), 40.0, 1e-9);
+  assert_near(at60 - at30, p.rate_ppb_per_min * 0.5, 1e-9);
+
+  /* an earlier time is evaluated at the latest */
+  PLT_GetCalibration(wm, 10.0, &cs);
+  assert_near(cs.t, 60.0, 0.0);
+  assert_near(cs.ppb, at60, 0.0);
+
+  PLT_StepCalibration(wm, 60.0, -12.5);
+  PLT_GetCalibration(wm, 60.0, &cs);
+  assert_near(cs.ppb, at60 - 12.5, 1e-9);
+  assert_near(cs.steps_ppb, -12.5, 0.0);
+
+  PLT_SetCalibrationRate(wm, 60.0, -20.0);
+  PLT_GetCalibration(wm, 60.0, &cs);
+  assert_near(cs.ppb, at60 - 12.5, 1e-9);          /* continuous */
+  assert_near(cs.rate_ppb_per_min, -20.0, 0.0);
+  PLT_GetCalibration(wm, 90.0, &cs);
+  assert_near(cs.ppb, at60 - 12.5 - 10.0, 1e-9);
+  PLT_SetCalibrationRate(wm, 90.0, NAN);            /* ignored */
+  PLT_StepCalibration(wm, 90.0, INFINITY);          /* ignored */
+  PLT_GetCalibration(wm, 120.0, &cs);
+  assert_near(cs.ppb, at60 - 12.5 - 20.0, 1e-9);
+  PLT_DestroyWavemeter(wm);
+  PLT_DestroyLaser(l);
+}
+
+/* Every channel reads f_true * (1 + eps): the same relative error on lasers
+   at different frequencies, a reference laser included. */
+static void
+test_calib_common_relative_error(void **state)
+{
+  CNF_Laser cfg[2] = { quiet_laser("red", 1), quiet_laser("blue", 3) };
+  PLT_Laser *l[3];
+  PLT_Wavemeter *wm;
+  PLT_CalibParams p = { .offset_ppb = -30.0, .rate_ppb_per_min = 600.0, .walk_ppb_rts = 0.5 };
+  PLT_Reading r;
+  double worst = 0.0;
+  int seen[3] = { 0, 0, 0 };
+
+  (void)state;
+  cfg[0].setpoint_thz = 351.7251;
+  cfg[1].setpoint_thz = 751.5;
+  cfg[0].sim.walk_mhz_rts = 2.0;     /* the true frequencies move too */
+  cfg[1].sim.linear_mhz_per_h = 500.0;
+  l[0] = PLT_CreateLaser(&cfg[0], 21);
+  l[1] = PLT_CreateLaser(&cfg[1], 21);
+  l[2] = PLT_CreateReference("ref", 8, 384.2304844, 0.0, 10.0, 21);
+  assert_non_null(l[2]);
+  assert_true(PLT_LaserIsReference(l[2]) && !PLT_LaserIsReference(l[0]));
+  wm = PLT_CreateWavemeter(l, 3, 1.0, 21);
+  PLT_SetCalibration(wm, &p, 21);
+  for (int i = 0; i < 30000; i++) {      /* 330 s */
+    double rel;
+
+    assert_int_equal(PLT_TakeReading(wm, &r), 0);
+    assert_true(r.value > 0.0);
+    seen[r.laser]++;
+    /* no noise configured: value / true - 1 is eps exactly (to rounding) */
+    rel = (r.value - r.true_thz) / r.true_thz * 1e9;
+    worst = fmax(worst, fabs(rel - r.calib_ppb));
+    assert_near(r.calib_mhz, r.calib_ppb * r.true_thz * 1e-3, 1e-9);
+    if (r.laser == 2)
+      assert_near(r.true_thz, 384.2304844, 0.0);
+  }
+  print_message("# relative error vs eps: worst %.3g ppb, eps at the end %.3f ppb\n", worst,
+                r.calib_ppb);
+  assert_true(worst < 1e-6);
+  assert_true(seen[0] == 10000 && seen[1] == 10000 && seen[2] == 10000);
+  /* linear dominates after 330 s: -30 + 3300 ppb plus a walk of ~9 ppb rms */
+  assert_true(fabs(r.calib_ppb - (-30.0 + 600.0 * r.t / 60.0)) < 60.0);
+  PLT_DestroyWavemeter(wm);
+  for (int i = 0; i < 3; i++)
+    PLT_DestroyLaser(l[i]);
+}
+
+/* The walk: variance walk^2 * t across seeds, increments of the right size
+   along one run, replayable, independent of how often it is looked at. */
+static void
+test_calib_walk(void **state)
+{
+  const int nseeds = 1000;
+  const double walk = 2.0, t1 = 10.0;
+  PLT_CalibParams p = { .walk_ppb_rts = walk };
+  PLT_Laser *l = PLT_CreateReference("ref", 8, 384.2304844, 0.0, 10.0, 1);
+  PLT_CalibState cs;
+  double s = 0.0, q = 0.0, prev, inc2 = 0.0, fine, coarse;
+  int n_inc = 0;
+
+  (void)state;
+  for (int seed = 0; seed < nseeds; seed++) {
+    PLT_Wavemeter *wm = PLT_CreateWavemeter(&l, 1, 1.0, (uint64_t)seed);
+
+    PLT_SetCalibration(wm, &p, (uint64_t)seed);
+    PLT_GetCalibration(wm, t1, &cs);
+    assert_near(cs.ppb, cs.walk_ppb, 0.0);
+    s += cs.ppb;
+    q += cs.ppb * cs.ppb;
+    PLT_DestroyWavemeter(wm);
+  }
+  double v = q / nseeds - (s / nseeds) * (s / nseeds);
+
+  print_message("# calibration walk variance at %g s: %.2f ppb^2 (want %.2f)\n", t1, v,
+                walk * walk * t1);
+  assert_true(fabs(v / (walk * walk * t1) - 1.0) < 0.2);
+  assert_true(fabs(s / nseeds) < 5.0 * walk * sqrt(t1) / sqrt(nseeds));
+
+  /* one hour of one run: 1 s increments have variance walk^2 */
+  {
+    PLT_Wavemeter *wm = PLT_CreateWavemeter(&l, 1, 1.0, 77);
+
+    PLT_SetCalibration(wm, &p, 77);
+    PLT_GetCalibration(wm, 0.0, &cs);
+    prev = cs.ppb;
+    for (int i = 1; i <= 3600; i++) {
+      PLT_GetCalibration(wm, (double)i, &cs);
+      inc2 += (cs.ppb - prev) * (cs.ppb - prev);
+      prev = cs.ppb;
+      n_inc++;
+    }
+    coarse = cs.ppb;
+    print_message("# 1 s increments: rms %.3f ppb (want %.3f)\n", sqrt(inc2 / n_inc), walk);
+    assert_true(fabs(inc2 / n_inc / (walk * walk) - 1.0) < 0.1);
+    PLT_DestroyWavemeter(wm);
+
+    /* the same seed looked at every 7 ms instead: the same value at 3600 s */
+    wm = PLT_CreateWavemeter(&l, 1, 1.0, 77);
+    PLT_SetCalibration(wm, &p, 77);
+    for (double t = 0.0; t < 3600.0; t += 0.007)
+      PLT_GetCalibration(wm, t, &cs);
+    PLT_GetCalibration(wm, 3600.0, &cs);
+    fine = cs.ppb;
+    assert_near(fine, coarse, 1e-9);
+    PLT_DestroyWavemeter(wm);
+
+    /* another seed: another walk */
+    wm = PLT_CreateWavemeter(&l, 1, 1.0, 78);
+    PLT_SetCalibration(wm, &p, 78);
+    PLT_GetCalibration(wm, 3600.0, &cs);
+    assert_true(fabs(cs.ppb - coarse) > 1e-6);
+    PLT_DestroyWavemeter(wm);
+  }
+  PLT_DestroyLaser(l);
+}
+
+/* A reference laser: fixed frequency for ever, whatever is commanded. */
+static void
+test_reference_laser(void **state)
+{
+  PLT_Laser *l = PLT_CreateReference("ref", 8, 384.2304844, 2.0, 25.0, 9);
+  PLT_Wavemeter *wm;
+  PLT_Truth t;
+  PLT_Reading r;
+  double sum2 = 0.0;
+
+  (void)state;
+  assert_string_equal(PLT_LaserName(l), "ref");
+  assert_int_equal(PLT_LaserChannel(l), 8);
+  PLT_SetPiezo(l, 1.0, 9.0);
+  PLT_SetCurrent(l, 2.0, 3.0);
+  for (int i = 0; i <= 100; i++) {
+    PLT_GetTruth(l, 36.0 * 3600.0 * i / 100.0, &t);
+    assert_near(t.true_thz, 384.2304844, 0.0);
+    assert_near(t.error_mhz, 0.0, 0.0);
+    assert_int_equal(t.mode_hop, 0);
+  }
+  PLT_DestroyLaser(l);
+
+  l = PLT_CreateReference("ref", 8, 384.2304844, 2.0, 25.0, 9);
+  wm = PLT_CreateWavemeter(&l, 1, 1.0, 9);
+  for (int i = 0; i < 4000; i++) {
+    assert_int_equal(PLT_TakeReading(wm, &r), 0);
+    assert_int_equal(r.channel, 8);
+    assert_near(r.t, 0.026 * (i + 1), 1e-9);
+    sum2 += r.noise_mhz * r.noise_mhz;
+  }
+  assert_true(fabs(sqrt(sum2 / 4000) / 2.0 - 1.0) < 0.05);
+  PLT_DestroyWavemeter(wm);
+  PLT_DestroyLaser(l);
+}
+
 int
 main(void)
 {
@@ -556,6 +787,11 @@ main(void)
     cmocka_unit_test(test_error_rate),
     cmocka_unit_test(test_channel_cycle),
     cmocka_unit_test(test_dropout),
+    cmocka_unit_test(test_calib_default_perfect),
+    cmocka_unit_test(test_calib_linear_and_step),
+    cmocka_unit_test(test_calib_common_relative_error),
+    cmocka_unit_test(test_calib_walk),
+    cmocka_unit_test(test_reference_laser),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

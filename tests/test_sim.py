@@ -197,6 +197,43 @@ def dump(cfg, seed, n):
     return r.returncode, r.stdout.splitlines()
 
 
+# ---- calibration drift of the wavemeter, reference lasers ----------------------
+
+REF_THZ = 384.2304844
+RATE_PPB = 40.0 / 0.384          # 40 MHz/min at 384 THz, in ppb/min
+
+
+def calib_config(env, name, calib="", refs=None, noise=0.0):
+    """Lasers a, b, c (quiet, no noise, at their setpoints) and reference
+    laser ref on channel 8; calib: extra keys of the sim group."""
+    p = {k: env.free_port() for k in ("ao1", "stream", "control")}
+    quiet = dict(QUIET, noise_mhz=noise)
+    lasers = [laser_conf("a", 1, SP["a"], reg=0, sim=quiet),
+              laser_conf("b", 2, SP["b"], reg=1, sim=quiet),
+              laser_conf("c", 3, SP["c"], reg=2, sim=quiet)]
+    if refs is None:
+        refs = ('references = ( { name = "ref"; channel = 8; frequency = "%.7f THz"; '
+                'noise_mhz = %r; exposure_ms = 10.0; } );' % (REF_THZ, noise))
+    sim = 'sim = { seed = 3; control = "127.0.0.1:%d"; %s %s };\n' % (p["control"], calib, refs)
+    text = lab_conf(lasers, [("ao1", p["ao1"])], p["stream"], top_extra=sim)
+    return env.write(name, text), p
+
+
+CAL_TRUE = {1: SP["a"], 2: SP["b"], 3: SP["c"], 8: REF_THZ}
+
+
+def rel_ppb(ch, value):
+    """Relative error of a reading against the channel's true frequency, ppb."""
+    return (value / CAL_TRUE[ch] - 1.0) * 1e9
+
+
+def sim_config_error(text, name):
+    path = env.write(name, text)
+    r = subprocess.run([prog("wavelock-sim"), "-c", path, "--dump", "1"], capture_output=True,
+                       text=True, timeout=10)
+    return r.returncode, r.stderr.strip()
+
+
 with Env() as env:
     # ---- options and config errors --------------------------------------------
     r = subprocess.run([prog("wavelock-sim"), "-V"], capture_output=True, text=True, timeout=10)
@@ -233,6 +270,166 @@ with Env() as env:
     tap.ok(d1 == d2, "same seed: identical readings")
     same = sum(1 for x, y in zip(d1, d3) if x == y)
     tap.ok(rc3 == 0 and same < 10, "another seed: different readings (%d equal)" % same)
+
+
+    # ---- calibration drift and reference lasers -----------------------------------
+    # defaults: no calibration error, a reference reads its frequency exactly
+    cfg0, p0 = calib_config(env, "cal0.conf")
+    rc, d0 = dump(cfg0, 3, 5460)          # 60 s: 4 channels of 11 ms
+    r0 = [parse(l) for l in d0]
+    tap.ok(rc == 0 and r0[-1][2] >= 60000 and
+           sorted(set(ch for ch, _, _ in r0)) == [1, 2, 3, 8] and
+           all(v == CAL_TRUE[ch] for ch, v, _ in r0),
+           "defaults: over 60 s every channel, the reference on 8 included, reads its true "
+           "frequency exactly (no calibration drift)", d0[:8])
+    cfg0z, _ = calib_config(env, "cal0z.conf", "calibration_offset_ppb = 0.0; "
+                            "calibration_drift_ppb_per_min = 0.0; calibration_walk_ppb_rts = 0.0;")
+    tap.eq(dump(cfg0z, 3, 2000)[1], d0[:2000], "calibration keys set to 0: the same readings")
+
+    # the replay of a drifting wavemeter: the exact linear error on every channel
+    cal = "calibration_drift_ppb_per_min = %r;" % RATE_PPB
+    cfg1c, p1 = calib_config(env, "cal1.conf", cal)
+    rc, dc1 = dump(cfg1c, 3, 5460)
+    r1 = [parse(l) for l in dc1]
+    worst = max(abs(rel_ppb(ch, v) - RATE_PPB * ms / 60000.0) for ch, v, ms in r1)
+    ref1 = [(v, ms) for ch, v, ms in r1 if ch == 8]
+    moved = (ref1[-1][0] - ref1[0][0]) * 1e6
+    # 40 MHz/min at 384 THz is 104.17 ppb/min: 40.024 MHz/min at the reference's 384.23 THz
+    want = RATE_PPB * 1e-9 * REF_THZ * 1e6 * (ref1[-1][1] - ref1[0][1]) / 60000.0
+    tap.ok(rc == 0 and worst < 0.01,
+           "--dump, 40 MHz/min: every channel reads f_true * (1 + rate * t) "
+           "(worst deviation %.4f ppb)" % worst)
+    tap.ok(abs(moved - want) < 0.003,
+           "--dump: the reference's reading moves %.3f MHz in %.3f s (want %.3f)"
+           % (moved, (ref1[-1][1] - ref1[0][1]) / 1000.0, want))
+    walk = "calibration_walk_ppb_rts = 2.0; calibration_offset_ppb = 25.0;"
+    cfgw, _ = calib_config(env, "calw.conf", walk)
+    rw1, rw2, rw3 = dump(cfgw, 3, 3000)[1], dump(cfgw, 3, 3000)[1], dump(cfgw, 4, 3000)[1]
+    tap.ok(rw1 == rw2 and rw1 != rw3, "a calibration walk replays with its seed, not another's")
+    e_w = [rel_ppb(*parse(l)[:2]) for l in rw1]
+    tap.ok(abs(e_w[0] - 25.0) < 2.0 and max(abs(x - y) for x, y in zip(e_w, e_w[1:])) < 2.0,
+           "the walk starts at calibration_offset_ppb and is continuous across channels "
+           "(%.2f ppb at the start, %.2f at the end)" % (e_w[0], e_w[-1]))
+
+    # the live simulator, ten times faster than real time
+    simc = env.start_sim(cfg1c, extra=["--speed", "10"])
+    cc = connect_control(p1["control"], simc)
+    cl = kv(cc.cmd("calib")[0])
+    tap.ok(abs(float(cl["rate_ppb_per_min"]) - RATE_PPB) < 1e-4 and
+           abs(float(cl["rate_mhz_per_min_at_384thz"]) - 40.0) < 1e-4 and
+           abs(float(cl["ppb"]) - RATE_PPB * float(cl["time_s"]) / 60.0) < 0.01 and
+           abs(float(cl["mhz_at_384thz"]) - float(cl["ppb"]) * 0.384) < 1e-4,
+           "calib: the error now and the rate, in ppb and MHz at 384 THz", cl)
+    tr = truth(cc, "ref")
+    tap.ok(tr["reference"] == "1" and tr["channel"] == "8" and
+           float(tr["true_thz"]) == REF_THZ and float(tr["error_mhz"]) == 0.0,
+           "truth ref: a reference laser at its fixed frequency on channel 8", tr)
+    tap.ok(len(cc.cmd("truth")) == 5 and truth(cc, "a")["reference"] == "0",
+           "truth lists the lasers and the reference")
+    stc = Stream(p1["stream"])
+    t0 = float(cl["time_s"]) * 1000.0
+    live = [parse(l) for l in stc.window(t0 + 100, t0 + 8100, timeout=20)]
+    worst = max(abs(rel_ppb(ch, v) - RATE_PPB * ms / 60000.0) for ch, v, ms in live)
+    tap.ok(len(live) > 500 and set(ch for ch, _, _ in live) == {1, 2, 3, 8} and worst < 0.01,
+           "live stream: every channel carries the same relative error rate * t "
+           "(%d readings, worst %.4f ppb)" % (len(live), worst))
+    refl = [(v, ms) for ch, v, ms in live if ch == 8]
+    moved = (refl[-1][0] - refl[0][0]) * 1e6
+    want = RATE_PPB * 1e-9 * REF_THZ * 1e6 * (refl[-1][1] - refl[0][1]) / 60000.0
+    tap.ok(abs(moved - want) < 0.003 and moved > 4.0,
+           "live: the reference's reading moves %.3f MHz over %.1f s of simulated time "
+           "(want %.3f)" % (moved, (refl[-1][1] - refl[0][1]) / 1000.0, want))
+
+    # a step of the calibration moves every channel at once
+    b0 = sim_ms(cc)
+    tap.eq(cc.cmd("calib step 100"), ["OK"], "calib step 100")
+    b1 = sim_ms(cc)
+    cl = kv(cc.cmd("calib")[0])
+    tap.ok(abs(float(cl["steps_ppb"]) - 100.0) < 1e-9 and
+           abs(float(cl["ppb"]) - 100.0 - RATE_PPB * float(cl["time_s"]) / 60.0) < 0.01,
+           "calib shows the step", cl)
+    around = [parse(l) for l in stc.window(b0 - 1000, b1 + 1000, timeout=20)]
+    before = [(ch, rel_ppb(ch, v) - RATE_PPB * ms / 60000.0) for ch, v, ms in around if ms <= b0]
+    after = [(ch, rel_ppb(ch, v) - RATE_PPB * ms / 60000.0) for ch, v, ms in around if ms > b1]
+    tap.ok(before and after and all(abs(x) < 0.01 for _, x in before) and
+           set(ch for ch, _ in after) == {1, 2, 3, 8} and
+           all(abs(x - 100.0) < 0.01 for _, x in after),
+           "the step shows on every channel at once: +100 ppb relative, %s MHz"
+           % ", ".join("%d: %.3f" % (ch, 100e-9 * CAL_TRUE[ch] * 1e6) for ch in (1, 2, 3, 8)),
+           (before[-4:], after[:4]))
+
+    # the rate changes at run time, the error stays continuous
+    tap.eq(cc.cmd("calib rate 0"), ["OK"], "calib rate 0")
+    e1 = kv(cc.cmd("calib")[0])
+    time.sleep(0.3)
+    e2 = kv(cc.cmd("calib")[0])
+    tap.ok(float(e1["rate_ppb_per_min"]) == 0.0 and float(e1["ppb"]) == float(e2["ppb"]) and
+           float(e2["time_s"]) > float(e1["time_s"]) + 2.0,
+           "rate 0: the error stays at %.3f ppb" % float(e2["ppb"]), (e1, e2))
+    m = sim_ms(cc)
+    later = [parse(l) for l in stc.window(m + 100, m + 1100, timeout=10)]
+    tap.ok(later and all(abs(rel_ppb(ch, v) - float(e2["ppb"])) < 0.01 for ch, v, _ in later),
+           "and every channel reads with that constant error", later[:4])
+    tap.eq(cc.cmd("calib rate -52.08333333"), ["OK"], "calib rate -52.08333333 (-20 MHz/min)")
+    tap.ok(abs(float(kv(cc.cmd("calib")[0])["rate_mhz_per_min_at_384thz"]) + 20.0) < 1e-6,
+           "calib shows -20 MHz/min at 384 THz")
+
+    # the reference can still be made to jump (a reference laser that unlocked)
+    tap.eq(cc.cmd("drift ref 200"), ["OK"], "drift ref 200")
+    tr = truth(cc, "ref")
+    tap.ok(abs(float(tr["error_mhz"]) - 200.0) < 1e-6, "the reference's true frequency jumped", tr)
+    tap.eq(cc.cmd("hop ref 5000"), ["OK"], "hop ref 5000")
+    tr = truth(cc, "ref")
+    tap.ok(tr["mode_hop"] == "1" and abs(float(tr["error_mhz"]) - 5200.0) < 1e-6,
+           "a reference laser can be made to hop", tr)
+
+    tap.ok(cc.cmd("calib step lots")[-1].startswith("ERR 422"), "calib step lots: 422")
+    tap.ok(cc.cmd("calib step 1e6")[-1].startswith("ERR 422"), "calib step beyond 1e5 ppb: 422")
+    tap.ok(cc.cmd("calib rate nan")[-1].startswith("ERR 422"), "calib rate nan: 422")
+    tap.ok(cc.cmd("calib rate")[-1].startswith("ERR 400"), "calib rate without a value: 400")
+    tap.ok(cc.cmd("calib reset 1")[-1].startswith("ERR 400"), "calib reset: 400")
+    hl = cc.cmd("help")
+    tap.ok(any(l.startswith("calib [step <ppb> | rate <ppb_per_min>]") for l in hl),
+           "help lists calib", hl)
+    info = kv(cc.cmd("info")[0])
+    tap.ok(info.get("references") == "1" and info.get("lasers") == "3", "info counts the reference",
+           info)
+    stc.close()
+    cc.close()
+    out = simc.output()
+    tap.eq(simc.stop(), 0, "stops cleanly")
+    tap.ok("calibration error: 0 ppb + 104.167 ppb/min" in out and "runtime error" not in out,
+           "the calibration drift is logged at start", out[-1500:])
+
+    # config errors: exit 78 with file:line
+    base = open(cfg0).read()
+    ref_line = [i + 1 for i, l in enumerate(base.splitlines()) if "references" in l][0]
+    bad = [
+        ('channel = 8;', 'channel = 2;', "sim.references.[0].channel: channel 2 is already used "
+         'by laser "b"'),
+        ('name = "ref";', 'name = "C";', 'sim.references.[0].name: the name of laser "c"'),
+        ('frequency = "384.2304844 THz";', 'frequency = "384.2 furlongs";',
+         "sim.references.[0].frequency"),
+        ('frequency = "384.2304844 THz";', '', "sim.references.[0].frequency: missing"),
+        ('noise_mhz = 0.0;', 'noise_mhz = -1.0;', "sim.references.[0].noise_mhz: must be"),
+        ('exposure_ms = 10.0;', 'exposure_ms = 0.0;', "sim.references.[0].exposure_ms: must be"),
+        ('exposure_ms = 10.0;', 'exposure = 10.0;', "sim.references.[0].exposure"),
+        ('references = (', 'calibration_drift_ppb_per_min = 2e5; references = (',
+         "sim.calibration_drift_ppb_per_min: must be between"),
+        ('references = (', 'calibration_walk_ppb_rts = -1.0; references = (',
+         "sim.calibration_walk_ppb_rts: must be"),
+        ('references = (', 'calibration_offset_ppb = "x"; references = (',
+         "sim.calibration_offset_ppb"),
+        ('} );', '}, { name = "ref2"; channel = 8; frequency = 351.0; } );',
+         'channel 8 is already used by reference "ref"'),
+        ('} );', '}, { name = "REF"; channel = 9; frequency = 351.0; } );',
+         'duplicate reference name'),
+    ]
+    for i, (old, new, msg) in enumerate(bad):
+        assert old in base, old
+        rc, err = sim_config_error(base.replace(old, new, 1), "calbad%d.conf" % i)
+        tap.ok(rc == 78 and ("calbad%d.conf:%d: " % (i, ref_line)) in err and msg in err,
+               "config error: %s" % msg, err)
 
     # ---- the live simulator -----------------------------------------------------
     sim = env.start_sim(cfg1, extra=["--seed", "7"])
