@@ -32,9 +32,10 @@ from wltest import BUILDDIR, SRCDIR, kv, prog, wait_until
 PYTHON3 = "/usr/bin/python3"
 
 
-def fake_wlmdata_path(nofreq=False):
-    """Path of the libwlmData.so double (or its variant without GetFrequencyNum)."""
-    name = "fake_wlmdata_nofreq.so" if nofreq else "fake_wlmdata.so"
+def fake_wlmdata_path(nofreq=False, plain=False):
+    """Path of the libwlmData.so double (or its variant without GetFrequencyNum);
+    plain: built without sanitizers, for a process that is not instrumented."""
+    name = "fake_wlmdata%s%s.so" % ("_nofreq" if nofreq else "", "_plain" if plain else "")
     return os.path.join(BUILDDIR, "tests", ".libs", name)
 
 

@@ -46,7 +46,7 @@ class Bridge:
     def __init__(self, env, args, settings, port=0, lib=None):
         Bridge.n += 1
         self.portfile = env.path("bridge.%d.port" % Bridge.n)
-        argv = [PYTHON3, BRIDGE, "--library", lib or fake_wlmdata_path(),
+        argv = [PYTHON3, BRIDGE, "--library", lib or fake_wlmdata_path(plain=True),
                 "--listen", "127.0.0.1:%d" % port, "--port-file", self.portfile] + list(args)
         os.environ["FAKE_WLM_SETTINGS"] = settings
         self.p = env.start("bridge", argv)
@@ -236,7 +236,7 @@ def daemon_conf(env, l, pm_port, bridge_port):
 
 
 def test_closed_loop(env):
-    lib = fake_wlmdata_path()
+    lib = fake_wlmdata_path(plain=True)
     if not os.path.exists(lib):
         tap.bail("%s is not built (make check builds it)" % lib)
     os.environ["FAKE_WLM_LOG"] = env.path("wlm.events")
@@ -541,7 +541,7 @@ def test_failures(env):
                            timeout=30, env=e, cwd=env.dir)
         return p.returncode, p.stdout, p.stderr
 
-    rc, out, err = run(["--check", "--library", fake_wlmdata_path()],
+    rc, out, err = run(["--check", "--library", fake_wlmdata_path(plain=True)],
                        "channels=1,2 nm1=780 err2=-3")
     tap.ok(rc == 0 and "channels=2" in out and "channel=1 value=%.9f" % (C_NM_THZ / 780) in out
            and "channel=2 value=-3" in out,
@@ -549,13 +549,13 @@ def test_failures(env):
     rc, out, err = run(["--library", "/nonexistent/libwlmData.so"])
     tap.ok(rc == 1 and "cannot load /nonexistent/libwlmData.so" in err,
            "a missing library: exit 1, named", err)
-    rc, out, err = run(["--mode", "poll", "--library", fake_wlmdata_path(nofreq=True)])
+    rc, out, err = run(["--mode", "poll", "--library", fake_wlmdata_path(nofreq=True, plain=True)])
     tap.ok(rc == 1 and "no symbol 'GetFrequencyNum'" in err,
            "--mode poll on a library without GetFrequencyNum: exit 1, named", err)
     hold = socket.socket()
     hold.bind(("127.0.0.1", 0))
     hold.listen(1)
-    rc, out, err = run(["--library", fake_wlmdata_path(),
+    rc, out, err = run(["--library", fake_wlmdata_path(plain=True),
                         "--listen", "127.0.0.1:%d" % hold.getsockname()[1]])
     hold.close()
     tap.ok(rc == 1 and "cannot listen on 127.0.0.1:" in err, "a port in use: exit 1", err)
