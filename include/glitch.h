@@ -7,7 +7,9 @@
  * one reading late); otherwise the held one is dropped and counted, and the
  * new reading is judged against the reference in its turn.  Without a
  * reference (the first reading, or after GLT_Reset) a reading is held until
- * the next one confirms it, so that no single reading is ever used unchecked.
+ * the next one confirms it, so that no single reading is ever used unchecked,
+ * unless the caller gave an expected value (GLT_Expect: the setpoint, where
+ * a laser should be) that the reading agrees with.
  * Invalid readings (wavemeter error codes) always go on at once and leave a
  * held reading waiting for the next valid one.  A limit <= 0 turns the filter
  * off: every reading goes on (a held one first).
@@ -37,6 +39,10 @@ void GLT_Init(GLT_Filter *f);
 /* Forget the reference and any held reading (the channel changed); the
    count stays. */
 void GLT_Reset(GLT_Filter *f);
+
+/* Without a reference, take expect_mhz for one (the next reading within
+   the limit of it goes on at once); with one, nothing changes. */
+void GLT_Expect(GLT_Filter *f, double expect_mhz);
 
 /* A reading: valid = 0 for an error code (freq_mhz then unused).  Returns
    GLT_* bits; GLT_USE and GLT_HOLD never come together, nor do

@@ -67,10 +67,10 @@ status_line(SRV_Conn *c, const CTL_Laser *l)
   if (l->current_dev)
     snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
            l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
-           LSR_RailName(l->rail.railed, railed, sizeof railed));
+           LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches);
 }
 
 /* ---- commands ---------------------------------------------------------------- */
@@ -260,6 +260,7 @@ static const Param params[] = {
   { "window_mhz", P_DOUBLE, LO(cfg.window_mhz), FO(window_mhz), 1e-6, 1e7, 0, 0, 0 },
   { "capture_mhz", P_DOUBLE, LO(cfg.capture_mhz), FO(capture_mhz), 1e-6, 1e9, 0, 0, 0 },
   { "modehop_mhz", P_DOUBLE, LO(cfg.modehop_mhz), FO(modehop_mhz), 0.0, 1e9, 0, 0, 0 },
+  { "glitch_mhz", P_DOUBLE, LO(cfg.glitch_mhz), FO(glitch_mhz), 0.0, 1e8, 0, 0, 0 },
   { "lock_n", P_INT, LO(cfg.lock_n), FO(lock_n), 1, 100000, 0, 0, 0 },
   { "unlock_m", P_INT, LO(cfg.unlock_m), FO(unlock_m), 1, 100000, 0, 0, 0 },
   { "max_step_v", P_DOUBLE, LO(cfg.piezo.max_step_v), FO(piezo.max_step_v), 0.0, 1e6, 0, 1, 0 },

@@ -19,6 +19,15 @@ GLT_Reset(GLT_Filter *f)
   f->held_mhz = 0.0;
 }
 
+void
+GLT_Expect(GLT_Filter *f, double expect_mhz)
+{
+  if (f->have_ref || !isfinite(expect_mhz))
+    return;
+  f->have_ref = 1;
+  f->ref_mhz = expect_mhz;
+}
+
 int
 GLT_Feed(GLT_Filter *f, double limit_mhz, int valid, double freq_mhz)
 {

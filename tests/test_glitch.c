@@ -43,6 +43,29 @@ test_first_reading_needs_confirmation(void **state)
 }
 
 static void
+test_expected_value(void **state)
+{
+  GLT_Filter f;
+
+  /* no reference yet: a reading near the expected value goes on at once */
+  GLT_Init(&f);
+  GLT_Expect(&f, 1000.0);
+  assert_int_equal(GLT_Feed(&f, LIM, 1, 1100.0), GLT_USE);
+  /* with a reference the expectation changes nothing */
+  GLT_Expect(&f, 9000.0);
+  assert_true(f.ref_mhz == 1100.0);
+  assert_int_equal(GLT_Feed(&f, LIM, 1, 1110.0), GLT_USE);
+  /* a first reading far from the expected value needs confirmation */
+  GLT_Init(&f);
+  GLT_Expect(&f, 1000.0);
+  assert_int_equal(GLT_Feed(&f, LIM, 1, 5000.0), GLT_HOLD);
+  assert_int_equal(GLT_Feed(&f, LIM, 1, 5001.0), GLT_USE_HELD | GLT_USE);
+  GLT_Expect(&f, NAN);
+  assert_true(f.ref_mhz == 5001.0);
+  assert_int_equal(f.glitches, 0);
+}
+
+static void
 test_single_glitch_dropped(void **state)
 {
   GLT_Filter f;
@@ -216,6 +239,7 @@ main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_first_reading_needs_confirmation),
+    cmocka_unit_test(test_expected_value),
     cmocka_unit_test(test_single_glitch_dropped),
     cmocka_unit_test(test_confirmed_jump),
     cmocka_unit_test(test_two_glitches_in_a_row_disagreeing),
