@@ -17,6 +17,8 @@ of a channel off by mhz while the laser itself stays where it is.
  4. With the filter back on, two consecutive readings 3 GHz off are a real
     jump: the mode-hop path ('relocking', then 'locked' again), not counted
     as glitches.
+ 5. A glitch_mhz set at run time is kept across a reload and saved in the
+    state file.
 """
 
 import os
@@ -132,6 +134,18 @@ with Env() as env:
            % (GLITCH_MHZ, "%.2f" % (t_rel - t_j) if t_rel else "-",
               "%.2f" % (t_back - t_j) if t_back else "-"), state_events(lab, t_j))
     tap.ok(g3 == g2, "a confirmed jump is not counted as a glitch (glitches=%d -> %d)" % (g2, g3))
+
+    # 5. kept across a reload and in the state file (for a restart)
+    lab.d.ok("set %s glitch_mhz 300" % LASER)
+    lab.d.ok("reload")
+    lab.d.ok("save")
+    kept = kv(lab.d.ok("get %s glitch_mhz" % LASER)[0]).get("glitch_mhz")
+    with open(env.path("lab.state")) as f:
+        line = [x for x in f if x.startswith("laser name=%s " % LASER)]
+    saved = kv(line[0]).get("set.glitch_mhz") if line else None
+    tap.ok(kept == "300" and saved == "300",
+           "glitch_mhz 300 set at run time: kept across a reload (%s), in the state file (%s)"
+           % (kept, saved))
 
     others = [(round(t - t_base, 2), d.get("laser"), d.get("state"))
               for t, _, d in lab.events.since(t_base, "state") if d.get("laser") != LASER]
