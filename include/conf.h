@@ -131,6 +131,8 @@ typedef struct {
   double window_mhz;                 /* default 5 */
   double capture_mhz;                /* default 2000 */
   double modehop_mhz;                /* default 1000; 0 off */
+  double glitch_mhz;                 /* a single reading this far from the last one is
+                                        held back until confirmed; default 500; 0 off */
   int lock_n, unlock_m;              /* defaults 5, 3 */
   double min_thz, max_thz;           /* allowed setpoint range (required) */
   double kp, ki, kd;                 /* pid group; defaults 0, 0.002, 0 */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "conf.h"
+#include "glitch.h"
 #include "lsr.h"
 #include "pid.h"
 #include "wm.h"
@@ -56,6 +57,8 @@ typedef struct CTL_Laser {
   WM_Reading last;
   double last_error_mhz;
   double last_used_t;          /* time stamp of the last reading fed to a cycle */
+  GLT_Filter glitch;           /* glitch rejection (glitch.glitches: readings dropped) */
+  WM_Reading glitch_held;      /* the reading it holds back */
 
   CTL_Device *piezo_dev, *current_dev;
   int removed;                 /* dropped by a reload; freed when idle */

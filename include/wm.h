@@ -79,6 +79,35 @@ int WM_Reap(double timeout_s);
             errors= callbacks= polls= old_dropped= */
 void WM_Status(const WM_Backend *wm, char *buf, size_t len);
 
+/* The wavemeter's exposure (wlmdata only), in two steps so that the event
+   loop never waits for the library: WM_ExposureBegin, on the loop thread,
+   checks that the backend can and copies into op the library calls it
+   needs (the library is never unloaded, so op outlives the backend: a
+   reload meanwhile is harmless); WM_ExposureRun then makes the calls on a
+   helper thread (they may block on the vendor's TCP link). */
+#define WM_EXPOSURE_MIN_MS 1
+#define WM_EXPOSURE_MAX_MS 9999
+
+typedef struct WM_ExposureOp WM_ExposureOp;
+struct WM_ExposureOp {
+  int channel;                 /* 1..17 */
+  int set_ms;                  /* > 0: switch auto exposure off, set this time (ms, CCD 1) */
+  int set_auto;                /* 1: switch auto exposure on */
+  int ms;                      /* answer: exposure time of CCD 1 (ms) */
+  int auto_on;                 /* answer: auto exposure 1 on, 0 off, -1 unknown */
+  /* Filled by the backend. */
+  int (*run)(WM_ExposureOp *op, char *err, size_t errlen);
+  void (*calls[4])(void);
+};
+
+/* 0, or -1 with err and errno: ENOTSUP the backend (or its library) cannot,
+   EINVAL a channel it does not have. */
+int WM_ExposureBegin(const WM_Backend *wm, WM_ExposureOp *op, char *err, size_t errlen);
+
+/* Set (if asked) and read back; 0, or -1 with err (the library refused or
+   failed). */
+int WM_ExposureRun(WM_ExposureOp *op, char *err, size_t errlen);
+
 /* Name of an error code ("no-signal", "underexposed", ...). */
 const char *WM_ErrorName(double code);
 

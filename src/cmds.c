@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <event2/event.h>
 #include <modbus.h>
 
+#include "bg.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
@@ -67,10 +69,10 @@ status_line(SRV_Conn *c, const CTL_Laser *l)
   if (l->current_dev)
     snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
            l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
-           LSR_RailName(l->rail.railed, railed, sizeof railed));
+           LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches);
 }
 
 /* ---- commands ---------------------------------------------------------------- */
@@ -260,6 +262,7 @@ static const Param params[] = {
   { "window_mhz", P_DOUBLE, LO(cfg.window_mhz), FO(window_mhz), 1e-6, 1e7, 0, 0, 0 },
   { "capture_mhz", P_DOUBLE, LO(cfg.capture_mhz), FO(capture_mhz), 1e-6, 1e9, 0, 0, 0 },
   { "modehop_mhz", P_DOUBLE, LO(cfg.modehop_mhz), FO(modehop_mhz), 0.0, 1e9, 0, 0, 0 },
+  { "glitch_mhz", P_DOUBLE, LO(cfg.glitch_mhz), FO(glitch_mhz), 0.0, 1e8, 0, 0, 0 },
   { "lock_n", P_INT, LO(cfg.lock_n), FO(lock_n), 1, 100000, 0, 0, 0 },
   { "unlock_m", P_INT, LO(cfg.unlock_m), FO(unlock_m), 1, 100000, 0, 0, 0 },
   { "max_step_v", P_DOUBLE, LO(cfg.piezo.max_step_v), FO(piezo.max_step_v), 0.0, 1e6, 0, 1, 0 },
@@ -705,6 +708,94 @@ cmd_reload(SRV_Conn *c, int argc, char **argv, void *ctx)
   run_later(c, D(ctx), WLD_Reload, reloaded);
 }
 
+/* exposure <channel> [<ms>|auto]: the library calls run on a helper thread
+   (they may block on the vendor's TCP link), the answer is deferred. */
+typedef struct {
+  SRV_Pending *p;
+  WM_ExposureOp op;
+  int rc;
+  char err[256];
+} ExposureJob;
+
+static void
+exposure_work(void *arg)
+{
+  ExposureJob *j = arg;
+
+  j->rc = WM_ExposureRun(&j->op, j->err, sizeof j->err);
+}
+
+static void
+exposure_done(void *arg)
+{
+  ExposureJob *j = arg;
+  SRV_Conn *c = SRV_PendingConn(j->p);
+  const char *mode = j->op.auto_on < 0 ? "unknown" : j->op.auto_on ? "on" : "off";
+
+  if (j->rc != 0)
+    log_warn("wavemeter channel %d: exposure: %s", j->op.channel, j->err);
+  else if (j->op.set_ms > 0 || j->op.set_auto)
+    log_info("wavemeter channel %d: exposure set: %d ms, auto exposure %s", j->op.channel,
+             j->op.ms, mode);
+  if (c && j->rc != 0) {
+    SRV_Err(c, 503, "wavemeter: %s", j->err);
+  } else if (c) {
+    SRV_Data(c, "channel=%d exposure_ms=%d auto=%s", j->op.channel, j->op.ms, mode);
+    SRV_Ok(c, NULL);
+  }
+  SRV_Complete(j->p);
+  free(j);
+}
+
+static void
+cmd_exposure(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  ExposureJob *j;
+  WM_ExposureOp op;
+  long ch, ms = 0;
+  char err[256];
+
+  if (UTL_ParseInt(argv[1], 1, CNF_MAX_CHANNEL, &ch) < 0) {
+    SRV_Err(c, 422, "channel must be a whole number in 1..%d, got '%s'", CNF_MAX_CHANNEL,
+            argv[1]);
+    return;
+  }
+  memset(&op, 0, sizeof op);
+  op.channel = (int)ch;
+  if (argc > 2) {
+    if (!need_control(c))
+      return;
+    if (strcasecmp(argv[2], "auto") == 0) {
+      op.set_auto = 1;
+    } else if (UTL_ParseInt(argv[2], WM_EXPOSURE_MIN_MS, WM_EXPOSURE_MAX_MS, &ms) == 0) {
+      op.set_ms = (int)ms;
+    } else {
+      SRV_Err(c, 422, "exposure must be auto or a whole number of ms in %d..%d, got '%s'",
+              WM_EXPOSURE_MIN_MS, WM_EXPOSURE_MAX_MS, argv[2]);
+      return;
+    }
+  }
+  if (WM_ExposureBegin(d->wm, &op, err, sizeof err) != 0) {
+    SRV_Err(c, errno == EINVAL ? 422 : 503, "%s", err);
+    return;
+  }
+  j = calloc(1, sizeof *j);
+  if (j)
+    j->p = SRV_Defer(c);
+  if (!j || !j->p) {
+    free(j);
+    SRV_Err(c, 500, "out of memory");
+    return;
+  }
+  j->op = op;
+  if (BG_Run(d->bg, exposure_work, exposure_done, j) != 0) {
+    SRV_Err(SRV_PendingConn(j->p), 500, "cannot start a helper thread");
+    SRV_Complete(j->p);
+    free(j);
+  }
+}
+
 const SRV_Command WLD_Commands[] = {
   { "version", CNF_ROLE_NONE, 0, 0, "version", "versions of wavelock and the protocol", cmd_version },
   { "lasers", CNF_ROLE_MONITOR, 0, 0, "lasers", "one line per laser: name, state, channel", cmd_lasers },
@@ -717,6 +808,7 @@ const SRV_Command WLD_Commands[] = {
   { "set", CNF_ROLE_CONTROL, 3, 3, "set <laser> <param> <value>", "change a gain or limit (bumpless)", cmd_set },
   { "output", CNF_ROLE_MONITOR, 2, 3, "output <laser> <piezo|current> [<volts>]", "read an output, or set it by hand while unlocked", cmd_output },
   { "wavemeter", CNF_ROLE_MONITOR, 0, 1, "wavemeter [<channel>]", "latest raw readings with age and status", cmd_wavemeter },
+  { "exposure", CNF_ROLE_MONITOR, 1, 2, "exposure <channel> [<ms>|auto]", "read or set the wavemeter's exposure (wlmdata backend; setting: control)", cmd_exposure },
   { "devices", CNF_ROLE_MONITOR, 0, 0, "devices", "Modbus devices: up/down and counters", cmd_devices },
   { "stats", CNF_ROLE_MONITOR, 0, 0, "stats", "server and control counters (buffers, drops, cycles)", cmd_stats },
   { "subscribe", CNF_ROLE_MONITOR, 0, -1, "subscribe [<laser>...]", "stream '* ' events for readings and state changes", cmd_subscribe },

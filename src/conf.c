@@ -772,7 +772,7 @@ static const char *const device_keys[] = { "name", "url", "unit", "timeout_ms", 
 static const char *const probe_keys[] = { "register", "function", NULL };
 static const char *const laser_keys[] = {
   "name", "channel", "setpoint", "autolock", "window_mhz", "capture_mhz",
-  "modehop_mhz", "lock_n", "unlock_m", "min_thz", "max_thz", "pid", "piezo",
+  "modehop_mhz", "glitch_mhz", "lock_n", "unlock_m", "min_thz", "max_thz", "pid", "piezo",
   "current", "datalog", "sim", NULL
 };
 static const char *const pid_keys[] = {
@@ -1257,6 +1257,7 @@ laser_defaults(CNF_Laser *l)
   l->window_mhz = 5.0;
   l->capture_mhz = 2000.0;
   l->modehop_mhz = 1000.0;
+  l->glitch_mhz = 500.0;
   l->lock_n = 5;
   l->unlock_m = 3;
   l->kp = 0.0;
@@ -1325,6 +1326,7 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
   if (num_key(ld, g, "window_mhz", GT_LO, 0.0, 1e7, &l->window_mhz) < 0 ||
       num_key(ld, g, "capture_mhz", GT_LO, 0.0, 1e8, &l->capture_mhz) < 0 ||
       num_key(ld, g, "modehop_mhz", 0, 0.0, 1e8, &l->modehop_mhz) < 0 ||
+      num_key(ld, g, "glitch_mhz", 0, 0.0, 1e8, &l->glitch_mhz) < 0 ||
       int_key_i(ld, g, "lock_n", OPT, 1, 100000, &l->lock_n) < 0 ||
       int_key_i(ld, g, "unlock_m", OPT, 1, 100000, &l->unlock_m) < 0)
     return -1;

@@ -914,6 +914,52 @@ process_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
   submit(ctx, l, JOB_PID, r, resume || act == LSR_ACT_RESUME);
 }
 
+/* A reading that passed the glitch filter: a cycle now, or the slot. */
+static void
+take_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
+{
+  if (l->busy || l->manual_pending) {
+    if (l->have_pending)
+      l->coalesced++;
+    l->pending = *r;
+    l->have_pending = 1;
+    if (!l->busy)
+      kick(ctx, l);
+    return;
+  }
+  process_reading(ctx, l, r);
+}
+
+/* Glitch rejection (glitch.h): a far reading waits in l->glitch_held for
+   the next valid one; the readings it lets through go on in their order,
+   each with its own time stamp.  A held reading shows the laser is being
+   read, so it keeps the lock state machine from calling the laser stale. */
+static void
+filter_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
+{
+  int valid = r->value > 0.0;
+  int what;
+
+  GLT_Expect(&l->glitch, l->setpoint_thz * 1e6);   /* the first reading: near the setpoint? */
+  what = GLT_Feed(&l->glitch, l->cfg.glitch_mhz, valid, r->value * 1e6);
+
+  if (what & GLT_DROP_HELD)
+    log_info("laser %s: glitch dropped: %.9f THz, %.0f MHz from the readings around it "
+             "(%lu so far)", l->cfg.name, l->glitch_held.value,
+             (l->glitch_held.value - r->value) * 1e6, l->glitch.glitches);
+  if (what & GLT_USE_HELD) {
+    WM_Reading held = l->glitch_held;
+    take_reading(ctx, l, &held);
+  }
+  if (what & GLT_USE)
+    take_reading(ctx, l, r);
+  if (what & GLT_HOLD) {
+    l->glitch_held = *r;
+    if (r->rx_s > l->sm.last_valid_t)
+      l->sm.last_valid_t = r->rx_s;
+  }
+}
+
 void
 CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
 {
@@ -931,16 +977,7 @@ CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
       l->last_error_mhz = (r->value - l->setpoint_thz) * 1e6;
     if (ctx->hooks.reading)
       ctx->hooks.reading(l, r, ctx->hooks.arg);
-    if (l->busy || l->manual_pending) {
-      if (l->have_pending)
-        l->coalesced++;
-      l->pending = *r;
-      l->have_pending = 1;
-      if (!l->busy)
-        kick(ctx, l);
-      continue;
-    }
-    process_reading(ctx, l, r);
+    filter_reading(ctx, l, r);
   }
 }
 
@@ -1003,6 +1040,7 @@ new_laser(CTL_Ctx *ctx, const CNF_Laser *cfg)
   l->cfg = *cfg;
   l->base_cfg = *cfg;
   LSR_Init(&l->sm);
+  GLT_Init(&l->glitch);
   l->setpoint_thz = cfg->setpoint_thz;
   init_limits(l);
   l->piezo_v = clampd(cfg->piezo.start_v, l->piezo_lo, l->piezo_hi);
@@ -1298,6 +1336,9 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
   KEEP(window_mhz);
   KEEP(capture_mhz);
   KEEP(modehop_mhz);
+  KEEP(glitch_mhz);
+  if (nc->channel != run.channel)
+    GLT_Reset(&l->glitch);      /* another laser's readings: nothing to compare with */
   KEEP(lock_n);
   KEEP(unlock_m);
   KEEP(piezo.max_step_v);

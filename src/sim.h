@@ -99,6 +99,11 @@ int SIM_FormatReading(const PLT_Reading *r, char *buf, size_t len);
 /* Number of stream clients connected. */
 int SIM_StreamClients(void);
 
+/* Publish the next count valid readings of channel off by mhz (a glitch:
+   the laser itself does not move); count 0 cancels.  -1 if no laser or
+   reference laser uses the channel. */
+int SIM_StreamGlitch(int channel, double mhz, int count);
+
 /* Control port (line protocol) on addr "host:port". */
 int SIM_ControlInit(const char *addr);
 void SIM_ControlFini(void);

@@ -8,6 +8,7 @@
  *   truth [laser|all]                       true frequencies and outputs
  *   hop <laser> [mhz]                       mode hop now
  *   dropout <channel|all> <seconds> [code]  error-code readings for a while
+ *   glitch <channel> <mhz> [count]          the next readings published wrong
  *   outage <device|all> <silent|drop|refuse|off> [seconds]
  *   drift <laser> <mhz>                     step of the free-running frequency
  *   calib [step <ppb> | rate <ppb/min>]     the wavemeter's calibration error
@@ -292,6 +293,33 @@ cmd_dropout(CtlConn *c, int argc, char **argv)
 }
 
 static void
+cmd_glitch(CtlConn *c, int argc, char **argv)
+{
+  long channel, count = 1;
+  double mhz;
+
+  if (UTL_ParseInt(argv[1], 1, CNF_MAX_CHANNEL, &channel) < 0) {
+    reply(c, "ERR 422 bad channel: %s", argv[1]);
+    return;
+  }
+  if (UTL_ParseDouble(argv[2], &mhz) < 0 || fabs(mhz) > 1e7) {
+    reply(c, "ERR 422 bad offset in MHz (want -1e7..1e7): %s", argv[2]);
+    return;
+  }
+  if (argc > 3 && UTL_ParseInt(argv[3], 0, 1000000, &count) < 0) {
+    reply(c, "ERR 422 bad count (want 0..1000000): %s", argv[3]);
+    return;
+  }
+  SIM_Sync();                   /* readings already due are published right */
+  if (SIM_StreamGlitch((int)channel, mhz, (int)count) < 0) {
+    reply(c, "ERR 404 no laser on channel %ld", channel);
+    return;
+  }
+  log_info("wavemeter channel %ld: the next %ld readings %+.1f MHz off", channel, count, mhz);
+  reply(c, "OK");
+}
+
+static void
 cmd_outage(CtlConn *c, int argc, char **argv)
 {
   SIM_Outage mode;
@@ -384,6 +412,8 @@ static const CtlCommand commands[] = {
     cmd_hop },
   { "dropout", 2, 3, "dropout <channel|all> <seconds> [code]",
     "error-code readings (default -1) on a channel for a while", cmd_dropout },
+  { "glitch", 2, 3, "glitch <channel> <mhz> [count]",
+    "publish the channel's next count (default 1) valid readings mhz off", cmd_glitch },
   { "outage", 2, 3, "outage <device|all> <silent|drop|refuse|off> [seconds]",
     "the device's server stops answering, drops or refuses connections for a while",
     cmd_outage },

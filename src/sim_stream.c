@@ -40,6 +40,10 @@ static struct evconnlistener *listener;
 static struct event *tick;
 static StreamClient *clients;
 static int n_clients;
+static struct {
+  double mhz;
+  int count;
+} glitch[CNF_MAX_CHANNEL + 1];  /* readings still to publish wrong, per channel */
 
 int
 SIM_FormatReading(const PLT_Reading *r, char *buf, size_t len)
@@ -146,11 +150,41 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
   log_debug("stream: client %s connected", c->peer);
 }
 
+int
+SIM_StreamGlitch(int channel, double mhz, int count)
+{
+  int used = 0;
+
+  for (int i = 0; i < SIM.cfg->n_lasers; i++)
+    used |= SIM.cfg->lasers[i].channel == channel;
+  for (int i = 0; i < SIM.cfg->sim.n_references; i++)
+    used |= SIM.cfg->sim.references[i].channel == channel;
+  if (!used || channel < 1 || channel > CNF_MAX_CHANNEL)
+    return -1;
+  glitch[channel].mhz = mhz;
+  glitch[channel].count = count;
+  return 0;
+}
+
 static void
-publish(const PLT_Reading *r)
+publish(const PLT_Reading *r0)
 {
   char line[128];
-  int n = SIM_FormatReading(r, line, sizeof line);
+  PLT_Reading g = *r0;
+  const PLT_Reading *r = r0;
+  int n;
+
+  if (r0->value > 0.0 && r0->channel >= 1 && r0->channel <= CNF_MAX_CHANNEL &&
+      glitch[r0->channel].count > 0) {
+    glitch[r0->channel].count--;
+    g.value += glitch[r0->channel].mhz * 1e-6;
+    if (!(g.value > 0.0))
+      g.value = 1e-6;             /* still a frequency, however wrong */
+    r = &g;
+    log_info("wavemeter channel %d: glitch reading %.9f THz (%+.1f MHz off)", r->channel,
+             r->value, glitch[r0->channel].mhz);
+  }
+  n = SIM_FormatReading(r, line, sizeof line);
 
   SIM.readings++;
   for (StreamClient *c = clients; c; c = c->next) {

@@ -100,6 +100,30 @@ WM_Status(const WM_Backend *wm, char *buf, size_t len)
   wm->status(wm, buf, len);
 }
 
+int
+WM_ExposureBegin(const WM_Backend *wm, WM_ExposureOp *op, char *err, size_t errlen)
+{
+  op->run = NULL;
+  if (!wm || !wm->exposure) {
+    snprintf(err, errlen, "the %s wavemeter backend cannot read or set the exposure "
+             "(only wlmdata can)", wm ? wm->name : "(none)");
+    errno = ENOTSUP;
+    return -1;
+  }
+  return wm->exposure(wm, op, err, errlen);
+}
+
+int
+WM_ExposureRun(WM_ExposureOp *op, char *err, size_t errlen)
+{
+  if (!op->run) {
+    snprintf(err, errlen, "no exposure call prepared");
+    errno = EINVAL;
+    return -1;
+  }
+  return op->run(op, err, errlen);
+}
+
 const char *
 WM_ErrorName(double code)
 {

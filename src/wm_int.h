@@ -10,6 +10,8 @@ struct WM_Backend {
   int (*start)(WM_Backend *wm, struct event_base *base, char *err, size_t errlen);
   void (*destroy)(WM_Backend *wm);
   void (*status)(const WM_Backend *wm, char *buf, size_t len);
+  /* WM_ExposureBegin; NULL: the backend cannot. */
+  int (*exposure)(const WM_Backend *wm, WM_ExposureOp *op, char *err, size_t errlen);
 };
 
 /* Backend constructors: same contract as WM_Prepare. */

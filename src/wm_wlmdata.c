@@ -38,6 +38,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,10 @@ typedef double (*GetFrequencyNumFn)(int32_t num, double f);
 typedef double (*GetWavelengthNumFn)(int32_t num, double wl);
 typedef int32_t (*GetChannelsCountFn)(int32_t c);
 typedef uint16_t (*GetOperationStateFn)(uint16_t os);
+typedef int32_t (*GetExposureNumFn)(int32_t num, int32_t arr, int32_t e);
+typedef int32_t (*SetExposureNumFn)(int32_t num, int32_t arr, int32_t e);
+typedef bool (*GetExposureModeFn)(bool em);
+typedef int32_t (*SetExposureModeFn)(bool em);
 typedef void (*CallbackProcExFn)(int32_t ver, int32_t mode, int32_t intval,
                                  double dblval, int32_t res1);
 
@@ -86,6 +91,10 @@ typedef struct {
   GetWavelengthNumFn get_wavelength;        /* optional */
   GetChannelsCountFn get_channels;          /* optional */
   GetOperationStateFn get_operation;        /* optional */
+  GetExposureNumFn get_exposure;            /* optional (exposure command) */
+  SetExposureNumFn set_exposure;            /* optional */
+  GetExposureModeFn get_exposure_mode;      /* optional */
+  SetExposureModeFn set_exposure_mode;      /* optional */
   struct event *deliver_ev;
   int poll_ms;
   double silence_s;
@@ -429,6 +438,76 @@ wlm_start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen)
   return 0;
 }
 
+/* The exposure calls (WM_ExposureRun), on a helper thread; op->calls hold
+   GetExposureNum, SetExposureNum, GetExposureMode, SetExposureMode (the
+   last three may be NULL when not needed). */
+static int
+wlm_exposure_run(WM_ExposureOp *op, char *err, size_t errlen)
+{
+  GetExposureNumFn get = (GetExposureNumFn)op->calls[0];
+  SetExposureNumFn set = (SetExposureNumFn)op->calls[1];
+  GetExposureModeFn get_mode = (GetExposureModeFn)op->calls[2];
+  SetExposureModeFn set_mode = (SetExposureModeFn)op->calls[3];
+  int32_t rc;
+
+  if (op->set_auto && (rc = set_mode(true)) < 0) {
+    snprintf(err, errlen, "SetExposureMode(true) failed: error %d", (int)rc);
+    return -1;
+  }
+  if (op->set_ms > 0) {
+    if (set_mode && (rc = set_mode(false)) < 0) {
+      snprintf(err, errlen, "SetExposureMode(false) failed: error %d", (int)rc);
+      return -1;
+    }
+    if ((rc = set(op->channel, 1, op->set_ms)) < 0) {
+      snprintf(err, errlen, "SetExposureNum(%d, 1, %d) failed: error %d", op->channel,
+               op->set_ms, (int)rc);
+      return -1;
+    }
+  }
+  rc = get(op->channel, 1, 0);
+  if (rc < 0) {
+    snprintf(err, errlen, "GetExposureNum(%d, 1) failed: error %d", op->channel, (int)rc);
+    return -1;
+  }
+  op->ms = (int)rc;
+  op->auto_on = get_mode ? (get_mode(false) ? 1 : 0) : -1;
+  return 0;
+}
+
+static int
+wlm_exposure(const WM_Backend *wm, WM_ExposureOp *op, char *err, size_t errlen)
+{
+  const Wlm *w = (const Wlm *)wm;
+  const char *missing = NULL;
+
+  if (!w->get_exposure)
+    missing = "GetExposureNum";
+  else if (op->set_ms > 0 && !w->set_exposure)
+    missing = "SetExposureNum";
+  else if (op->set_auto && !w->set_exposure_mode)
+    missing = "SetExposureMode";
+  if (missing) {
+    snprintf(err, errlen, "the wavemeter library '%s' has no %s: it cannot %s the exposure",
+             w->library, missing, strcmp(missing, "GetExposureNum") ? "set" : "read");
+    errno = ENOTSUP;
+    return -1;
+  }
+  if (op->channel < 1 || op->channel > WLM_CHANNELS) {
+    snprintf(err, errlen, "the wlmdata backend has channels 1 to %d (not %d)", WLM_CHANNELS,
+             op->channel);
+    errno = EINVAL;
+    return -1;
+  }
+  op->calls[0] = (void (*)(void))w->get_exposure;
+  op->calls[1] = (void (*)(void))w->set_exposure;
+  op->calls[2] = (void (*)(void))w->get_exposure_mode;
+  op->calls[3] = (void (*)(void))w->set_exposure_mode;
+  op->auto_on = -1;
+  op->run = wlm_exposure_run;
+  return 0;
+}
+
 /* dlopen() lib and resolve the symbols every wlmData library has; 0, or -1
    with err (and nothing left open). */
 static int
@@ -505,11 +584,20 @@ WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
   memcpy(&w->get_channels, &p, sizeof p);
   p = resolve(dl, lib, "GetOperationState", 0, err, errlen);
   memcpy(&w->get_operation, &p, sizeof p);
+  p = resolve(dl, lib, "GetExposureNum", 0, err, errlen);
+  memcpy(&w->get_exposure, &p, sizeof p);
+  p = resolve(dl, lib, "SetExposureNum", 0, err, errlen);
+  memcpy(&w->set_exposure, &p, sizeof p);
+  p = resolve(dl, lib, "GetExposureMode", 0, err, errlen);
+  memcpy(&w->get_exposure_mode, &p, sizeof p);
+  p = resolve(dl, lib, "SetExposureMode", 0, err, errlen);
+  memcpy(&w->set_exposure_mode, &p, sizeof p);
 
   w->hdr.name = "wlmdata";
   w->hdr.start = wlm_start;
   w->hdr.destroy = wlm_destroy;
   w->hdr.status = wlm_status;
+  w->hdr.exposure = wlm_exposure;
   w->fn = fn;
   w->arg = arg;
   w->poll_ms = cfg->poll_ms > 0 ? cfg->poll_ms : 100;

@@ -18,6 +18,7 @@
  *   install=ok|fail   fail: Instantiate(1, 4, ...) returns 0 and never calls back
  *   repeat=N          send every callback N times with the same time stamp, default 1
  *   get_delay_ms=N    GetFrequencyNum/GetWavelengthNum sleep this long, default 0
+ *   exposure_delay_ms=N  the exposure calls sleep this long, default 0
  *   count=N           what GetChannelsCount returns, default the highest channel
  *   restart=TOKEN     a TOKEN (a word) other than the last one seen plays a
  *                     restart of the wavemeter software: the installed callback
@@ -26,7 +27,12 @@
  *                     start again from 0; leaving the key out changes nothing
  *
  * The file named by FAKE_WLM_LOG (if set) gets one line per event:
- * "install", "install-refused", "remove", "restart", with a flush after each.
+ * "install", "install-refused", "remove", "restart", with a flush after each,
+ * and one per exposure call: "GetExposureNum <num> <arr> = <ms>",
+ * "SetExposureNum <num> <arr> <ms> = <rc>", "GetExposureMode = <0|1>",
+ * "SetExposureMode <0|1> = <rc>".  The exposure is kept per channel and CCD
+ * (arr 1 and 2; default 10 and 20 ms; Set accepts 1..9999, else returns -5),
+ * auto exposure is one switch (default off).
  * Test programs that dlopen() this library can also read its counters with
  * FakeWlm_Count("installs" | "removes" | "callbacks" | "gets" | "reads").
  *
@@ -37,6 +43,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +68,9 @@ int32_t GetSwitcherMode(int32_t SM);
 int32_t SetSwitcherMode(int32_t SM);
 int32_t GetSwitcherChannel(int32_t CH);
 int32_t GetExposureNum(int32_t num, int32_t arr, int32_t E);
+int32_t SetExposureNum(int32_t num, int32_t arr, int32_t E);
+bool GetExposureMode(bool EM);
+int32_t SetExposureMode(bool EM);
 uint16_t GetOperationState(uint16_t OS);
 unsigned long FakeWlm_Count(const char *what);
 
@@ -75,6 +85,7 @@ typedef struct {
   int install_ok;
   int repeat;
   int get_delay_ms;
+  int exposure_delay_ms;
   int count;
   char restart[32];
 } Settings;
@@ -92,6 +103,8 @@ static unsigned long n_reads[NCH + 1];
 static struct timespec t0;
 static int switcher_channel = 1;
 static char restart_seen[32];
+static int32_t exposure_ms[3][NCH + 1];     /* [arr][channel], 0: not set yet */
+static int exposure_auto;
 
 static void log_event(const char *what);
 
@@ -153,6 +166,8 @@ apply_word(Settings *s, const char *w)
     s->repeat = atoi(v) > 0 ? atoi(v) : 1;
   } else if (!strncmp(w, "get_delay_ms=", 13)) {
     s->get_delay_ms = atoi(v) > 0 ? atoi(v) : 0;
+  } else if (!strncmp(w, "exposure_delay_ms=", 18)) {
+    s->exposure_delay_ms = atoi(v) > 0 ? atoi(v) : 0;
   } else if (!strncmp(w, "count=", 6)) {
     s->count = atoi(v);
   } else if (!strncmp(w, "restart=", 8)) {
@@ -450,10 +465,84 @@ GetSwitcherChannel(int32_t CH)
   return switcher_channel;
 }
 
+/* Sleep exposure_delay_ms (a slow link to the wavemeter PC). */
+static void
+exposure_delay(void)
+{
+  int ms;
+
+  pthread_mutex_lock(&lock);
+  refresh();
+  ms = cur.exposure_delay_ms;
+  pthread_mutex_unlock(&lock);
+  if (ms > 0) {
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+  }
+}
+
 int32_t
 GetExposureNum(int32_t num, int32_t arr, int32_t E)
 {
-  return 10;
+  int32_t v = -5;               /* ResERR_ParmOutOfRange */
+  char line[80];
+
+  exposure_delay();
+  pthread_mutex_lock(&lock);
+  if (num >= 1 && num <= NCH && (arr == 1 || arr == 2))
+    v = exposure_ms[arr][num] ? exposure_ms[arr][num] : 10 * arr;
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "GetExposureNum %d %d = %d", (int)num, (int)arr, (int)v);
+  log_event(line);
+  return v;
+}
+
+int32_t
+SetExposureNum(int32_t num, int32_t arr, int32_t E)
+{
+  int32_t rc = -5;
+  char line[80];
+
+  exposure_delay();
+  pthread_mutex_lock(&lock);
+  if (num >= 1 && num <= NCH && (arr == 1 || arr == 2) && E >= 1 && E <= 9999) {
+    exposure_ms[arr][num] = E;
+    rc = 0;
+  }
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "SetExposureNum %d %d %d = %d", (int)num, (int)arr, (int)E,
+           (int)rc);
+  log_event(line);
+  return rc;
+}
+
+bool
+GetExposureMode(bool EM)
+{
+  int v;
+  char line[40];
+
+  exposure_delay();
+  pthread_mutex_lock(&lock);
+  v = exposure_auto;
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "GetExposureMode = %d", v);
+  log_event(line);
+  return v != 0;
+}
+
+int32_t
+SetExposureMode(bool EM)
+{
+  char line[40];
+
+  exposure_delay();
+  pthread_mutex_lock(&lock);
+  exposure_auto = EM ? 1 : 0;
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "SetExposureMode %d = 0", EM ? 1 : 0);
+  log_event(line);
+  return 0;
 }
 
 uint16_t

@@ -233,6 +233,7 @@ test_defaults(void **state)
   assert_dbl(l->window_mhz, 5.0, 0);
   assert_dbl(l->capture_mhz, 2000.0, 0);
   assert_dbl(l->modehop_mhz, 1000.0, 0);
+  assert_dbl(l->glitch_mhz, 500.0, 0);
   assert_int_equal(l->lock_n, 5);
   assert_int_equal(l->unlock_m, 3);
   assert_dbl(l->kp, 0.0, 0);
@@ -544,6 +545,8 @@ static const ErrCase err_cases[] = {
   { L5("window_mhz = 50; capture_mhz = 40;"), 5, "lasers.[0].capture_mhz",
     "capture_mhz (40) must be larger than window_mhz (50)" },
   { L5("modehop_mhz = -1;"), 5, "lasers.[0].modehop_mhz", "must be between 0 and" },
+  { L5("glitch_mhz = -1;"), 5, "lasers.[0].glitch_mhz", "must be between 0 and" },
+  { L5("glitch_mhz = 1e9;"), 5, "lasers.[0].glitch_mhz", "must be between 0 and" },
   { L5("lock_n = 0;"), 5, "lasers.[0].lock_n", "between 1 and" },
   { L5("unlock_m = 0;"), 5, "lasers.[0].unlock_m", "between 1 and" },
   { L5("pid = { kp = -1; };"), 5, "lasers.[0].pid.kp", "must be >= 0" },
