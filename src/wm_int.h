@@ -10,6 +10,7 @@ struct WM_Backend {
   int (*start)(WM_Backend *wm, struct event_base *base, char *err, size_t errlen);
   void (*destroy)(WM_Backend *wm);
   void (*status)(const WM_Backend *wm, char *buf, size_t len);
+  WM_CalibrationCall calibration;   /* wlmdata: the library's Calibration(), or NULL */
 };
 
 /* Backend constructors: same contract as WM_Prepare. */

@@ -505,6 +505,8 @@ WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
   memcpy(&w->get_channels, &p, sizeof p);
   p = resolve(dl, lib, "GetOperationState", 0, err, errlen);
   memcpy(&w->get_operation, &p, sizeof p);
+  p = resolve(dl, lib, "Calibration", 0, err, errlen);
+  memcpy(&w->hdr.calibration, &p, sizeof p);
 
   w->hdr.name = "wlmdata";
   w->hdr.start = wlm_start;
