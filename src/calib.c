@@ -16,6 +16,7 @@ struct CAL_Ctx {
   double t_good;             /* the filter last followed without its slew limit */
   int have_ref;              /* any reference reading (even an error code) */
   double t_ref;
+  double t_prev;             /* the reference reading before this one */
   int have_measured;
   double measured;           /* the last valid reference reading's eps */
   int n_out;                 /* consecutive readings beyond the band */
@@ -86,6 +87,7 @@ CAL_OnReference(CAL_Ctx *c, double value, double now)
 {
   double m, rate_s, dt, band, dev, a, target, step;
 
+  c->t_prev = c->have_ref ? c->t_ref : now;
   c->have_ref = 1;
   c->t_ref = now;
   if (c->calibrating) {
@@ -137,10 +139,13 @@ CAL_OnReference(CAL_Ctx *c, double value, double now)
     hold(c, CAL_R_TOLERANCE);
     return;
   }
-  /* First-order filter over dt, its step limited to max_rate. */
+  /* First-order filter over dt, its step limited to max_rate over the time
+     since the previous reference reading (not since the last one used: the
+     seconds of a hold allow no jump), at most stale_s. */
   a = 1.0 - exp(-dt / c->p.tau_s);
   target = c->eps + (m - c->eps) * a;
-  step = rate_s * dt / (c->p.ref_thz * 1e6);
+  step = rate_s * fmin(fmin(dt, fmax(0.0, now - c->t_prev)), c->p.stale_s) /
+         (c->p.ref_thz * 1e6);
   if (target > c->eps + step) {
     c->eps += step;
   } else if (target < c->eps - step) {

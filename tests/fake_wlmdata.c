@@ -19,6 +19,10 @@
  *   repeat=N          send every callback N times with the same time stamp, default 1
  *   get_delay_ms=N    GetFrequencyNum/GetWavelengthNum sleep this long, default 0
  *   count=N           what GetChannelsCount returns, default the highest channel
+ *   cal_ms=N          Calibration() takes this long, default 2000: no
+ *                     measurement (no callback, GetFrequencyNum answers -6)
+ *                     meanwhile
+ *   cal_rc=N          what Calibration() returns, default 0
  *   restart=TOKEN     a TOKEN (a word) other than the last one seen plays a
  *                     restart of the wavemeter software: the installed callback
  *                     is forgotten (nothing is called until Instantiate(1, 4,
@@ -26,12 +30,15 @@
  *                     start again from 0; leaving the key out changes nothing
  *
  * The file named by FAKE_WLM_LOG (if set) gets one line per event:
- * "install", "install-refused", "remove", "restart", with a flush after each.
+ * "install", "install-refused", "remove", "restart", and for each call of
+ * Calibration() "calibration type=T unit=U value=V channel=C" when it starts
+ * and "calibration-done rc=R" when it returns, with a flush after each.
  * Test programs that dlopen() this library can also read its counters with
  * FakeWlm_Count("installs" | "removes" | "callbacks" | "gets" | "reads").
  *
- * Built twice: with FAKE_WLM_NO_GETFREQ the library lacks GetFrequencyNum,
- * for the missing-symbol test.
+ * Built several times: with FAKE_WLM_NO_GETFREQ the library lacks
+ * GetFrequencyNum, for the missing-symbol test; with FAKE_WLM_NO_CALIBRATION
+ * it lacks Calibration() (an old library: calibration mode wlmdata refused).
  */
 #include "config.h"
 
@@ -62,6 +69,9 @@ int32_t SetSwitcherMode(int32_t SM);
 int32_t GetSwitcherChannel(int32_t CH);
 int32_t GetExposureNum(int32_t num, int32_t arr, int32_t E);
 uint16_t GetOperationState(uint16_t OS);
+#ifndef FAKE_WLM_NO_CALIBRATION
+int32_t Calibration(int32_t Type, int32_t Unit, double Value, int32_t Channel);
+#endif
 unsigned long FakeWlm_Count(const char *what);
 
 typedef struct {
@@ -76,6 +86,8 @@ typedef struct {
   int repeat;
   int get_delay_ms;
   int count;
+  int cal_ms;
+  int cal_rc;
   char restart[32];
 } Settings;
 
@@ -92,6 +104,7 @@ static unsigned long n_reads[NCH + 1];
 static struct timespec t0;
 static int switcher_channel = 1;
 static char restart_seen[32];
+static int calibrating;          /* inside Calibration(): no measurements */
 
 static void log_event(const char *what);
 
@@ -106,6 +119,7 @@ defaults(Settings *s)
   s->callbacks = 1;
   s->install_ok = 1;
   s->repeat = 1;
+  s->cal_ms = 2000;
 }
 
 static void
@@ -155,6 +169,10 @@ apply_word(Settings *s, const char *w)
     s->get_delay_ms = atoi(v) > 0 ? atoi(v) : 0;
   } else if (!strncmp(w, "count=", 6)) {
     s->count = atoi(v);
+  } else if (!strncmp(w, "cal_ms=", 7)) {
+    s->cal_ms = atoi(v) >= 0 ? atoi(v) : 0;
+  } else if (!strncmp(w, "cal_rc=", 7)) {
+    s->cal_rc = atoi(v);
   } else if (!strncmp(w, "restart=", 8)) {
     snprintf(s->restart, sizeof s->restart, "%s", v);
   }
@@ -283,7 +301,7 @@ fake_thread(void *arg)
     struct timespec ts = { 0, 0 };
 
     refresh();
-    if (callback && cur.callbacks) {
+    if (callback && cur.callbacks && !calibrating) {
       CallbackProcEx fn = callback;
       int32_t t = ms_since_start();
       double vals[NCH + 1];
@@ -387,6 +405,8 @@ get_value(int32_t num, int thz)
   delay = cur.get_delay_ms;
   if (num < 1 || num > NCH || !cur.on[num])
     v = -10;                    /* ErrNoChannel... channel not available */
+  else if (calibrating)
+    v = -6;                     /* ErrNotAvailable: measurement interrupted */
   else
     v = measure(num);
   pthread_mutex_unlock(&lock);
@@ -399,6 +419,38 @@ get_value(int32_t num, int thz)
     v = 299792.458 / v;
   return v;
 }
+
+#ifndef FAKE_WLM_NO_CALIBRATION
+/* Calibration(Type, Unit, Value, Channel): logged; blocks for cal_ms with
+   the measurement interrupted, as the real one does for a few seconds. */
+int32_t
+Calibration(int32_t Type, int32_t Unit, double Value, int32_t Channel)
+{
+  char line[160];
+  int ms, rc;
+
+  pthread_mutex_lock(&lock);
+  refresh();
+  ms = cur.cal_ms;
+  rc = cur.cal_rc;
+  calibrating = 1;
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "calibration type=%d unit=%d value=%.9f channel=%d",
+           (int)Type, (int)Unit, Value, (int)Channel);
+  log_event(line);
+  if (ms > 0) {
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+    nanosleep(&ts, NULL);
+  }
+  pthread_mutex_lock(&lock);
+  calibrating = 0;
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "calibration-done rc=%d", rc);
+  log_event(line);
+  return rc;
+}
+#endif
 
 #ifndef FAKE_WLM_NO_GETFREQ
 double
