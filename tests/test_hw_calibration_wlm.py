@@ -176,6 +176,8 @@ with Env() as env:
     tap.eq(d.stop(), 0, "wavelockd exits 0")
 
     # ---- a library without Calibration() --------------------------------------------------
+    mb.close()
+    mb = ModbusRecorder()
     nocal = os.path.join(os.path.dirname(lib), "fake_wlmdata_nocal.so")
     cfg2 = env.write("nocal.conf", conf(mb.port, nocal))
     p = start(env, cfg2, ctl, "channels=1,2", wait=False)
