@@ -632,7 +632,8 @@ parse_calibration(char *fields, STF_Calibration *cal, const char **why)
       cal->unix_s = v;
     have |= bit;
   }
-  if (have != 7 || !(cal->ref_thz > 0.0) || !(fabs(cal->eps) < 1e-3)) {
+  if (have != 7 || !(cal->ref_thz > 0.0) || !isfinite(cal->ref_thz) ||
+      !(fabs(cal->eps) < 1e-3) || !isfinite(cal->unix_s)) {
     *why = "calibration: needs ref_thz > 0, eps (|eps| < 1e-3) and unix_s";
     return -1;
   }
