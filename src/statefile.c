@@ -659,6 +659,8 @@ STF_LoadCal(const char *path, STF_Laser **out, STF_Calibration *cal, char *err, 
   int n = 0, r, lineno = 0;
 
   *out = NULL;
+  if (cal)
+    memset(cal, 0, sizeof *cal);
   if (!path || !path[0]) {
     UTL_SetErr(err, errlen, "bad state file path");
     return -1;

@@ -360,7 +360,7 @@ static void
 restore_state(WLD_Daemon *d)
 {
   STF_Laser *s = NULL;
-  STF_Calibration cal;
+  STF_Calibration cal = { 0 };
   char err[512];
   int n;
 
@@ -561,10 +561,6 @@ cal_note(WLD_Daemon *d, double now)
       log_info("calibration: %s%s%s: %.3f ppb (%.3f MHz at the reference)",
                CAL_StateName(r.state), r.reason ? ", " : "",
                r.reason ? CAL_ReasonName(r.reason) : "", r.ppb, r.offset_mhz);
-    if (d->srv)
-      SRV_Publish(d->srv, -1, "calibration state=%s reason=%s ppb=%.4f offset_mhz=%.4f t=%.3f",
-                  CAL_StateName(r.state), CAL_ReasonName(r.reason), r.ppb, r.offset_mhz,
-                  unix_now());
     d->cal_state = (int)r.state;
     d->cal_reason = (int)r.reason;
     cal_datalog(d, &r, now);
