@@ -70,6 +70,8 @@ typedef struct {
   int stale_ms;                      /* default 1000 */
   int poll_ms;                       /* wlmdata polling fallback interval, default 100 */
   int callback_silence_ms;           /* wlmdata: no callback this long -> poll; default 2000 */
+  int need_calibration;              /* calibration.mode "wlmdata": the library must
+                                        have Calibration() (set by the loader) */
 } CNF_Wavemeter;
 
 /* How a device is probed before it counts as up (probe.function). */

@@ -1555,6 +1555,7 @@ load_calibration(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
       return fail(ld, s, NULL, "\"%s\": must be \"correct\" or \"wlmdata\"", mode);
     if (c->mode == CNF_CAL_WLMDATA && cfg->wavemeter.backend != CNF_WM_WLMDATA)
       return fail(ld, s, NULL, "mode \"wlmdata\" needs wavemeter.backend = \"wlmdata\"");
+    cfg->wavemeter.need_calibration = c->mode == CNF_CAL_WLMDATA;
   }
   if (num_key(ld, g, "tau_s", GT_LO, 0.0, 86400.0, &c->tau_s) < 0 ||
       num_key(ld, g, "max_rate_mhz_per_min", GT_LO, 0.0, 1e6, &c->max_rate_mhz_per_min) < 0 ||

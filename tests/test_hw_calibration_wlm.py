@@ -186,6 +186,11 @@ with Env() as env:
     tap.ok(rc == 1 and "Calibration()" in out and not mb.writes,
            "library without Calibration(): exit %s, %s" %
            (rc, [x for x in out.splitlines() if "Calibration" in x][:1]))
+    p = env.start("wavelockd-t", [prog("wavelockd"), "-t", "-c", cfg2])
+    rc = p.wait(15)
+    out = p.output()
+    tap.ok(rc == 1 and "has no symbol 'Calibration'" in out,
+           "wavelockd -t: exit %s, %s" % (rc, out.strip().splitlines()[-1:] if out else out))
     mb.close()
 
 tap.done()
