@@ -723,10 +723,15 @@ WLD_Calibrate(WLD_Daemon *d, WLD_ReloadDone done, void *arg, int *code, char *er
     return -1;
   }
   j = calloc(1, sizeof *j);
-  if (!j || !d->wm || !(j->fn = WM_CalibrationFn(d->wm)) || !d->bg) {
+  if (!j || !d->bg) {
+    *code = 500;
+    UTL_SetErr(err, errlen, "%s", !j ? "out of memory" : "no helper thread to run it on");
+    free(j);
+    return -1;
+  }
+  if (!d->wm || !(j->fn = WM_CalibrationFn(d->wm))) {
     *code = 503;
-    UTL_SetErr(err, errlen, "%s", !j ? "out of memory" : "the wavemeter library has no "
-               "Calibration()");
+    UTL_SetErr(err, errlen, "the wavemeter library has no Calibration()");
     free(j);
     return -1;
   }
