@@ -4,7 +4,8 @@
  * connection's input buffer, through the telnet filter and the line framing
  * of src/srv.c, word splitting, the command table with its role checks, and
  * the daemon's handlers (src/cmds.c) over a control runtime with three
- * lasers on two Modbus devices whose threads are never started.  No network:
+ * lasers on two Modbus devices whose threads are never started, and a
+ * reference laser on channel 9 (calibration, mode correct).  No network:
  * src/srv.c is compiled into this file, so the connection is made by its own
  * accept callback on one end of a socketpair and its buffers are pumped by
  * hand, deterministically, instead of by the event loop.
@@ -68,7 +69,8 @@ static const char config_text[] =
   "    min_thz = 650.0; max_thz = 651.0; pid = { polarity = -1; kd = 0.0001; };\n"
   "    piezo = { device = \"ao2\"; register = 20; format = \"s16\"; scale = 3000;\n"
   "              offset = 100; min_v = -10; max_v = 10; }; }\n"
-  ");\n";
+  ");\n"
+  "calibration = { channel = 9; frequency = \"500.00001 THz\"; tau_s = 5; };\n";
 
 static WLD_Daemon *d;
 static SRV_Server *srv;

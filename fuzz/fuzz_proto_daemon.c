@@ -60,6 +60,7 @@ FZD_Begin(WLD_Daemon *d)
 
   d->ctl = CTL_Create(d->base, d->cfg, &hooks);
   FUZZ_CHECK(d->ctl != NULL);
+  cal_setup(d, NULL);
   memset(d->channels, 0, sizeof d->channels);
   memset(d->have_channel, 0, sizeof d->have_channel);
   reading_t = 0.0;
@@ -67,7 +68,7 @@ FZD_Begin(WLD_Daemon *d)
   reading(d, 1, 384.2304850);
   reading(d, 2, -3.0);               /* underexposed */
   reading(d, 3, 650.5038);
-  reading(d, 9, 500.0);              /* a channel no laser uses */
+  reading(d, 9, 500.0);              /* the reference: 10 MHz low, corrected */
 }
 
 void
@@ -86,6 +87,8 @@ FZD_End(WLD_Daemon *d)
 {
   CTL_Destroy(d->ctl);
   d->ctl = NULL;
+  CAL_Destroy(d->cal);
+  d->cal = NULL;
   event_del(d->save_ev);
   d->save_scheduled = 0;
   /* Run the loop once without waiting: libevent frees a closed connection's

@@ -91,6 +91,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   size_t len;
   const char *path;
   STF_Laser *l = (STF_Laser *)(uintptr_t)1;   /* must be replaced */
+  STF_Calibration cal;
   char err[256];
   int n;
 
@@ -123,7 +124,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 
   err[0] = '\0';
-  n = STF_Load(path, &l, err, sizeof err);
+  memset(&cal, 0xa5, sizeof cal);
+  n = STF_LoadCal(path, &l, &cal, err, sizeof err);
   FUZZ_CHECK(n >= -1);
   if (n < 0) {
     FUZZ_CHECK(l == NULL && err[0] != '\0');
@@ -131,6 +133,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   }
   FUZZ_CHECK(n > 0 || len > 0);             /* an empty file is an error, not "no lasers" */
   FUZZ_CHECK(n == 0 || l != NULL);
+  FUZZ_CHECK(cal.present == 0 || cal.present == 1);
+  FUZZ_CHECK(!cal.present || (cal.ref_thz > 0.0 && isfinite(cal.ref_thz) &&
+                              fabs(cal.eps) < 1e-3 && isfinite(cal.unix_s)));
   for (int i = 0; i < n; i++) {
     FUZZ_CHECK(l[i].name[0] != '\0' && memchr(l[i].name, '\0', sizeof l[i].name));
     FUZZ_CHECK(!strchr(l[i].name, ' ') && !strchr(l[i].name, '\t') && !strchr(l[i].name, '\n'));

@@ -70,6 +70,8 @@ typedef struct {
   int stale_ms;                      /* default 1000 */
   int poll_ms;                       /* wlmdata polling fallback interval, default 100 */
   int callback_silence_ms;           /* wlmdata: no callback this long -> poll; default 2000 */
+  int need_calibration;              /* calibration.mode "wlmdata": the library must
+                                        have Calibration() (set by the loader) */
 } CNF_Wavemeter;
 
 /* How a device is probed before it counts as up (probe.function). */
@@ -174,6 +176,23 @@ typedef struct {
   int n_references;                  /* sim.references */
 } CNF_Sim;
 
+typedef enum { CNF_CAL_CORRECT = 0, CNF_CAL_WLMDATA } CNF_CalMode;
+
+/* The calibration group (DESIGN.md section 7): a reference laser of known
+   frequency on one channel, against which every other reading is corrected
+   (correct) or the wavemeter calibrates itself (wlmdata). */
+typedef struct {
+  int present;                       /* the group is in the file */
+  int channel;                       /* the reference's channel (a laser may share it) */
+  double thz;                        /* frequency: the reference's true frequency */
+  CNF_CalMode mode;                  /* default correct */
+  double tau_s;                      /* correct: tracking filter time constant; default 30 */
+  double max_rate_mhz_per_min;       /* faster apparent drift: hold; default 10 */
+  double tolerance_mhz;              /* reference farther than this: hold; default 50 */
+  double period_s;                   /* wlmdata: calibrate this often; default 600 */
+  int line;
+} CNF_Calibration;
+
 typedef struct {
   char path[CNF_PATH_MAX];           /* the file this was loaded from */
   CNF_Server server;
@@ -187,6 +206,7 @@ typedef struct {
   int n_devices;
   CNF_Laser *lasers;
   int n_lasers;
+  CNF_Calibration calibration;
   CNF_Sim sim;
 } CNF_Config;
 

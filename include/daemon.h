@@ -12,6 +12,7 @@ struct event_base;
 struct event;
 
 struct BG_Ctx;
+struct CAL_Ctx;
 
 /* A state event held back during a reload (see hook_state). */
 typedef struct {
@@ -35,6 +36,19 @@ typedef struct {
   /* Latest reading per wavemeter channel (index = channel). */
   WM_Reading channels[CNF_MAX_CHANNEL + 1];
   int have_channel[CNF_MAX_CHANNEL + 1];
+
+  /* Calibration against a reference laser (calib.h): NULL without a
+     calibration group. */
+  struct CAL_Ctx *cal;
+  int cal_state, cal_reason;    /* as last logged */
+  double cal_logged_s;          /* data-log comment last written (monotonic s) */
+  /* wlmdata mode: the wavemeter's own Calibration(). */
+  double cal_next_s;            /* next periodic calibration (monotonic s) */
+  int cal_running;              /* a Calibration() call in progress */
+  unsigned long cal_calls, cal_failures;
+  double cal_last_s;            /* the last one ended (monotonic s); < 0 never */
+  long cal_last_rc;
+  STF_Calibration saved_cal;    /* what was written last */
 
   /* State file. */
   struct event *save_ev;        /* debounced save after a change */
@@ -84,6 +98,20 @@ void WLD_SaveAsync(WLD_Daemon *d, WLD_ReloadDone done, void *arg);
 
 /* Ask for a state-file write soon (debounced). */
 void WLD_ScheduleSave(WLD_Daemon *d);
+
+/* A raw reading of a channel as the lasers use it: corrected by the
+   calibration against the reference laser (not the reference channel). */
+double WLD_Corrected(const WLD_Daemon *d, int channel, double value);
+
+/* Whether a correction is applied to channel's readings now. */
+int WLD_CalApplies(const WLD_Daemon *d, int channel);
+
+/* Start a wlmdata Calibration() now; done(rc, message, arg) runs on the
+   loop when it has finished.  -1 with the reason in err when it cannot start
+   (no calibration group, mode correct, one running, reference out of
+   tolerance). */
+int WLD_Calibrate(WLD_Daemon *d, WLD_ReloadDone done, void *arg, int *code, char *err,
+                  size_t errlen);
 
 /* The run-time parameters of get/set (cmds.c), i in 0..WLD_ParamCount()-1,
    for the state file.  WLD_ParamSaved: kept as a set.<key> field for laser l

@@ -20,6 +20,13 @@
  * digits) is the CRC-32 of zlib (Python: zlib.crc32) over every byte before
  * the end line.  Comment and empty lines may precede it; unknown fields in a
  * laser line are ignored.
+ *
+ * One optional "calibration" line (not counted by the end line) keeps the
+ * correction against the reference laser (calib.h) across a restart:
+ *   calibration ref_thz=384.2304844 eps=2.5e-08 unix_s=1764900000.5
+ * eps is the relative correction, ref_thz the reference frequency it belongs
+ * to, unix_s when the reference last updated it.  Files without it (older
+ * ones) load as before.
  */
 #ifndef WL_STATEFILE_H
 #define WL_STATEFILE_H
@@ -54,13 +61,30 @@ typedef struct {
   } params[STF_MAX_PARAMS];
 } STF_Laser;
 
+/* The calibration record (the "calibration" line). */
+typedef struct {
+  int present;
+  double ref_thz;            /* the reference frequency the correction belongs to */
+  double eps;                /* the relative correction */
+  double unix_s;             /* when the reference last updated it (wall clock) */
+} STF_Calibration;
+
 /* Write n lasers atomically to path; 0, or -1 with a message in err. */
 int STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t errlen);
+
+/* STF_Save with a calibration record (cal NULL or not present: none). */
+int STF_SaveCal(const char *path, const STF_Laser *lasers, int n, const STF_Calibration *cal,
+                char *err, size_t errlen);
 
 /* Load path: returns the count and a malloc'ed array in *out (free()), 0 if
    the file does not exist, or -1 with a message in err if it is unreadable,
    truncated or malformed (then nothing is returned). */
 int STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen);
+
+/* STF_Load that also returns the calibration record in *cal (present = 0:
+   none; cal may be NULL). */
+int STF_LoadCal(const char *path, STF_Laser **out, STF_Calibration *cal, char *err,
+                size_t errlen);
 
 /* Remove temporary files a save left behind when the process died between
    creating and renaming one (path.tmpXXXXXX in path's directory).  For the
@@ -86,6 +110,10 @@ STF_Writer *STF_WriterCreate(void);
    freed by the writer).  0, or -1 (ENOMEM, or the writer is stopping; the
    array is freed either way). */
 int STF_WriterSubmit(STF_Writer *w, const char *path, STF_Laser *lasers, int n);
+
+/* STF_WriterSubmit with a calibration record (copied; NULL: none). */
+int STF_WriterSubmitCal(STF_Writer *w, const char *path, STF_Laser *lasers, int n,
+                        const STF_Calibration *cal);
 
 /* Wait until everything submitted so far is written.  0 if the last write
    succeeded (or there was none), else -1 with its message in err. */

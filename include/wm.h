@@ -10,6 +10,7 @@
 #define WL_WM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "conf.h"
 
 struct event_base;
@@ -35,6 +36,17 @@ typedef struct {
 typedef void (*WM_ReadingFn)(const WM_Reading *r, void *arg);
 
 typedef struct WM_Backend WM_Backend;
+
+/* wlmData's Calibration(Type, Unit, Value, Channel): 0 or a negative error.
+   It blocks for seconds (the wavemeter stops measuring meanwhile): call it
+   on a helper thread, never on the event loop. */
+typedef int32_t (*WM_CalibrationCall)(int32_t type, int32_t unit, double value,
+                                      int32_t channel);
+
+/* The backend's Calibration(), NULL if it has none (stream; a library
+   without the symbol).  The library is never unloaded once started, so the
+   pointer stays valid after the backend is destroyed. */
+WM_CalibrationCall WM_CalibrationFn(const WM_Backend *wm);
 
 /* Create and start the configured backend on base.  NULL on error with a
    one-line message in err (missing library or symbol, bad address...).

@@ -17,6 +17,7 @@
 #include <modbus.h>
 
 #include "bg.h"
+#include "calib.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
@@ -53,13 +54,18 @@ age_ms(const WM_Reading *r)
 }
 
 static void
-status_line(SRV_Conn *c, const CTL_Laser *l)
+status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
 {
-  char reading[160] = "freq_thz=none error_mhz=none";
+  char reading[200] = "freq_thz=none error_mhz=none";
   char current[48] = "", railed[LSR_RAIL_NAME_MAX];
 
   if (l->have_reading) {
-    if (l->last.value > 0.0)
+    if (l->last.value > 0.0 && WLD_CalApplies(d, l->cfg.channel) &&
+        d->channels[l->cfg.channel].value > 0.0)
+      snprintf(reading, sizeof reading, "freq_thz=%.9f raw_freq_thz=%.9f error_mhz=%.4f "
+               "age_ms=%.0f", l->last.value, d->channels[l->cfg.channel].value,
+               l->last_error_mhz, age_ms(&l->last));
+    else if (l->last.value > 0.0)
       snprintf(reading, sizeof reading, "freq_thz=%.9f error_mhz=%.4f age_ms=%.0f",
                l->last.value, l->last_error_mhz, age_ms(&l->last));
     else
@@ -106,7 +112,7 @@ cmd_status(SRV_Conn *c, int argc, char **argv, void *ctx)
 
   if (argc < 2 || strcasecmp(argv[1], "all") == 0) {
     for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
-      status_line(c, CTL_Laser_(d->ctl, i));
+      status_line(c, d, CTL_Laser_(d->ctl, i));
     SRV_Ok(c, NULL);
     return;
   }
@@ -117,7 +123,7 @@ cmd_status(SRV_Conn *c, int argc, char **argv, void *ctx)
     }
   for (int i = 1; i < argc; i++) {
     l = CTL_FindLaser(d->ctl, argv[i]);
-    status_line(c, l);
+    status_line(c, d, l);
   }
   SRV_Ok(c, NULL);
 }
@@ -703,6 +709,87 @@ cmd_save(SRV_Conn *c, int argc, char **argv, void *ctx)
 }
 
 static void
+cmd_calibration(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  const CNF_Calibration *cc = &d->cfg->calibration;
+  CAL_Report r;
+  double now = UTL_Now();
+  char wlm[160] = "";
+
+  if (!d->cal) {
+    SRV_Data(c, "mode=none state=off ppb=0 offset_mhz=0 age_s=none reason=none");
+    SRV_Ok(c, NULL);
+    return;
+  }
+  CAL_Check(d->cal, now);
+  CAL_GetReport(d->cal, now, &r);
+  if (cc->mode == CNF_CAL_WLMDATA) {
+    char last[32] = "none";
+
+    if (d->cal_last_s >= 0)
+      snprintf(last, sizeof last, "%.0f", now - d->cal_last_s);
+    snprintf(wlm, sizeof wlm, " calibrations=%lu failures=%lu last_s=%s last_rc=%ld next_s=%.0f "
+             "running=%d", d->cal_calls, d->cal_failures, last, d->cal_last_rc,
+             d->cal_next_s > now ? d->cal_next_s - now : 0.0, d->cal_running);
+  }
+  {
+    char measured[48] = "none", age[32] = "none";
+
+    if (!isnan(r.measured_mhz))
+      snprintf(measured, sizeof measured, "%.4f", r.measured_mhz);
+    if (r.age_s >= 0)
+      snprintf(age, sizeof age, "%.1f", r.age_s);
+    SRV_Data(c, "mode=%s state=%s ppb=%.4f offset_mhz=%.4f age_s=%s reason=%s channel=%d "
+             "reference_thz=%.9f measured_mhz=%s applied=%d%s",
+             cc->mode == CNF_CAL_WLMDATA ? "wlmdata" : "correct", CAL_StateName(r.state),
+             r.ppb, r.offset_mhz, age, CAL_ReasonName(r.reason), cc->channel, cc->thz, measured,
+             r.applies, wlm);
+  }
+  SRV_Ok(c, NULL);
+}
+
+static void
+calibrated(int rc, const char *msg, void *arg)
+{
+  Later *w = arg;
+  SRV_Conn *c = SRV_PendingConn(w->p);
+
+  if (c && rc != 0)
+    SRV_Err(c, 503, "%s", msg);
+  else if (c)
+    SRV_Ok(c, "%s", msg);
+  SRV_Complete(w->p);
+  free(w);
+}
+
+static void
+cmd_calibrate(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  Later *w = calloc(1, sizeof *w);
+  char err[200];
+  int code;
+
+  if (w)
+    w->p = SRV_Defer(c);
+  if (!w || !w->p) {
+    free(w);
+    SRV_Err(c, 500, "out of memory");
+    return;
+  }
+  w->d = d;
+  if (WLD_Calibrate(d, calibrated, w, &code, err, sizeof err) != 0) {
+    SRV_Conn *pc = SRV_PendingConn(w->p);
+
+    if (pc)
+      SRV_Err(pc, code, "%s", err);
+    SRV_Complete(w->p);
+    free(w);
+  }
+}
+
+static void
 cmd_reload(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   run_later(c, D(ctx), WLD_Reload, reloaded);
@@ -814,6 +901,8 @@ const SRV_Command WLD_Commands[] = {
   { "subscribe", CNF_ROLE_MONITOR, 0, -1, "subscribe [<laser>...]", "stream '* ' events for readings and state changes", cmd_subscribe },
   { "unsubscribe", CNF_ROLE_MONITOR, 0, 0, "unsubscribe", "stop the event stream", cmd_unsubscribe },
   { "save", CNF_ROLE_CONTROL, 0, 0, "save", "write the runtime state file now", cmd_save },
+  { "calibration", CNF_ROLE_MONITOR, 0, 0, "calibration", "the correction against the reference laser: mode, state, ppb, offset", cmd_calibration },
+  { "calibrate", CNF_ROLE_CONTROL, 0, 0, "calibrate", "wlmdata mode: calibrate the wavemeter on the reference now", cmd_calibrate },
   { "reload", CNF_ROLE_CONTROL, 0, 0, "reload", "re-read the config file (an invalid one is refused)", cmd_reload },
 };
 const int WLD_NumCommands = (int)(sizeof WLD_Commands / sizeof WLD_Commands[0]);

@@ -759,7 +759,11 @@ set_dir(Loader *ld, const char *path)
 
 static const char *const top_keys[] = {
   "server", "state_file", "log", "log_level", "pid_file", "user",
-  "wavemeter", "devices", "lasers", "sim", NULL
+  "wavemeter", "devices", "lasers", "calibration", "sim", NULL
+};
+static const char *const cal_keys[] = {
+  "channel", "frequency", "mode", "tau_s", "max_rate_mhz_per_min", "tolerance_mhz",
+  "period_s", NULL
 };
 static const char *const server_keys[] = {
   "listen", "max_clients", "idle_timeout_s", "line_timeout_s", "auth_timeout_s", "tokens", NULL
@@ -1514,6 +1518,55 @@ load_sim_references(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
   return 0;
 }
 
+/* calibration = { channel; frequency; mode; tau_s; max_rate_mhz_per_min;
+   tolerance_mhz; period_s; } (after the wavemeter: its channel range). */
+static int
+load_calibration(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
+{
+  const config_setting_t *g, *s;
+  CNF_Calibration *c = &cfg->calibration;
+  char mode[32];
+
+  if (get_group(ld, root, "calibration", OPT, &g) < 0)
+    return -1;
+  if (!g)
+    return 0;
+  c->present = 1;
+  c->line = (int)config_setting_source_line(g);
+  if (check_keys(ld, g, cal_keys) < 0 ||
+      int_key_i(ld, g, "channel", REQ, 1, CNF_MAX_CHANNEL, &c->channel) < 0)
+    return -1;
+  if (cfg->wavemeter.backend == CNF_WM_WLMDATA && c->channel > CNF_WLMDATA_MAX_CHANNEL)
+    return fail(ld, config_setting_get_member(g, "channel"), NULL,
+                "the wlmdata backend reads channels 1 to %d only (is %d)",
+                CNF_WLMDATA_MAX_CHANNEL, c->channel);
+  s = config_setting_get_member(g, "frequency");
+  if (!s)
+    return fail_missing(ld, g, "frequency");
+  if (parse_setpoint(ld, s, &c->thz) < 0)
+    return -1;
+  mode[0] = '\0';
+  if (str_key(ld, g, "mode", OPT, 1, mode, sizeof mode, &s) < 0)
+    return -1;
+  if (s) {
+    if (strcasecmp(mode, "correct") == 0)
+      c->mode = CNF_CAL_CORRECT;
+    else if (strcasecmp(mode, "wlmdata") == 0)
+      c->mode = CNF_CAL_WLMDATA;
+    else
+      return fail(ld, s, NULL, "\"%s\": must be \"correct\" or \"wlmdata\"", mode);
+    if (c->mode == CNF_CAL_WLMDATA && cfg->wavemeter.backend != CNF_WM_WLMDATA)
+      return fail(ld, s, NULL, "mode \"wlmdata\" needs wavemeter.backend = \"wlmdata\"");
+    cfg->wavemeter.need_calibration = c->mode == CNF_CAL_WLMDATA;
+  }
+  if (num_key(ld, g, "tau_s", GT_LO, 0.0, 86400.0, &c->tau_s) < 0 ||
+      num_key(ld, g, "max_rate_mhz_per_min", GT_LO, 0.0, 1e6, &c->max_rate_mhz_per_min) < 0 ||
+      num_key(ld, g, "tolerance_mhz", GT_LO, 0.0, 1e6, &c->tolerance_mhz) < 0 ||
+      num_key(ld, g, "period_s", 0, 10.0, 30.0 * 86400.0, &c->period_s) < 0)
+    return -1;
+  return 0;
+}
+
 static int
 load_top(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
 {
@@ -1561,6 +1614,11 @@ config_defaults(CNF_Config *cfg)
   UTL_Strlcpy(cfg->sim.control, DEF_SIM_CONTROL, sizeof cfg->sim.control);
   cfg->sim.switch_ms = 1.0;
   cfg->sim.speed = 1.0;
+  cfg->calibration.mode = CNF_CAL_CORRECT;
+  cfg->calibration.tau_s = 30.0;
+  cfg->calibration.max_rate_mhz_per_min = 10.0;
+  cfg->calibration.tolerance_mhz = 50.0;
+  cfg->calibration.period_s = 600.0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1640,6 +1698,7 @@ CNF_Load(const char *path, char *err, size_t errlen)
          load_sim(&ld, root, &cfg->sim) == 0 &&
          load_devices(&ld, root, cfg) == 0 &&
          load_lasers(&ld, root, cfg) == 0 &&
+         load_calibration(&ld, root, cfg) == 0 &&
          load_sim_references(&ld, root, cfg) == 0;
   }
   config_destroy(&lc);

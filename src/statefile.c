@@ -167,6 +167,13 @@ dir_of(const char *path, char *dir, size_t dirlen)
 int
 STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t errlen)
 {
+  return STF_SaveCal(path, lasers, n, NULL, err, errlen);
+}
+
+int
+STF_SaveCal(const char *path, const STF_Laser *lasers, int n, const STF_Calibration *cal,
+            char *err, size_t errlen)
+{
   Buf b = { NULL, 0, 0, 0 };
   char tmp[CNF_PATH_MAX + 16], dir[CNF_PATH_MAX], ebuf[128];
   uint32_t crc;
@@ -216,6 +223,13 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
     }
   }
 
+  if (cal && cal->present &&
+      (!(cal->ref_thz > 0.0) || !isfinite(cal->ref_thz) || !isfinite(cal->eps) ||
+       !isfinite(cal->unix_s))) {
+    UTL_SetErr(err, errlen, "%s: calibration: a value is not a finite number", path);
+    return -1;
+  }
+
   b.cap = 256 + 256 * (size_t)n;
   b.data = malloc(b.cap);
   if (!b.data) {
@@ -255,6 +269,13 @@ STF_Save(const char *path, const STF_Laser *lasers, int n, char *err, size_t err
         buf_double(&b, key, l->params[k].file);
       }
     }
+    buf_printf(&b, "\n");
+  }
+  if (cal && cal->present) {
+    buf_printf(&b, "calibration");
+    buf_double(&b, "ref_thz", cal->ref_thz);
+    buf_double(&b, "eps", cal->eps);
+    buf_double(&b, "unix_s", cal->unix_s);
     buf_printf(&b, "\n");
   }
   crc = crc32_update(0, b.data, b.failed ? 0 : b.len);
@@ -573,9 +594,63 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
   return 0;
 }
 
+/* The fields of the calibration line (after "calibration").  0 or -1. */
+static int
+parse_calibration(char *fields, STF_Calibration *cal, const char **why)
+{
+  char *save = NULL;
+  int have = 0;
+
+  memset(cal, 0, sizeof *cal);
+  for (char *kv = strtok_r(fields, " ", &save); kv; kv = strtok_r(NULL, " ", &save)) {
+    char *eq = strchr(kv, '=');
+    double v;
+    int bit;
+
+    if (!eq) {
+      *why = "calibration: field without '='";
+      return -1;
+    }
+    *eq = '\0';
+    if (strcmp(kv, "ref_thz") == 0)
+      bit = 1;
+    else if (strcmp(kv, "eps") == 0)
+      bit = 2;
+    else if (strcmp(kv, "unix_s") == 0)
+      bit = 4;
+    else
+      continue;   /* a field of a later version */
+    if (parse_double(eq + 1, &v) < 0) {
+      *why = "calibration: bad number";
+      return -1;
+    }
+    if (bit == 1)
+      cal->ref_thz = v;
+    else if (bit == 2)
+      cal->eps = v;
+    else
+      cal->unix_s = v;
+    have |= bit;
+  }
+  if (have != 7 || !(cal->ref_thz > 0.0) || !isfinite(cal->ref_thz) ||
+      !(fabs(cal->eps) < 1e-3) || !isfinite(cal->unix_s)) {
+    *why = "calibration: needs ref_thz > 0, eps (|eps| < 1e-3) and unix_s";
+    return -1;
+  }
+  cal->present = 1;
+  return 0;
+}
+
 int
 STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
 {
+  return STF_LoadCal(path, out, NULL, err, errlen);
+}
+
+int
+STF_LoadCal(const char *path, STF_Laser **out, STF_Calibration *cal, char *err, size_t errlen)
+{
+  STF_Calibration cal_read = { 0 };
   char *data = NULL, *end_line, *p, *body_end;
   size_t len = 0;
   STF_Laser *lasers = NULL;
@@ -584,6 +659,8 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
   int n = 0, r, lineno = 0;
 
   *out = NULL;
+  if (cal)
+    memset(cal, 0, sizeof *cal);
   if (!path || !path[0]) {
     UTL_SetErr(err, errlen, "bad state file path");
     return -1;
@@ -657,6 +734,17 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
     }
     if (line[0] == '\0' || line[0] == '#')
       continue;
+    if (strncmp(line, "calibration ", 12) == 0) {
+      if (cal_read.present) {
+        UTL_SetErr(err, errlen, "%s:%d: a second calibration line", path, lineno);
+        goto bad;
+      }
+      if (parse_calibration(line + 12, &cal_read, &why) < 0) {
+        UTL_SetErr(err, errlen, "%s:%d: %s", path, lineno, why);
+        goto bad;
+      }
+      continue;
+    }
     if (strncmp(line, "laser ", 6) != 0) {
       UTL_SetErr(err, errlen, "%s:%d: unknown record", path, lineno);
       goto bad;
@@ -683,6 +771,8 @@ STF_Load(const char *path, STF_Laser **out, char *err, size_t errlen)
   }
   free(data);
   *out = lasers;
+  if (cal)
+    *cal = cal_read;
   return n;
 
 bad:
@@ -772,6 +862,7 @@ struct STF_Writer {
   char path[CNF_PATH_MAX];
   STF_Laser *lasers;
   int n;
+  STF_Calibration cal;
   int queued;
   int busy;                      /* a write in progress */
   unsigned long writes;          /* finished writes */
@@ -792,6 +883,7 @@ writer_main(void *arg)
     if (!w->queued)
       break;   /* stopping, and nothing left to write */
     STF_Laser *lasers = w->lasers;
+    STF_Calibration cal = w->cal;
     int n = w->n, rc;
 
     UTL_Strlcpy(path, w->path, sizeof path);
@@ -801,7 +893,7 @@ writer_main(void *arg)
     pthread_mutex_unlock(&w->lock);
 
     err[0] = '\0';
-    rc = STF_Save(path, lasers, n, err, sizeof err);
+    rc = STF_SaveCal(path, lasers, n, &cal, err, sizeof err);
     free(lasers);
 
     pthread_mutex_lock(&w->lock);
@@ -839,6 +931,13 @@ STF_WriterCreate(void)
 int
 STF_WriterSubmit(STF_Writer *w, const char *path, STF_Laser *lasers, int n)
 {
+  return STF_WriterSubmitCal(w, path, lasers, n, NULL);
+}
+
+int
+STF_WriterSubmitCal(STF_Writer *w, const char *path, STF_Laser *lasers, int n,
+                    const STF_Calibration *cal)
+{
   STF_Laser *old = NULL;
   int rc = 0;
 
@@ -852,6 +951,10 @@ STF_WriterSubmit(STF_Writer *w, const char *path, STF_Laser *lasers, int n)
     UTL_Strlcpy(w->path, path, sizeof w->path);
     w->lasers = lasers;
     w->n = n;
+    if (cal)
+      w->cal = *cal;
+    else
+      memset(&w->cal, 0, sizeof w->cal);
     w->queued = 1;
     pthread_cond_broadcast(&w->cond);
   }

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
@@ -25,6 +26,7 @@
 #include <event2/thread.h>
 
 #include "bg.h"
+#include "calib.h"
 #include "conf.h"
 #include "ctl.h"
 #include "daemon.h"
@@ -37,8 +39,31 @@
 #define EXIT_CONFIG 78            /* EX_CONFIG */
 #define STOP_GRACE_S 1.5          /* longest wait for running cycles at shutdown */
 #define OUTPUT_SAVE_INTERVAL_S 60 /* outputs alone are saved at most this often */
+#define CAL_DATALOG_S 10.0        /* calibration comment lines in the data logs */
+#define CAL_TYPE_OTHER 2          /* wlmData Calibration(): cOther (a reference laser) */
+#define CAL_UNIT_FREQUENCY 2      /* cReturnFrequency: Value in THz */
+#define CAL_READING_BUSY (-6.0)   /* readings while calibrating: "not available" */
 
 static WLD_Daemon daemon_state;
+
+static double unix_now(void);
+
+/* The calibration record of the state file: the correction and when the
+   reference last updated it. */
+static void
+collect_cal(const WLD_Daemon *d, STF_Calibration *c)
+{
+  CAL_Report r;
+
+  memset(c, 0, sizeof *c);
+  if (!d->cal || !CAL_Applies(d->cal))
+    return;
+  CAL_GetReport(d->cal, UTL_Now(), &r);
+  c->present = 1;
+  c->ref_thz = d->cfg->calibration.thz;
+  c->eps = r.eps;
+  c->unix_s = unix_now() - (r.age_s > 0.0 ? r.age_s : 0.0);
+}
 
 /* ---- state file ------------------------------------------------------------ */
 
@@ -91,10 +116,12 @@ int
 WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen)
 {
   STF_Laser *s, *copy = NULL;
+  STF_Calibration cal;
   int n, rc;
 
   if (!d->cfg->state_file[0])
     return 0;
+  collect_cal(d, &cal);
   n = collect_state(d, &s);
   if (n >= 0 && d->writer) {
     copy = malloc(((size_t)n + 1) * sizeof *copy);
@@ -109,13 +136,13 @@ WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen)
   if (d->writer) {
     /* On the writer's thread: the loop does not wait for the disk, except
        when asked to (the save command, the shutdown). */
-    rc = STF_WriterSubmit(d->writer, d->cfg->state_file, copy, n);
+    rc = STF_WriterSubmitCal(d->writer, d->cfg->state_file, copy, n, &cal);
     if (rc != 0)
       snprintf(err, errlen, "the state writer is stopping");
     else if (wait)
       rc = STF_WriterFlush(d->writer, err, errlen);
   } else {
-    rc = STF_Save(d->cfg->state_file, s, n, err, errlen);
+    rc = STF_SaveCal(d->cfg->state_file, s, n, &cal, err, errlen);
   }
   if (rc != 0) {
     free(s);
@@ -124,6 +151,7 @@ WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen)
   free(d->saved);
   d->saved = s;
   d->n_saved = n;
+  d->saved_cal = cal;
   return 0;
 }
 
@@ -332,6 +360,7 @@ static void
 restore_state(WLD_Daemon *d)
 {
   STF_Laser *s = NULL;
+  STF_Calibration cal = { 0 };
   char err[512];
   int n;
 
@@ -341,10 +370,21 @@ restore_state(WLD_Daemon *d)
   if (n > 0)
     log_info("removed %d temporary file%s left by an interrupted save of %s", n,
              n == 1 ? "" : "s", d->cfg->state_file);
-  n = STF_Load(d->cfg->state_file, &s, err, sizeof err);
+  n = STF_LoadCal(d->cfg->state_file, &s, &cal, err, sizeof err);
   if (n < 0) {
     log_warn("state file ignored: %s", err);
     return;
+  }
+  if (cal.present && d->cal && cal.ref_thz == d->cfg->calibration.thz &&
+      d->cfg->calibration.mode == CNF_CAL_CORRECT) {
+    double age = unix_now() - cal.unix_s;
+
+    CAL_Restore(d->cal, cal.eps, age, UTL_Now());
+    log_info("state file: calibration correction %.3f ppb (%.3f MHz at the reference), "
+             "last updated %.0f s ago", cal.eps * 1e9, cal.eps * cal.ref_thz * 1e6, age);
+  } else if (cal.present) {
+    log_info("state file: calibration correction not restored (no calibration in mode "
+             "correct for a reference at %.9f THz now)", cal.ref_thz);
   }
   for (int i = 0; i < n; i++) {
     CTL_Laser *l = CTL_FindLaser(d->ctl, s[i].name);
@@ -431,7 +471,13 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
     return;
   if (l->current_dev)
     snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
-  if (r->value > 0.0)
+  if (r->value > 0.0 && WLD_CalApplies(d, l->cfg.channel))
+    SRV_Publish(d->srv, l->index,
+                "reading laser=%s t=%.3f freq_thz=%.9f raw_freq_thz=%.9f error_mhz=%.4f "
+                "piezo_v=%.6f%s state=%s",
+                l->cfg.name, unix_now(), r->value, d->channels[l->cfg.channel].value,
+                l->last_error_mhz, l->piezo_v, current, LSR_StateName(l->sm.state));
+  else if (r->value > 0.0)
     SRV_Publish(d->srv, l->index,
                 "reading laser=%s t=%.3f freq_thz=%.9f error_mhz=%.4f piezo_v=%.6f%s state=%s",
                 l->cfg.name, unix_now(), r->value, l->last_error_mhz, l->piezo_v, current,
@@ -469,17 +515,265 @@ hook_dirty(void *arg)
   WLD_ScheduleSave(arg);
 }
 
+/* ---- calibration against the reference laser ------------------------------ */
+
+int
+WLD_CalApplies(const WLD_Daemon *d, int channel)
+{
+  return d->cal && channel != d->cfg->calibration.channel && CAL_Applies(d->cal);
+}
+
+double
+WLD_Corrected(const WLD_Daemon *d, int channel, double value)
+{
+  return WLD_CalApplies(d, channel) ? CAL_Correct(d->cal, value) : value;
+}
+
+/* A comment line in every data log: the correction behind its readings. */
+static void
+cal_datalog(WLD_Daemon *d, const CAL_Report *r, double now)
+{
+  d->cal_logged_s = now;
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++) {
+    CTL_Laser *l = CTL_Laser_(d->ctl, i);
+
+    if (l->datalog)
+      fprintf(l->datalog, "# calibration unix_time_s=%.3f state=%s reason=%s ppb=%.4f "
+              "offset_mhz=%.4f applied=%d\n", unix_now(), CAL_StateName(r->state),
+              CAL_ReasonName(r->reason), r->ppb, r->offset_mhz,
+              l->cfg.channel != d->cfg->calibration.channel && r->applies);
+  }
+}
+
+/* Log the calibration's state changes; data-log lines now and then. */
+static void
+cal_note(WLD_Daemon *d, double now)
+{
+  CAL_Report r;
+
+  CAL_GetReport(d->cal, now, &r);
+  if ((int)r.state != d->cal_state || (int)r.reason != d->cal_reason) {
+    if (r.state == CAL_HOLD && r.reason != CAL_R_WAITING && r.reason != CAL_R_CALIBRATING)
+      log_warn("calibration: hold (%s): reference on channel %d at %+.3f MHz; correction "
+               "frozen at %.3f ppb", CAL_ReasonName(r.reason), d->cfg->calibration.channel,
+               isnan(r.measured_mhz) ? 0.0 : r.measured_mhz, r.ppb);
+    else
+      log_info("calibration: %s%s%s: %.3f ppb (%.3f MHz at the reference)",
+               CAL_StateName(r.state), r.reason ? ", " : "",
+               r.reason ? CAL_ReasonName(r.reason) : "", r.ppb, r.offset_mhz);
+    d->cal_state = (int)r.state;
+    d->cal_reason = (int)r.reason;
+    cal_datalog(d, &r, now);
+  } else if (now - d->cal_logged_s >= CAL_DATALOG_S) {
+    cal_datalog(d, &r, now);
+  }
+}
+
+static CAL_Params
+cal_params(const CNF_Config *cfg)
+{
+  const CNF_Calibration *c = &cfg->calibration;
+  CAL_Params p = {
+    .mode = c->mode == CNF_CAL_WLMDATA ? CAL_MODE_WLMDATA : CAL_MODE_CORRECT,
+    .ref_thz = c->thz, .tau_s = c->tau_s, .max_rate_mhz_per_min = c->max_rate_mhz_per_min,
+    .tolerance_mhz = c->tolerance_mhz, .stale_s = cfg->wavemeter.stale_ms / 1000.0,
+  };
+  return p;
+}
+
+/* At start and after a reload: the calibration of d->cfg (old: the one
+   before, NULL at start). */
+static void
+cal_setup(WLD_Daemon *d, const CNF_Config *old)
+{
+  const CNF_Calibration *c = &d->cfg->calibration;
+  CAL_Params p;
+
+  if (!c->present) {
+    if (d->cal) {
+      log_warn("calibration removed: every channel is used raw from now on");
+      CAL_Destroy(d->cal);
+      d->cal = NULL;
+    }
+    return;
+  }
+  p = cal_params(d->cfg);
+  if (d->cal) {
+    CAL_Configure(d->cal, &p);
+  } else {
+    d->cal = CAL_Create(&p);
+    if (!d->cal) {
+      log_error("calibration: out of memory: readings are used raw");
+      return;
+    }
+    d->cal_state = d->cal_reason = -1;
+  }
+  if (!old || !old->calibration.present || old->calibration.mode != c->mode ||
+      old->calibration.period_s != c->period_s)
+    d->cal_next_s = UTL_Now() + c->period_s;
+  log_info("calibration: mode %s, reference on channel %d at %.9f THz, tau %g s, "
+           "max rate %g MHz/min, tolerance %g MHz, period %g s",
+           c->mode == CNF_CAL_WLMDATA ? "wlmdata" : "correct", c->channel, c->thz, c->tau_s,
+           c->max_rate_mhz_per_min, c->tolerance_mhz, c->period_s);
+}
+
 static void
 on_reading(const WM_Reading *r, void *arg)
 {
   WLD_Daemon *d = arg;
+  WM_Reading used = *r;
 
   if (r->channel >= 1 && r->channel <= CNF_MAX_CHANNEL) {
     d->channels[r->channel] = *r;
     d->have_channel[r->channel] = 1;
   }
+  if (d->cal) {
+    double now = UTL_Now();
+
+    if (r->channel == d->cfg->calibration.channel)
+      CAL_OnReference(d->cal, d->cal_running ? CAL_READING_BUSY : r->value, now);
+    else
+      CAL_Check(d->cal, now);
+    cal_note(d, now);
+    if (d->cal_running)
+      used.value = CAL_READING_BUSY;    /* the lasers hold while it calibrates */
+    else
+      used.value = WLD_Corrected(d, r->channel, r->value);
+  }
   if (!d->stopping)
-    CTL_OnReading(d->ctl, r);
+    CTL_OnReading(d->ctl, &used);
+}
+
+/* wlmdata mode: Calibration() on a helper thread (it takes seconds). */
+typedef struct {
+  WLD_Daemon *d;
+  WM_CalibrationCall fn;
+  double thz;
+  int channel;
+  long rc;
+  double t0;
+  WLD_ReloadDone done;
+  void *arg;
+} CalJob;
+
+static void
+cal_job_run(void *arg)
+{
+  CalJob *j = arg;
+
+  j->rc = j->fn(CAL_TYPE_OTHER, CAL_UNIT_FREQUENCY, j->thz, j->channel);
+}
+
+static void
+cal_job_done(void *arg)
+{
+  CalJob *j = arg;
+  WLD_Daemon *d = j->d;
+  double now = UTL_Now();
+  char msg[160];
+
+  d->cal_running = 0;
+  d->cal_last_s = now;
+  d->cal_last_rc = j->rc;
+  if (d->cal)
+    CAL_SetCalibrating(d->cal, 0, now);
+  if (j->rc == 0) {
+    snprintf(msg, sizeof msg, "calibrated on channel %d at %.9f THz in %.1f s", j->channel,
+             j->thz, now - j->t0);
+    log_info("calibration: %s", msg);
+  } else {
+    d->cal_failures++;
+    snprintf(msg, sizeof msg, "Calibration() on channel %d at %.9f THz failed: error %ld",
+             j->channel, j->thz, j->rc);
+    log_error("calibration: %s", msg);
+  }
+  if (j->done)
+    j->done(j->rc == 0 ? 0 : -1, msg, j->arg);
+  free(j);
+}
+
+int
+WLD_Calibrate(WLD_Daemon *d, WLD_ReloadDone done, void *arg, int *code, char *err,
+              size_t errlen)
+{
+  const CNF_Calibration *c = &d->cfg->calibration;
+  CAL_Report r;
+  CalJob *j;
+  double now = UTL_Now();
+
+  *code = 409;
+  if (!c->present || !d->cal) {
+    UTL_SetErr(err, errlen, "no calibration group in the config");
+    return -1;
+  }
+  if (c->mode != CNF_CAL_WLMDATA) {
+    UTL_SetErr(err, errlen, "mode correct follows the reference all the time; calibrate "
+               "is for mode wlmdata");
+    return -1;
+  }
+  if (d->cal_running) {
+    UTL_SetErr(err, errlen, "a calibration is in progress");
+    return -1;
+  }
+  CAL_Check(d->cal, now);
+  CAL_GetReport(d->cal, now, &r);
+  if (r.state != CAL_TRACKING) {
+    UTL_SetErr(err, errlen, "the reference on channel %d is not usable (%s)", c->channel,
+               CAL_ReasonName(r.reason));
+    return -1;
+  }
+  j = calloc(1, sizeof *j);
+  if (!j || !d->bg) {
+    *code = 500;
+    UTL_SetErr(err, errlen, "%s", !j ? "out of memory" : "no helper thread to run it on");
+    free(j);
+    return -1;
+  }
+  if (!d->wm || !(j->fn = WM_CalibrationFn(d->wm))) {
+    *code = 503;
+    UTL_SetErr(err, errlen, "the wavemeter library has no Calibration()");
+    free(j);
+    return -1;
+  }
+  j->d = d;
+  j->thz = c->thz;
+  j->channel = c->channel;
+  j->t0 = now;
+  j->done = done;
+  j->arg = arg;
+  d->cal_running = 1;
+  d->cal_calls++;
+  CAL_SetCalibrating(d->cal, 1, now);
+  log_info("calibration: Calibration(cOther, cReturnFrequency, %.9f, %d): reference at %+.3f MHz",
+           c->thz, c->channel, r.measured_mhz);
+  if (BG_Run(d->bg, cal_job_run, cal_job_done, j) != 0) {
+    d->cal_running = 0;
+    CAL_SetCalibrating(d->cal, 0, now);
+    free(j);
+    *code = 500;
+    UTL_SetErr(err, errlen, "cannot start a helper thread");
+    return -1;
+  }
+  d->cal_next_s = now + c->period_s;
+  return 0;
+}
+
+/* Once a second: the periodic wlmdata calibration, only with a good reference. */
+static void
+cal_periodic(WLD_Daemon *d)
+{
+  double now = UTL_Now();
+  char err[160];
+  int code;
+
+  if (!d->cal)
+    return;
+  CAL_Check(d->cal, now);
+  cal_note(d, now);
+  if (d->cfg->calibration.mode != CNF_CAL_WLMDATA || d->cal_running || now < d->cal_next_s)
+    return;
+  if (WLD_Calibrate(d, NULL, NULL, &code, err, sizeof err) != 0)
+    log_debug("calibration: not now: %s", err);
 }
 
 /* ---- reload ------------------------------------------------------------------ */
@@ -576,6 +870,15 @@ reload_apply(void *arg)
       return;
     }
   }
+  if (nc->calibration.present && nc->calibration.mode == CNF_CAL_WLMDATA &&
+      !WM_CalibrationFn(r->wm ? r->wm : d->wm)) {
+    UTL_SetErr(r->err, sizeof r->err, "calibration: mode \"wlmdata\" needs Calibration() in "
+               "%s, which lacks it", nc->wavemeter.library);
+    if (r->wm)
+      WM_Destroy(r->wm);      /* started: returns at once */
+    reload_end(r, -1);
+    return;
+  }
   {
     /* Subscriptions name lasers by index: carry them over to the new list
        before any event of the new configuration goes out. */
@@ -616,8 +919,13 @@ reload_apply(void *arg)
   }
   if (LOG_ParseLevel(nc->log_level, &lv) == 0 && !LOG_Enabled(LOG_LV_DEBUG))
     LOG_SetLevel(lv);
-  CNF_Free(d->cfg);
-  d->cfg = nc;
+  {
+    CNF_Config *old = d->cfg;
+
+    d->cfg = nc;
+    cal_setup(d, old);
+    CNF_Free(old);
+  }
   r->nc = NULL;
   d->reloads++;
   log_info("configuration reloaded from %s: %d lasers, %d devices", d->cfg_path, d->cfg->n_lasers,
@@ -751,6 +1059,7 @@ slow_cb(evutil_socket_t fd, short what, void *arg)
   STF_Laser *s;
   int n;
 
+  cal_periodic(d);
   /* Data logs are flushed once a second. */
   for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
     if (CTL_Laser_(d->ctl, i)->datalog)
@@ -764,8 +1073,14 @@ slow_cb(evutil_socket_t fd, short what, void *arg)
   n = collect_state(d, &s);
   if (n < 0)
     return;
-  if (n != d->n_saved || memcmp(s, d->saved, (size_t)n * sizeof *s) != 0)
-    save_now(d, "outputs", 0);
+  {
+    STF_Calibration cal;
+
+    collect_cal(d, &cal);
+    if (n != d->n_saved || memcmp(s, d->saved, (size_t)n * sizeof *s) != 0 ||
+        cal.present != d->saved_cal.present || cal.eps != d->saved_cal.eps)
+      save_now(d, "outputs", 0);
+  }
   free(s);
 }
 
@@ -1030,6 +1345,8 @@ main(int argc, char **argv)
     status = 1;
     goto out;
   }
+  d->cal_last_s = -1.0;
+  cal_setup(d, NULL);
   restore_state(d);
 
   d->srv = SRV_Create(d->base, &d->cfg->server, WLD_Commands, WLD_NumCommands, d, err, sizeof err);
@@ -1064,6 +1381,13 @@ main(int argc, char **argv)
   d->wm = WM_Create(&d->cfg->wavemeter, d->base, on_reading, d, err, sizeof err);
   if (!d->wm) {
     log_error("wavemeter: %s", err);
+    status = 1;
+    goto out;
+  }
+  if (d->cfg->calibration.present && d->cfg->calibration.mode == CNF_CAL_WLMDATA &&
+      !WM_CalibrationFn(d->wm)) {
+    log_error("calibration: mode \"wlmdata\" needs Calibration() in %s, which lacks it "
+              "(use mode \"correct\")", d->cfg->wavemeter.library);
     status = 1;
     goto out;
   }
@@ -1104,6 +1428,8 @@ out:
   STF_WriterDestroy(d->writer);
   d->writer = NULL;
   CTL_Destroy(d->ctl);
+  CAL_Destroy(d->cal);
+  d->cal = NULL;
   SRV_Destroy(d->srv);
   if (d->cfg && d->cfg->pid_file[0])
     unlink(d->cfg->pid_file);

@@ -244,3 +244,9 @@ WM_WlmModeChannel(int mode)
     return mode - 1355 + 10;
   return 0;
 }
+
+WM_CalibrationCall
+WM_CalibrationFn(const WM_Backend *wm)
+{
+  return wm ? wm->calibration : NULL;
+}

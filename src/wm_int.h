@@ -12,6 +12,7 @@ struct WM_Backend {
   void (*status)(const WM_Backend *wm, char *buf, size_t len);
   /* WM_ExposureBegin; NULL: the backend cannot. */
   int (*exposure)(const WM_Backend *wm, WM_ExposureOp *op, char *err, size_t errlen);
+  WM_CalibrationCall calibration;   /* wlmdata: the library's Calibration(), or NULL */
 };
 
 /* Backend constructors: same contract as WM_Prepare. */

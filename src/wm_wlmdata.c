@@ -552,6 +552,12 @@ WM_WlmDataCheck(const CNF_Wavemeter *cfg, char *err, size_t errlen)
 
   if (open_library(lib, &dl, &instantiate, &get_frequency, err, errlen) < 0)
     return -1;
+  if (cfg->need_calibration && !resolve(dl, lib, "Calibration", 0, err, errlen)) {
+    snprintf(err, errlen, "wavemeter.library: '%s' has no symbol 'Calibration' "
+             "(calibration.mode \"wlmdata\" needs it)", lib);
+    dlclose(dl);
+    return -1;
+  }
   dlclose(dl);      /* nothing of ours was called or installed in it */
   return 0;
 }
@@ -592,6 +598,8 @@ WM_WlmDataPrepare(const CNF_Wavemeter *cfg, WM_ReadingFn fn, void *arg,
   memcpy(&w->get_exposure_mode, &p, sizeof p);
   p = resolve(dl, lib, "SetExposureMode", 0, err, errlen);
   memcpy(&w->set_exposure_mode, &p, sizeof p);
+  p = resolve(dl, lib, "Calibration", 0, err, errlen);
+  memcpy(&w->hdr.calibration, &p, sizeof p);
 
   w->hdr.name = "wlmdata";
   w->hdr.start = wlm_start;

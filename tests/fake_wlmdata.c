@@ -20,6 +20,10 @@
  *   get_delay_ms=N    GetFrequencyNum/GetWavelengthNum sleep this long, default 0
  *   exposure_delay_ms=N  the exposure calls sleep this long, default 0
  *   count=N           what GetChannelsCount returns, default the highest channel
+ *   cal_ms=N          Calibration() takes this long, default 2000: no
+ *                     measurement (no callback, GetFrequencyNum answers -6)
+ *                     meanwhile
+ *   cal_rc=N          what Calibration() returns, default 0
  *   restart=TOKEN     a TOKEN (a word) other than the last one seen plays a
  *                     restart of the wavemeter software: the installed callback
  *                     is forgotten (nothing is called until Instantiate(1, 4,
@@ -27,8 +31,10 @@
  *                     start again from 0; leaving the key out changes nothing
  *
  * The file named by FAKE_WLM_LOG (if set) gets one line per event:
- * "install", "install-refused", "remove", "restart", with a flush after each,
- * and one per exposure call: "GetExposureNum <num> <arr> = <ms>",
+ * "install", "install-refused", "remove", "restart", with a flush after each;
+ * for each call of Calibration() "calibration type=T unit=U value=V channel=C"
+ * when it starts and "calibration-done rc=R" when it returns; and one per
+ * exposure call: "GetExposureNum <num> <arr> = <ms>",
  * "SetExposureNum <num> <arr> <ms> = <rc>", "GetExposureMode = <0|1>",
  * "SetExposureMode <0|1> = <rc>".  The exposure is kept per channel and CCD
  * (arr 1 and 2; default 10 and 20 ms; Set accepts 1..9999, else returns -5),
@@ -36,8 +42,9 @@
  * Test programs that dlopen() this library can also read its counters with
  * FakeWlm_Count("installs" | "removes" | "callbacks" | "gets" | "reads").
  *
- * Built twice: with FAKE_WLM_NO_GETFREQ the library lacks GetFrequencyNum,
- * for the missing-symbol test.
+ * Built several times: with FAKE_WLM_NO_GETFREQ the library lacks
+ * GetFrequencyNum, for the missing-symbol test; with FAKE_WLM_NO_CALIBRATION
+ * it lacks Calibration() (an old library: calibration mode wlmdata refused).
  */
 #include "config.h"
 
@@ -72,6 +79,9 @@ int32_t SetExposureNum(int32_t num, int32_t arr, int32_t E);
 bool GetExposureMode(bool EM);
 int32_t SetExposureMode(bool EM);
 uint16_t GetOperationState(uint16_t OS);
+#ifndef FAKE_WLM_NO_CALIBRATION
+int32_t Calibration(int32_t Type, int32_t Unit, double Value, int32_t Channel);
+#endif
 unsigned long FakeWlm_Count(const char *what);
 
 typedef struct {
@@ -87,6 +97,8 @@ typedef struct {
   int get_delay_ms;
   int exposure_delay_ms;
   int count;
+  int cal_ms;
+  int cal_rc;
   char restart[32];
 } Settings;
 
@@ -105,6 +117,7 @@ static int switcher_channel = 1;
 static char restart_seen[32];
 static int32_t exposure_ms[3][NCH + 1];     /* [arr][channel], 0: not set yet */
 static int exposure_auto;
+static int calibrating;          /* inside Calibration(): no measurements */
 
 static void log_event(const char *what);
 
@@ -119,6 +132,7 @@ defaults(Settings *s)
   s->callbacks = 1;
   s->install_ok = 1;
   s->repeat = 1;
+  s->cal_ms = 2000;
 }
 
 static void
@@ -170,6 +184,10 @@ apply_word(Settings *s, const char *w)
     s->exposure_delay_ms = atoi(v) > 0 ? atoi(v) : 0;
   } else if (!strncmp(w, "count=", 6)) {
     s->count = atoi(v);
+  } else if (!strncmp(w, "cal_ms=", 7)) {
+    s->cal_ms = atoi(v) >= 0 ? atoi(v) : 0;
+  } else if (!strncmp(w, "cal_rc=", 7)) {
+    s->cal_rc = atoi(v);
   } else if (!strncmp(w, "restart=", 8)) {
     snprintf(s->restart, sizeof s->restart, "%s", v);
   }
@@ -298,7 +316,7 @@ fake_thread(void *arg)
     struct timespec ts = { 0, 0 };
 
     refresh();
-    if (callback && cur.callbacks) {
+    if (callback && cur.callbacks && !calibrating) {
       CallbackProcEx fn = callback;
       int32_t t = ms_since_start();
       double vals[NCH + 1];
@@ -402,6 +420,8 @@ get_value(int32_t num, int thz)
   delay = cur.get_delay_ms;
   if (num < 1 || num > NCH || !cur.on[num])
     v = -10;                    /* ErrNoChannel... channel not available */
+  else if (calibrating)
+    v = -6;                     /* ErrNotAvailable: measurement interrupted */
   else
     v = measure(num);
   pthread_mutex_unlock(&lock);
@@ -414,6 +434,38 @@ get_value(int32_t num, int thz)
     v = 299792.458 / v;
   return v;
 }
+
+#ifndef FAKE_WLM_NO_CALIBRATION
+/* Calibration(Type, Unit, Value, Channel): logged; blocks for cal_ms with
+   the measurement interrupted, as the real one does for a few seconds. */
+int32_t
+Calibration(int32_t Type, int32_t Unit, double Value, int32_t Channel)
+{
+  char line[160];
+  int ms, rc;
+
+  pthread_mutex_lock(&lock);
+  refresh();
+  ms = cur.cal_ms;
+  rc = cur.cal_rc;
+  calibrating = 1;
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "calibration type=%d unit=%d value=%.9f channel=%d",
+           (int)Type, (int)Unit, Value, (int)Channel);
+  log_event(line);
+  if (ms > 0) {
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+    nanosleep(&ts, NULL);
+  }
+  pthread_mutex_lock(&lock);
+  calibrating = 0;
+  pthread_mutex_unlock(&lock);
+  snprintf(line, sizeof line, "calibration-done rc=%d", rc);
+  log_event(line);
+  return rc;
+}
+#endif
 
 #ifndef FAKE_WLM_NO_GETFREQ
 double

@@ -276,11 +276,15 @@ class _LineClient(Client):
 class SimControl(_LineClient):
     """wavelock-sim's control port."""
 
-    def truth(self, name=None):
-        """{laser: {key: float or int}} from 'truth' (one laser or all)."""
+    def truth(self, name=None, references=False):
+        """{laser: {key: float or int}} from 'truth' (one laser or all); the
+        reference lasers (reference=1: no actuator, not locked by wavelockd)
+        only with references=True or when asked for by name."""
         out = {}
         for line in self.ok("truth %s" % name if name else "truth"):
             d = kv(line)
+            if d.get("reference") == "1" and not (references or name):
+                continue
             rec = {}
             for k, v in d.items():
                 if k == "name":

@@ -129,4 +129,20 @@ with Env() as env:
     tap.ok(lab.wait_states("locked", timeout=30), "attached: all lasers locked afterwards",
            lab.d.states())
     lab.close()
+# --drift-minutes: the calibration row (true error after simulated minutes of
+# conf/sim.conf's calibration drift, with and without the correction)
+rc, out, err, took = run(["--drift-minutes", "1"])
+tap.ok(rc == 2 and "--start" in err, "--drift-minutes without --start is a usage error (2)", err)
+rc, out, err, took = run(["--start", "--seed", "2", "--duration", "2", "--no-step", "--no-hop",
+                          "--drift-minutes", "4", "--drift-speed", "10", "--lasers",
+                          "cool780,clock698,cool671"], timeout=150)
+tail = out.strip().splitlines()[-2:]
+row = dict(zip(tail[0].split(), tail[1].split())) if len(tail) == 2 else {}
+on, off = num(row.get("drift_on_mhz", "")), num(row.get("drift_off_mhz", ""))
+tap.ok(rc == 0 and row.get("calibration") == "true_error" and on is not None and off is not None
+       and on < 3.0 and off > 8.0 and off > 3 * on,
+       "--drift-minutes 4 --drift-speed 10: true error RMS %s MHz with the correction, %s "
+       "without (%.0f s)" % (row.get("drift_on_mhz"), row.get("drift_off_mhz"), took),
+       "rc %r\n%s%s" % (rc, out, err))
+
 tap.done()

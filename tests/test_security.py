@@ -466,6 +466,10 @@ def test_auth_and_roles(env):
         accepted = []
         for n in order:
             r = cmd(a, lines[n])
+            # calibrate needs a calibration group in mode wlmdata: without
+            # one a control client gets 409 (the state), never 403 (the role).
+            if n == "calibrate" and code(r) == 409:
+                continue
             if not final(r).startswith("OK"):
                 accepted.append((lines[n], r))
         tap.eq(accepted, [], "a control client runs every one of those lines")

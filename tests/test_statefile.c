@@ -271,6 +271,54 @@ test_format(void **state)
   free(text);
 }
 
+/* The calibration record: round trip, old files (none) load, bad ones fail. */
+static void
+test_calibration_record(void **state)
+{
+  STF_Calibration cal = { 1, 384.2281152, 2.5e-8, 1764900000.5 }, back;
+  STF_Laser *out = NULL;
+  size_t len;
+  char *text;
+
+  fill_sample();
+  assert_int_equal(STF_SaveCal(path, sample, 2, &cal, err, sizeof err), 0);
+  text = read_all(path, &len);
+  assert_non_null(strstr(text, "\ncalibration ref_thz=384.2281152 eps=2.5e-08 "
+                         "unix_s=1764900000.5\nend count=2 "));
+  free(text);
+  memset(&back, 0x5a, sizeof back);
+  assert_int_equal(STF_LoadCal(path, &out, &back, err, sizeof err), 2);
+  assert_int_equal(back.present, 1);
+  assert_true(back.ref_thz == cal.ref_thz && back.eps == cal.eps && back.unix_s == cal.unix_s);
+  free(out);
+  /* STF_Load of the same file: the lasers, the record ignored. */
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 2);
+  free(out);
+  /* A file without it (as older versions wrote): present = 0. */
+  assert_int_equal(STF_Save(path, sample, 2, err, sizeof err), 0);
+  memset(&back, 0x5a, sizeof back);
+  assert_int_equal(STF_LoadCal(path, &out, &back, err, sizeof err), 2);
+  assert_int_equal(back.present, 0);
+  free(out);
+  /* No file at all: nothing, present = 0. */
+  unlink(path);
+  memset(&back, 0x5a, sizeof back);
+  assert_int_equal(STF_LoadCal(path, &out, &back, err, sizeof err), 0);
+  assert_int_equal(back.present, 0);
+  /* Bad records are errors with the line. */
+  write_with_end("calibration ref_thz=384.2 eps=nan unix_s=1\n", 0);
+  assert_int_equal(STF_LoadCal(path, &out, &back, err, sizeof err), -1);
+  assert_non_null(strstr(err, ":1: calibration"));
+  write_with_end("calibration ref_thz=384.2 eps=1e-9\n", 0);
+  assert_int_equal(STF_LoadCal(path, &out, &back, err, sizeof err), -1);
+  write_with_end("calibration ref_thz=384.2 eps=1e-9 unix_s=1\n"
+                 "calibration ref_thz=384.2 eps=1e-9 unix_s=1\n", 0);
+  assert_int_equal(STF_LoadCal(path, &out, &back, err, sizeof err), -1);
+  assert_non_null(strstr(err, "second calibration"));
+  cal.eps = NAN;
+  assert_int_equal(STF_SaveCal(path, sample, 2, &cal, err, sizeof err), -1);
+}
+
 static void
 test_empty_list(void **state)
 {
@@ -701,6 +749,7 @@ main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
     cmocka_unit_test_setup_teardown(test_format, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_calibration_record, setup, teardown),
     cmocka_unit_test_setup_teardown(test_empty_list, setup, teardown),
     cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
     cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
