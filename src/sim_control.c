@@ -110,10 +110,11 @@ truth_line(CtlConn *c, int i, double now)
   PLT_GetTruth(SIM.lasers[i], now, &t);
   reply(c,
         "name=%s true_thz=%.9f error_mhz=%.6f piezo_v=%.6f current_v=%.6f mode_hop=%d "
-        "channel=%d drift_mhz=%.6f hop_mhz=%.3f hops=%lu time_s=%.3f reference=%d",
+        "channel=%d drift_mhz=%.6f hop_mhz=%.3f hops=%lu time_s=%.3f reference=%d mode=%d "
+        "tuning_v=%.6f",
         PLT_LaserName(SIM.lasers[i]), t.true_thz, t.error_mhz, t.piezo_v, t.current_v,
         t.mode_hop, PLT_LaserChannel(SIM.lasers[i]), t.drift_mhz, t.hop_mhz, t.hops, t.t,
-        PLT_LaserIsReference(SIM.lasers[i]));
+        PLT_LaserIsReference(SIM.lasers[i]), t.mode, t.tuning_v);
 }
 
 static void
@@ -148,8 +149,12 @@ cmd_hop(CtlConn *c, int argc, char **argv)
     return;
   }
   PLT_StartHop(SIM.lasers[i], SIM_Sync(), mhz);
-  log_info("%s: mode hop of %.1f MHz for %g s", PLT_LaserName(SIM.lasers[i]), mhz,
-           PLT_LaserParams(SIM.lasers[i])->modehop_s);
+  if (PLT_LaserParams(SIM.lasers[i])->modehop_free_v > 0.0)
+    log_info("%s: mode hop of %.1f MHz until the tuning moves back by %g V",
+             PLT_LaserName(SIM.lasers[i]), mhz, PLT_LaserParams(SIM.lasers[i])->hysteresis_v);
+  else
+    log_info("%s: mode hop of %.1f MHz for %g s", PLT_LaserName(SIM.lasers[i]), mhz,
+             PLT_LaserParams(SIM.lasers[i])->modehop_s);
   reply(c, "OK");
 }
 
