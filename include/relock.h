@@ -77,9 +77,11 @@ int RLK_AxisSteps(double span, double step);
    (<= 0: no limit); exactly `to` when within reach. */
 double RLK_Toward(double from, double to, double max_step);
 
-/* Start a search around piezo_v / current_v (the outputs the caller is at:
-   the last good ones).  Returns 0, or -1 if the grid is empty (no span). */
-int RLK_Start(RLK_Search *s, const RLK_Params *p, double piezo_v, double current_v);
+/* Start a search around piezo_v / current_v (the last good outputs) from
+   the outputs at_piezo_v / at_current_v written now (moves are split from
+   there).  Returns 0, or -1 if the grid is empty (no span). */
+int RLK_Start(RLK_Search *s, const RLK_Params *p, double piezo_v, double current_v,
+              double at_piezo_v, double at_current_v);
 
 /* A valid reading still out of capture (call only while s->active): what to
    write next, if anything, in *piezo_v / *current_v.  After RLK_FAILED the

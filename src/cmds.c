@@ -54,7 +54,7 @@ static void
 status_line(SRV_Conn *c, const CTL_Laser *l)
 {
   char reading[160] = "freq_thz=none error_mhz=none";
-  char current[48] = "", railed[LSR_RAIL_NAME_MAX];
+  char current[48] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "";
 
   if (l->have_reading) {
     if (l->last.value > 0.0)
@@ -66,11 +66,18 @@ status_line(SRV_Conn *c, const CTL_Laser *l)
   }
   if (l->current_dev)
     snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
+  /* relock search: relocks=, and search= (step) search_pass= while searching;
+     reason= for a fault of the search ("relock failed", one word here) */
+  if (l->search.active)
+    snprintf(relock, sizeof relock, " search=%d search_pass=%d", l->search.step,
+             l->search.pass);
+  else if (l->sm.relock_failed)
+    snprintf(relock, sizeof relock, " reason=relock_failed");
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s relocks=%lu%s",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
            l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
-           LSR_RailName(l->rail.railed, railed, sizeof railed));
+           LSR_RailName(l->rail.railed, railed, sizeof railed), l->sm.relocks, relock);
 }
 
 /* ---- commands ---------------------------------------------------------------- */

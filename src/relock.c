@@ -50,7 +50,8 @@ RLK_Point(const RLK_Search *s, int i, double *dp, double *dc)
 }
 
 int
-RLK_Start(RLK_Search *s, const RLK_Params *p, double piezo_v, double current_v)
+RLK_Start(RLK_Search *s, const RLK_Params *p, double piezo_v, double current_v,
+          double at_piezo_v, double at_current_v)
 {
   memset(s, 0, sizeof *s);
   s->p = *p;
@@ -62,8 +63,10 @@ RLK_Start(RLK_Search *s, const RLK_Params *p, double piezo_v, double current_v)
   s->axis_c = p->has_current ? 2 * RLK_AxisSteps(p->current_span_v, p->current_step_v) + 1 : 1;
   if (RLK_PointCount(s) < 1)
     return -1;
-  s->p0 = s->at_p = piezo_v;
-  s->c0 = s->at_c = p->has_current ? current_v : 0.0;
+  s->p0 = piezo_v;
+  s->at_p = at_piezo_v;
+  s->c0 = p->has_current ? current_v : 0.0;
+  s->at_c = p->has_current ? at_current_v : 0.0;
   s->index = -1;
   s->pass = 1;
   s->active = 1;

@@ -57,7 +57,7 @@ test_default_grid(void **state)
   int steps = 0, waits = 0;
 
   (void)state;
-  assert_int_equal(RLK_Start(&s, &p, 5.0, 0.0), 0);
+  assert_int_equal(RLK_Start(&s, &p, 5.0, 0.0, 5.0, 0.0), 0);
   assert_int_equal(RLK_PointCount(&s), 20);
   for (int pass = 1; pass <= 3; pass++) {
     for (int i = 0; i < 20; i++) {
@@ -100,7 +100,7 @@ test_limits_and_split(void **state)
   p.settle_readings = 2;
   p.tries = 1;
   p.piezo_max_step_v = 0.75;
-  RLK_Start(&s, &p, 5.0, 0.0);
+  RLK_Start(&s, &p, 5.0, 0.0, 5.0, 0.0);
   /* +1 (6.0 > 5.25) skipped: -1 first, in two pieces (0.75 + 0.25) */
   assert_int_equal(RLK_OnReading(&s, &lim, &pv, &cv), RLK_STEP);
   assert_near(pv, 4.25, 1e-12);
@@ -151,7 +151,7 @@ test_current_grid(void **state)
   p.settle_readings = 0;
   p.has_current = 1;
   p.feedforward = -0.5;
-  RLK_Start(&s, &p, 5.0, 0.0);
+  RLK_Start(&s, &p, 5.0, 0.0, 5.0, 0.0);
   assert_int_equal(RLK_PointCount(&s), 24);
   assert_int_equal(RLK_Point(&s, 0, &dp, &dc), 0);
   assert_near(dp, 0.1, 1e-12);
@@ -193,20 +193,20 @@ test_empty(void **state)
 
   (void)state;
   p.piezo_span_v = 0.0;
-  assert_int_equal(RLK_Start(&s, &p, 5.0, 0.0), -1);
+  assert_int_equal(RLK_Start(&s, &p, 5.0, 0.0, 5.0, 0.0), -1);
   assert_int_equal(s.active, 0);
   assert_int_equal(RLK_OnReading(&s, &WIDE, &pv, &cv), RLK_WAIT);
   /* limits that exclude every point: passes end, home, failed */
   p = params();
   p.tries = 2;
-  RLK_Start(&s, &p, 5.0, 0.0);
+  RLK_Start(&s, &p, 5.0, 0.0, 5.0, 0.0);
   {
     RLK_Limits none = { 5.0, 5.0, -1.0, 1.0 };
     assert_int_equal(RLK_OnReading(&s, &none, &pv, &cv), RLK_FAILED);
     assert_near(pv, 5.0, 0.0);
   }
   /* stopped: nothing more */
-  RLK_Start(&s, &p, 5.0, 0.0);
+  RLK_Start(&s, &p, 5.0, 0.0, 5.0, 0.0);
   RLK_Stop(&s);
   assert_int_equal(RLK_OnReading(&s, &WIDE, &pv, &cv), RLK_WAIT);
 }
