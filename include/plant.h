@@ -151,6 +151,11 @@ void PLT_SetCurrent(PLT_Laser *laser, double t, double volts);
    persistent hops, until the tuning moves back by sim.hysteresis_v. */
 void PLT_StartHop(PLT_Laser *laser, double t, double mhz);
 
+/* The same with persistent hops lasting until the tuning moves back by
+   hysteresis_v (not sim.hysteresis_v) from where it happens; a hop that
+   lasts modehop_s ignores it. */
+void PLT_StartHopHysteresis(PLT_Laser *laser, double t, double mhz, double hysteresis_v);
+
 /* Step the free-running frequency by mhz at time t (permanent). */
 void PLT_StepDrift(PLT_Laser *laser, double t, double mhz);
 

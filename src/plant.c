@@ -376,12 +376,20 @@ PLT_SetCurrent(PLT_Laser *l, double t, double volts)
 void
 PLT_StartHop(PLT_Laser *l, double t, double mhz)
 {
+  PLT_StartHopHysteresis(l, t, mhz, l->p.hysteresis_v);
+}
+
+void
+PLT_StartHopHysteresis(PLT_Laser *l, double t, double mhz, double hysteresis_v)
+{
   PLT_Advance(l, t);
   if (l->p.modehop_free_v > 0.0) {
     /* The kind of hop whose frequency jump has this sign. */
     int dir = mhz * sgn(l->p.piezo_mhz_per_v) < 0.0 ? 1 : -1;
 
-    persistent_hop(l, dir, tuning_x(l) - dir * l->p.hysteresis_v, mhz);
+    if (!(hysteresis_v >= 0.0))
+      hysteresis_v = l->p.hysteresis_v;
+    persistent_hop(l, dir, tuning_x(l) - dir * hysteresis_v, mhz);
     return;
   }
   l->hop_start = l->t;

@@ -6,7 +6,7 @@
  * key=value data lines, then "OK" or "ERR <code> <message>".
  *
  *   truth [laser|all]                       true frequencies and outputs
- *   hop <laser> [mhz]                       mode hop now
+ *   hop <laser> [mhz [hysteresis_v]]       mode hop now
  *   dropout <channel|all> <seconds> [code]  error-code readings for a while
  *   outage <device|all> <silent|drop|refuse|off> [seconds]
  *   drift <laser> <mhz>                     step of the free-running frequency
@@ -139,19 +139,24 @@ static void
 cmd_hop(CtlConn *c, int argc, char **argv)
 {
   int i = find_laser(c, argv[1]);
-  double mhz;
+  double mhz, hyst;
 
   if (i < 0)
     return;
   mhz = PLT_LaserParams(SIM.lasers[i])->modehop_mhz;
+  hyst = PLT_LaserParams(SIM.lasers[i])->hysteresis_v;
   if (argc > 2 && (UTL_ParseDouble(argv[2], &mhz) < 0 || fabs(mhz) > 1e7)) {
     reply(c, "ERR 422 bad size in MHz: %s", argv[2]);
     return;
   }
-  PLT_StartHop(SIM.lasers[i], SIM_Sync(), mhz);
+  if (argc > 3 && (UTL_ParseDouble(argv[3], &hyst) < 0 || !(hyst >= 0.0) || hyst > 1e6)) {
+    reply(c, "ERR 422 bad hysteresis in volts: %s", argv[3]);
+    return;
+  }
+  PLT_StartHopHysteresis(SIM.lasers[i], SIM_Sync(), mhz, hyst);
   if (PLT_LaserParams(SIM.lasers[i])->modehop_free_v > 0.0)
     log_info("%s: mode hop of %.1f MHz until the tuning moves back by %g V",
-             PLT_LaserName(SIM.lasers[i]), mhz, PLT_LaserParams(SIM.lasers[i])->hysteresis_v);
+             PLT_LaserName(SIM.lasers[i]), mhz, hyst);
   else
     log_info("%s: mode hop of %.1f MHz for %g s", PLT_LaserName(SIM.lasers[i]), mhz,
              PLT_LaserParams(SIM.lasers[i])->modehop_s);
@@ -385,7 +390,9 @@ static const CtlCommand commands[] = {
   { "truth", 0, 1, "truth [laser|all]",
     "true frequency, error and outputs of the lasers and reference lasers",
     cmd_truth },
-  { "hop", 1, 2, "hop <laser> [mhz]", "start a mode hop now (default size sim.modehop_mhz)",
+  { "hop", 1, 3, "hop <laser> [mhz [hysteresis_v]]",
+    "start a mode hop now (default size sim.modehop_mhz; persistent hops: until the "
+    "tuning moves back by hysteresis_v, default sim.hysteresis_v)",
     cmd_hop },
   { "dropout", 2, 3, "dropout <channel|all> <seconds> [code]",
     "error-code readings (default -1) on a channel for a while", cmd_dropout },
