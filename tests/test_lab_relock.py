@@ -3,7 +3,7 @@
 over the real protocols, on conf/sim.conf with every laser hopping for good
 (cool780 and cool556, whose hops end by themselves in sim.conf, get a
 mode-hop-free window and hysteresis here too, and relock.after_s = 0.5 like
-the others).
+the others instead of their 4 s).
 
  1. For each seed (three labs side by side), each of the 14 lasers in turn
     is made to hop (the sim's 'hop', its modehop_mhz with a random sign): it
@@ -67,7 +67,8 @@ def config_text():
     for name, (free_v, hyst_v) in MAKE_PERSISTENT.items():
         a, b = laser_block(text, name)
         block = text[a:b]
-        block = block.replace("    sim = {", "    relock = { after_s = 0.5; };\n    sim = {", 1)
+        block = re.sub(r"relock = \{ after_s = [0-9.]+; \};", "relock = { after_s = 0.5; };",
+                       block, count=1)
         block = re.sub(r"modehop_mhz = (\d+); \};",
                        r"modehop_mhz = \1;\n            modehop_free_v = %g; hysteresis_v = %g; };"
                        % (free_v, hyst_v), block, count=1)
