@@ -20,6 +20,9 @@ the others instead of their 4 s).
     unlock clears it.
  3. unlock during a search (STOP_LASER, hysteresis 0.8 V against its 1 V span)
     ends it: '* relock ... result=stopped', state off, no step after that.
+    A setpoint change during a search (SETPOINT_LASER, the same hop) ends it
+    too; the next search starts after relock.after_s and finds the laser
+    (0.8 V is inside the span): locked again.
  4. No value written to any actuator left its limits ('writes':
     limit_violations = 0, runtime_violations = 0); both programs exit 0 on
     SIGTERM with no sanitizer report.
@@ -44,6 +47,7 @@ FAULT_RELOCK = ("relock = { after_s = 0.5; piezo_span_v = 0.4; piezo_step_v = 0.
                 "tries = 2; };")
 FAULT_STEPS = 2 * 8
 STOP_LASER = "cool767"
+SETPOINT_LASER = "cool671"
 BIG_HYSTERESIS_V = 0.8
 # the two lasers whose hops end by themselves in sim.conf
 MAKE_PERSISTENT = {"cool780": (12.0, 0.2), "cool556": (8.0, 0.15)}
@@ -174,6 +178,23 @@ def stop_phase(lab):
                                         ends, st.get("state")), (searching, st, later))
 
 
+def setpoint_phase(lab):
+    n = SETPOINT_LASER
+    t0 = time.monotonic()
+    lab.sim.ok("hop %s %g %g" % (n, lab.cfg.by_name[n]["sim"]["modehop_mhz"], BIG_HYSTERESIS_V))
+    first = lab.events.wait_for(
+        lambda ev: [d for t, k, d in ev if t >= t0 and k == "relock" and d.get("laser") == n
+                    and "step" in d and "result" not in d], 15)
+    lab.d.ok("setpoint %s +1 MHz" % n)
+    t_lock = lab.events.first(n, "locked", t0, 40)
+    ends = [d.get("result") for _, _, d in lab.events.since(t0, "relock", n) if "result" in d]
+    tap.ok(bool(first) and t_lock is not None and ends == ["start", "stopped", "start", "found"]
+           and lab.sim.truth(n)[n].get("mode") == 0,
+           "%s: a setpoint change during a search ends it (%s); the next search finds the "
+           "laser, locked %s s after the hop" % (n, ends, "%.1f" % (t_lock - t0) if t_lock
+                                                 else "-"))
+
+
 envs = [Env() for _ in SEEDS]
 try:
     t_run = time.monotonic()
@@ -206,6 +227,7 @@ try:
     if lab is not None and out[SEEDS[0]]["error"] is None:
         fault_phase(lab)
         stop_phase(lab)
+        setpoint_phase(lab)
 
     for s in SEEDS:
         lab = out[s].get("lab")
