@@ -119,10 +119,28 @@ typedef struct {
   double modehop_per_h;       /* spontaneous mode hops per hour; default 0 */
   double modehop_mhz;         /* size of a hop; default 8000 */
   double modehop_s;           /* how long a hop lasts before the laser falls back; default 3 */
+  double modehop_free_v;      /* > 0: persistent hops, mode-hop-free window in piezo volts;
+                                 default 0 (hops last modehop_s) */
+  double hysteresis_v;        /* persistent hops: tuning back past the hop point; default 0.3 */
   double noise_mhz;           /* wavemeter white noise rms; default 1 */
   double exposure_ms;         /* per channel; default 10 */
   double error_rate;          /* fraction of readings that are error codes; default 0 */
 } CNF_SimLaser;
+
+/* Most grid points per actuator of a relock search, each way. */
+#define CNF_RELOCK_MAX_STEPS 1000
+
+/* Relock search (DESIGN.md section 8, the laser's relock group): after
+   after_s in relocking, a grid around the last good output. */
+typedef struct {
+  double after_s;                    /* default 2 */
+  double piezo_span_v;               /* +- this around the last good piezo; default 1 */
+  double piezo_step_v;               /* default 0.1 */
+  double current_span_v;             /* default 0 (no current steps) */
+  double current_step_v;             /* default 0 */
+  int settle_readings;               /* readings discarded after a step; default 1 */
+  int tries;                         /* passes before fault; default 3 */
+} CNF_Relock;
 
 typedef struct {
   char name[CNF_NAME_MAX];
@@ -144,6 +162,7 @@ typedef struct {
   CNF_Actuator piezo;                /* required */
   CNF_Actuator current;              /* optional (present = 0) */
   char datalog[CNF_PATH_MAX];        /* per-laser data log, "" = none */
+  CNF_Relock relock;                 /* relock group */
   CNF_SimLaser sim;
   int line;
 } CNF_Laser;

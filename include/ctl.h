@@ -17,6 +17,7 @@
 #include "glitch.h"
 #include "lsr.h"
 #include "pid.h"
+#include "relock.h"
 #include "wm.h"
 
 struct event_base;
@@ -70,6 +71,13 @@ typedef struct CTL_Laser {
   unsigned long cycles, coalesced, write_errors, readings, bad_readings;
   unsigned long corrections;   /* corrective writes: an output found outside its limits */
   LSR_Rail rail;               /* outputs at a limit (rail.railed: LSR_RAIL_* bits) */
+
+  /* Relock search (DESIGN.md section 8): search.active while searching. */
+  RLK_Search search;
+  double relock_t0;            /* when relocking was last entered or restarted (UTL_Now) */
+  int search_write;            /* the next JOB_RELOCK writes search_piezo/search_current */
+  double search_piezo, search_current;
+  unsigned long searches, relock_failures;
 } CTL_Laser;
 
 /* Called on the loop thread when a laser changes state or gets a reading. */
@@ -79,6 +87,9 @@ typedef struct {
   void (*dirty)(void *arg);     /* runtime state worth saving changed */
   /* The railed outputs changed (l->rail.railed; was: the bits before). */
   void (*railed)(CTL_Laser *l, int was, void *arg);
+  /* The relock search: what is "start", "step" (l->search.step, .pass,
+     .to_p, .to_c: the point), "found", "stopped" or "failed". */
+  void (*relock)(CTL_Laser *l, const char *what, void *arg);
   void *arg;
 } CTL_Hooks;
 

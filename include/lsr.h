@@ -10,8 +10,10 @@
  *   relocking  engaged, error beyond capture_mhz or a reading-to-reading jump
  *              beyond modehop_mhz: output returns to the last good output and
  *              waits until the error is back inside capture_mhz
- *   fault      an actuator device is unreachable
- * Every state recovers by itself when its cause clears.
+ *   fault      an actuator device is unreachable, or the relock search
+ *              failed (LSR_RelockFailed: relock_failed set)
+ * Every state recovers by itself when its cause clears, except a failed
+ * relock search, which stays until the next engage or disengage.
  *
  * Readings drive the machine (LSR_OnReading) and say what the caller should
  * do with the PID: LSR_ACT_RELOCK once when relocking is entered (move the
@@ -65,6 +67,7 @@ typedef struct {
                           the later of this and last_valid_t */
   int resume;          /* regulation was interrupted: the next regulating
                           reading returns LSR_ACT_RESUME */
+  int relock_failed;   /* fault because the relock search failed */
 } LSR_Machine;
 
 /* A fresh machine: off, actuators assumed ok. */
@@ -73,7 +76,7 @@ void LSR_Init(LSR_Machine *m);
 /* Engage (off -> acquiring, or fault if an actuator is down) / disengage (-> off,
    or fault while an actuator is down).  t is the present time (s); staleness
    is counted from it until the first reading.  Engaging an engaged machine
-   changes nothing. */
+   changes nothing, unless its relock search failed (then it starts again). */
 void LSR_Engage(LSR_Machine *m, double t);
 void LSR_Disengage(LSR_Machine *m);
 
@@ -85,6 +88,9 @@ LSR_Action LSR_OnReading(LSR_Machine *m, const LSR_Params *p, double t, int vali
 /* Time passes without readings: goes holding when stale.  Returns 1 if the
    state changed. */
 int LSR_OnTick(LSR_Machine *m, const LSR_Params *p, double now);
+
+/* The relock search gave up: fault until the next engage or disengage. */
+void LSR_RelockFailed(LSR_Machine *m);
 
 /* Actuator devices became unreachable (ok = 0) or answer again (ok = 1). */
 void LSR_OnActuator(LSR_Machine *m, int ok);

@@ -16,6 +16,21 @@
  *   mode hops: Poisson at modehop_per_h, size +-modehop_mhz, lasting
  *   modehop_s, then the laser falls back.
  *
+ * Persistent mode hops (modehop_free_v > 0), as in an external-cavity diode
+ * laser: the hop lasts until the actuators move.  The tuning
+ *   x = (Vp_lagged - piezo.start_v)
+ *     + (Vc_lagged - current.start_v) * current_mhz_per_v / piezo_mhz_per_v
+ * (the tuning the actuators ask for, in piezo volts) has a mode-hop-free
+ * window |x| <= modehop_free_v / 2 around the start outputs.  Tuned past its
+ * upper edge the laser hops to the adjacent mode (mode +1: the frequency
+ * jumps back against the tuning by |modehop_mhz|) and stays there until x
+ * falls below the edge minus hysteresis_v; past the lower edge likewise
+ * (mode -1, back above the edge plus hysteresis_v).  A spontaneous hop
+ * (modehop_per_h, while on the right mode, either way at random) or one on
+ * command (PLT_StartHop; the sign of its size picks the kind) at tuning x0
+ * lasts until x moves back past x0 -+ hysteresis_v.  modehop_s is not used.
+ * Modes are evaluated at each advance (the lagged outputs then).
+ *
  * Replays: all randomness comes from PLT_Rng streams derived from the seed
  * and the laser's name.  The random walk lives on a fixed time grid
  * (PLT_WALK_STEP_S, linear between grid points) and hops are drawn in
@@ -113,6 +128,9 @@ typedef struct {
   double drift_mhz;       /* walk + sine + linear + manual steps */
   double hop_mhz;         /* offset of the mode hop in progress, 0 if none */
   int mode_hop;           /* 1 while a mode hop lasts */
+  int mode;               /* persistent hops: -1, 0 or +1 (else mode_hop) */
+  double tuning_v;        /* x: the actuators' tuning in piezo volts */
+  double return_v;        /* x at which a persistent hop ends (0 on mode 0) */
   unsigned long hops;     /* mode hops so far (spontaneous and manual) */
 } PLT_Truth;
 
@@ -129,8 +147,14 @@ void PLT_Advance(PLT_Laser *laser, double t);
 void PLT_SetPiezo(PLT_Laser *laser, double t, double volts);
 void PLT_SetCurrent(PLT_Laser *laser, double t, double volts);
 
-/* Start a mode hop of mhz at time t; it lasts sim.modehop_s. */
+/* Start a mode hop of mhz at time t; it lasts sim.modehop_s, or, with
+   persistent hops, until the tuning moves back by sim.hysteresis_v. */
 void PLT_StartHop(PLT_Laser *laser, double t, double mhz);
+
+/* The same with persistent hops lasting until the tuning moves back by
+   hysteresis_v (not sim.hysteresis_v) from where it happens; a hop that
+   lasts modehop_s ignores it. */
+void PLT_StartHopHysteresis(PLT_Laser *laser, double t, double mhz, double hysteresis_v);
 
 /* Step the free-running frequency by mhz at time t (permanent). */
 void PLT_StepDrift(PLT_Laser *laser, double t, double mhz);

@@ -57,7 +57,7 @@ static void
 status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
 {
   char reading[200] = "freq_thz=none error_mhz=none";
-  char current[48] = "", railed[LSR_RAIL_NAME_MAX];
+  char current[48] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "";
 
   if (l->have_reading) {
     if (l->last.value > 0.0 && WLD_CalApplies(d, l->cfg.channel) &&
@@ -74,11 +74,19 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
   }
   if (l->current_dev)
     snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
+  /* relock search: relocks=, and search= (step) search_pass= while searching;
+     reason= for a fault of the search ("relock failed", one word here) */
+  if (l->search.active)
+    snprintf(relock, sizeof relock, " search=%d search_pass=%d", l->search.step,
+             l->search.pass);
+  else if (l->sm.relock_failed)
+    snprintf(relock, sizeof relock, " reason=relock_failed");
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu relocks=%lu%s",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
            l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
-           LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches);
+           LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches,
+           l->sm.relocks, relock);
 }
 
 /* ---- commands ---------------------------------------------------------------- */

@@ -777,7 +777,11 @@ static const char *const probe_keys[] = { "register", "function", NULL };
 static const char *const laser_keys[] = {
   "name", "channel", "setpoint", "autolock", "window_mhz", "capture_mhz",
   "modehop_mhz", "glitch_mhz", "lock_n", "unlock_m", "min_thz", "max_thz", "pid", "piezo",
-  "current", "datalog", "sim", NULL
+  "current", "datalog", "relock", "sim", NULL
+};
+static const char *const relock_keys[] = {
+  "after_s", "piezo_span_v", "piezo_step_v", "current_span_v", "current_step_v",
+  "settle_readings", "tries", NULL
 };
 static const char *const pid_keys[] = {
   "kp", "ki", "kd", "d_filter_s", "polarity", "max_dt_s", NULL
@@ -794,7 +798,7 @@ static const char *const simlaser_keys[] = {
   "offset_mhz", "piezo_mhz_per_v", "current_mhz_per_v", "piezo_lag_ms",
   "current_lag_ms", "walk_mhz_rts", "sine_mhz", "sine_period_s",
   "linear_mhz_per_h", "modehop_per_h", "modehop_mhz", "modehop_s", "noise_mhz",
-  "exposure_ms", "error_rate", NULL
+  "exposure_ms", "error_rate", "modehop_free_v", "hysteresis_v", NULL
 };
 static const char *const sim_keys[] = {
   "seed", "control", "switch_ms", "speed", "calibration_offset_ppb",
@@ -1245,12 +1249,66 @@ load_sim_laser(Loader *ld, const config_setting_t *lg, CNF_SimLaser *sl)
       num_key(ld, g, "modehop_per_h", 0, 0.0, 1e6, &sl->modehop_per_h) < 0 ||
       num_key(ld, g, "modehop_mhz", 0, -1e7, 1e7, &sl->modehop_mhz) < 0 ||
       num_key(ld, g, "modehop_s", GT_LO, 0.0, 1e6, &sl->modehop_s) < 0 ||
+      num_key(ld, g, "modehop_free_v", 0, 0.0, 1e6, &sl->modehop_free_v) < 0 ||
+      num_key(ld, g, "hysteresis_v", 0, 0.0, 1e6, &sl->hysteresis_v) < 0 ||
       num_key(ld, g, "noise_mhz", 0, 0.0, 1e6, &sl->noise_mhz) < 0 ||
       num_key(ld, g, "exposure_ms", GT_LO, 0.0, 1e6, &sl->exposure_ms) < 0 ||
       num_key(ld, g, "error_rate", 0, 0.0, 1.0, &sl->error_rate) < 0)
     return -1;
   if (sl->piezo_mhz_per_v == 0.0)
     return fail(ld, config_setting_get_member(g, "piezo_mhz_per_v"), NULL, "must not be 0");
+  return 0;
+}
+
+/* One axis of the relock grid: a span needs a step, at most
+   CNF_RELOCK_MAX_STEPS of them each way. */
+static int
+check_relock_axis(Loader *ld, const config_setting_t *g, const char *span_key,
+                  const char *step_key, double span, double step)
+{
+  const config_setting_t *s = config_setting_get_member(g, step_key);
+  char path[256], full[320];
+
+  if (span <= 0.0)
+    return 0;
+  if (!(step > 0.0)) {
+    setting_path(g, path, sizeof path);
+    snprintf(full, sizeof full, "%s.%s", path, step_key);
+    return fail(ld, s ? s : g, full, "must be > 0 when %s is (%g)", span_key, span);
+  }
+  if (step > span)
+    return fail(ld, s, NULL, "must not be larger than %s (%g)", span_key, span);
+  if (span / step > CNF_RELOCK_MAX_STEPS)
+    return fail(ld, s, NULL, "%s / %s must be at most %d steps (is %.0f)", span_key,
+                step_key, CNF_RELOCK_MAX_STEPS, span / step);
+  return 0;
+}
+
+static int
+load_relock(Loader *ld, const config_setting_t *lg, const CNF_Laser *l, CNF_Relock *r)
+{
+  const config_setting_t *g;
+
+  if (get_group(ld, lg, "relock", OPT, &g) < 0)
+    return -1;
+  if (!g)
+    return 0;
+  if (check_keys(ld, g, relock_keys) < 0 ||
+      num_key(ld, g, "after_s", 0, 0.0, 86400.0, &r->after_s) < 0 ||
+      num_key(ld, g, "piezo_span_v", 0, 0.0, 1e4, &r->piezo_span_v) < 0 ||
+      num_key(ld, g, "piezo_step_v", 0, 0.0, 1e4, &r->piezo_step_v) < 0 ||
+      num_key(ld, g, "current_span_v", 0, 0.0, 1e4, &r->current_span_v) < 0 ||
+      num_key(ld, g, "current_step_v", 0, 0.0, 1e4, &r->current_step_v) < 0 ||
+      int_key_i(ld, g, "settle_readings", OPT, 0, 1000, &r->settle_readings) < 0 ||
+      int_key_i(ld, g, "tries", OPT, 1, 1000, &r->tries) < 0 ||
+      check_relock_axis(ld, g, "piezo_span_v", "piezo_step_v", r->piezo_span_v,
+                        r->piezo_step_v) < 0 ||
+      check_relock_axis(ld, g, "current_span_v", "current_step_v", r->current_span_v,
+                        r->current_step_v) < 0)
+    return -1;
+  if (r->current_span_v > 0.0 && !l->current.present)
+    return fail(ld, config_setting_get_member(g, "current_span_v"), NULL,
+                "needs a current actuator (the laser has no current group)");
   return 0;
 }
 
@@ -1270,6 +1328,13 @@ laser_defaults(CNF_Laser *l)
   l->d_tau_s = 0.05;
   l->polarity = 1;
   l->max_dt_s = 1.0;
+  l->relock.after_s = 2.0;
+  l->relock.piezo_span_v = 1.0;
+  l->relock.piezo_step_v = 0.1;
+  l->relock.current_span_v = 0.0;
+  l->relock.current_step_v = 0.0;
+  l->relock.settle_readings = 1;
+  l->relock.tries = 3;
   l->sim.offset_mhz = 0.0;
   l->sim.piezo_mhz_per_v = 300.0;
   l->sim.current_mhz_per_v = 50.0;
@@ -1282,6 +1347,8 @@ laser_defaults(CNF_Laser *l)
   l->sim.modehop_per_h = 0.0;
   l->sim.modehop_mhz = 8000.0;
   l->sim.modehop_s = 3.0;
+  l->sim.modehop_free_v = 0.0;
+  l->sim.hysteresis_v = 0.3;
   l->sim.noise_mhz = 1.0;
   l->sim.exposure_ms = 10.0;
   l->sim.error_rate = 0.0;
@@ -1362,6 +1429,7 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
       get_group(ld, g, "current", OPT, &act) < 0 ||
       (act && load_actuator(ld, cfg, act, 1, &l->current) < 0) ||
       path_key(ld, g, "datalog", l->datalog, sizeof l->datalog) < 0 ||
+      load_relock(ld, g, l, &l->relock) < 0 ||
       load_sim_laser(ld, g, &l->sim) < 0)
     return -1;
   return 0;

@@ -54,6 +54,8 @@ typedef struct CTL_Job {
   PID_State pid_before;
   double t, meas_mhz, sp_mhz;
   double relock_v;
+  int relock_set_current;    /* relock: write relock_current_v, not the feed-forward */
+  double relock_current_v;
   /* Actuators the job was made for (copied so the job never reads the
      laser; the gates say at the wire whether they are still the laser's). */
   MB_Device *pdev, *cdev;    /* cdev NULL when no current actuator */
@@ -164,10 +166,13 @@ lsr_params(const CTL_Ctx *ctx, const CTL_Laser *l, LSR_Params *p)
 }
 
 static void update_railed(CTL_Ctx *ctx, CTL_Laser *l, int cycle);
+static void relock_state(CTL_Ctx *ctx, CTL_Laser *l, LSR_StateId from);
 
 static void
 set_state_hook(CTL_Ctx *ctx, CTL_Laser *l, LSR_StateId from)
 {
+  if (l->sm.state != from)
+    relock_state(ctx, l, from);
   if (l->sm.state != from && ctx->hooks.state_changed)
     ctx->hooks.state_changed(l, from, ctx->hooks.arg);
   if (l->rail.railed && !LSR_Regulating(&l->sm))
@@ -347,8 +352,11 @@ job_compute(Job *j)
     j->piezo_v = j->pid.out;
     j->want_piezo = 1;
     if (j->has_current) {
-      j->current_v = PID_FeedForward(j->piezo_v, j->piezo_ref, j->ff, j->current_ref,
-                                     j->clo, j->chi);
+      if (j->relock_set_current)
+        j->current_v = clampd(j->relock_current_v, j->clo, j->chi);
+      else
+        j->current_v = PID_FeedForward(j->piezo_v, j->piezo_ref, j->ff, j->current_ref,
+                                       j->clo, j->chi);
       j->want_current = 1;
     }
   }
@@ -612,7 +620,11 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
     j->clo = l->current_lo;
     j->chi = l->current_hi;
   }
-  j->relock_v = l->last_good_v;
+  /* JOB_RELOCK: back to the last good output, or a relock search's point. */
+  j->relock_v = l->search_write ? l->search_piezo : l->last_good_v;
+  j->relock_set_current = l->search_write;
+  j->relock_current_v = l->search_current;
+  l->search_write = 0;
   j->resume = resume;
   if (r) {
     j->t = r->t_s >= 0.0 ? r->t_s : r->rx_s;
@@ -879,6 +891,121 @@ advance_ramp(CTL_Ctx *ctx, CTL_Laser *l, double now)
     mark_dirty(ctx);
 }
 
+/* ---- relock search (DESIGN.md section 8; the grid is relock.c's) ------- */
+
+static void
+relock_event(CTL_Ctx *ctx, CTL_Laser *l, const char *what)
+{
+  if (ctx->hooks.relock)
+    ctx->hooks.relock(l, what, ctx->hooks.arg);
+}
+
+/* End a search in progress, telling why. */
+static void
+search_end(CTL_Ctx *ctx, CTL_Laser *l, const char *what)
+{
+  if (!l->search.active)
+    return;
+  RLK_Stop(&l->search);
+  l->search_write = 0;
+  log_info("laser %s: relock search %s at step %d (pass %d), piezo %.6f V", l->cfg.name, what,
+           l->search.step, l->search.pass, l->piezo_v);
+  relock_event(ctx, l, what);
+}
+
+/* The state changed: relocking entered starts the wait for the search;
+   left, it ends the search (found: PID goes on from the point, so the
+   feed-forward line goes through it, the current step kept). */
+static void
+relock_state(CTL_Ctx *ctx, CTL_Laser *l, LSR_StateId from)
+{
+  if (l->sm.state == LSR_RELOCKING) {
+    l->relock_t0 = UTL_Now();
+    return;
+  }
+  if (from != LSR_RELOCKING || !l->search.active)
+    return;
+  if (LSR_Regulating(&l->sm)) {
+    l->piezo_ref_v = l->piezo_v;
+    l->current_ref_v = l->current_v;
+    l->ff_ref = l->cfg.current.feedforward;
+    search_end(ctx, l, "found");
+  } else {
+    search_end(ctx, l, "stopped");
+  }
+}
+
+/* A lock, unlock or setpoint change while relocking: the search (if any)
+   ends, and the wait for the next one starts again. */
+static void
+relock_restart(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  search_end(ctx, l, "stopped");
+  if (l->sm.state == LSR_RELOCKING)
+    l->relock_t0 = UTL_Now();
+}
+
+/* A valid reading still beyond capture while relocking (the laser idle):
+   after relock.after_s, the search's next write, through the relock job and
+   its gates like every other write. */
+static void
+relock_search(CTL_Ctx *ctx, CTL_Laser *l, double now)
+{
+  const CNF_Relock *rc = &l->cfg.relock;
+  RLK_Limits lim = { l->piezo_lo, l->piezo_hi, l->current_lo, l->current_hi };
+  double pv, cv;
+  RLK_Action a;
+
+  if (!l->search.active) {
+    RLK_Params p;
+    double c0 = 0.0;
+
+    if (now - l->relock_t0 < rc->after_s)
+      return;
+    memset(&p, 0, sizeof p);
+    p.piezo_span_v = rc->piezo_span_v;
+    p.piezo_step_v = rc->piezo_step_v;
+    p.current_span_v = rc->current_span_v;
+    p.current_step_v = rc->current_step_v;
+    p.settle_readings = rc->settle_readings;
+    p.tries = rc->tries;
+    p.piezo_max_step_v = l->cfg.piezo.max_step_v;
+    p.has_current = l->current_dev != NULL;
+    if (p.has_current) {
+      p.current_max_step_v = l->cfg.current.max_step_v;
+      p.feedforward = l->cfg.current.feedforward;
+      /* the current the relock job wrote with the last good piezo */
+      c0 = PID_FeedForward(l->last_good_v, l->piezo_ref_v, l->cfg.current.feedforward,
+                           l->current_ref_v, l->current_lo, l->current_hi);
+    }
+    if (RLK_Start(&l->search, &p, l->last_good_v, c0, l->piezo_v, l->current_v) < 0)
+      return;                       /* no span: wait at the last good output */
+    l->searches++;
+    log_info("laser %s: relock search from piezo %.6f V (%d points, %d passes)",
+             l->cfg.name, l->last_good_v, RLK_PointCount(&l->search), l->search.p.tries);
+    relock_event(ctx, l, "start");
+  }
+  a = RLK_OnReading(&l->search, &lim, &pv, &cv);
+  if (a == RLK_WAIT)
+    return;
+  l->search_write = 1;
+  l->search_piezo = pv;
+  l->search_current = cv;
+  if (a == RLK_STEP)
+    relock_event(ctx, l, "step");
+  submit(ctx, l, JOB_RELOCK, NULL, 0);
+  if (a == RLK_FAILED) {
+    LSR_StateId from = l->sm.state;
+
+    l->relock_failures++;
+    log_warn("laser %s: relock failed after %d passes (%d steps): fault, output back at "
+             "%.6f V", l->cfg.name, l->search.pass, l->search.step, pv);
+    relock_event(ctx, l, "failed");
+    LSR_RelockFailed(&l->sm);
+    set_state_hook(ctx, l, from);
+  }
+}
+
 static void
 process_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
 {
@@ -905,6 +1032,10 @@ process_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
 
   if (act == LSR_ACT_RELOCK) {
     submit(ctx, l, JOB_RELOCK, NULL, 0);
+    return;
+  }
+  if (act == LSR_ACT_NONE && valid && l->sm.state == LSR_RELOCKING) {
+    relock_search(ctx, l, r->rx_s);
     return;
   }
   if (act == LSR_ACT_NONE || !valid)
@@ -1212,8 +1343,10 @@ CTL_Lock(CTL_Ctx *ctx, CTL_Laser *l)
   PID_Params pp;
   LSR_StateId from = l->sm.state;
 
-  if (l->sm.engaged)
+  if (l->sm.engaged && !l->sm.relock_failed) {
+    relock_restart(ctx, l);
     return;
+  }
   CTL_PidParams(l, &pp);
   PID_Reset(&l->pid, &pp, l->piezo_v);   /* bumpless: start from the present output */
   l->piezo_ref_v = l->piezo_v;
@@ -1246,6 +1379,7 @@ CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
 {
   l->ramp.active = 0;
   l->setpoint_thz = thz;
+  relock_restart(ctx, l);
   if (l->have_reading && l->last.value > 0.0) {
     LSR_Params lp;
     LSR_StateId from = l->sm.state;

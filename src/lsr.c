@@ -19,6 +19,7 @@ LSR_Init(LSR_Machine *m)
   m->have_freq = 0;
   m->lock_losses = 0;
   m->relocks = 0;
+  m->relock_failed = 0;
   m->engage_t = -1.0;
   m->resume = 0;
 }
@@ -43,8 +44,9 @@ set_state(LSR_Machine *m, LSR_StateId s)
 void
 LSR_Engage(LSR_Machine *m, double t)
 {
-  if (m->engaged)
+  if (m->engaged && !m->relock_failed)
     return;
+  m->relock_failed = 0;
   m->engaged = 1;
   m->engage_t = t;
   m->resume = 1;
@@ -56,6 +58,7 @@ void
 LSR_Disengage(LSR_Machine *m)
 {
   m->engaged = 0;
+  m->relock_failed = 0;
   m->resume = 1;
   m->in_count = m->out_count = 0;
   m->state = m->actuator_ok ? LSR_OFF : LSR_FAULT;
@@ -67,8 +70,17 @@ LSR_OnActuator(LSR_Machine *m, int ok)
   m->actuator_ok = ok ? 1 : 0;
   if (!m->actuator_ok)
     set_state(m, LSR_FAULT);
-  else if (m->state == LSR_FAULT)
+  else if (m->state == LSR_FAULT && !m->relock_failed)
     set_state(m, m->engaged ? LSR_ACQUIRING : LSR_OFF);
+}
+
+void
+LSR_RelockFailed(LSR_Machine *m)
+{
+  if (!m->engaged)
+    return;
+  m->relock_failed = 1;
+  set_state(m, LSR_FAULT);
 }
 
 void

@@ -41,6 +41,10 @@ struct PLT_Laser {
   double next_hop_t;              /* next spontaneous hop */
   double hop_start, hop_end, hop_size;
   unsigned long hops;
+  /* persistent mode hops (p.modehop_free_v > 0) */
+  int mode;                       /* -1, 0 (the right mode), +1 */
+  double mode_mhz;                /* frequency offset of the wrong mode */
+  double return_x;                /* tuning at which the laser falls back to mode 0 */
   int reference;                  /* made by PLT_CreateReference */
 };
 
@@ -249,6 +253,54 @@ lag(double v, double cmd, double dt, double tau_ms)
   return cmd + (v - cmd) * exp(-dt / (tau_ms * 1e-3));
 }
 
+/* The tuning the actuators ask for, in piezo volts from the start outputs:
+   the piezo plus the current expressed through the ratio of the gains. */
+static double
+tuning_x(const PLT_Laser *l)
+{
+  double x = l->vp - l->piezo_start_v;
+
+  if (l->has_current && l->p.piezo_mhz_per_v != 0.0)
+    x += (l->vc - l->current_start_v) * l->p.current_mhz_per_v / l->p.piezo_mhz_per_v;
+  return x;
+}
+
+static double
+sgn(double v)
+{
+  return v < 0.0 ? -1.0 : 1.0;
+}
+
+/* Persistent hop to mode dir (+1: the kind that happens past the upper edge
+   of the window, it returns when the tuning falls below return_x; -1 the
+   other way) with a frequency offset of mhz. */
+static void
+persistent_hop(PLT_Laser *l, int dir, double return_x, double mhz)
+{
+  l->mode = dir;
+  l->return_x = return_x;
+  l->mode_mhz = mhz;
+  l->hops++;
+}
+
+/* Mode hop-free window and hysteresis, at the present lagged outputs. */
+static void
+update_mode(PLT_Laser *l)
+{
+  double x = tuning_x(l), half = 0.5 * l->p.modehop_free_v, h = l->p.hysteresis_v;
+  double size = fabs(l->p.modehop_mhz) * sgn(l->p.piezo_mhz_per_v);
+
+  if ((l->mode > 0 && x < l->return_x) || (l->mode < 0 && x > l->return_x))
+    l->mode = 0;
+  if (l->mode != 0)
+    return;
+  /* Tuned past an edge of the window, the laser hops back by one mode. */
+  if (x > half)
+    persistent_hop(l, 1, half - h, -size);
+  else if (x < -half)
+    persistent_hop(l, -1, -half + h, size);
+}
+
 static void
 advance_walk(PLT_Laser *l, double t)
 {
@@ -278,6 +330,23 @@ PLT_Advance(PLT_Laser *l, double t)
   l->vp = lag(l->vp, l->vp_cmd, dt, l->p.piezo_lag_ms);
   l->vc = lag(l->vc, l->vc_cmd, dt, l->p.current_lag_ms);
   advance_walk(l, t);
+  if (l->p.modehop_free_v > 0.0) {
+    /* Persistent hops: a spontaneous one (either way) while on the right
+       mode; it lasts until the tuning moves back by hysteresis_v. */
+    while (l->next_hop_t <= t) {
+      if (l->mode == 0) {
+        int dir = (PLT_RngNext(&l->hop_rng) >> 63) ? 1 : -1;
+        double x = tuning_x(l);
+
+        persistent_hop(l, dir, x - dir * l->p.hysteresis_v,
+                       -dir * fabs(l->p.modehop_mhz) * sgn(l->p.piezo_mhz_per_v));
+      }
+      l->next_hop_t += exp_interval(&l->hop_rng, l->hop_rate);
+    }
+    l->t = t;
+    update_mode(l);
+    return;
+  }
   while (l->next_hop_t <= t) {
     l->hop_start = l->next_hop_t;
     l->hop_end = l->hop_start + l->p.modehop_s;
@@ -307,7 +376,22 @@ PLT_SetCurrent(PLT_Laser *l, double t, double volts)
 void
 PLT_StartHop(PLT_Laser *l, double t, double mhz)
 {
+  PLT_StartHopHysteresis(l, t, mhz, l->p.hysteresis_v);
+}
+
+void
+PLT_StartHopHysteresis(PLT_Laser *l, double t, double mhz, double hysteresis_v)
+{
   PLT_Advance(l, t);
+  if (l->p.modehop_free_v > 0.0) {
+    /* The kind of hop whose frequency jump has this sign. */
+    int dir = mhz * sgn(l->p.piezo_mhz_per_v) < 0.0 ? 1 : -1;
+
+    if (!(hysteresis_v >= 0.0))
+      hysteresis_v = l->p.hysteresis_v;
+    persistent_hop(l, dir, tuning_x(l) - dir * hysteresis_v, mhz);
+    return;
+  }
   l->hop_start = l->t;
   l->hop_end = l->t + l->p.modehop_s;
   l->hop_size = mhz;
@@ -335,12 +419,15 @@ PLT_GetTruth(PLT_Laser *l, double t, PLT_Truth *out)
   if (l->p.sine_period_s > 0.0)
     sine = l->p.sine_mhz * sin(2.0 * M_PI * t / l->p.sine_period_s + l->sine_phase);
   linear = l->p.linear_mhz_per_h * t / 3600.0;
-  hopping = t >= l->hop_start && t < l->hop_end;
+  hopping = l->p.modehop_free_v > 0.0 ? l->mode != 0 : t >= l->hop_start && t < l->hop_end;
 
   memset(out, 0, sizeof *out);
   out->t = t;
   out->drift_mhz = walk + sine + linear + l->step_mhz;
-  out->hop_mhz = hopping ? l->hop_size : 0.0;
+  out->hop_mhz = !hopping ? 0.0 : l->p.modehop_free_v > 0.0 ? l->mode_mhz : l->hop_size;
+  out->mode = l->p.modehop_free_v > 0.0 ? l->mode : hopping;
+  out->tuning_v = tuning_x(l);
+  out->return_v = l->mode != 0 ? l->return_x : 0.0;
   out->mode_hop = hopping;
   out->hops = l->hops;
   out->piezo_v = l->vp_cmd;

@@ -6,7 +6,7 @@
  * key=value data lines, then "OK" or "ERR <code> <message>".
  *
  *   truth [laser|all]                       true frequencies and outputs
- *   hop <laser> [mhz]                       mode hop now
+ *   hop <laser> [mhz [hysteresis_v]]       mode hop now
  *   dropout <channel|all> <seconds> [code]  error-code readings for a while
  *   glitch <channel> <mhz> [count]          the next readings published wrong
  *   outage <device|all> <silent|drop|refuse|off> [seconds]
@@ -111,10 +111,11 @@ truth_line(CtlConn *c, int i, double now)
   PLT_GetTruth(SIM.lasers[i], now, &t);
   reply(c,
         "name=%s true_thz=%.9f error_mhz=%.6f piezo_v=%.6f current_v=%.6f mode_hop=%d "
-        "channel=%d drift_mhz=%.6f hop_mhz=%.3f hops=%lu time_s=%.3f reference=%d",
+        "channel=%d drift_mhz=%.6f hop_mhz=%.3f hops=%lu time_s=%.3f reference=%d mode=%d "
+        "tuning_v=%.6f",
         PLT_LaserName(SIM.lasers[i]), t.true_thz, t.error_mhz, t.piezo_v, t.current_v,
         t.mode_hop, PLT_LaserChannel(SIM.lasers[i]), t.drift_mhz, t.hop_mhz, t.hops, t.t,
-        PLT_LaserIsReference(SIM.lasers[i]));
+        PLT_LaserIsReference(SIM.lasers[i]), t.mode, t.tuning_v);
 }
 
 static void
@@ -139,18 +140,27 @@ static void
 cmd_hop(CtlConn *c, int argc, char **argv)
 {
   int i = find_laser(c, argv[1]);
-  double mhz;
+  double mhz, hyst;
 
   if (i < 0)
     return;
   mhz = PLT_LaserParams(SIM.lasers[i])->modehop_mhz;
+  hyst = PLT_LaserParams(SIM.lasers[i])->hysteresis_v;
   if (argc > 2 && (UTL_ParseDouble(argv[2], &mhz) < 0 || fabs(mhz) > 1e7)) {
     reply(c, "ERR 422 bad size in MHz: %s", argv[2]);
     return;
   }
-  PLT_StartHop(SIM.lasers[i], SIM_Sync(), mhz);
-  log_info("%s: mode hop of %.1f MHz for %g s", PLT_LaserName(SIM.lasers[i]), mhz,
-           PLT_LaserParams(SIM.lasers[i])->modehop_s);
+  if (argc > 3 && (UTL_ParseDouble(argv[3], &hyst) < 0 || !(hyst >= 0.0) || hyst > 1e6)) {
+    reply(c, "ERR 422 bad hysteresis in volts: %s", argv[3]);
+    return;
+  }
+  PLT_StartHopHysteresis(SIM.lasers[i], SIM_Sync(), mhz, hyst);
+  if (PLT_LaserParams(SIM.lasers[i])->modehop_free_v > 0.0)
+    log_info("%s: mode hop of %.1f MHz until the tuning moves back by %g V",
+             PLT_LaserName(SIM.lasers[i]), mhz, hyst);
+  else
+    log_info("%s: mode hop of %.1f MHz for %g s", PLT_LaserName(SIM.lasers[i]), mhz,
+             PLT_LaserParams(SIM.lasers[i])->modehop_s);
   reply(c, "OK");
 }
 
@@ -408,7 +418,9 @@ static const CtlCommand commands[] = {
   { "truth", 0, 1, "truth [laser|all]",
     "true frequency, error and outputs of the lasers and reference lasers",
     cmd_truth },
-  { "hop", 1, 2, "hop <laser> [mhz]", "start a mode hop now (default size sim.modehop_mhz)",
+  { "hop", 1, 3, "hop <laser> [mhz [hysteresis_v]]",
+    "start a mode hop now (default size sim.modehop_mhz; persistent hops: until the "
+    "tuning moves back by hysteresis_v, default sim.hysteresis_v)",
     cmd_hop },
   { "dropout", 2, 3, "dropout <channel|all> <seconds> [code]",
     "error-code readings (default -1) on a channel for a while", cmd_dropout },

@@ -509,6 +509,31 @@ hook_railed(CTL_Laser *l, int was, void *arg)
                 unix_now());
 }
 
+/* The relock search: its start, each point, and how it ended. */
+static void
+hook_relock(CTL_Laser *l, const char *what, void *arg)
+{
+  WLD_Daemon *d = arg;
+  char current[48] = "";
+
+  if (!d->srv)
+    return;
+  if (strcmp(what, "step") == 0) {
+    if (l->current_dev)
+      snprintf(current, sizeof current, " current_v=%.6f", l->search.to_c);
+    SRV_Publish(d->srv, l->index, "relock laser=%s step=%d pass=%d piezo_v=%.6f%s t=%.3f",
+                l->cfg.name, l->search.step, l->search.pass, l->search.to_p, current,
+                unix_now());
+    return;
+  }
+  /* the outputs last written by the search (failed: back at the last good) */
+  if (l->current_dev)
+    snprintf(current, sizeof current, " current_v=%.6f", l->search.at_c);
+  SRV_Publish(d->srv, l->index, "relock laser=%s result=%s step=%d pass=%d piezo_v=%.6f%s t=%.3f",
+              l->cfg.name, what, l->search.step, l->search.pass, l->search.at_p, current,
+              unix_now());
+}
+
 static void
 hook_dirty(void *arg)
 {
@@ -1338,7 +1363,7 @@ main(int argc, char **argv)
 
   static const CTL_Hooks hooks = { .state_changed = hook_state, .reading = hook_reading,
                                    .dirty = hook_dirty, .railed = hook_railed,
-                                   .arg = &daemon_state };
+                                   .relock = hook_relock, .arg = &daemon_state };
   d->ctl = CTL_Create(d->base, d->cfg, &hooks);
   if (!d->ctl) {
     log_error("cannot set up the lasers and devices: %s", strerror(errno));

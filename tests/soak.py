@@ -402,6 +402,12 @@ class Subscriber(threading.Thread):
                 self.bad.append("subscriber %d: bad state event %r" % (self.idx, line))
             else:
                 self.states[d["state"]] = self.states.get(d["state"], 0) + 1
+        elif kind == "relock":
+            # the relock search after a persistent hop: a step, or how it went
+            if d.get("laser") not in self.soak.cfg.by_name or "piezo_v" not in d \
+                    or "pass" not in d or "step" not in d \
+                    or d.get("result", "found") not in ("start", "found", "stopped", "failed"):
+                self.bad.append("subscriber %d: bad relock event %r" % (self.idx, line))
         elif kind == "dropped":
             self.dropped += int(d.get("n", "0"))
         else:

@@ -268,6 +268,15 @@ test_defaults(void **state)
   assert_dbl(l->sim.noise_mhz, 1, 0);
   assert_dbl(l->sim.exposure_ms, 10, 0);
   assert_dbl(l->sim.error_rate, 0, 0);
+  assert_dbl(l->sim.modehop_free_v, 0, 0);
+  assert_dbl(l->sim.hysteresis_v, 0.3, 0);
+  assert_dbl(l->relock.after_s, 2.0, 0);
+  assert_dbl(l->relock.piezo_span_v, 1.0, 0);
+  assert_dbl(l->relock.piezo_step_v, 0.1, 0);
+  assert_dbl(l->relock.current_span_v, 0.0, 0);
+  assert_dbl(l->relock.current_step_v, 0.0, 0);
+  assert_int_equal(l->relock.settle_readings, 1);
+  assert_int_equal(l->relock.tries, 3);
   assert_int_equal(cfg->sim.seed, 1);
   assert_string_equal(cfg->sim.control, "127.0.0.1:7481");
   assert_dbl(cfg->sim.switch_ms, 1.0, 0);
@@ -605,6 +614,24 @@ static const ErrCase err_cases[] = {
   { L5("sim = { exposure_ms = 0; };"), 5, "lasers.[0].sim.exposure_ms", "must be > 0" },
   { L5("sim = { error_rate = 1.5; };"), 5, "lasers.[0].sim.error_rate", "between 0 and 1" },
   { L5("sim = { piezo_mhz_per_v = 0; };"), 5, "lasers.[0].sim.piezo_mhz_per_v", "must not be 0" },
+  { L5("sim = { modehop_free_v = -1; };"), 5, "lasers.[0].sim.modehop_free_v", "must be between 0 and" },
+  { L5("sim = { hysteresis_v = -0.1; };"), 5, "lasers.[0].sim.hysteresis_v", "must be between 0 and" },
+  /* relock groups */
+  { L5("relock = { after_s = -1; };"), 5, "lasers.[0].relock.after_s", "must be between 0 and" },
+  { L5("relock = { tries = 0; };"), 5, "lasers.[0].relock.tries", "" },
+  { L5("relock = { settle_readings = -1; };"), 5, "lasers.[0].relock.settle_readings", "" },
+  { L5("relock = { piezo_step_v = 0; };"), 5, "lasers.[0].relock.piezo_step_v",
+    "must be > 0 when piezo_span_v is" },
+  { L5("relock = { piezo_step_v = 2; };"), 5, "lasers.[0].relock.piezo_step_v",
+    "must not be larger than piezo_span_v" },
+  { L5("relock = { piezo_span_v = 5; piezo_step_v = 0.001; };"), 5,
+    "lasers.[0].relock.piezo_step_v", "at most 1000 steps" },
+  { L5("relock = { current_span_v = 0.1; current_step_v = 0.01; };"), 5,
+    "lasers.[0].relock.current_span_v", "needs a current actuator" },
+  { L5("relock = { current_span_v = 0.1; };"), 5, "lasers.[0].relock.current_step_v",
+    "must be > 0 when current_span_v is" },
+  { L5("relock = { step = 1; };"), 5, "lasers.[0].relock.step", "unknown key" },
+  { L5("relock = 1;"), 5, "lasers.[0].relock", "" },
   { L5("sim = { noise = 1; };"), 5, "lasers.[0].sim.noise", "unknown key" },
   { "sim = { speed = 0; };\n", 1, "sim.speed", "must be > 0" },
   { "sim = { seed = -1; };\n", 1, "sim.seed", "must be >= 0" },

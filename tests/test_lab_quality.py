@@ -8,7 +8,8 @@ restored and they must be locked again.
 Sane means, per laser: noise_mhz is the config's sim.noise_mhz; 0 < rms_mhz
 < window_mhz; ratio = rms/noise within 0.2..5; where stepped (1 GHz, at
 least 8 lasers), overshoot <= 10 % and 0 < settle_s <= 15 s; relock_s after
-the mode hop between modehop_s (3 s: the laser cannot lock while hopped)
+the mode hop between modehop_s (3 s: the laser cannot lock while hopped;
+for a persistent hop, hop=persistent, above 0: the relock search)
 and 30 s; 0 < lock_s <= 60 s.
 """
 
@@ -24,7 +25,7 @@ from lablib import Lab, LabConfig, LabError, SIM_CONF, programs_missing
 
 SCRIPT = os.path.join(SRCDIR, "scripts", "wavelock-quality")
 COLUMNS = ["laser", "noise_mhz", "rms_mhz", "ratio", "window_mhz", "unlocked",
-           "step_mhz", "overshoot_pct", "settle_s", "relock_s", "lock_s"]
+           "step_mhz", "overshoot_pct", "settle_s", "hop", "relock_s", "lock_s"]
 
 tap = TAP()
 why = programs_missing()
@@ -88,7 +89,10 @@ for r in rows:
             and rms_ is not None and 0 < rms_ < win
             and ratio is not None and abs(ratio - rms_ / noise) <= 0.006 / noise + 0.006 and 0.2 < ratio < 5
             and unlocked >= 0
-            and relock is not None and l["sim"]["modehop_s"] <= relock <= 30
+            and r["hop"] == ("persistent" if l["sim"].get("modehop_free_v", 0.0) > 0
+                             else "temporary")
+            and relock is not None
+            and (0 if r["hop"] == "persistent" else l["sim"]["modehop_s"]) < relock <= 30
             and lock is not None and 0 < lock <= 60)
     if step is not None:
         stepped += 1

@@ -483,6 +483,39 @@ test_rail(void **state)
   assert_true(strlen(buf) < LSR_RAIL_NAME_MAX);
 }
 
+/* A failed relock search: fault, deaf to readings and to the devices
+   coming back, until the next engage (acquiring) or disengage (off). */
+static void
+test_relock_failed(void **state)
+{
+  LSR_Machine m;
+
+  (void)state;
+  LSR_Init(&m);
+  LSR_RelockFailed(&m);                 /* not engaged: nothing */
+  assert_int_equal(m.state, LSR_OFF);
+  LSR_Engage(&m, 0.0);
+  assert_int_equal(rd(&m, 0.1, 8000.0), LSR_ACT_RELOCK);
+  assert_int_equal(m.state, LSR_RELOCKING);
+  LSR_RelockFailed(&m);
+  assert_int_equal(m.state, LSR_FAULT);
+  assert_int_equal(m.relock_failed, 1);
+  assert_int_equal(rd(&m, 0.2, 0.0), LSR_ACT_NONE);
+  assert_int_equal(m.state, LSR_FAULT);
+  LSR_OnActuator(&m, 0);
+  LSR_OnActuator(&m, 1);
+  assert_int_equal(m.state, LSR_FAULT);
+  assert_int_equal(LSR_OnTick(&m, &P, 100.0), 0);
+  LSR_Engage(&m, 1.0);                  /* lock again */
+  assert_int_equal(m.state, LSR_ACQUIRING);
+  assert_int_equal(m.relock_failed, 0);
+  assert_int_equal(rd(&m, 1.1, 8000.0), LSR_ACT_RELOCK);
+  LSR_RelockFailed(&m);
+  LSR_Disengage(&m);                    /* unlock */
+  assert_int_equal(m.state, LSR_OFF);
+  assert_int_equal(m.relock_failed, 0);
+}
+
 int
 main(void)
 {
@@ -498,6 +531,7 @@ main(void)
     cmocka_unit_test(test_setpoint_step),
     cmocka_unit_test(test_ramp),
     cmocka_unit_test(test_rail),
+    cmocka_unit_test(test_relock_failed),
   };
 
   return cmocka_run_group_tests_name("lsr", tests, NULL, NULL);

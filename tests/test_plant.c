@@ -418,6 +418,141 @@ test_mode_hop(void **state)
   PLT_DestroyLaser(l);
 }
 
+/* Persistent hops (modehop_free_v > 0): a hop on command stays until the
+   tuning moves back past the hop point by hysteresis_v (not before, however
+   long), tuning past the window's edge hops back by one mode and returns
+   only hysteresis_v inside the edge, the current counts through the ratio of
+   the gains, and spontaneous hops stay too. */
+static void
+test_mode_hop_persistent(void **state)
+{
+  CNF_Laser cfg = quiet_laser("ecdl", 1);
+  PLT_Laser *l;
+  PLT_Truth t;
+  unsigned long up = 0, down = 0;
+
+  (void)state;
+  cfg.sim.modehop_free_v = 4.0;     /* window 3..7 V */
+  cfg.sim.hysteresis_v = 0.5;
+  l = PLT_CreateLaser(&cfg, 5);
+
+  /* on command, the frequency jumping down (against a positive tuning):
+     the kind of the upper edge, back below 5.0 - 0.5 V */
+  PLT_StartHop(l, 1.0, -8000.0);
+  PLT_GetTruth(l, 100.0, &t);
+  assert_int_equal(t.mode_hop, 1);
+  assert_int_equal(t.mode, 1);
+  assert_near(t.hop_mhz, -8000.0, 1e-9);
+  assert_int_equal(t.hops, 1);
+  PLT_SetPiezo(l, 100.0, 5.4);          /* the wrong way: stays */
+  PLT_GetTruth(l, 101.0, &t);
+  assert_int_equal(t.mode, 1);
+  PLT_SetPiezo(l, 101.0, 4.6);          /* not far enough */
+  PLT_GetTruth(l, 102.0, &t);
+  assert_int_equal(t.mode, 1);
+  assert_near(t.error_mhz, -8000.0 - 0.4 * 300.0, 1e-6);
+  PLT_SetPiezo(l, 102.0, 4.45);         /* past the hysteresis point */
+  PLT_GetTruth(l, 103.0, &t);
+  assert_int_equal(t.mode, 0);
+  assert_int_equal(t.mode_hop, 0);
+  assert_near(t.error_mhz, -0.55 * 300.0, 1e-6);
+  PLT_SetPiezo(l, 103.0, 5.0);          /* back at the start: still the right mode */
+  PLT_GetTruth(l, 104.0, &t);
+  assert_int_equal(t.mode, 0);
+  assert_near(t.error_mhz, 0.0, 1e-6);
+
+  /* the other kind: back above 5.0 + 0.5 V */
+  PLT_StartHop(l, 104.0, 8000.0);
+  PLT_SetPiezo(l, 104.0, 4.0);
+  PLT_GetTruth(l, 105.0, &t);
+  assert_int_equal(t.mode, -1);
+  assert_near(t.hop_mhz, 8000.0, 1e-9);
+  PLT_SetPiezo(l, 105.0, 5.51);
+  PLT_GetTruth(l, 106.0, &t);
+  assert_int_equal(t.mode, 0);
+
+  /* the window's upper edge at 7 V: hop, return below 6.5 V */
+  PLT_SetPiezo(l, 106.0, 7.1);
+  PLT_GetTruth(l, 107.0, &t);
+  assert_int_equal(t.mode, 1);
+  assert_near(t.hop_mhz, -8000.0, 1e-9);
+  PLT_SetPiezo(l, 107.0, 6.6);
+  PLT_GetTruth(l, 108.0, &t);
+  assert_int_equal(t.mode, 1);
+  PLT_SetPiezo(l, 108.0, 6.4);
+  PLT_GetTruth(l, 109.0, &t);
+  assert_int_equal(t.mode, 0);
+  /* the lower edge at 3 V: hop up, return above 3.5 V */
+  PLT_SetPiezo(l, 109.0, 2.9);
+  PLT_GetTruth(l, 110.0, &t);
+  assert_int_equal(t.mode, -1);
+  assert_near(t.hop_mhz, 8000.0, 1e-9);
+  PLT_SetPiezo(l, 110.0, 3.6);
+  PLT_GetTruth(l, 111.0, &t);
+  assert_int_equal(t.mode, 0);
+  assert_int_equal(t.hops, 4);
+  PLT_DestroyLaser(l);
+
+  /* a negative tuning: the upper edge's hop jumps up */
+  cfg.sim.piezo_mhz_per_v = -300.0;
+  l = PLT_CreateLaser(&cfg, 5);
+  PLT_SetPiezo(l, 1.0, 7.1);
+  PLT_GetTruth(l, 2.0, &t);
+  assert_int_equal(t.mode, 1);
+  assert_near(t.hop_mhz, 8000.0, 1e-9);
+  PLT_DestroyLaser(l);
+  cfg.sim.piezo_mhz_per_v = 300.0;
+
+  /* the current moves the tuning too: 1 V of current at -150 MHz/V is
+     -0.5 V of piezo */
+  cfg.current.present = 1;
+  cfg.current.start_v = 0.0;
+  cfg.sim.current_mhz_per_v = -150.0;
+  l = PLT_CreateLaser(&cfg, 5);
+  PLT_StartHop(l, 1.0, -8000.0);        /* back below x = -0.5 */
+  PLT_SetCurrent(l, 1.0, 0.9);
+  PLT_GetTruth(l, 3.0, &t);
+  assert_int_equal(t.mode, 1);
+  PLT_SetCurrent(l, 3.0, 1.1);
+  PLT_GetTruth(l, 5.0, &t);
+  assert_near(t.tuning_v, -0.55, 1e-6);
+  assert_int_equal(t.mode, 0);
+  PLT_DestroyLaser(l);
+  cfg.current.present = 0;
+
+  /* spontaneous hops stay: one per 100 s on average for 2000 s, the piezo
+     swept back and forth by 1 V every 50 s to heal them */
+  cfg.sim.modehop_per_h = 36.0;
+  l = PLT_CreateLaser(&cfg, 7);
+  for (int i = 1; i <= 2000; i++) {
+    int before;
+
+    PLT_GetTruth(l, i - 0.5, &t);
+    before = t.mode;
+    PLT_GetTruth(l, (double)i, &t);
+    if (t.mode != 0 && before == 0) {
+      if (t.mode > 0)
+        up++;
+      else
+        down++;
+      assert_near(fabs(t.hop_mhz), 8000.0, 1e-9);
+    }
+    if (i % 50 == 0) {
+      PLT_SetPiezo(l, (double)i, 4.0);
+      PLT_GetTruth(l, i + 0.1, &t);
+      PLT_SetPiezo(l, i + 0.1, 6.0);
+      PLT_GetTruth(l, i + 0.2, &t);
+      PLT_SetPiezo(l, i + 0.2, 5.0);
+      PLT_GetTruth(l, i + 0.3, &t);
+      assert_int_equal(t.mode, 0);
+    }
+  }
+  print_message("# persistent: %lu hops (%lu up, %lu down) in 2000 s\n", t.hops, up, down);
+  assert_true(t.hops >= 5 && t.hops <= 45);
+  assert_true(up > 0 && down > 0);
+  PLT_DestroyLaser(l);
+}
+
 /* error_rate is the fraction of error codes; they are mostly -3 and -4. */
 static void
 test_error_rate(void **state)
@@ -784,6 +919,7 @@ main(void)
     cmocka_unit_test(test_noise_rms),
     cmocka_unit_test(test_replay),
     cmocka_unit_test(test_mode_hop),
+    cmocka_unit_test(test_mode_hop_persistent),
     cmocka_unit_test(test_error_rate),
     cmocka_unit_test(test_channel_cycle),
     cmocka_unit_test(test_dropout),
