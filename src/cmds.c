@@ -655,33 +655,40 @@ typedef struct {
   char path[CNF_PATH_MAX];
 } Later;
 
+/* The deferred answer: ERR code err (rc != 0) or OK ok, to the connection
+   if it is still there; frees w. */
+static void
+later_answer(Later *w, int rc, int code, const char *err, const char *ok)
+{
+  SRV_Conn *c = SRV_PendingConn(w->p);
+
+  if (c && rc != 0)
+    SRV_Err(c, code, "%s", err);
+  else if (c)
+    SRV_Ok(c, "%s", ok);
+  SRV_Complete(w->p);
+  free(w);
+}
+
 static void
 saved(int rc, const char *err, void *arg)
 {
   Later *w = arg;
-  SRV_Conn *c = SRV_PendingConn(w->p);
+  char ok[CNF_PATH_MAX + 8];
 
-  if (c && rc != 0)
-    SRV_Err(c, 500, "%s", err);
-  else if (c)
-    SRV_Ok(c, "saved %s", w->path);
-  SRV_Complete(w->p);
-  free(w);
+  snprintf(ok, sizeof ok, "saved %s", w->path);
+  later_answer(w, rc, 500, err, ok);
 }
 
 static void
 reloaded(int rc, const char *err, void *arg)
 {
   Later *w = arg;
-  SRV_Conn *c = SRV_PendingConn(w->p);
+  char ok[CNF_PATH_MAX + 12], text[1200];
 
-  if (c && rc != 0)
-    SRV_Err(c, strcmp(err, "a reload is in progress") == 0 ? 409 : 422,
-            "reload failed, old config kept: %s", err);
-  else if (c)
-    SRV_Ok(c, "reloaded %s", w->d->cfg_path);
-  SRV_Complete(w->p);
-  free(w);
+  snprintf(ok, sizeof ok, "reloaded %s", w->d->cfg_path);
+  snprintf(text, sizeof text, "reload failed, old config kept: %s", err);
+  later_answer(w, rc, strcmp(err, "a reload is in progress") == 0 ? 409 : 422, text, ok);
 }
 
 /* Run start(d, done, w) with the answer deferred. */
@@ -760,15 +767,7 @@ cmd_calibration(SRV_Conn *c, int argc, char **argv, void *ctx)
 static void
 calibrated(int rc, const char *msg, void *arg)
 {
-  Later *w = arg;
-  SRV_Conn *c = SRV_PendingConn(w->p);
-
-  if (c && rc != 0)
-    SRV_Err(c, 503, "%s", msg);
-  else if (c)
-    SRV_Ok(c, "%s", msg);
-  SRV_Complete(w->p);
-  free(w);
+  later_answer(arg, rc, 503, msg, msg);
 }
 
 static void
@@ -787,14 +786,8 @@ cmd_calibrate(SRV_Conn *c, int argc, char **argv, void *ctx)
     return;
   }
   w->d = d;
-  if (WLD_Calibrate(d, calibrated, w, &code, err, sizeof err) != 0) {
-    SRV_Conn *pc = SRV_PendingConn(w->p);
-
-    if (pc)
-      SRV_Err(pc, code, "%s", err);
-    SRV_Complete(w->p);
-    free(w);
-  }
+  if (WLD_Calibrate(d, calibrated, w, &code, err, sizeof err) != 0)
+    later_answer(w, -1, code, err, "");
 }
 
 static void
