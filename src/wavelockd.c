@@ -48,8 +48,10 @@
 
 static WLD_Daemon daemon_state;
 
-/* The daemon's own operations; the commands reach them through host. */
-/* Re-read the config file and apply it.  The loop never waits: a new
+/* The daemon's own operations; the commands reach them through
+   daemon_host (host.h).
+
+   Re-read the config file and apply it.  The loop never waits: a new
    wavemeter backend is prepared on a helper thread.  done (may be NULL: the
    outcome is logged) runs exactly once, possibly before this returns.  A
    reload asked for while one is in progress fails with "a reload is in
@@ -337,9 +339,9 @@ limit_partner(const char *key)
 
 /* The saved run-time parameters of get/set, with the checks of the set
    command; one that the config file changed since the save comes from the
-   file (file_changed).  Two
-   rounds: a value may be refused only until another one is in (a window
-   wider than the file's capture range, a limit past the other one). */
+   file (file_changed).  Two rounds: a value may be refused only until
+   another one is in (a window wider than the file's capture range, a limit
+   past the other one). */
 static void
 restore_params(WLD_Daemon *d, CTL_Laser *l, const STF_Laser *s)
 {
