@@ -27,6 +27,12 @@
  * eps is the relative correction, ref_thz the reference frequency it belongs
  * to, unix_s when the reference last updated it.  Files without it (older
  * ones) load as before.
+ *
+ * A "claim" line (DESIGN.md section 8; not counted by the end line, covered
+ * by its crc32) keeps a laser's claim across a restart; it follows the
+ * laser's own line:
+ *   claim laser=cool780 owner=alice expires=1764900300.5 len_s=300
+ * expires is a unix time; len_s the claim's length (a renewal adds it).
  */
 #ifndef WL_STATEFILE_H
 #define WL_STATEFILE_H
@@ -59,6 +65,9 @@ typedef struct {
     double value, file;
     int has_file;
   } params[STF_MAX_PARAMS];
+  /* Its claim (a "claim" line): owner "" none. */
+  char owner[96];
+  double claim_expires, claim_len_s;
 } STF_Laser;
 
 /* The calibration record (the "calibration" line). */

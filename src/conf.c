@@ -777,7 +777,10 @@ static const char *const probe_keys[] = { "register", "function", NULL };
 static const char *const laser_keys[] = {
   "name", "channel", "setpoint", "autolock", "window_mhz", "capture_mhz",
   "modehop_mhz", "glitch_mhz", "lock_n", "unlock_m", "min_thz", "max_thz", "pid", "piezo",
-  "current", "datalog", "relock", "sim", NULL
+  "current", "datalog", "relock", "sim", "hold_input", NULL
+};
+static const char *const hold_input_keys[] = {
+  "device", "discrete_input", "coil", "active", "poll_s", NULL
 };
 static const char *const relock_keys[] = {
   "after_s", "piezo_span_v", "piezo_step_v", "current_span_v", "current_step_v",
@@ -1312,6 +1315,49 @@ load_relock(Loader *ld, const config_setting_t *lg, const CNF_Laser *l, CNF_Relo
   return 0;
 }
 
+/* hold_input = { device = "..."; discrete_input = N; | coil = N;
+   active = "high" | "low"; poll_s = 0.02; } */
+static int
+load_hold_input(Loader *ld, const CNF_Config *cfg, const config_setting_t *lg, CNF_HoldInput *h)
+{
+  const config_setting_t *g, *wdev, *di, *co, *act;
+  char active[16] = "high";
+
+  if (get_group(ld, lg, "hold_input", OPT, &g) < 0)
+    return -1;
+  if (!g)
+    return 0;
+  h->present = 1;
+  if (check_keys(ld, g, hold_input_keys) < 0 ||
+      str_key(ld, g, "device", REQ, 1, h->device, sizeof h->device, &wdev) < 0 ||
+      str_key(ld, g, "active", OPT, 1, active, sizeof active, &act) < 0 ||
+      num_key(ld, g, "poll_s", GT_LO, 0.0, 10.0, &h->poll_s) < 0)
+    return -1;
+  h->device_index = CNF_FindDevice(cfg, h->device);
+  if (h->device_index < 0)
+    return fail(ld, wdev, NULL, "unknown device \"%s\" (not in devices)", h->device);
+  UTL_Strlcpy(h->device, cfg->devices[h->device_index].name, sizeof h->device);
+  if (h->poll_s < 0.001)
+    return fail(ld, config_setting_get_member(g, "poll_s"), NULL,
+                "must be at least 0.001 (is %g)", h->poll_s);
+  di = config_setting_get_member(g, "discrete_input");
+  co = config_setting_get_member(g, "coil");
+  if (di && co)
+    return fail(ld, co, NULL, "give either discrete_input or coil, not both");
+  if (!di && !co)
+    return fail_missing(ld, g, "discrete_input");
+  h->coil = co != NULL;
+  if (int_key_i(ld, g, co ? "coil" : "discrete_input", REQ, 0, 65535, &h->addr) < 0)
+    return -1;
+  if (strcasecmp(active, "high") == 0)
+    h->active_low = 0;
+  else if (strcasecmp(active, "low") == 0)
+    h->active_low = 1;
+  else
+    return fail(ld, act, NULL, "must be \"high\" or \"low\" (is \"%s\")", active);
+  return 0;
+}
+
 static void
 laser_defaults(CNF_Laser *l)
 {
@@ -1335,6 +1381,7 @@ laser_defaults(CNF_Laser *l)
   l->relock.current_step_v = 0.0;
   l->relock.settle_readings = 1;
   l->relock.tries = 3;
+  l->hold_input.poll_s = 0.02;
   l->sim.offset_mhz = 0.0;
   l->sim.piezo_mhz_per_v = 300.0;
   l->sim.current_mhz_per_v = 50.0;
@@ -1430,6 +1477,7 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
       (act && load_actuator(ld, cfg, act, 1, &l->current) < 0) ||
       path_key(ld, g, "datalog", l->datalog, sizeof l->datalog) < 0 ||
       load_relock(ld, g, l, &l->relock) < 0 ||
+      load_hold_input(ld, cfg, g, &l->hold_input) < 0 ||
       load_sim_laser(ld, g, &l->sim) < 0)
     return -1;
   return 0;
