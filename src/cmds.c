@@ -1002,22 +1002,27 @@ cmd_claim(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
   double secs = CLAIM_DEFAULT_S, now = wall_now();
-  int steal = 0, have_secs = 0, n = 0;
+  int steal = 0, n = 0;
   CTL_Laser *one = NULL;
 
-  for (int i = 2; i < argc; i++) {
-    if (strcasecmp(argv[i], "steal") == 0 && !steal) {
-      steal = 1;
-    } else if (!have_secs && UTL_ParseDouble(argv[i], &secs) == 0) {
-      have_secs = 1;
-      if (!(secs >= 1.0 && secs <= CLAIM_MAX_S)) {
-        SRV_Err(c, 422, "claim time must be 1..%.0f s, got '%s'", CLAIM_MAX_S, argv[i]);
-        return;
-      }
-    } else {
+  /* claim <laser> steal | claim <laser> <seconds> [steal] */
+  if (argc > 2 && strcasecmp(argv[2], "steal") == 0) {
+    steal = 1;
+    if (argc > 3) {
       SRV_Err(c, 400, "usage: claim <laser|all> [<seconds>] [steal]");
       return;
     }
+  } else if (argc > 2) {
+    if (UTL_ParseDouble(argv[2], &secs) != 0 || !(secs >= 1.0 && secs <= CLAIM_MAX_S)) {
+      SRV_Err(c, 422, "claim time must be a number of seconds in 1..%.0f, got '%s'",
+              CLAIM_MAX_S, argv[2]);
+      return;
+    }
+    if (argc > 3 && strcasecmp(argv[3], "steal") != 0) {
+      SRV_Err(c, 400, "usage: claim <laser|all> [<seconds>] [steal]");
+      return;
+    }
+    steal = argc > 3;
   }
   if (strcasecmp(argv[1], "all") != 0 && !(one = laser_arg(d, c, argv[1])))
     return;
