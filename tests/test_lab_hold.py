@@ -23,6 +23,9 @@ coil is 0).
     hold of the input; 'input ao1 4 0' releases it and it locks again.
  5. probe852 (coil, active low) starts held (reason=hold_input); 'coil ao1 7
     1' releases it and it locks.
+ 5b. reload: removing repump795's hold input while it is active releases
+    the laser; moving it to discrete input 5 polls the new input (held when
+    5 goes to 1, not by the old input 4).
  6. Bad input: hold with a bad time is 422, hold/resume of an unknown laser
     404, the connection stays usable; config errors in hold_input (unknown
     device, both discrete_input and coil, neither, bad active, poll_s 0,
@@ -205,6 +208,33 @@ with Env() as env:
         lab.sim.ok("coil ao1 7 1")
         tap.ok(lab.events.first("probe852", "locked", t5, LOCK_S) is not None,
                "coil 7 set to 1 (active low): probe852 released and locked")
+
+        # ---- 5b. reload: a hold input removed releases, a new one is polled -----------------
+        with open(lab.conf) as f:
+            text = f.read()
+        line = 'hold_input = { device = "ao1"; discrete_input = 4; poll_s = %g; };' % POLL_S
+        lab.sim.ok("input ao1 4 1")
+        tap.ok(lab.wait_states("holding", ["repump795"], timeout=5), "input 4 set again: held")
+        t6 = time.monotonic()
+        with open(lab.conf, "w") as f:
+            f.write(text.replace(line, "", 1))
+        lab.d.ok("reload")
+        tap.ok(lab.events.first("repump795", "locked", t6, LOCK_S) is not None,
+               "a reload that removes the hold input releases the laser")
+        t7 = time.monotonic()
+        with open(lab.conf, "w") as f:
+            f.write(text.replace(line, line.replace("discrete_input = 4", "discrete_input = 5"),
+                                 1))
+        lab.d.ok("reload")
+        time.sleep(0.5)
+        tap.eq(lab.d.states()["repump795"], "locked",
+               "a reload to discrete input 5 (0): still locked although input 4 is 1")
+        lab.sim.ok("input ao1 5 1")
+        tap.ok(hold_event(lab, "repump795", t7, "hold_input", 5) is not None,
+               "input 5 set: held by the reloaded hold input")
+        lab.sim.ok("input ao1 5 0")
+        lab.sim.ok("input ao1 4 0")
+        tap.ok(lab.wait_states("locked", ["repump795"], timeout=LOCK_S), "released again: locked")
 
         # ---- 6. bad input ---------------------------------------------------------------------
         for line, code in (("hold cool780 0", "422"), ("hold cool780 -1", "422"),
