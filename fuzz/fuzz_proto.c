@@ -139,6 +139,10 @@ typedef struct {
   CNF_Laser cfg;
   double lo[4];
   double manual_piezo, manual_current;
+  char owner[96];                /* claims and holds: control only */
+  double claim_until, claim_len_s;
+  int hold_cmd;
+  double hold_until;
 } Snap;
 
 static FUZZ_NOCOV int
@@ -162,6 +166,11 @@ snapshot(Snap *s, int max)
     s[i].lo[3] = l->current_hi;
     s[i].manual_piezo = l->manual_piezo;
     s[i].manual_current = l->manual_current;
+    memcpy(s[i].owner, l->owner, sizeof s[i].owner);
+    s[i].claim_until = l->claim_until;
+    s[i].claim_len_s = l->claim_len_s;
+    s[i].hold_cmd = l->hold_cmd;
+    s[i].hold_until = l->hold_until;
   }
   return n;
 }

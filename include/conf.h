@@ -142,6 +142,22 @@ typedef struct {
   int tries;                         /* passes before fault; default 3 */
 } CNF_Relock;
 
+/* A hold input (DESIGN.md section 8): a discrete input or coil of a device
+   that holds the laser while active, polled by the device's thread. */
+typedef struct {
+  int present;                       /* group given in the config */
+  char device[CNF_NAME_MAX];
+  int device_index;                  /* index into CNF_Config.devices */
+  int addr;                          /* 0..65535 */
+  int coil;                          /* 1: a coil (FC01), 0: a discrete input (FC02) */
+  int active_low;                    /* active = "low" */
+  double poll_s;                     /* poll interval, default 0.02 */
+  /* As read from the config (the table of src/conf.c), before the checks
+     turn them into the fields above. */
+  char active[16];                   /* "high" (or empty), "low" */
+  int di_key, coil_key;              /* discrete_input, coil; -1 absent */
+} CNF_HoldInput;
+
 typedef struct {
   char name[CNF_NAME_MAX];
   int channel;                       /* wavemeter channel 1..CNF_MAX_CHANNEL (wlmdata:
@@ -163,6 +179,7 @@ typedef struct {
   CNF_Actuator current;              /* optional (present = 0) */
   char datalog[CNF_PATH_MAX];        /* per-laser data log, "" = none */
   CNF_Relock relock;                 /* relock group */
+  CNF_HoldInput hold_input;          /* hold_input group (present = 0: none) */
   CNF_SimLaser sim;
   int line;
 } CNF_Laser;

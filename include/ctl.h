@@ -78,6 +78,20 @@ typedef struct CTL_Laser {
   int search_write;            /* the next JOB_RELOCK writes search_piezo/search_current */
   double search_piezo, search_current;
   unsigned long searches, relock_failures;
+
+  /* Hold (DESIGN.md section 8): held while hold_cmd or hold_in. */
+  int hold_cmd;                /* held by the hold command */
+  double hold_until;           /* UTL_Now() at which that hold ends; 0: at resume */
+  int hold_in;                 /* the hold input is active */
+  int hold_in_value;           /* its last level read (0/1), -1 not read yet */
+  double hold_in_edge_t;       /* UTL_Now() of the device thread's read of the last edge */
+  unsigned long holds;         /* holds begun (command or input) */
+
+  /* Claim (DESIGN.md section 8), kept here so it follows the laser through
+     reloads: owner "" = none; claim_until is a unix time (state file). */
+  char owner[96];
+  double claim_until;
+  double claim_len_s;          /* the claim's length: a renewal adds it again */
 } CTL_Laser;
 
 /* Called on the loop thread when a laser changes state or gets a reading. */
@@ -124,6 +138,14 @@ void CTL_Unlock(CTL_Ctx *ctx, CTL_Laser *l);
    stops a ramp.  Ramp to a target at rate MHz/s. */
 void CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz);
 void CTL_Ramp(CTL_Ctx *ctx, CTL_Laser *l, double thz, double rate_mhz_s);
+
+/* Hold by command (on = 1; seconds > 0: ends by itself after that long,
+   0: until resumed) or resume (on = 0).  The laser stays holding while its
+   hold input is active. */
+void CTL_Hold(CTL_Ctx *ctx, CTL_Laser *l, int on, double seconds);
+
+/* Why a laser is held: "hold", "hold_input", or NULL if it is not. */
+const char *CTL_HoldReason(const CTL_Laser *l);
 
 /* Set outputs by hand (only while disengaged); values are clamped to the
    limits.  has_* selects which. */

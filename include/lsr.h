@@ -68,6 +68,7 @@ typedef struct {
   int resume;          /* regulation was interrupted: the next regulating
                           reading returns LSR_ACT_RESUME */
   int relock_failed;   /* fault because the relock search failed */
+  int held;            /* held by a hold command or input (LSR_Hold) */
 } LSR_Machine;
 
 /* A fresh machine: off, actuators assumed ok. */
@@ -88,6 +89,15 @@ LSR_Action LSR_OnReading(LSR_Machine *m, const LSR_Params *p, double t, int vali
 /* Time passes without readings: goes holding when stale.  Returns 1 if the
    state changed. */
 int LSR_OnTick(LSR_Machine *m, const LSR_Params *p, double now);
+
+/* Hold (on = 1) or release (on = 0) a laser (DESIGN.md section 8): while
+   held an engaged laser is holding, readings are not used (they return
+   LSR_ACT_NONE and do not count for mode hops or staleness), and engage or
+   a recovered actuator goes to holding.  Release at time t goes to
+   acquiring with LSR_ACT_RESUME on the next reading (bumpless, the history
+   forgotten), the first reading not compared for a mode hop.  Returns 1 if
+   the state changed. */
+int LSR_Hold(LSR_Machine *m, int on, double t);
 
 /* The relock search gave up: fault until the next engage or disengage. */
 void LSR_RelockFailed(LSR_Machine *m);

@@ -81,6 +81,16 @@ int MB_WriteGated(MB_Io *io, MB_FillFn fill, void *arg);
 /* Read n holding registers (for tests and probes).  Same rules as MB_Write. */
 int MB_Read(MB_Io *io, int addr, uint16_t *regs, int n);
 
+/* Read one coil (coil = 1, function 01) or discrete input (coil = 0,
+   function 02) at addr into *bit (0 or 1).  Same rules as MB_Read. */
+int MB_ReadBit(MB_Io *io, int addr, int coil, int *bit);
+
+/* A poll: fn runs on the device thread about every interval_s while the
+   device is up and no job waits (jobs go first); interval_s <= 0 or fn
+   NULL ends it.  One poll per device; setting it again replaces it.
+   Thread-safe. */
+void MB_SetPoll(MB_Device *dev, double interval_s, MB_JobFn fn, void *arg);
+
 /* The device an MB_Io belongs to. */
 MB_Device *MB_IoDevice(MB_Io *io);
 

@@ -119,6 +119,14 @@ CNF_Role SRV_Role(const SRV_Conn *c);
 /* The peer address of a connection, "127.0.0.1:40312" or "[::1]:40312". */
 const char *SRV_Peer(const SRV_Conn *c);
 
+/* The connection's name (DESIGN.md section 8): the one given with iam, or
+   "conn<N>@<peer>" (N counts connections since start) until then.
+   SRV_Named says whether iam set it; SRV_SetName sets it (the caller
+   checks it, see SRV_NAME_MAX). */
+#define SRV_NAME_MAX 96
+const char *SRV_Name(const SRV_Conn *c);
+int SRV_Named(const SRV_Conn *c);
+void SRV_SetName(SRV_Conn *c, const char *name);
 /* The server a connection belongs to (e.g. to publish from a handler). */
 SRV_Server *SRV_ConnServer(const SRV_Conn *c);
 

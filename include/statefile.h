@@ -29,6 +29,12 @@
  * eps is the relative correction, ref_thz the reference frequency it belongs
  * to, unix_s when the reference last updated it.  Files without it (older
  * ones) load as before.
+ *
+ * A "claim" line (DESIGN.md section 8; not counted by the end line, covered
+ * by its crc32) keeps a laser's claim across a restart; it follows the
+ * laser's own line:
+ *   claim laser=cool780 owner=alice expires=1764900300.5 len_s=300
+ * expires is a unix time; len_s the claim's length (a renewal adds it).
  */
 #ifndef WL_STATEFILE_H
 #define WL_STATEFILE_H
@@ -61,6 +67,9 @@ typedef struct {
      and those of get/set, one rule for all (see above). */
   int n_params;
   STF_Param params[STF_MAX_PARAMS];
+  /* Its claim (a "claim" line): owner "" none. */
+  char owner[96];
+  double claim_expires, claim_len_s;
 } STF_Laser;
 
 /* The parameter key of l, or NULL. */

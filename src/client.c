@@ -43,6 +43,7 @@ static struct {
   int multi;                   /* -m */
   int keep_going;              /* -c */
   int align;                   /* -1 auto (terminal), 0 plain, 1 aligned */
+  const char *as;             /* --as / WAVELOCK_AS: sent as "iam NAME" first */
 } opt;
 
 static CLT_Conn conn;
@@ -119,6 +120,8 @@ print_help(void)
          "  -k, --token TOKEN      authenticate with TOKEN (visible in ps: prefer\n"
          "                         WAVELOCK_TOKEN or a token file)\n"
          "  -K, --token-file FILE  read the token from FILE (WAVELOCK_TOKEN_FILE)\n"
+         "      --as NAME          name the connection (iam NAME) for claims\n"
+         "                         (WAVELOCK_AS)\n"
          "  -t, --timeout SEC      give up on the daemon after SEC seconds (default %g;\n"
          "                         0 waits forever)\n"
          "  -m, --multi            every argument is a command; ';' also separates\n"
@@ -678,6 +681,17 @@ connect_and_greet(void)
     rc = request(line, NULL, final, sizeof(final));
     if (rc == CLT_EXIT_ERR)
       fprintf(stderr, "%s\n", final);
+    if (rc != CLT_EXIT_OK)
+      return rc;
+  }
+  if (opt.as) {
+    char line[128];
+    int rc;
+
+    snprintf(line, sizeof(line), "iam %s", opt.as);
+    rc = request(line, NULL, final, sizeof(final));
+    if (rc == CLT_EXIT_ERR)
+      fprintf(stderr, "%s\n", final);
     return rc;
   }
   return CLT_EXIT_OK;
@@ -746,6 +760,7 @@ main(int argc, char **argv)
     { "raw", no_argument, NULL, 'r' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
+    { "as", required_argument, NULL, 'A' },
     { NULL, 0, NULL, 0 }
   };
   const char *token_arg = NULL, *token_file = NULL, *env;
@@ -792,6 +807,9 @@ main(int argc, char **argv)
         return CLT_EXIT_USAGE;
       }
       break;
+    case 'A':
+      opt.as = optarg;
+      break;
     case 'm':
       opt.multi = 1;
       break;
@@ -811,7 +829,9 @@ main(int argc, char **argv)
       printf("wavelock %s (protocol %d)\n", PACKAGE_VERSION, WL_PROTOCOL_VERSION);
       return CLT_EXIT_OK;
     default:
-      if (optopt && strchr("HpkKt", optopt))
+      if (optopt == 'A')
+        warnx_("option --as needs an argument");
+      else if (optopt && strchr("HpkKt", optopt))
         warnx_("option -%c needs an argument", optopt);
       else if (optopt)
         warnx_("unknown option -%c", optopt);
@@ -820,6 +840,13 @@ main(int argc, char **argv)
       usage_hint();
       return CLT_EXIT_USAGE;
     }
+  }
+
+  if (!opt.as && (env = getenv("WAVELOCK_AS")) && *env)
+    opt.as = env;
+  if (opt.as && (!*opt.as || strlen(opt.as) > 63 || strpbrk(opt.as, " \t\r\n"))) {
+    warnx_("--as: the name must be 1..63 characters without blanks");
+    return CLT_EXIT_USAGE;
   }
 
   /* The token: command line, then environment. */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <modbus.h>
@@ -51,6 +52,82 @@ laser_arg(WLD_Daemon *d, SRV_Conn *c, const char *name)
   return l;
 }
 
+/* ---- names and claims (DESIGN.md section 8) ------------------------------ */
+
+#define CLAIM_DEFAULT_S 300.0
+#define CLAIM_MAX_S 604800.0       /* a week */
+#define HOLD_MAX_S 86400.0
+
+static double
+wall_now(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The owner of l's claim, or NULL if unclaimed (or expired: then dropped). */
+static const char *
+claim_owner(WLD_Daemon *d, CTL_Laser *l)
+{
+  if (!l->owner[0])
+    return NULL;
+  if (wall_now() >= l->claim_until) {
+    log_info("laser %s: claim by %s expired", l->cfg.name, l->owner);
+    l->owner[0] = '\0';
+    l->claim_until = 0.0;
+    d->host->schedule_save(d);
+    return NULL;
+  }
+  return l->owner;
+}
+
+/* Whether connection c may change laser l: yes if l is unclaimed or claimed
+   by c's name (then the claim is renewed); else 409 is answered.  Every
+   command that changes a laser goes through here. */
+static int
+claim_check(WLD_Daemon *d, SRV_Conn *c, CTL_Laser *l)
+{
+  const char *owner = claim_owner(d, l);
+
+  if (!owner)
+    return 1;
+  if (SRV_Named(c) && strcmp(owner, SRV_Name(c)) == 0) {
+    l->claim_until = wall_now() + l->claim_len_s;
+    d->host->schedule_save(d);
+    return 1;
+  }
+  SRV_Err(c, 409, "claimed by %s for %.0f s more (laser %s; you are %s)", owner,
+          ceil(l->claim_until - wall_now()), l->cfg.name, SRV_Name(c));
+  return 0;
+}
+
+/* claim_check for every laser, or for the one named. */
+static int
+claim_check_name(WLD_Daemon *d, SRV_Conn *c, const char *name)
+{
+  if (strcasecmp(name, "all") != 0) {
+    CTL_Laser *l = CTL_FindLaser(d->ctl, name);
+    return !l || claim_check(d, c, l);
+  }
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
+    if (!claim_check(d, c, CTL_Laser_(d->ctl, i)))
+      return 0;
+  return 1;
+}
+
+/* laser_arg for a command that changes the laser: also the claim check. */
+static CTL_Laser *
+changing_laser_arg(WLD_Daemon *d, SRV_Conn *c, const char *name)
+{
+  CTL_Laser *l = laser_arg(d, c, name);
+
+  if (l && !claim_check(d, c, l))
+    return NULL;
+  return l;
+}
+
 static double
 age_ms(const WM_Reading *r)
 {
@@ -62,6 +139,7 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
 {
   char reading[200] = "freq_thz=none error_mhz=none";
   char current[48] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "";
+  char claim[SRV_NAME_MAX + 40];
 
   if (l->have_reading) {
     if (l->last.value > 0.0 && d->host->cal_applies(d, l->cfg.channel) &&
@@ -85,12 +163,20 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
              l->search.pass);
   else if (l->sm.relock_failed)
     snprintf(relock, sizeof relock, " reason=relock_failed");
+  else if (CTL_HoldReason(l))
+    snprintf(relock, sizeof relock, " reason=%s", CTL_HoldReason(l));
+  /* claims: owner= and claim_s= (seconds left) */
+  if (l->owner[0] && l->claim_until > wall_now())
+    snprintf(claim, sizeof claim, " owner=%s claim_s=%.0f", l->owner,
+             ceil(l->claim_until - wall_now()));
+  else
+    snprintf(claim, sizeof claim, " owner=none claim_s=0");
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu relocks=%lu%s",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu relocks=%lu%s%s",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
            l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
            LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches,
-           l->sm.relocks, relock);
+           l->sm.relocks, relock, claim);
 }
 
 /* ---- commands ---------------------------------------------------------------- */
@@ -146,6 +232,8 @@ lock_common(SRV_Conn *c, void *ctx, const char *name, int lock)
   WLD_Daemon *d = D(ctx);
   CTL_Laser *one;
 
+  if (!claim_check_name(d, c, name))
+    return;
   if (strcasecmp(name, "all") != 0) {
     one = laser_arg(d, c, name);
     if (!one)
@@ -218,7 +306,7 @@ cmd_setpoint(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Ok(c, NULL);
     return;
   }
-  if (!need_control(c))
+  if (!need_control(c) || !claim_check(d, c, l))
     return;
   if (argc > 4) {
     SRV_Err(c, 400, "usage: setpoint <laser> [<value> [unit]]");
@@ -235,7 +323,7 @@ static void
 cmd_ramp(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
-  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  CTL_Laser *l = changing_laser_arg(d, c, argv[1]);
   char num[UTL_DOUBLE_LEN];
   double thz, rate;
 
@@ -291,7 +379,7 @@ static void
 cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
-  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  CTL_Laser *l = changing_laser_arg(d, c, argv[1]);
   double v;
   char err[160], num[UTL_DOUBLE_LEN];
   int i;
@@ -345,8 +433,12 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Ok(c, NULL);
     return;
   }
-  if (!need_control(c))
+  if (!need_control(c) || !claim_check(d, c, l))
     return;
+  if (CTL_HoldReason(l)) {
+    SRV_Err(c, 409, "%s is held (%s): resume it first", l->cfg.name, CTL_HoldReason(l));
+    return;
+  }
   if (l->sm.engaged) {
     SRV_Err(c, 409, "%s is engaged (state %s): unlock it first", l->cfg.name,
             LSR_StateName(l->sm.state));
@@ -726,6 +818,151 @@ cmd_exposure(SRV_Conn *c, int argc, char **argv, void *ctx)
   }
 }
 
+static void
+cmd_iam(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  const char *n = argv[1];
+  size_t len = strlen(n);
+
+  if (len < 1 || len > 63 || strspn(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                      "0123456789._-@+:") != len) {
+    SRV_Err(c, 422, "a name is 1..63 letters, digits or ._-@+: (got '%.64s')", n);
+    return;
+  }
+  if (strcasecmp(n, "none") == 0 || strcasecmp(n, "all") == 0 || strcasecmp(n, "steal") == 0) {
+    SRV_Err(c, 422, "'%s' is reserved", n);
+    return;
+  }
+  log_info("client %s (%s) is %s", SRV_Peer(c), SRV_Name(c), n);
+  SRV_SetName(c, n);
+  SRV_Ok(c, "name=%s", n);
+}
+
+/* claim <laser|all> [<seconds>] [steal] */
+static void
+cmd_claim(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  double secs = CLAIM_DEFAULT_S, now = wall_now();
+  int steal = 0, n = 0;
+  CTL_Laser *one = NULL;
+
+  /* claim <laser> steal | claim <laser> <seconds> [steal] */
+  if (argc > 2 && strcasecmp(argv[2], "steal") == 0) {
+    steal = 1;
+    if (argc > 3) {
+      SRV_Err(c, 400, "usage: claim <laser|all> [<seconds>] [steal]");
+      return;
+    }
+  } else if (argc > 2) {
+    if (UTL_ParseDouble(argv[2], &secs) != 0 || !(secs >= 1.0 && secs <= CLAIM_MAX_S)) {
+      SRV_Err(c, 422, "claim time must be a number of seconds in 1..%.0f, got '%s'",
+              CLAIM_MAX_S, argv[2]);
+      return;
+    }
+    if (argc > 3 && strcasecmp(argv[3], "steal") != 0) {
+      SRV_Err(c, 400, "usage: claim <laser|all> [<seconds>] [steal]");
+      return;
+    }
+    steal = argc > 3;
+  }
+  if (strcasecmp(argv[1], "all") != 0 && !(one = laser_arg(d, c, argv[1])))
+    return;
+  if (!SRV_Named(c)) {
+    SRV_Err(c, 409, "name this connection first: iam <name> (it is %s)", SRV_Name(c));
+    return;
+  }
+  if (!steal && !claim_check_name(d, c, argv[1]))
+    return;
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++) {
+    CTL_Laser *l = CTL_Laser_(d->ctl, i);
+    const char *was;
+
+    if (one && l != one)
+      continue;
+    was = claim_owner(d, l);
+    if (was && strcmp(was, SRV_Name(c)) != 0)
+      log_warn("laser %s: claim of %s stolen by %s (%s)", l->cfg.name, was, SRV_Name(c),
+               SRV_Peer(c));
+    else if (!was)
+      log_info("laser %s: claimed by %s for %.0f s", l->cfg.name, SRV_Name(c), secs);
+    UTL_Strlcpy(l->owner, SRV_Name(c), sizeof l->owner);
+    l->claim_len_s = secs;
+    l->claim_until = now + secs;
+    n++;
+  }
+  d->host->schedule_save(d);
+  SRV_Ok(c, "owner=%s claim_s=%.0f lasers=%d", SRV_Name(c), secs, n);
+}
+
+/* release <laser|all>: only the owner's own claims (all: those of its name). */
+static void
+cmd_release(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *one = NULL;
+  int n = 0;
+
+  if (strcasecmp(argv[1], "all") != 0) {
+    if (!(one = laser_arg(d, c, argv[1])))
+      return;
+    if (!claim_check(d, c, one))
+      return;
+  }
+  for (int i = 0; i < CTL_LaserCount(d->ctl); i++) {
+    CTL_Laser *l = CTL_Laser_(d->ctl, i);
+    const char *owner = claim_owner(d, l);
+
+    if ((one && l != one) || !owner || !SRV_Named(c) || strcmp(owner, SRV_Name(c)) != 0)
+      continue;
+    log_info("laser %s: released by %s", l->cfg.name, owner);
+    l->owner[0] = '\0';
+    l->claim_until = 0.0;
+    n++;
+  }
+  d->host->schedule_save(d);
+  SRV_Ok(c, "released=%d", n);
+}
+
+/* hold <laser> [<seconds>] */
+static void
+cmd_hold(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = laser_arg(d, c, argv[1]);
+  double secs = 0.0;
+
+  if (!l)
+    return;
+  if (argc == 3 && (UTL_ParseDouble(argv[2], &secs) != 0 || !(secs > 0.0 && secs <= HOLD_MAX_S))) {
+    SRV_Err(c, 422, "hold time must be a number of seconds in 0..%.0f (above 0), got '%s'",
+            HOLD_MAX_S, argv[2]);
+    return;
+  }
+  if (!claim_check(d, c, l))
+    return;
+  CTL_Hold(d->ctl, l, 1, secs);
+  log_info("laser %s: held by %s%s", l->cfg.name, SRV_Name(c), secs > 0.0 ? " for a time" : "");
+  SRV_Ok(c, "state=%s hold_s=%g", LSR_StateName(l->sm.state), secs);
+}
+
+static void
+cmd_resume(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = changing_laser_arg(d, c, argv[1]);
+
+  if (!l)
+    return;
+  if (l->hold_cmd)
+    log_info("laser %s: resumed by %s", l->cfg.name, SRV_Name(c));
+  CTL_Hold(d->ctl, l, 0, 0.0);
+  if (l->hold_in)
+    SRV_Ok(c, "state=%s still held by hold_input", LSR_StateName(l->sm.state));
+  else
+    SRV_Ok(c, "state=%s", LSR_StateName(l->sm.state));
+}
+
 const SRV_Command WLD_Commands[] = {
   { "version", CNF_ROLE_NONE, 0, 0, "version", "versions of wavelock and the protocol", cmd_version },
   { "lasers", CNF_ROLE_MONITOR, 0, 0, "lasers", "one line per laser: name, state, channel", cmd_lasers },
@@ -747,5 +984,10 @@ const SRV_Command WLD_Commands[] = {
   { "calibration", CNF_ROLE_MONITOR, 0, 0, "calibration", "the correction against the reference laser: mode, state, ppb, offset", cmd_calibration },
   { "calibrate", CNF_ROLE_CONTROL, 0, 0, "calibrate", "wlmdata mode: calibrate the wavemeter on the reference now", cmd_calibrate },
   { "reload", CNF_ROLE_CONTROL, 0, 0, "reload", "re-read the config file (an invalid one is refused)", cmd_reload },
+  { "iam", CNF_ROLE_MONITOR, 1, 1, "iam <name>", "name this connection (for claims and the log)", cmd_iam },
+  { "claim", CNF_ROLE_CONTROL, 1, 3, "claim <laser|all> [<seconds>] [steal]", "reserve lasers for this name (default 300 s; steal: take over)", cmd_claim },
+  { "release", CNF_ROLE_CONTROL, 1, 1, "release <laser|all>", "end this name's claims", cmd_release },
+  { "hold", CNF_ROLE_CONTROL, 1, 2, "hold <laser> [<seconds>]", "freeze a laser: output held, readings not used (until resume or the time)", cmd_hold },
+  { "resume", CNF_ROLE_CONTROL, 1, 1, "resume <laser>", "end a hold (bumpless)", cmd_resume },
 };
 const int WLD_NumCommands = (int)(sizeof WLD_Commands / sizeof WLD_Commands[0]);

@@ -1328,6 +1328,40 @@ check_laser_sim(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CN
   return 0;
 }
 
+/* hold_input = { device = "..."; discrete_input = N; | coil = N;
+   active = "high" | "low"; poll_s = 0.02; } */
+static int
+check_laser_hold_input(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  CNF_HoldInput *h = &l->hold_input;
+  const config_setting_t *di = config_setting_get_member(g, "discrete_input");
+  const config_setting_t *co = config_setting_get_member(g, "coil");
+
+  h->present = 1;
+  h->device_index = CNF_FindDevice(cfg, h->device);
+  if (h->device_index < 0)
+    return fail(ld, config_setting_get_member(g, "device"), NULL,
+                "unknown device \"%s\" (not in devices)", h->device);
+  UTL_Strlcpy(h->device, cfg->devices[h->device_index].name, sizeof h->device);
+  if (h->poll_s < 0.001)
+    return fail(ld, config_setting_get_member(g, "poll_s"), NULL,
+                "must be at least 0.001 (is %g)", h->poll_s);
+  if (di && co)
+    return fail(ld, co, NULL, "give either discrete_input or coil, not both");
+  if (!di && !co)
+    return fail_missing(ld, g, "discrete_input");
+  h->coil = co != NULL;
+  h->addr = co ? h->coil_key : h->di_key;
+  if (h->active[0] == '\0' || strcasecmp(h->active, "high") == 0)
+    h->active_low = 0;
+  else if (strcasecmp(h->active, "low") == 0)
+    h->active_low = 1;
+  else
+    return fail(ld, config_setting_get_member(g, "active"), NULL,
+                "must be \"high\" or \"low\" (is \"%s\")", h->active);
+  return 0;
+}
+
 /* How a key is read. */
 typedef enum {
   K_NUM,          /* a double in lo..hi (flags GT_LO, LT_HI: bounds exclusive) */
@@ -1405,6 +1439,13 @@ static const LaserKey laser_table[] = {
   LK_NUM("relock", "current_step_v", relock.current_step_v, OPT, 0.0, 1e4, 0.0, NULL),
   LK_INT("relock", "settle_readings", relock.settle_readings, OPT, 0, 1000, 1, NULL),
   LK_INT("relock", "tries", relock.tries, OPT, 1, 1000, 3, NULL),
+
+  LK_GROUP("hold_input", check_laser_hold_input),   /* DESIGN.md section 8 */
+  LK_STR("hold_input", "device", hold_input.device, REQ, NULL),
+  LK_INT("hold_input", "discrete_input", hold_input.di_key, OPT, 0, 65535, -1, NULL),
+  LK_INT("hold_input", "coil", hold_input.coil_key, OPT, 0, 65535, -1, NULL),
+  LK_STR("hold_input", "active", hold_input.active, OPT, NULL),
+  LK_NUM("hold_input", "poll_s", hold_input.poll_s, GT_LO, 0.0, 10.0, 0.02, NULL),
 
   LK_GROUP("sim", check_laser_sim),        /* the simulated laser (wavelock-sim) */
   LK_NUM("sim", "offset_mhz", sim.offset_mhz, OPT, -1e7, 1e7, 0.0, NULL),

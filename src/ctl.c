@@ -92,6 +92,9 @@ struct CTL_Gates {
 
 enum { GATE_PIEZO = 0, GATE_CURRENT = 1 };
 
+/* Most hold inputs polled on one device. */
+#define CTL_MAX_INPUTS 32
+
 struct CTL_Device {
   CNF_Device cfg;
   MB_Device *mb;
@@ -102,6 +105,10 @@ struct CTL_Device {
   int status_downs;          /* downs reported since the loop last looked */
   char status_why[96], down_why[96];
   int keep;                  /* reload bookkeeping */
+  /* Hold inputs polled on this device (hold_input), under ctx->lock. */
+  struct { int addr, coil, value; double edge_t; } in[CTL_MAX_INPUTS];
+  int n_in;
+  int in_dirty;              /* a value changed since the loop last looked */
 };
 
 struct CTL_Ctx {
@@ -459,6 +466,42 @@ device_status_cb(MB_Device *mb, int up, const char *why, void *arg)
   }
   pthread_mutex_unlock(&ctx->lock);
   event_active(ctx->result_ev, EV_READ, 0);
+}
+
+/* Hold inputs (device thread): read each input of the device's list and
+   tell the loop about a changed level. */
+static void
+input_poll(MB_Io *io, void *arg)
+{
+  CTL_Device *d = arg;
+  CTL_Ctx *ctx = d->ctx;
+  struct { int addr, coil; } want[CTL_MAX_INPUTS];
+  int n, changed = 0;
+
+  pthread_mutex_lock(&ctx->lock);
+  n = d->n_in;
+  for (int i = 0; i < n; i++) {
+    want[i].addr = d->in[i].addr;
+    want[i].coil = d->in[i].coil;
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  for (int i = 0; i < n; i++) {
+    int v;
+
+    if (MB_ReadBit(io, want[i].addr, want[i].coil, &v) != 0)
+      return;                   /* the device is down now: kept as last read */
+    pthread_mutex_lock(&ctx->lock);
+    if (i < d->n_in && d->in[i].addr == want[i].addr && d->in[i].coil == want[i].coil &&
+        d->in[i].value != v) {
+      d->in[i].value = v;
+      d->in[i].edge_t = UTL_Now();
+      d->in_dirty = 1;
+      changed = 1;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+  }
+  if (changed)
+    event_active(ctx->result_ev, EV_READ, 0);
 }
 
 /* ---- loop side ---------------------------------------------------------- */
@@ -831,6 +874,8 @@ apply_device_status(CTL_Ctx *ctx, CTL_Device *d, int up, const char *why)
   }
 }
 
+static void inputs_changed(CTL_Ctx *ctx);
+
 static void
 result_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -874,10 +919,151 @@ result_cb(evutil_socket_t fd, short what, void *arg)
       apply_device_status(ctx, st[i].d, 0, st[i].down_why);
     apply_device_status(ctx, st[i].d, st[i].up, st[i].why);
   }
+  inputs_changed(ctx);
   while (list) {
     Job *next = list->next;
     finish_job(ctx, list);
     list = next;
+  }
+}
+
+/* ---- hold (DESIGN.md section 8) ----------------------------------------- */
+
+/* Apply hold_cmd / hold_in to the state machine. */
+static void
+hold_apply(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  LSR_StateId from = l->sm.state;
+  int on = l->hold_cmd || l->hold_in;
+
+  if (on == l->sm.held)
+    return;
+  if (on)
+    l->holds++;
+  LSR_Hold(&l->sm, on, UTL_Now());
+  if (!on) {
+    /* Resume from the held output: the next cycle only records history. */
+    if (l->busy)
+      l->forget_pid = 1;
+    else
+      PID_Forget(&l->pid);
+  }
+  set_state_hook(ctx, l, from);
+}
+
+void
+CTL_Hold(CTL_Ctx *ctx, CTL_Laser *l, int on, double seconds)
+{
+  l->hold_cmd = on ? 1 : 0;
+  l->hold_until = on && seconds > 0.0 ? UTL_Now() + seconds : 0.0;
+  hold_apply(ctx, l);
+}
+
+const char *
+CTL_HoldReason(const CTL_Laser *l)
+{
+  if (l->hold_cmd)
+    return "hold";
+  if (l->hold_in)
+    return "hold_input";
+  return NULL;
+}
+
+/* The hold input of l read level value (edge read at edge_t). */
+static void
+hold_input_level(CTL_Ctx *ctx, CTL_Laser *l, int value, double edge_t)
+{
+  int active = value >= 0 && (value ^ l->cfg.hold_input.active_low);
+
+  if (value == l->hold_in_value)
+    return;
+  l->hold_in_value = value;
+  l->hold_in_edge_t = edge_t;
+  if (active == l->hold_in)
+    return;
+  l->hold_in = active;
+  log_info("laser %s: hold input %s %d is %s: %s", l->cfg.name,
+           l->cfg.hold_input.coil ? "coil" : "discrete input", l->cfg.hold_input.addr,
+           value ? "high" : "low", active ? "held" : "released");
+  hold_apply(ctx, l);
+}
+
+/* The devices' hold input lists from the lasers' hold_input (after create
+   or reload); levels of inputs that stay are kept. */
+static void
+inputs_sync(CTL_Ctx *ctx)
+{
+  for (int k = 0; k < ctx->n_devices; k++) {
+    CTL_Device *d = ctx->devices[k];
+    struct { int addr, coil, value; double edge_t; } in[CTL_MAX_INPUTS];
+    int n = 0;
+    double poll_s = 0.0;
+
+    pthread_mutex_lock(&ctx->lock);
+    for (int i = 0; i < ctx->n_lasers; i++) {
+      const CNF_HoldInput *h = &ctx->lasers[i]->cfg.hold_input;
+      int j;
+
+      if (!h->present || strcmp(h->device, d->cfg.name) != 0)
+        continue;
+      if (poll_s <= 0.0 || h->poll_s < poll_s)
+        poll_s = h->poll_s;
+      for (j = 0; j < n; j++)
+        if (in[j].addr == h->addr && in[j].coil == h->coil)
+          break;
+      if (j < n || n == CTL_MAX_INPUTS)
+        continue;
+      in[n].addr = h->addr;
+      in[n].coil = h->coil;
+      in[n].value = -1;
+      in[n].edge_t = 0.0;
+      for (int o = 0; o < d->n_in; o++)
+        if (d->in[o].addr == h->addr && d->in[o].coil == h->coil) {
+          in[n].value = d->in[o].value;
+          in[n].edge_t = d->in[o].edge_t;
+        }
+      n++;
+    }
+    memcpy(d->in, in, sizeof in[0] * (size_t)n);
+    d->n_in = n;
+    pthread_mutex_unlock(&ctx->lock);
+    MB_SetPoll(d->mb, n ? poll_s : 0.0, n ? input_poll : NULL, d);
+  }
+  /* A laser whose hold input went away is released from it. */
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+
+    if (!l->cfg.hold_input.present && (l->hold_in || l->hold_in_value >= 0)) {
+      l->hold_in_value = -1;
+      l->hold_in = 0;
+      hold_apply(ctx, l);
+    }
+  }
+}
+
+/* New levels from the devices' polls, to the lasers. */
+static void
+inputs_changed(CTL_Ctx *ctx)
+{
+  for (int k = 0; k < ctx->n_devices; k++) {
+    CTL_Device *d = ctx->devices[k];
+    struct { int addr, coil, value; double edge_t; } in[CTL_MAX_INPUTS];
+    int n;
+
+    pthread_mutex_lock(&ctx->lock);
+    n = d->in_dirty ? d->n_in : 0;
+    d->in_dirty = 0;
+    memcpy(in, d->in, sizeof in[0] * (size_t)n);
+    pthread_mutex_unlock(&ctx->lock);
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < ctx->n_lasers; i++) {
+        CTL_Laser *l = ctx->lasers[i];
+        const CNF_HoldInput *h = &l->cfg.hold_input;
+
+        if (h->present && h->addr == in[j].addr && h->coil == in[j].coil &&
+            strcmp(h->device, d->cfg.name) == 0)
+          hold_input_level(ctx, l, in[j].value, in[j].edge_t);
+      }
   }
 }
 
@@ -1127,6 +1313,10 @@ CTL_Tick(CTL_Ctx *ctx)
     CTL_Laser *l = ctx->lasers[i];
     LSR_StateId from = l->sm.state;
     advance_ramp(ctx, l, now);
+    if (l->hold_cmd && l->hold_until > 0.0 && now >= l->hold_until) {
+      log_info("laser %s: hold timed out: resumed", l->cfg.name);
+      CTL_Hold(ctx, l, 0, 0.0);
+    }
     lsr_params(ctx, l, &lp);
     if (LSR_OnTick(&l->sm, &lp, now))
       set_state_hook(ctx, l, from);
@@ -1171,6 +1361,7 @@ new_laser(CTL_Ctx *ctx, const CNF_Laser *cfg)
   l->cfg = *cfg;
   l->base_cfg = *cfg;
   LSR_Init(&l->sm);
+  l->hold_in_value = -1;
   GLT_Init(&l->glitch);
   l->setpoint_thz = cfg->setpoint_thz;
   init_limits(l);
@@ -1265,6 +1456,7 @@ CTL_Create(struct event_base *base, const CNF_Config *cfg, const CTL_Hooks *hook
     l->index = ctx->n_lasers;
     ctx->lasers[ctx->n_lasers++] = l;
   }
+  inputs_sync(ctx);
   return ctx;
 
 fail:
@@ -1759,6 +1951,7 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
     set_state_hook(ctx, l, from);
     kick(ctx, l);
   }
+  inputs_sync(ctx);
   mark_dirty(ctx);
   return 0;
 }

@@ -22,6 +22,7 @@ LSR_Init(LSR_Machine *m)
   m->relock_failed = 0;
   m->engage_t = -1.0;
   m->resume = 0;
+  m->held = 0;
 }
 
 /* Move to state s, keeping the counters consistent. */
@@ -51,7 +52,7 @@ LSR_Engage(LSR_Machine *m, double t)
   m->engage_t = t;
   m->resume = 1;
   m->in_count = m->out_count = 0;
-  m->state = m->actuator_ok ? LSR_ACQUIRING : LSR_FAULT;
+  m->state = !m->actuator_ok ? LSR_FAULT : m->held ? LSR_HOLDING : LSR_ACQUIRING;
 }
 
 void
@@ -71,7 +72,31 @@ LSR_OnActuator(LSR_Machine *m, int ok)
   if (!m->actuator_ok)
     set_state(m, LSR_FAULT);
   else if (m->state == LSR_FAULT && !m->relock_failed)
-    set_state(m, m->engaged ? LSR_ACQUIRING : LSR_OFF);
+    set_state(m, !m->engaged ? LSR_OFF : m->held ? LSR_HOLDING : LSR_ACQUIRING);
+}
+
+int
+LSR_Hold(LSR_Machine *m, int on, double t)
+{
+  LSR_StateId was = m->state;
+
+  on = on ? 1 : 0;
+  if (m->held == on)
+    return 0;
+  m->held = on;
+  if (on) {
+    if (m->engaged && m->state != LSR_FAULT && m->state != LSR_OFF)
+      set_state(m, LSR_HOLDING);
+  } else {
+    /* The laser may have been moved on purpose meanwhile: its first
+       reading is not a mode hop, and staleness counts from now. */
+    m->have_freq = 0;
+    m->engage_t = t;
+    m->resume = 1;
+    if (m->engaged && m->state == LSR_HOLDING)
+      set_state(m, LSR_ACQUIRING);
+  }
+  return m->state != was;
 }
 
 void
@@ -120,6 +145,8 @@ LSR_OnReading(LSR_Machine *m, const LSR_Params *p, double t, int valid,
   int hop = 0, lost, inside, lock_n, unlock_m;
   double aerr;
 
+  if (m->held)
+    return LSR_ACT_NONE;          /* held: readings are not used */
   if (!valid || !isfinite(freq_mhz) || !isfinite(error_mhz)) {
     /* A wavemeter error code: hold the output, freeze the integrator. */
     m->in_count = 0;
@@ -182,7 +209,7 @@ LSR_OnTick(LSR_Machine *m, const LSR_Params *p, double now)
 {
   double ref;
 
-  if (!m->engaged || p->stale_s <= 0.0)
+  if (!m->engaged || p->stale_s <= 0.0 || m->held)
     return 0;
   if (m->state != LSR_ACQUIRING && m->state != LSR_LOCKED && m->state != LSR_RELOCKING)
     return 0;

@@ -73,6 +73,9 @@ struct MB_Device {
   int exited;                  /* the thread has left its loop */
   double next_try;            /* monotonic time of the next connect attempt */
   MB_Stats stats;
+  MB_JobFn poll_fn;           /* MB_SetPoll: run every poll_s while up and idle */
+  void *poll_arg;
+  double poll_s, next_poll;
 
   pthread_t thread;
 };
@@ -601,10 +604,20 @@ device_thread(void *arg)
     }
     if (d->stopping)
       break;
-    if (!d->up) {
+    if (d->up && d->poll_fn && UTL_Now() >= d->next_poll) {
+      MB_JobFn fn = d->poll_fn;
+      void *parg = d->poll_arg;
+
+      d->next_poll = UTL_Now() + d->poll_s;
+      pthread_mutex_unlock(&d->lock);
+      fn(&d->io, parg);
+      pthread_mutex_lock(&d->lock);
+      continue;
+    }
+    if (!d->up || d->poll_fn) {
       struct timespec ts;
 
-      abs_time(d->next_try, &ts);
+      abs_time(!d->up ? d->next_try : d->next_poll, &ts);
       pthread_cond_timedwait(&d->cond, &d->lock, &ts);
     } else {
       pthread_cond_wait(&d->cond, &d->lock);
@@ -643,6 +656,18 @@ MB_Start(MB_Device *dev)
     return -1;
   }
   return 0;
+}
+
+void
+MB_SetPoll(MB_Device *dev, double interval_s, MB_JobFn fn, void *arg)
+{
+  pthread_mutex_lock(&dev->lock);
+  dev->poll_fn = interval_s > 0.0 ? fn : NULL;
+  dev->poll_arg = arg;
+  dev->poll_s = interval_s;
+  dev->next_poll = 0.0;
+  pthread_cond_signal(&dev->cond);
+  pthread_mutex_unlock(&dev->lock);
 }
 
 int
@@ -909,4 +934,44 @@ MB_Destroy(MB_Device *dev)
   pthread_cond_destroy(&dev->cond);
   pthread_mutex_destroy(&dev->lock);
   free(dev);
+}
+
+int
+MB_ReadBit(MB_Io *io, int addr, int coil, int *bit)
+{
+  MB_Device *d;
+  modbus_t *ctx;
+  uint8_t b = 0;
+  int rc, err;
+
+  if (!io || !bit || addr < 0 || addr > 65535) {
+    errno = EINVAL;
+    return -1;
+  }
+  d = io->dev;
+  pthread_mutex_lock(&d->lock);
+  rc = d->up;
+  pthread_mutex_unlock(&d->lock);
+  if (!rc) {
+    errno = ENOTCONN;
+    return -1;
+  }
+  ctx = link_begin(d, 0);
+  if (!ctx)
+    rc = -1;
+  else if (coil)
+    rc = modbus_read_bits(ctx, addr, 1, &b);
+  else
+    rc = modbus_read_input_bits(ctx, addr, 1, &b);
+  err = rc < 0 ? (errno ? errno : EIO) : 0;
+  if (rc < 0)
+    link_failed(d, err);
+  link_end(d);
+  if (rc < 0) {
+    mark_down(d, "read", err);
+    errno = err;
+    return -1;
+  }
+  *bit = b ? 1 : 0;
+  return 0;
 }

@@ -83,6 +83,14 @@ void SIM_ModbusOutage(int dev, SIM_Outage mode, double seconds);
 const char *SIM_OutageName(SIM_Outage mode);
 int SIM_ParseOutage(const char *text, SIM_Outage *mode);
 
+/* Coils and discrete inputs each device serves: addresses 0..SIM_BITS-1
+   (function 01/05/15 for coils, 02 for discrete inputs; all 0 at start). */
+#define SIM_BITS 256
+
+/* Set (value 0 or 1) or read (value -1) coil (coil = 1) or discrete input
+   addr of device index dev; returns its value, or -1 for no such bit. */
+int SIM_ModbusBit(int dev, int coil, int addr, int value);
+
 /* Current outage of the server of device index dev. */
 SIM_Outage SIM_ModbusOutageOf(int dev);
 

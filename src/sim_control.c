@@ -357,6 +357,35 @@ cmd_outage(CtlConn *c, int argc, char **argv)
   reply(c, "OK");
 }
 
+/* input|coil <device> <addr> [0|1]: set or read a discrete input or coil. */
+static void
+cmd_bit(CtlConn *c, int argc, char **argv)
+{
+  int coil = UTL_StrEqCase(argv[0], "coil");
+  int dev = CNF_FindDevice(SIM.cfg, argv[1]), v = -1;
+  long addr, val;
+
+  if (dev < 0) {
+    reply(c, "ERR 404 unknown device: %s", argv[1]);
+    return;
+  }
+  if (UTL_ParseInt(argv[2], 0, SIM_BITS - 1, &addr) < 0) {
+    reply(c, "ERR 422 address must be 0..%d: %s", SIM_BITS - 1, argv[2]);
+    return;
+  }
+  if (argc > 3) {
+    if (UTL_ParseInt(argv[3], 0, 1, &val) < 0) {
+      reply(c, "ERR 422 value must be 0 or 1: %s", argv[3]);
+      return;
+    }
+    v = (int)val;
+  }
+  v = SIM_ModbusBit(dev, coil, (int)addr, v);
+  reply(c, "device=%s %s=%ld value=%d", SIM.cfg->devices[dev].name, coil ? "coil" : "input",
+        addr, v);
+  reply(c, "OK");
+}
+
 static void
 cmd_writes(CtlConn *c, int argc, char **argv)
 {
@@ -433,6 +462,10 @@ static const CtlCommand commands[] = {
   { "calib", 0, 2, "calib [step <ppb> | rate <ppb_per_min>]",
     "the wavemeter's calibration error (common to every channel); step it, set its rate",
     cmd_calib },
+  { "input", 2, 3, "input <device> <addr> [0|1]",
+    "set or read a discrete input the device serves (a hold input)", cmd_bit },
+  { "coil", 2, 3, "coil <device> <addr> [0|1]",
+    "set or read a coil the device serves", cmd_bit },
   { "writes", 0, 1, "writes [device]", "per actuator: writes, min/max volts, limit violations",
     cmd_writes },
   { "limits", 2, 3, "limits <laser>.<piezo|current> <lo> <hi> | reset",

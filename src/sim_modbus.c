@@ -235,6 +235,23 @@ check_request(const uint8_t *adu, size_t len, int *waddr, int *wn)
     *wn = nb;
     return 0;
   }
+  case MODBUS_FC_READ_COILS:
+  case MODBUS_FC_READ_DISCRETE_INPUTS:
+    if (plen != 5 || u16at(pdu + 3) < 1 || u16at(pdu + 3) > MODBUS_MAX_READ_BITS)
+      return MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE;
+    return 0;
+  case MODBUS_FC_WRITE_SINGLE_COIL:
+    if (plen != 5)
+      return MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE;
+    return 0;
+  case MODBUS_FC_WRITE_MULTIPLE_COILS: {
+    int nb = plen >= 6 ? u16at(pdu + 3) : 0;
+
+    if (plen < 6 || nb < 1 || nb > MODBUS_MAX_WRITE_BITS || pdu[5] != (nb + 7) / 8 ||
+        plen != 6 + (size_t)pdu[5])
+      return MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE;
+    return 0;
+  }
   case MODBUS_FC_MASK_WRITE_REGISTER:
     if (plen != 7)
       return MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE;
@@ -440,6 +457,28 @@ server_outage(MbServer *s, SIM_Outage mode, double seconds)
   add_timer(s->outage_end, seconds);
 }
 
+int
+SIM_ModbusBit(int dev, int coil, int addr, int value)
+{
+  MbServer *s;
+
+  if (dev < 0 || dev >= SIM.cfg->n_devices || addr < 0 || addr >= SIM_BITS || !servers)
+    return -1;
+  s = &servers[dev_server[dev]];
+  for (int k = 0; k < s->n_dev; k++) {
+    if (s->dev[k] != dev)
+      continue;
+    uint8_t *bits = coil ? s->map[k]->tab_bits : s->map[k]->tab_input_bits;
+    if (value >= 0) {
+      bits[addr] = value ? 1 : 0;
+      log_info("modbus %s: %s %d set to %d", SIM.cfg->devices[dev].name,
+               coil ? "coil" : "discrete input", addr, value ? 1 : 0);
+    }
+    return bits[addr];
+  }
+  return -1;
+}
+
 void
 SIM_ModbusOutage(int dev, SIM_Outage mode, double seconds)
 {
@@ -522,7 +561,7 @@ SIM_ModbusInit(void)
     if (!s->map)
       return -1;
     for (int k = 0; k < s->n_dev; k++) {
-      s->map[k] = modbus_mapping_new(0, 0, map_size(s->dev[k]), 0);
+      s->map[k] = modbus_mapping_new(SIM_BITS, SIM_BITS, map_size(s->dev[k]), 0);
       if (!s->map[k]) {
         log_error("modbus: cannot allocate registers: %s", modbus_strerror(errno));
         return -1;

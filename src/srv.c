@@ -60,6 +60,8 @@ struct SRV_Conn {
   struct evbuffer *held;       /* events published during a response */
   struct event *timer;
   char peer[INET6_ADDRSTRLEN + 10];
+  char name[SRV_NAME_MAX];     /* set by iam; default "conn<N>@<peer>" */
+  int named;                   /* name was set by iam */
   ConnState state;
   int rejected;                /* a 429 connection: not counted as a client */
   int telnet;                  /* SRV_StripTelnet state */
@@ -104,6 +106,7 @@ struct SRV_Server {
   int n_clients, n_rejecting, n_subscribers;
   size_t out_peak;
   unsigned long events_dropped, rejected_total;
+  unsigned long conn_seq;      /* numbers connections for their default names */
 };
 
 static void builtin_auth(SRV_Conn *c, int argc, char **argv, void *ctx);
@@ -416,6 +419,25 @@ const char *
 SRV_Peer(const SRV_Conn *c)
 {
   return c->peer;
+}
+
+const char *
+SRV_Name(const SRV_Conn *c)
+{
+  return c->name;
+}
+
+int
+SRV_Named(const SRV_Conn *c)
+{
+  return c->named;
+}
+
+void
+SRV_SetName(SRV_Conn *c, const char *name)
+{
+  UTL_Strlcpy(c->name, name, sizeof c->name);
+  c->named = 1;
 }
 
 SRV_Server *
@@ -1299,6 +1321,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   format_peer(sa, (socklen_t)salen, c->peer, sizeof c->peer);
+  snprintf(c->name, sizeof c->name, "conn%lu@%s", ++s->conn_seq, c->peer);
   c->role = initial_role(s);
   c->last_request = UTL_Now();
   c->auth_since = c->last_request;

@@ -142,6 +142,17 @@ name_ok(const char *name)
 }
 
 /* A run-time parameter's name: [a-z0-9_], 1 to STF_KEY_MAX - 1 characters. */
+/* A claim's owner: a name iam accepts (1..63 of [A-Za-z0-9._@+:-]). */
+#define STF_CLAIM_MAX_S 604800.0
+static int
+claim_owner_ok(const char *o)
+{
+  size_t n = strlen(o);
+
+  return n >= 1 && n <= 63 &&
+         strspn(o, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@+:") == n;
+}
+
 static int
 param_key_ok(const char *key)
 {
@@ -311,6 +322,18 @@ STF_SaveCal(const char *path, const STF_Laser *lasers, int n, const STF_Calibrat
       }
     }
     buf_printf(&b, "\n");
+    if (l->owner[0]) {
+      if (!claim_owner_ok(l->owner) || !isfinite(l->claim_expires) ||
+          !(l->claim_len_s >= 1.0 && l->claim_len_s <= STF_CLAIM_MAX_S)) {
+        free(b.data);
+        UTL_SetErr(err, errlen, "%s: laser %s: bad claim", path, l->name);
+        return -1;
+      }
+      buf_printf(&b, "claim laser=%s owner=%s", l->name, l->owner);
+      buf_double(&b, "expires", l->claim_expires);
+      buf_double(&b, "len_s", l->claim_len_s);
+      buf_printf(&b, "\n");
+    }
   }
   if (cal && cal->present) {
     buf_printf(&b, "calibration");
@@ -706,6 +729,65 @@ header_format(const char *line)
   return (int)f;
 }
 
+/* The fields of a claim line (after "claim") into the laser it names
+   among lasers[0..n-1].  0 or -1. */
+static int
+parse_claim(char *fields, STF_Laser *lasers, int n, const char **why)
+{
+  char *save = NULL, laser[CNF_NAME_MAX] = "", owner[96] = "";
+  double expires = NAN, len_s = NAN;
+  STF_Laser *l = NULL;
+
+  for (char *kv = strtok_r(fields, " ", &save); kv; kv = strtok_r(NULL, " ", &save)) {
+    char *eq = strchr(kv, '=');
+
+    if (!eq) {
+      *why = "claim: field without '='";
+      return -1;
+    }
+    *eq = '\0';
+    if (strcmp(kv, "laser") == 0) {
+      if (strlen(eq + 1) >= sizeof laser)
+        break;
+      UTL_Strlcpy(laser, eq + 1, sizeof laser);
+    } else if (strcmp(kv, "owner") == 0) {
+      if (strlen(eq + 1) >= sizeof owner)
+        break;
+      UTL_Strlcpy(owner, eq + 1, sizeof owner);
+    } else if (strcmp(kv, "expires") == 0 || strcmp(kv, "len_s") == 0) {
+      double v;
+      if (parse_double(eq + 1, &v) < 0) {
+        *why = "claim: bad number";
+        return -1;
+      }
+      if (kv[0] == 'e')
+        expires = v;
+      else
+        len_s = v;
+    }
+  }
+  if (!claim_owner_ok(owner) || !isfinite(expires) ||
+      !(len_s >= 1.0 && len_s <= STF_CLAIM_MAX_S)) {
+    *why = "claim: needs laser, owner, expires and len_s (1..604800)";
+    return -1;
+  }
+  for (int i = 0; i < n; i++)
+    if (strcmp(lasers[i].name, laser) == 0)
+      l = &lasers[i];
+  if (!l) {
+    *why = "claim: not after the line of its laser";
+    return -1;
+  }
+  if (l->owner[0]) {
+    *why = "claim: a second claim for one laser";
+    return -1;
+  }
+  UTL_Strlcpy(l->owner, owner, sizeof l->owner);
+  l->claim_expires = expires;
+  l->claim_len_s = len_s;
+  return 0;
+}
+
 /* The fields of the calibration line (after "calibration").  0 or -1. */
 static int
 parse_calibration(char *fields, STF_Calibration *cal, const char **why)
@@ -865,6 +947,13 @@ STF_LoadCal(const char *path, STF_Laser **out, STF_Calibration *cal, char *err, 
         goto bad;
       }
       if (parse_calibration(line + 12, &cal_read, &why) < 0) {
+        UTL_SetErr(err, errlen, "%s:%d: %s", path, lineno, why);
+        goto bad;
+      }
+      continue;
+    }
+    if (strncmp(line, "claim ", 6) == 0) {
+      if (parse_claim(line + 6, lasers, n, &why) < 0) {
         UTL_SetErr(err, errlen, "%s:%d: %s", path, lineno, why);
         goto bad;
       }

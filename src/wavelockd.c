@@ -108,6 +108,15 @@ collect_cal(const WLD_Daemon *d, STF_Calibration *c)
 
 /* ---- state file ------------------------------------------------------------ */
 
+static double
+unix_now(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static int
 collect_state(WLD_Daemon *d, STF_Laser **out)
 {
@@ -134,6 +143,11 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
     for (int k = 0; k < PRM_Count(); k++)
       if (PRM_Applies(l, k))
         STF_AddParam(&s[i], PRM_Name(k), PRM_Value(l, k), 1, PRM_FileValue(l, k));
+    if (l->owner[0]) {          /* its claim (DESIGN.md section 8) */
+      UTL_Strlcpy(s[i].owner, l->owner, sizeof s[i].owner);
+      s[i].claim_expires = l->claim_until;
+      s[i].claim_len_s = l->claim_len_s;
+    }
   }
   *out = s;
   return n;
@@ -430,6 +444,13 @@ restore_state(WLD_Daemon *d)
     restore_params(d, l, &s[i]);
     CTL_Restore(d->ctl, l, setpoint, s[i].engaged, l->cfg.kp, l->cfg.ki, l->cfg.kd,
                 s[i].piezo_v, s[i].has_current, s[i].current_v);
+    if (s[i].owner[0] && s[i].claim_expires > unix_now()) {
+      UTL_Strlcpy(l->owner, s[i].owner, sizeof l->owner);
+      l->claim_until = s[i].claim_expires;
+      l->claim_len_s = s[i].claim_len_s;
+      log_info("state file: laser %s stays claimed by %s for %.0f s", l->cfg.name, l->owner,
+               l->claim_until - unix_now());
+    }
     if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz &&
         s[i].ramp_mhz_s <= 1e9) {
       CTL_Ramp(d->ctl, l, s[i].ramp_to_thz, s[i].ramp_mhz_s);
@@ -444,14 +465,6 @@ restore_state(WLD_Daemon *d)
 
 /* ---- control runtime hooks ------------------------------------------------- */
 
-static double
-unix_now(void)
-{
-  struct timespec ts;
-
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void
 hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
@@ -462,8 +475,10 @@ hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
   log_info("laser %s: %s -> %s", l->cfg.name, LSR_StateName(from), LSR_StateName(l->sm.state));
   if (!d->srv)
     return;
-  snprintf(line, sizeof line, "state laser=%s state=%s from=%s t=%.3f", l->cfg.name,
-           LSR_StateName(l->sm.state), LSR_StateName(from), unix_now());
+  snprintf(line, sizeof line, "state laser=%s state=%s from=%s t=%.3f%s%s", l->cfg.name,
+           LSR_StateName(l->sm.state), LSR_StateName(from), unix_now(),
+           l->sm.state == LSR_HOLDING && CTL_HoldReason(l) ? " reason=" : "",
+           l->sm.state == LSR_HOLDING && CTL_HoldReason(l) ? CTL_HoldReason(l) : "");
   if (d->hold_events) {
     /* Inside a reload: laser indices are the new ones, subscriptions still
        the old ones until they are remapped; published after that. */

@@ -45,6 +45,8 @@
  *   reset                               zero the counters
  *   regs ADDR [N] [unit=U]              "ok regs ADDR V V ..." (N default 1)
  *   set ADDR V [V...] [unit=U]          write registers locally
+ *   bit coil|input ADDR [0|1] [unit=U]  set (or read) a coil or discrete input
+ *                                       (addresses 0..63): "ok bit ADDR V"
  *   quit                                exit 0
  * End of input is ignored (the server keeps running until killed or "quit").
  */
@@ -456,6 +458,20 @@ command(char *line)
     for (int i = 0; i < count; i++)
       n += (size_t)snprintf(buf + n, sizeof buf - n, " %u", m->tab_registers[addr + i]);
     reply("ok regs %d%s", addr, buf);
+  } else if (!strcmp(cmd, "bit")) {
+    modbus_mapping_t *m = map_of((int)word_value(args, "unit", units[0]));
+    char kind[8] = "";
+    int addr = -1, v = -1, n = sscanf(args, "%7s %d %d", kind, &addr, &v);
+    uint8_t *bits = !strcmp(kind, "coil") ? (m ? m->tab_bits : NULL)
+                    : !strcmp(kind, "input") ? (m ? m->tab_input_bits : NULL) : NULL;
+
+    if (n < 2 || !bits || addr < 0 || addr >= 64 || (n == 3 && v != 0 && v != 1)) {
+      reply("err usage: bit coil|input ADDR [0|1] [unit=U]");
+      return 0;
+    }
+    if (n == 3)
+      bits[addr] = (uint8_t)v;
+    reply("ok bit %d %d", addr, bits[addr]);
   } else if (!strcmp(cmd, "set")) {
     modbus_mapping_t *m = map_of((int)word_value(args, "unit", units[0]));
     char *save = NULL, *w = strtok_r(args, " \t", &save);
@@ -542,7 +558,7 @@ main(int argc, char **argv)
   if (!rtu)
     n_units = 1;
   for (int i = 0; i < n_units; i++) {
-    maps[i] = modbus_mapping_new(0, 0, nregs, nregs);
+    maps[i] = modbus_mapping_new(64, 64, nregs, nregs);
     if (!maps[i]) {
       fprintf(stderr, "fault_server: out of memory\n");
       return 1;

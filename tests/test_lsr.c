@@ -516,6 +516,46 @@ test_relock_failed(void **state)
   assert_int_equal(m.relock_failed, 0);
 }
 
+/* Hold: readings unused, no stale or hop detection, back to acquiring with
+   a resume; engage and a recovered actuator while held go to holding. */
+static void
+test_hold(void **state)
+{
+  LSR_Machine m;
+
+  (void)state;
+  locked(&m);
+  assert_int_equal(LSR_Hold(&m, 1, 0.4), 1);
+  assert_int_equal(m.state, LSR_HOLDING);
+  assert_int_equal(LSR_Hold(&m, 1, 0.4), 0);                /* again: nothing */
+  assert_int_equal(rd(&m, 0.5, 0.0), LSR_ACT_NONE);
+  assert_int_equal(rd(&m, 0.6, 5000.0), LSR_ACT_NONE);     /* moved on purpose */
+  assert_int_equal(bad(&m, 0.7), LSR_ACT_NONE);
+  assert_int_equal(m.state, LSR_HOLDING);
+  assert_int_equal(LSR_OnTick(&m, &P, 100.0), 0);           /* never stale while held */
+  assert_int_equal(m.relocks, 0);
+  assert_int_equal(LSR_Hold(&m, 0, 100.0), 1);
+  assert_int_equal(m.state, LSR_ACQUIRING);
+  /* the first reading far from the last one before the hold: no hop */
+  assert_int_equal(rd(&m, 100.1, 900.0), LSR_ACT_RESUME);
+  assert_int_equal(m.state, LSR_ACQUIRING);
+  assert_int_equal(rd(&m, 100.2, 0.0), LSR_ACT_REGULATE);
+  assert_int_equal(LSR_OnTick(&m, &P, 100.9), 0);           /* staleness from the resume */
+  /* held while off: engage goes to holding, release to acquiring */
+  LSR_Init(&m);
+  assert_int_equal(LSR_Hold(&m, 1, 0.0), 0);
+  assert_int_equal(m.state, LSR_OFF);
+  LSR_Engage(&m, 0.0);
+  assert_int_equal(m.state, LSR_HOLDING);
+  LSR_OnActuator(&m, 0);
+  assert_int_equal(m.state, LSR_FAULT);
+  LSR_OnActuator(&m, 1);
+  assert_int_equal(m.state, LSR_HOLDING);
+  LSR_Hold(&m, 0, 1.0);
+  assert_int_equal(m.state, LSR_ACQUIRING);
+  assert_int_equal(rd(&m, 1.1, 0.0), LSR_ACT_RESUME);
+}
+
 int
 main(void)
 {
@@ -532,6 +572,7 @@ main(void)
     cmocka_unit_test(test_ramp),
     cmocka_unit_test(test_rail),
     cmocka_unit_test(test_relock_failed),
+    cmocka_unit_test(test_hold),
   };
 
   return cmocka_run_group_tests_name("lsr", tests, NULL, NULL);

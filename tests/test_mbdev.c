@@ -979,6 +979,105 @@ test_strerror_threads(void **state)
   }
 }
 
+/* A poll reading one coil and one discrete input on the device thread. */
+typedef struct {
+  pthread_mutex_t lock;
+  int runs, coil, input, err;
+} Poll;
+
+static void
+poll_fn(MB_Io *io, void *arg)
+{
+  Poll *p = arg;
+  int c = -1, i = -1, err = 0;
+
+  if (MB_ReadBit(io, 3, 1, &c) != 0 || MB_ReadBit(io, 5, 0, &i) != 0)
+    err = errno;
+  pthread_mutex_lock(&p->lock);
+  p->runs++;
+  p->coil = c;
+  p->input = i;
+  p->err = err;
+  pthread_mutex_unlock(&p->lock);
+}
+
+static int
+poll_sees(Poll *p, int coil, int input, double timeout_s)
+{
+  double end = UTL_Now() + timeout_s;
+
+  for (;;) {
+    int ok;
+
+    pthread_mutex_lock(&p->lock);
+    ok = p->coil == coil && p->input == input && p->err == 0;
+    pthread_mutex_unlock(&p->lock);
+    if (ok)
+      return 1;
+    if (UTL_Now() > end)
+      return 0;
+    usleep(2000);
+  }
+}
+
+static int
+poll_runs(Poll *p)
+{
+  int n;
+
+  pthread_mutex_lock(&p->lock);
+  n = p->runs;
+  pthread_mutex_unlock(&p->lock);
+  return n;
+}
+
+/* MB_SetPoll runs its function about every interval while up; MB_ReadBit
+   reads coils (01) and discrete inputs (02); interval 0 ends the poll. */
+static void
+test_poll_bits(void **state)
+{
+  Server s;
+  Dev d;
+  Poll p;
+  char reply[128];
+  int n0, n1, bit;
+
+  (void)state;
+  memset(&p, 0, sizeof p);
+  pthread_mutex_init(&p.lock, NULL);
+  p.coil = p.input = -2;
+  server_start(&s);
+  dev_open(&d, s.port, 500, 50, 400);
+  assert_true(dev_wait(&d, 1, 10));
+  MB_SetPoll(d.dev, 0.01, poll_fn, &p);
+  assert_true(poll_sees(&p, 0, 0, 5));
+  assert_int_equal(HWT_Command(&s.child, "bit coil 3 1", reply, sizeof reply, 10), 0);
+  assert_string_equal(reply, "ok bit 3 1");
+  assert_true(poll_sees(&p, 1, 0, 5));
+  assert_int_equal(HWT_Command(&s.child, "bit input 5 1", reply, sizeof reply, 10), 0);
+  assert_true(poll_sees(&p, 1, 1, 5));
+  assert_int_equal(HWT_Command(&s.child, "bit coil 3 0", reply, sizeof reply, 10), 0);
+  assert_true(poll_sees(&p, 0, 1, 5));
+  /* about every 10 ms: runs in 200 ms, but not hundreds */
+  n0 = poll_runs(&p);
+  usleep(200000);
+  n1 = poll_runs(&p);
+  print_message("# poll runs in 200 ms at a 10 ms interval: %d\n", n1 - n0);
+  assert_true(n1 - n0 >= 1 && n1 - n0 <= 40);      /* not a busy loop */
+  /* ended: no more runs */
+  MB_SetPoll(d.dev, 0.0, NULL, NULL);
+  usleep(50000);
+  n0 = poll_runs(&p);
+  usleep(100000);
+  assert_int_equal(poll_runs(&p), n0);
+  errno = 0;
+  assert_int_equal(MB_ReadBit(NULL, 3, 1, &bit), -1);
+  assert_int_equal(errno, EINVAL);
+  dev_close(&d);
+  HWT_Stop(&s.child);
+  pthread_mutex_destroy(&p.lock);
+}
+
 int
 main(void)
 {
@@ -987,6 +1086,7 @@ main(void)
     cmocka_unit_test_teardown(test_strerror_threads, stop_servers),
     cmocka_unit_test_teardown(test_create_errors, stop_servers),
     cmocka_unit_test_teardown(test_function_codes, stop_servers),
+    cmocka_unit_test_teardown(test_poll_bits, stop_servers),
     cmocka_unit_test_teardown(test_exception, stop_servers),
     cmocka_unit_test_teardown(test_slow_device_isolated, stop_servers),
     cmocka_unit_test_teardown(test_dropped_connection, stop_servers),

@@ -315,7 +315,8 @@ def args_for(usage):
     becomes "x"."""
     subst = {"laser": LASERS[0], "laser|all": LASERS[0], "value": "384.2405",
              "rate_mhz_per_s": "50", "param": "ki", "param|all": "ki",
-             "piezo|current": "piezo", "volts": "4.5", "channel": "1"}
+             "piezo|current": "piezo", "volts": "4.5", "channel": "1", "seconds": "30",
+             "name": "sec-test"}
     out = []
     for w in usage.split()[1:]:
         for ph in re.findall(r"<([^<>]*)>", w):
@@ -462,8 +463,10 @@ def test_auth_and_roles(env):
                final(cmd(monitor_c, "unsubscribe")) == "OK", "a monitor may subscribe")
 
         # ---- control: the same lines are accepted ------------------------------------
-        order = sorted(changing, key=lambda n: (n == "lock", n == "reload"))  # output needs unlocked
+        # output needs unlocked and not held; claim needs a name (iam)
+        order = sorted(changing, key=lambda n: (n == "hold", n == "lock", n == "reload"))
         accepted = []
+        cmd(a, "iam sec-test")
         for n in order:
             r = cmd(a, lines[n])
             # calibrate needs a calibration group in mode wlmdata: without
@@ -473,6 +476,7 @@ def test_auth_and_roles(env):
             if not final(r).startswith("OK"):
                 accepted.append((lines[n], r))
         tap.eq(accepted, [], "a control client runs every one of those lines")
+        cmd(a, "resume %s" % LASERS[0])
         tap.ok(kv(cmd(a, "get cool780 window_mhz")[0]).get("window_mhz") == "4",
                "the control client's reload took the new config")
 

@@ -438,6 +438,59 @@ test_calibration_record(void **state)
   assert_int_equal(STF_SaveCal(path, sample, 2, &cal, err, sizeof err), -1);
 }
 
+/* The claim record: round trip after its laser's line, bad ones fail. */
+static void
+test_claim_record(void **state)
+{
+  STF_Laser *out = NULL;
+  size_t len;
+  char *text;
+
+  (void)state;
+  fill_sample();
+  strcpy(sample[1].owner, "alice@lab");
+  sample[1].claim_expires = 1764900300.25;
+  sample[1].claim_len_s = 300;
+  assert_int_equal(STF_Save(path, sample, 2, err, sizeof err), 0);
+  text = read_all(path, &len);
+  assert_non_null(strstr(text, "\nclaim laser=repump_795.b-2 owner=alice@lab "
+                         "expires=1764900300.25 len_s=300\nend count=2 "));
+  assert_null(strstr(text, "claim laser=cool780"));
+  free(text);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 2);
+  assert_string_equal(out[0].owner, "");
+  assert_string_equal(out[1].owner, "alice@lab");
+  assert_true(out[1].claim_expires == 1764900300.25 && out[1].claim_len_s == 300.0);
+  free(out);
+  /* Bad records: errors with the line, nothing returned. */
+  write_with_end("claim laser=cool780 owner=alice expires=1 len_s=300\n", 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);   /* no such laser line */
+  assert_non_null(strstr(err, ":1: claim"));
+  write_with_end("laser name=cool780 setpoint_thz=384.2 engaged=0 kp=0 ki=0 kd=0 piezo_v=1\n"
+                 "claim laser=cool780 owner=al/ice expires=1 len_s=300\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, ":2: claim"));
+  write_with_end("laser name=cool780 setpoint_thz=384.2 engaged=0 kp=0 ki=0 kd=0 piezo_v=1\n"
+                 "claim laser=cool780 owner=alice expires=nan len_s=300\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  write_with_end("laser name=cool780 setpoint_thz=384.2 engaged=0 kp=0 ki=0 kd=0 piezo_v=1\n"
+                 "claim laser=cool780 owner=alice expires=1 len_s=0\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  write_with_end("laser name=cool780 setpoint_thz=384.2 engaged=0 kp=0 ki=0 kd=0 piezo_v=1\n"
+                 "claim laser=cool780 owner=alice expires=1 len_s=5\n"
+                 "claim laser=cool780 owner=bob expires=1 len_s=5\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, "second claim"));
+  write_with_end("laser name=cool780 setpoint_thz=384.2 engaged=0 kp=0 ki=0 kd=0 piezo_v=1\n"
+                 "claim laser=cool780 owner=bob expires=1 len_s=5 later=1\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);      /* unknown field: ignored */
+  assert_string_equal(out[0].owner, "bob");
+  free(out);
+  /* A claim the daemon could not read back is not written. */
+  strcpy(sample[1].owner, "bad name");
+  assert_int_equal(STF_Save(path, sample, 2, err, sizeof err), -1);
+}
+
 static void
 test_empty_list(void **state)
 {
@@ -942,6 +995,7 @@ main(void)
     cmocka_unit_test_setup_teardown(test_format1_sample, setup, teardown),
     cmocka_unit_test_setup_teardown(test_format_line, setup, teardown),
     cmocka_unit_test_setup_teardown(test_calibration_record, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_claim_record, setup, teardown),
     cmocka_unit_test_setup_teardown(test_empty_list, setup, teardown),
     cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
     cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
