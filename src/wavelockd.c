@@ -30,6 +30,7 @@
 #include "conf.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "http.h"
 #include "log.h"
 #include "srv.h"
 #include "statefile.h"
@@ -427,6 +428,7 @@ hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
   char line[256];
 
   log_info("laser %s: %s -> %s", l->cfg.name, LSR_StateName(from), LSR_StateName(l->sm.state));
+  HTP_OnState(d->http, l, (int)from, unix_now());
   if (!d->srv)
     return;
   snprintf(line, sizeof line, "state laser=%s state=%s from=%s t=%.3f", l->cfg.name,
@@ -467,6 +469,7 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
   WLD_Daemon *d = arg;
   char current[48] = "";
 
+  HTP_OnReading(d->http, l, unix_now());
   if (!d->srv || SRV_SubscriberCount(d->srv) == 0)
     return;
   if (l->current_dev)
@@ -930,6 +933,9 @@ reload_apply(void *arg)
       r->wm = NULL;
     }
     SRV_Reconfigure(d->srv, &nc->server);
+    if (HTP_Reconfigure(d->http, nc))
+      log_warn("reload: the http group's listen addresses changed: they take effect at the "
+               "next restart (tokens, roles and limits apply now)");
     if (names && map) {
       for (int i = 0; i < n_old; i++) {
         CTL_Laser *l = CTL_FindLaser(d->ctl, names[i]);
@@ -996,14 +1002,15 @@ WLD_Reload(WLD_Daemon *d, WLD_ReloadDone done, void *arg)
   if (nc->server.n_tokens == 0) {
     /* The listeners stay bound to the old addresses until a restart: a
        file that drops the tokens must not open them to everyone. */
-    for (int i = 0; i < d->n_bound; i++) {
+    for (int i = 0; i < d->n_bound + HTP_ListenCount(d->http); i++) {
+      const char *bound = i < d->n_bound ? d->bound[i] : HTP_ListenAddress(d->http, i - d->n_bound);
       char host[256];
       int port;
 
-      if (CNF_ParseHostPort(d->bound[i], host, sizeof host, &port) == 0 &&
+      if (CNF_ParseHostPort(bound, host, sizeof host, &port) == 0 &&
           !CNF_IsLoopback(host)) {
         UTL_SetErr(r->err, sizeof r->err, "%s: no server.tokens, but wavelockd listens on %s "
-                   "(not loopback) until it restarts", d->cfg_path, d->bound[i]);
+                   "(not loopback) until it restarts", d->cfg_path, bound);
         reload_end(r, -1);
         return;
       }
@@ -1382,6 +1389,12 @@ main(int argc, char **argv)
   }
   d->n_bound = d->cfg->server.n_listen;
   memcpy(d->bound, d->cfg->server.listen, sizeof d->bound);
+  d->http = HTP_Create(d->base, d->cfg, d, err, sizeof err);
+  if (!d->http && err[0]) {
+    log_error("%s", err);
+    status = 1;
+    goto out;
+  }
   if (port_file && write_pid_or_port(port_file, SRV_BoundPort(d->srv, 0)) != 0)
     log_warn("cannot write port file %s: %s", port_file, strerror(errno));
   if (drop_privileges(d->cfg->user) != 0) {
@@ -1431,6 +1444,8 @@ main(int argc, char **argv)
 
   log_info("wavelockd %s started: %d lasers, %d devices, port %d", PACKAGE_VERSION,
            d->cfg->n_lasers, d->cfg->n_devices, SRV_BoundPort(d->srv, 0));
+  for (int i = 0; i < HTP_ListenCount(d->http); i++)
+    log_info("dashboard: http://%s/", HTP_ListenAddress(d->http, i));
   event_base_dispatch(d->base);
 
 out:
@@ -1455,6 +1470,8 @@ out:
   CTL_Destroy(d->ctl);
   CAL_Destroy(d->cal);
   d->cal = NULL;
+  HTP_Destroy(d->http);
+  d->http = NULL;
   SRV_Destroy(d->srv);
   if (d->cfg && d->cfg->pid_file[0])
     unlink(d->cfg->pid_file);
