@@ -33,6 +33,7 @@
 #define COOKIE "wlsession"
 #define QUEUE_MAX 1024          /* events waiting for the flush */
 #define PING_S 15               /* a comment line to idle readers */
+#define HTP_BATCH_MS 10         /* events reach readers at most this much later */
 
 typedef struct Reader {
   struct HTP_Server *s;
@@ -356,12 +357,11 @@ reader_send(Reader *r, const char *text, size_t len)
   evbuffer_free(b);
 }
 
+/* Append "event: <event>" with o as its data to b (takes o). */
 static void
-broadcast(HTP_Server *s, const char *event, json_t *o)
+add_event(struct evbuffer *b, const char *event, json_t *o)
 {
   char *text;
-  size_t len;
-  struct evbuffer *b;
 
   if (!o)
     return;
@@ -369,20 +369,7 @@ broadcast(HTP_Server *s, const char *event, json_t *o)
   json_decref(o);
   if (!text)
     return;
-  b = evbuffer_new();
-  if (b) {
-    evbuffer_add_printf(b, "event: %s\ndata: %s\n\n", event, text);
-    len = evbuffer_get_length(b);
-    {
-      const char *flat = (const char *)evbuffer_pullup(b, -1);
-
-      for (Reader *r = s->readers, *next; r; r = next) {
-        next = r->next;
-        reader_send(r, flat, len);
-      }
-    }
-    evbuffer_free(b);
-  }
+  evbuffer_add_printf(b, "event: %s\ndata: %s\n\n", event, text);
   free(text);
 }
 
@@ -391,9 +378,14 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 {
   HTP_Server *s = arg;
   int n = s->n_queued;
+  struct evbuffer *batch;
 
   s->n_queued = 0;
   if (!s->readers)
+    return;
+  /* One chunk per reader for everything queued since the last flush. */
+  batch = evbuffer_new();
+  if (!batch)
     return;
   for (int i = 0; i < n; i++) {
     const Queued *q = &s->queue[i];
@@ -402,10 +394,20 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
     if (!l)
       continue;
     if (q->state)
-      broadcast(s, "state", JSF_State(l, (LSR_StateId)q->from, q->t));
+      add_event(batch, "state", JSF_State(l, (LSR_StateId)q->from, q->t));
     else if (l->have_reading)
-      broadcast(s, "reading", JSF_Reading(s->d, l, &l->last, q->t));
+      add_event(batch, "reading", JSF_Reading(s->d, l, &l->last, q->t));
   }
+  if (evbuffer_get_length(batch) > 0) {
+    size_t len = evbuffer_get_length(batch);
+    const char *flat = (const char *)evbuffer_pullup(batch, -1);
+
+    for (Reader *r = s->readers, *next; r; r = next) {
+      next = r->next;
+      reader_send(r, flat, len);
+    }
+  }
+  evbuffer_free(batch);
 }
 
 static void
@@ -424,8 +426,13 @@ enqueue(HTP_Server *s, const CTL_Laser *l, int state, int from, double t)
   q->state = state;
   q->from = from;
   q->t = t;
-  if (s->n_queued == 1)
-    event_active(s->flush_ev, EV_TIMEOUT, 0);
+  if (s->n_queued == 1) {
+    /* Batched: readers get one chunk per HTP_BATCH_MS, sent after the
+       cycles of these readings have started. */
+    struct timeval tv = { 0, HTP_BATCH_MS * 1000 };
+
+    event_add(s->flush_ev, &tv);
+  }
 }
 
 void
