@@ -1246,6 +1246,15 @@ check_startup(WLD_Daemon *d)
     failed = 1;
   }
   SRV_Destroy(srv);
+  {
+    HTP_Server *http = HTP_Create(base, d->cfg, d, err, sizeof err);
+
+    if (!http && err[0]) {
+      fprintf(stderr, "wavelockd: %s\n", err);
+      failed = 1;
+    }
+    HTP_Destroy(http);
+  }
   event_base_free(base);
   return failed;
 }

@@ -114,5 +114,20 @@ with Env() as env:
     else:
         tap.skip("promtool check metrics", "promtool not installed (scripts/deps.sh: prometheus)")
     ev.close()
+
+    # reload: a changed http.listen is reported (it needs a restart), the
+    # server keeps serving on the old address
+    with open(lab.conf) as f:
+        conf_text = f.read()
+    newport = env.free_port()
+    with open(lab.conf, "w") as f:
+        f.write(conf_text.replace("127.0.0.1:%d" % hp, "127.0.0.1:%d" % newport))
+    ans = lab.d.cmd("reload")
+    time.sleep(0.3)
+    log = open(lab.daemon.log_path, "rb").read().decode("utf-8", "replace")
+    tap.ok(ans[-1].startswith("OK") and "http group's listen addresses changed" in log and
+           "next restart" in log and request(hp, "GET", "/api/status")[0] == 200,
+           "reload: a changed http.listen is reported as needing a restart; the old one serves",
+           (ans, log[-500:]))
     lab.close()
 tap.done()
