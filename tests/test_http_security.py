@@ -24,6 +24,9 @@ import socket
 import threading
 import time
 
+import subprocess
+
+import wltest
 from wltest import TAP, Env, wait_until
 from lablib import Lab, SIM_CONF, programs_missing
 from httptest import EventStream, request
@@ -47,6 +50,17 @@ def raise_fd_limit(want):
         return False
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return True
+
+
+def sanitized():
+    """Why memory figures mean nothing for this wavelockd (a sanitizer
+    keeps freed memory in quarantine and pads every block), or None."""
+    out = subprocess.run(["ldd", wltest.prog("wavelockd")], capture_output=True,
+                         text=True).stdout
+    for lib in ("libasan", "libtsan"):
+        if lib in out:
+            return "wavelockd is built with a sanitizer (%s): memory not judged" % lib
+    return None
 
 
 def rss_kb(pid):
@@ -241,7 +255,11 @@ with Env() as env:
            "status and the text protocol answer meanwhile")
     tap.diag("daemon RSS %.1f MiB before, %.1f MiB with %d connections and %d readers "
              "(+%.1f MiB)" % (rss0 / 1024, rss1 / 1024, N_CONN, N_READERS, (rss1 - rss0) / 1024))
-    tap.ok(rss1 - rss0 < RSS_BOUND_MB * 1024, "memory grows by less than %d MiB" % RSS_BOUND_MB)
+    if sanitized():
+        tap.skip("memory grows by less than %d MiB" % RSS_BOUND_MB, sanitized())
+    else:
+        tap.ok(rss1 - rss0 < RSS_BOUND_MB * 1024,
+               "memory grows by less than %d MiB" % RSS_BOUND_MB)
     for r in readers:
         r.close()
     for s in conns:
@@ -270,7 +288,10 @@ with Env() as env:
     tap.ok(http_stats()["event_readers"] == 0,
            "the stalled reader is closed (after %.1f s)" % (time.monotonic() - t0))
     tap.diag("stalled reader: RSS %.1f -> %.1f MiB while dropping" % (rss_a / 1024, rss_b / 1024))
-    tap.ok(rss_b - rss_a < 8 * 1024, "memory stays bounded meanwhile")
+    if sanitized():
+        tap.skip("memory stays bounded meanwhile", sanitized())
+    else:
+        tap.ok(rss_b - rss_a < 8 * 1024, "memory stays bounded meanwhile")
     s.close()
     tap.ok(lab.alive(), "the daemon runs on")
     lab.close()
