@@ -50,6 +50,14 @@ typedef struct {
   double expires;               /* UTL_Now() */
 } Session;
 
+/* Failed token attempts of one peer address (as the text protocol's auth). */
+#define MAX_PEERS 64
+typedef struct {
+  char addr[64];                /* "" = free */
+  int failures;
+  double blocked_until, last;   /* UTL_Now() */
+} Peer;
+
 typedef struct {
   char laser[CNF_NAME_MAX];
   double t;
@@ -68,6 +76,7 @@ struct HTP_Server {
   Reader *readers;
   int n_readers;
   Session sessions[HTP_MAX_SESSIONS];
+  Peer peers[MAX_PEERS];
   Queued queue[QUEUE_MAX];
   int n_queued;
   struct event *flush_ev, *ping_ev;
@@ -207,7 +216,71 @@ cookie_value(const char *header, const char *name, char *out, size_t len)
   return -1;
 }
 
-/* The role of a request: 0, or 401 for a wrong token. */
+static Peer *
+peer_of(HTP_Server *s, struct evhttp_request *req, int create)
+{
+  char *addr = NULL;
+  ev_uint16_t port = 0;
+  Peer *p = NULL, *old = NULL;
+
+  evhttp_connection_get_peer(evhttp_request_get_connection(req), &addr, &port);
+  if (!addr)
+    return NULL;
+  for (int i = 0; i < MAX_PEERS; i++) {
+    if (strcmp(s->peers[i].addr, addr) == 0)
+      return &s->peers[i];
+    if (!old || s->peers[i].last < old->last)
+      old = &s->peers[i];
+  }
+  if (create && old) {
+    p = old;
+    memset(p, 0, sizeof *p);
+    UTL_Strlcpy(p->addr, addr, sizeof p->addr);
+  }
+  return p;
+}
+
+/* A wrong token from this peer: after SRV_AUTH_FREE_TRIES, token checks are
+   refused (429) for SRV_AUTH_DELAY_S, doubling up to SRV_AUTH_DELAY_MAX_S. */
+static void
+auth_failed(HTP_Server *s, struct evhttp_request *req)
+{
+  Peer *p = peer_of(s, req, 1);
+  double delay = SRV_AUTH_DELAY_S;
+
+  if (!p)
+    return;
+  p->last = UTL_Now();
+  if (++p->failures < SRV_AUTH_FREE_TRIES)
+    return;
+  for (int i = SRV_AUTH_FREE_TRIES; i < p->failures && delay < SRV_AUTH_DELAY_MAX_S; i++)
+    delay *= 2;
+  if (delay > SRV_AUTH_DELAY_MAX_S)
+    delay = SRV_AUTH_DELAY_MAX_S;
+  p->blocked_until = p->last + delay;
+  log_warn("http: %s: %d failed token attempts: token checks refused for %.0f s", p->addr,
+           p->failures, delay);
+}
+
+static int
+auth_blocked(HTP_Server *s, struct evhttp_request *req)
+{
+  Peer *p = peer_of(s, req, 0);
+
+  return p && p->blocked_until > UTL_Now();
+}
+
+static void
+auth_ok(HTP_Server *s, struct evhttp_request *req)
+{
+  Peer *p = peer_of(s, req, 0);
+
+  if (p)
+    memset(p, 0, sizeof *p);
+}
+
+/* The role of a request: 0, or 401 for a wrong token, 429 while this
+   peer's token checks are refused. */
 static int
 request_role(HTP_Server *s, struct evhttp_request *req, CNF_Role *role)
 {
@@ -224,11 +297,18 @@ request_role(HTP_Server *s, struct evhttp_request *req, CNF_Role *role)
   if (auth) {
     const CNF_Token *t;
 
-    if (strncasecmp(auth, "Bearer ", 7) != 0)
+    if (auth_blocked(s, req))
+      return 429;
+    if (strncasecmp(auth, "Bearer ", 7) != 0) {
+      auth_failed(s, req);
       return 401;
+    }
     t = find_token(s, auth + 7);
-    if (!t)
+    if (!t) {
+      auth_failed(s, req);
       return 401;
+    }
+    auth_ok(s, req);
     *role = t->role;
     return 0;
   }
@@ -625,12 +705,17 @@ serve_session(HTP_Server *s, struct evhttp_request *req)
     reply_error(req, 400, "%s", err);
     return;
   }
+  if (auth_blocked(s, req)) {
+    reply_error(req, 429, "too many failed attempts: try again later");
+    return;
+  }
   t = find_token(s, token);
   if (!t) {
-    log_warn("http: session refused: wrong token");
+    auth_failed(s, req);
     reply_error(req, 401, "wrong token");
     return;
   }
+  auth_ok(s, req);
   for (int i = 0; i < HTP_MAX_SESSIONS; i++) {
     Session *x = &s->sessions[i];
 
@@ -749,7 +834,12 @@ request_cb(struct evhttp_request *req, void *arg)
       return;
     }
   }
-  if (request_role(s, req, &role) != 0) {
+  code = request_role(s, req, &role);
+  if (code == 429) {
+    reply_error(req, 429, "too many failed attempts: try again later");
+    return;
+  }
+  if (code != 0) {
     reply_error(req, 401, "invalid token");
     return;
   }

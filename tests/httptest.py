@@ -7,9 +7,12 @@ import threading
 import time
 
 
-def request(port, method, path, body=None, headers=None, host="127.0.0.1", timeout=10):
-    """(status, headers dict (lower-case names), body bytes)."""
-    c = http.client.HTTPConnection(host, port, timeout=timeout)
+def request(port, method, path, body=None, headers=None, host="127.0.0.1", timeout=10,
+            source=None):
+    """(status, headers dict (lower-case names), body bytes); source: a
+    local address to send from (e.g. "127.0.0.7": another loopback peer)."""
+    c = http.client.HTTPConnection(host, port, timeout=timeout,
+                                   source_address=(source, 0) if source else None)
     h = {"Content-Type": "application/json"} if body is not None else {}
     h.update(headers or {})
     if isinstance(body, (dict, list)):
@@ -30,8 +33,9 @@ def get_json(port, path, headers=None):
 class EventStream:
     """A background reader of /api/events: keeps (monotonic t, event, data)."""
 
-    def __init__(self, port, headers=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port, headers=None, source=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                             source_address=(source, 0) if source else None)
         h = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
         self.sock.sendall(("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s"
                            "Accept: text/event-stream\r\n\r\n" % (port, h)).encode())

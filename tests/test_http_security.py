@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """wavelockd's HTTP face under attack and load (wavelockd + wavelock-sim on
 conf/sim.conf with a monitor and a control token):
+  - failed token attempts: after three from one address, token checks from
+    it are refused (429) for 2 s (doubling), other addresses are served;
   - every endpoint per role: no credentials and a wrong token 401, the
     monitor token 403 for every change, the control token allowed; the
     same through the session cookie (POST /api/session), which ends with
@@ -129,17 +131,36 @@ with Env() as env:
                ("POST", "/api/lasers/cool780/resume", "{}"),
                ("PUT", "/api/lasers/cool780/setpoint", '{"value": "+1", "unit": "MHz"}')]
 
-    def events_status(headers):
-        ev = EventStream(hp, headers)
+    def events_status(headers, source=None):
+        ev = EventStream(hp, headers, source)
         wait_until(lambda: ev.status is not None or ev.closed, 5)
         st = ev.status
         ev.close()
         return st
 
+    # (wrong tokens from a loopback address each, as one peer is refused
+    # token checks after three failures)
     for who, hdr in (("no credentials", {}), ("a wrong token", bearer("nope-123"))):
-        got = [request(hp, m, p, body=b, headers=hdr)[0] for m, p, b in reads + changes]
-        got.append(events_status(hdr))
+        src = iter("127.0.0.%d" % i for i in range(10, 40))
+        got = [request(hp, m, p, body=b, headers=hdr, source=next(src))[0]
+               for m, p, b in reads + changes]
+        got.append(events_status(hdr, next(src)))
         tap.ok(all(g == 401 for g in got), "%s: 401 on every endpoint" % who, got)
+
+    # failed attempts: the fourth from one peer is refused (429) even with the
+    # right token, others are served, and after the delay it works again
+    got = [request(hp, "GET", "/api/status", headers=bearer("guess-%d" % i),
+                   source="127.0.0.50")[0] for i in range(3)]
+    got.append(request(hp, "GET", "/api/status", headers=bearer(MONITOR), source="127.0.0.50")[0])
+    got.append(request(hp, "POST", "/api/session", body={"token": MONITOR},
+                       source="127.0.0.50")[0])
+    other = request(hp, "GET", "/api/status", headers=bearer(MONITOR), source="127.0.0.51")[0]
+    tap.ok(got == [401, 401, 401, 429, 429] and other == 200,
+           "three wrong tokens: that peer is refused (429) even with the right one, "
+           "another peer is served", (got, other))
+    time.sleep(2.2)
+    tap.eq(request(hp, "GET", "/api/status", headers=bearer(MONITOR), source="127.0.0.50")[0],
+           200, "after the delay (2 s) the right token works again")
     mon = bearer(MONITOR)
     got = [request(hp, m, p, body=b, headers=mon)[0] for m, p, b in reads]
     tap.ok(got == [200, 200] and events_status(mon) == 200, "monitor: reads allowed", got)
@@ -171,8 +192,8 @@ with Env() as env:
     cc = {"Cookie": h.get("set-cookie", "").split(";")[0]}
     tap.eq(request(hp, "POST", "/api/lasers/cool780/lock", body="{}", headers=cc)[0], 204,
            "control session: changes 204")
-    tap.eq(request(hp, "POST", "/api/session", body={"token": "wrong"})[0], 401,
-           "a session for a wrong token: 401")
+    tap.eq(request(hp, "POST", "/api/session", body={"token": "wrong"}, source="127.0.0.60")[0],
+           401, "a session for a wrong token: 401")
     tap.eq(request(hp, "GET", "/api/status", headers={"Cookie": "wlsession=" + "ab" * 32})[0],
            401, "a made-up session cookie: 401")
 
