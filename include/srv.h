@@ -169,6 +169,9 @@ struct evbuffer;
 int SRV_Exec(SRV_Server *s, CNF_Role role, const char *peer, char *line, struct evbuffer *out,
              char *err, size_t errlen);
 
+/* Whether the server has a command of this name (e.g. to offer it). */
+int SRV_HasCommand(const SRV_Server *s, const char *name);
+
 /* Pure helpers (unit-tested): remove telnet IAC sequences from buf in place,
    carrying state across calls in *state (start with 0); returns the new length. */
 size_t SRV_StripTelnet(unsigned char *buf, size_t len, int *state);

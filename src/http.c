@@ -636,6 +636,11 @@ serve_status(HTP_Server *s, struct evhttp_request *req, CNF_Role role)
   json_object_set_new(o, "http", h);
   json_object_set_new(o, "role", json_string(SRV_RoleName(role)));
   json_object_set_new(o, "tokens", json_boolean(s->srv.n_tokens > 0));
+  /* What the control endpoints can do here (hold and resume come with the
+     commands of the same name). */
+  json_object_set_new(o, "actions", json_pack("{s:b,s:b,s:b,s:b}", "lock", 1, "unlock", 1,
+                                              "hold", SRV_HasCommand(s->d->srv, "hold"),
+                                              "resume", SRV_HasCommand(s->d->srv, "resume")));
   reply_json(req, 200, o);
 }
 

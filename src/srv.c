@@ -979,6 +979,12 @@ handle_line(SRV_Conn *c, char *line, size_t n)
 }
 
 int
+SRV_HasCommand(const SRV_Server *s, const char *name)
+{
+  return s && find_command(s, name) != NULL;
+}
+
+int
 SRV_Exec(SRV_Server *s, CNF_Role role, const char *peer, char *line, struct evbuffer *out,
          char *err, size_t errlen)
 {

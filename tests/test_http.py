@@ -41,6 +41,8 @@ with Env() as env:
            "every laser has name, state, setpoint_thz, freq_thz, error_mhz, piezo_v")
     tap.ok({"version", "devices", "calibration", "summary"} <= set(doc),
            "the status has version, devices, calibration and a summary")
+    tap.ok(doc["actions"]["lock"] and not doc["actions"]["hold"],
+           "the status says which actions exist (hold: not in this wavelockd)", doc.get("actions"))
     text = {kv(x)["name"]: kv(x) for x in lab.d.cmd("status")[:-1]}
     tap.ok(all(abs(l["setpoint_thz"] - float(text[l["name"]]["setpoint_thz"])) < 1e-9
                for l in doc["lasers"]), "setpoints match the text protocol's status")
