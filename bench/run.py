@@ -25,6 +25,11 @@ a baseline measured in the same run (see BENCHMARKS.md for the method):
                      error / wavemeter noise, 1 GHz step settling, relock
                      after a mode hop (by scripts/wavelock-quality when
                      it is there, else measured here the same way)
+ 7 http              14 lasers at 50 readings/s with the http group on:
+                     reading -> write latency with 50 event-stream readers
+                     and /metrics scraped every second, vs none; delivery
+                     of each reading to the readers (event time stamp ->
+                     received)
 
 Everything binds 127.0.0.1 on free ports; only processes started here are
 stopped; temporary files live in one directory that is removed at the end.
@@ -942,6 +947,145 @@ class Bench:
 
     # ---- table --------------------------------------------------------------------
 
+    # ---- 7. HTTP: event-stream readers and scrapes beside the control loop ------
+
+    def http_readers(self, port, n, timed, stop, lags, counts):
+        """n /api/events readers in one thread (select); the first `timed`
+        of them time each reading (now - its t); counts[0] += events read."""
+        import selectors
+        import socket as so
+        import threading
+        sel = selectors.DefaultSelector()
+        socks = []
+        for i in range(n):
+            s = so.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, [i, b""])
+            socks.append(s)
+        def bulk():
+            # The untimed readers drain their sockets every 50 ms (as a
+            # browser tab does in effect): the load is the daemon's, not the
+            # wake-ups of this process.
+            while not stop.wait(0.05):
+                for s in socks[timed:]:
+                    while True:
+                        try:
+                            data = s.recv(1 << 20)
+                        except (BlockingIOError, OSError):
+                            break
+                        if not data:
+                            break
+                        counts[0] += data.count(b"event: reading")
+        for s in socks[timed:]:
+            sel.unregister(s)
+        bt = threading.Thread(target=bulk)
+        bt.start()
+        while not stop.is_set():
+            for key, _ in sel.select(0.2):
+                try:
+                    data = key.fileobj.recv(262144)
+                except BlockingIOError:
+                    continue
+                now = time.time()
+                if not data:
+                    sel.unregister(key.fileobj)
+                    continue
+                counts[0] += data.count(b"event: reading")
+                if key.data[0] < timed:
+                    buf = key.data[1] + data
+                    pos = 0
+                    while True:
+                        j = buf.find(b'"t":', pos)
+                        if j < 0:
+                            break
+                        k = buf.find(b",", j)
+                        if k < 0:
+                            break
+                        try:
+                            lags.append((now - float(buf[j + 4:k])) * 1e3)
+                        except ValueError:
+                            pass
+                        pos = k
+                    key.data[1] = buf[pos:]
+        bt.join()
+        for s in socks:
+            s.close()
+
+    def bench7(self):
+        import threading
+        import urllib.request
+        dur = 8 if self.q else 20
+        plant = self.start_plant(14, 4, 50)
+        conf = os.path.join(self.tmp, "b7.conf")
+        self.write_daemon_conf(conf, plant, 14, 4)
+        hport = free_port()
+        with open(conf, "a") as f:
+            f.write('http = { listen = [ "127.0.0.1:%d" ]; };\n' % hport)
+        d = self.start_daemon(conf)
+        c = Client(d.port)
+        if not self.wait_locked(c, 14, 15):
+            log("warning: not all 14 lasers locked")
+        time.sleep(1.0)
+        phases = {}
+        for phase in ("quiet", "http"):
+            log("7 http: %s, %d s" % (phase, dur))
+            stop = threading.Event()
+            lags, counts, scrapes, threads = [], [0], [], []
+            if phase == "http":
+                threads.append(threading.Thread(target=self.http_readers,
+                                                args=(hport, 50, 5, stop, lags, counts)))
+
+                def scraper():
+                    while not stop.wait(1.0):
+                        t0 = time.time()
+                        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % hport,
+                                                    timeout=5) as r:
+                            n = len(r.read())
+                        scrapes.append(((time.time() - t0) * 1e3, n))
+                threads.append(threading.Thread(target=scraper))
+                for t in threads:
+                    t.start()
+                time.sleep(1.5)
+                del lags[:]
+            c0 = self.counters(c)
+            cpu0 = proc_cpu_s(d.pid)
+            self.plant_cmd(plant, "reset")
+            time.sleep(dur)
+            per, agg = self.plant_stats(plant)
+            cpu1 = proc_cpu_s(d.pid)
+            c1 = self.counters(c)
+            stop.set()
+            for t in threads:
+                t.join()
+            phases[phase] = dict(agg=agg, cpu=(cpu1 - cpu0) / dur, lags=sorted(lags),
+                                 events=counts[0], scrapes=scrapes,
+                                 cycles=self.sum_counters(c0, c1, "cycles"),
+                                 coalesced=self.sum_counters(c0, c1, "coalesced"))
+        c.close()
+        d.stop()
+        plant.stop()
+        q, h = phases["quiet"], phases["http"]
+        valid = all(ph["coalesced"] == 0 and ph["agg"]["skipped"] == 0 and ph["agg"]["lost"] == 0
+                    for ph in (q, h))
+        self.row("7 http", "reading -> write p50 (µs), 50 readers + scrapes", h["agg"]["lat_p50"],
+                 q["agg"]["lat_p50"], h["agg"]["lat_p50"] / q["agg"]["lat_p50"])
+        self.row("7 http", "reading -> write p99 (µs), 50 readers + scrapes", h["agg"]["lat_p99"],
+                 q["agg"]["lat_p99"], h["agg"]["lat_p99"] / q["agg"]["lat_p99"],
+                 "<= 1.2x" if valid else "not judged: readings coalesced or late",
+                 h["agg"]["lat_p99"] <= 1.2 * q["agg"]["lat_p99"] if valid else None)
+        lg = h["lags"]
+        if lg:
+            p50, p99 = percentile(lg, 50), percentile(lg, 99)
+            self.row("7 http", "reading -> event-stream reader p50 / p99 (ms)",
+                     "%.1f / %.1f" % (p50, p99), None, None, "p99 <= 100 ms", p99 <= 100.0)
+        self.row("7 http", "events read, daemon CPU", "%d, %.0f%%" % (h["events"], 100 * h["cpu"]),
+                 "CPU %.0f%%" % (100 * q["cpu"]))
+        self.details["7"] = dict(quiet=dict(agg=q["agg"], cpu=q["cpu"]),
+                                 http=dict(agg=h["agg"], cpu=h["cpu"], events=h["events"],
+                                           scrapes=h["scrapes"], n_lags=len(lg),
+                                           lag_max=lg[-1] if lg else None))
+
     def notes(self):
         """Supporting figures printed under the table."""
         out = []
@@ -990,6 +1134,13 @@ class Bench:
                  if x["step_out_of_range"] else ""))
             out.append("6 relock from hop start (s): " + ", ".join(
                 "%s %s" % (n, fmt(v)) for n, v in sorted(x["relock"].items())))
+        if "7" in d:
+            x = d["7"]["http"]
+            sc = [t for t, _ in x["scrapes"]]
+            out.append("7: %d readings timed at 5 of the 50 readers (max %s ms); %d scrapes of "
+                       "/metrics, %s ms each at most, %s bytes" %
+                       (x["n_lags"], fmt(x["lag_max"]), len(sc), fmt(max(sc) if sc else None),
+                        x["scrapes"][-1][1] if x["scrapes"] else "-"))
         return "\n".join(out)
 
     def table(self):
@@ -1032,7 +1183,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--builddir", default=".")
     ap.add_argument("--srcdir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
     ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
     ap.add_argument("--wavelockd", help="daemon to measure (default BUILDDIR/wavelockd)")
     ap.add_argument("--wavelockd-wide", help="daemon for the scale benchmark "
@@ -1063,6 +1214,8 @@ def main():
         plan.append(("4", b.bench4))
     if "6" in only:
         plan.append(("6", b.bench6))
+    if "7" in only:
+        plan.append(("7", b.bench7))
     loads = []
     try:
         for num, fn in plan:

@@ -27,7 +27,7 @@ set -eu
 : "${FUZZ_CC:=clang}" "${FUZZ_SECONDS:=60}" "${FUZZ_RUNS:=-1}" "${FUZZ_FLAGS:=}" "${FUZZ_JOBS:=1}"
 : "${FUZZ_MODE:=run}" "${FUZZ_CPPFLAGS:=}" "${FUZZ_CFLAGS:=}" "${FUZZ_LIBS:=}"
 : "${FUZZ_SYSCONFDIR:=/etc}" "${FUZZ_LOCALSTATEDIR:=/var}"
-: "${FUZZ_TARGETS:=units url wmline statefile srvline conf proto}"
+: "${FUZZ_TARGETS:=units url wmline statefile srvline conf proto http}"
 src=$FUZZ_SRCDIR
 work=$FUZZ_WORK
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
@@ -43,7 +43,7 @@ mkdir -p "$work/obj" "$work/log"
 # Sources of each target besides fuzz/fuzz_<target>.c and fuzz/fuzz_util.c.
 extra_sources() {
   case $1 in
-    proto) echo "fuzz/fuzz_proto_daemon.c src/cmds.c src/params.c" ;;
+    proto) echo "fuzz/fuzz_proto_daemon.c src/cmds.c src/params.c src/http.c src/jsonfmt.c src/metrics.c" ;;
     *) echo "" ;;
   esac
 }
@@ -55,6 +55,7 @@ max_len() {
     url) echo 600 ;;
     wmline) echo 300 ;;
     srvline) echo 2048 ;;
+    http) echo 2048 ;;
     proto) echo 4096 ;;
     *) echo 8192 ;;
   esac
@@ -99,6 +100,13 @@ for t in $FUZZ_TARGETS; do
     echo "fuzz: building fuzz_$t"
     srcs="$src/fuzz/fuzz_$t.c $src/fuzz/fuzz_util.c"
     for e in $(extra_sources "$t"); do srcs="$srcs $src/$e"; done
+    if [ "$t" = proto ]; then
+      # the dashboard page, compiled in as the daemon has it (mk/http.am)
+      { echo 'extern const char HTP_Page[];'; echo 'const char HTP_Page[] ='
+        sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$/\\n"/' "$src/www/index.html"
+        echo ';'; } > "$work/www_page.c"
+      srcs="$srcs $work/www_page.c"
+    fi
     $FUZZ_CC $cflags "$dirs1" "$dirs2" $san -fsanitize=fuzzer $srcs "$lib" $FUZZ_LIBS \
       -o "$work/fuzz_$t.tmp"
     mv "$work/fuzz_$t.tmp" "$work/fuzz_$t"

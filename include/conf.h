@@ -63,6 +63,15 @@ typedef struct {
   int n_tokens;
 } CNF_Server;
 
+/* The http group (DESIGN.md section 9): off unless listen is given.
+   Tokens and roles are server.tokens. */
+typedef struct {
+  char listen[CNF_MAX_LISTEN][128];  /* "host:port"; none: HTTP off */
+  int n_listen;
+  int max_event_readers;             /* /api/events streams at once; default 256 */
+  int session_s;                     /* browser session lifetime; default 43200 */
+} CNF_Http;
+
 typedef struct {
   CNF_WmBackend backend;
   char library[CNF_PATH_MAX];        /* wlmdata: default "libwlmData.so" */
@@ -232,6 +241,7 @@ typedef struct {
 typedef struct {
   char path[CNF_PATH_MAX];           /* the file this was loaded from */
   CNF_Server server;
+  CNF_Http http;
   char state_file[CNF_PATH_MAX];     /* "" = no state file; relative to the config's directory */
   char log_target[64];               /* log = "stderr" | "syslog"; default stderr */
   char log_level[16];                /* log_level = "error".."debug"; default "info" */

@@ -17,6 +17,7 @@ struct event;
 
 struct BG_Ctx;
 struct CAL_Ctx;
+struct HTP_Server;
 
 /* A state event held back during a reload (see hook_state). */
 typedef struct {
@@ -32,6 +33,7 @@ typedef struct WLD_Daemon {
   CNF_Config *cfg;
   CTL_Ctx *ctl;
   SRV_Server *srv;
+  struct HTP_Server *http;      /* the http group (http.h); NULL: off */
   WM_Backend *wm;
   /* The addresses the listeners are bound to (from the config at start;
      a reload does not rebind). */

@@ -167,6 +167,19 @@ typedef struct {
    reset_peak the out_peak high-water mark starts again from now. */
 void SRV_GetStats(SRV_Server *s, SRV_Stats *st, int reset_peak);
 
+/* Run one request line (split in place) as a client of role role would,
+   without a connection: the same table, role checks and handlers as the
+   text protocol (for the HTTP control endpoints).  Data lines and the
+   final line go to out.  Returns 0 for OK, or the ERR code with its text
+   in err (also 404 for a command this server lacks, 401/403 by role, 500
+   for a command that answers later).  Loop thread only. */
+struct evbuffer;
+int SRV_Exec(SRV_Server *s, CNF_Role role, const char *peer, char *line, struct evbuffer *out,
+             char *err, size_t errlen);
+
+/* Whether the server has a command of this name (e.g. to offer it). */
+int SRV_HasCommand(const SRV_Server *s, const char *name);
+
 /* Pure helpers (unit-tested): remove telnet IAC sequences from buf in place,
    carrying state across calls in *state (start with 0); returns the new length. */
 size_t SRV_StripTelnet(unsigned char *buf, size_t len, int *state);

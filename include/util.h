@@ -8,6 +8,10 @@
 /* Monotonic time in seconds. */
 double UTL_Now(void);
 
+/* Seconds since the Unix epoch (CLOCK_REALTIME): for times that outlive
+   the process (claims, the state file). */
+double UTL_WallNow(void);
+
 /* Copy with truncation, always NUL-terminated; returns strlen(src). */
 size_t UTL_Strlcpy(char *dst, const char *src, size_t size);
 

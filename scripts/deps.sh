@@ -4,9 +4,10 @@
 set -eu
 
 PKGS="build-essential autoconf automake libtool pkg-config
-libevent-dev libmodbus-dev libconfig-dev libcmocka-dev
+libevent-dev libmodbus-dev libconfig-dev libcmocka-dev libjansson-dev
 python3 python3-pymodbus python3-serial python3-serial-asyncio
-mbpoll netcat-openbsd socat telnet expect gnuplot-nox mandoc groff-base"
+mbpoll netcat-openbsd socat telnet expect gnuplot-nox mandoc groff-base
+chromium chromium-driver python3-selenium prometheus"
 
 missing=""
 for p in $PKGS; do

@@ -74,6 +74,12 @@ port=$(cat "$run/wavelockd.port")
 WAVELOCK_PORT=$port
 export WAVELOCK_PORT
 control=$(sed -n 's/^[[:space:]]*control[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$run/sim.conf" | head -n 1)
+# The dashboard: the first address of the http group's listen, if any.
+http=$(awk '/^[[:space:]]*http[[:space:]]*[:=]/ { g = 1 }
+  g && /listen/ { if (match($0, /"[^"]*"/)) { print substr($0, RSTART + 1, RLENGTH - 2); exit } }' \
+  "$run/sim.conf")
+dashboard=""
+[ -n "$http" ] && dashboard="http://$http/"
 [ -n "$control" ] || control=127.0.0.1:7481
 
 # One line per laser under a header, from `wavelock status` (key=value).
@@ -89,6 +95,7 @@ tty=0
 [ -t 1 ] && tty=1
 echo "wavelock-sim (pid $sim_pid) and wavelockd (pid $d_pid, port $port) are running;"
 echo "logs in $run"
+[ -n "$dashboard" ] && echo "dashboard: $dashboard  (open it in a browser)"
 echo "Waiting for the simulated lasers to lock..."
 i=0
 last=""
@@ -116,7 +123,9 @@ if [ $tty = 0 ]; then
 fi
 cat <<MSG
 
-All running.  Talk to the daemon:
+All running.  Watch and steer the lasers in a browser:
+  $dashboard
+Talk to the daemon:
   export WAVELOCK_PORT=$port
   $b/wavelock status  # the bundled client
   $b/wavelock watch cool780  # stream readings (Ctrl-C to stop)

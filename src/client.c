@@ -153,15 +153,6 @@ request_deadline(void)
   return opt.timeout > 0.0 ? UTL_Now() + opt.timeout : -1.0;
 }
 
-static double
-unix_now(void)
-{
-  struct timespec ts;
-
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Report a read that did not give a line; returns CLT_EXIT_CONN. */
 static int
 read_failed(CLT_ReadResult r, const char *what, const char *err)
@@ -522,7 +513,7 @@ run_watch(const WatchArgs *a)
     if (CLT_Classify(buf) != CLT_LINE_EVENT)
       continue;                /* nothing but events is expected here */
     ev = buf[1] == ' ' ? buf + 2 : buf + 1;
-    reading = CLT_CsvEvent(csv, ev, unix_now(), a->csv ? stdout : NULL);
+    reading = CLT_CsvEvent(csv, ev, UTL_WallNow(), a->csv ? stdout : NULL);
     if (reading < 0) {
       set_stop_handlers(0);
       CLT_CsvFree(csv);

@@ -58,22 +58,13 @@ laser_arg(WLD_Daemon *d, SRV_Conn *c, const char *name)
 #define CLAIM_MAX_S 604800.0       /* a week */
 #define HOLD_MAX_S 86400.0
 
-static double
-wall_now(void)
-{
-  struct timespec ts;
-
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* The owner of l's claim, or NULL if unclaimed (or expired: then dropped). */
 static const char *
 claim_owner(WLD_Daemon *d, CTL_Laser *l)
 {
   if (!l->owner[0])
     return NULL;
-  if (wall_now() >= l->claim_until) {
+  if (UTL_WallNow() >= l->claim_until) {
     log_info("laser %s: claim by %s expired", l->cfg.name, l->owner);
     l->owner[0] = '\0';
     l->claim_until = 0.0;
@@ -94,12 +85,12 @@ claim_check(WLD_Daemon *d, SRV_Conn *c, CTL_Laser *l)
   if (!owner)
     return 1;
   if (SRV_Named(c) && strcmp(owner, SRV_Name(c)) == 0) {
-    l->claim_until = wall_now() + l->claim_len_s;
+    l->claim_until = UTL_WallNow() + l->claim_len_s;
     d->host->schedule_save(d);
     return 1;
   }
   SRV_Err(c, 409, "claimed by %s for %.0f s more (laser %s; you are %s)", owner,
-          ceil(l->claim_until - wall_now()), l->cfg.name, SRV_Name(c));
+          ceil(l->claim_until - UTL_WallNow()), l->cfg.name, SRV_Name(c));
   return 0;
 }
 
@@ -166,9 +157,9 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
   else if (CTL_HoldReason(l))
     snprintf(relock, sizeof relock, " reason=%s", CTL_HoldReason(l));
   /* claims: owner= and claim_s= (seconds left) */
-  if (l->owner[0] && l->claim_until > wall_now())
+  if (l->owner[0] && l->claim_until > UTL_WallNow())
     snprintf(claim, sizeof claim, " owner=%s claim_s=%.0f", l->owner,
-             ceil(l->claim_until - wall_now()));
+             ceil(l->claim_until - UTL_WallNow()));
   else
     snprintf(claim, sizeof claim, " owner=none claim_s=0");
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
@@ -843,7 +834,7 @@ static void
 cmd_claim(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
-  double secs = CLAIM_DEFAULT_S, now = wall_now();
+  double secs = CLAIM_DEFAULT_S, now = UTL_WallNow();
   int steal = 0, n = 0;
   CTL_Laser *one = NULL;
 

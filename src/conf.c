@@ -759,8 +759,9 @@ set_dir(Loader *ld, const char *path)
 
 static const char *const top_keys[] = {
   "server", "state_file", "log", "log_level", "pid_file", "user",
-  "wavemeter", "devices", "lasers", "calibration", "sim", NULL
+  "wavemeter", "devices", "lasers", "calibration", "sim", "http", NULL
 };
+static const char *const http_keys[] = { "listen", "max_event_readers", "session_s", NULL };
 static const char *const cal_keys[] = {
   "channel", "frequency", "mode", "tau_s", "max_rate_mhz_per_min", "tolerance_mhz",
   "period_s", NULL
@@ -917,6 +918,56 @@ load_server(Loader *ld, const config_setting_t *root, CNF_Server *srv)
                     "server.tokens so that clients must authenticate", srv->listen[i]);
       }
     }
+  }
+  return 0;
+}
+
+static int
+load_http(Loader *ld, const config_setting_t *root, const CNF_Server *srv, CNF_Http *h)
+{
+  const config_setting_t *g, *s;
+  int n;
+
+  if (get_group(ld, root, "http", OPT, &g) < 0)
+    return -1;
+  if (!g)
+    return 0;
+  if (check_keys(ld, g, http_keys) < 0 ||
+      int_key_i(ld, g, "max_event_readers", OPT, 0, 100000, &h->max_event_readers) < 0 ||
+      int_key_i(ld, g, "session_s", OPT, 60, 30 * 86400, &h->session_s) < 0)
+    return -1;
+  s = config_setting_get_member(g, "listen");
+  if (!s)
+    return 0;
+  if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+    n = 1;
+  } else if (config_setting_type(s) == CONFIG_TYPE_ARRAY ||
+             config_setting_type(s) == CONFIG_TYPE_LIST) {
+    n = config_setting_length(s);
+  } else {
+    return fail(ld, s, NULL, "must be a list of \"host:port\" strings, not %s", type_name(s));
+  }
+  if (n > CNF_MAX_LISTEN)
+    return fail(ld, s, NULL, "at most %d addresses", CNF_MAX_LISTEN);
+  h->n_listen = 0;
+  for (int i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_type(s) == CONFIG_TYPE_STRING ? s :
+      config_setting_get_elem(s, (unsigned int)i);
+    const char *v = NULL;
+    char host[256], msg[128];
+    int port;
+
+    if (setting_string(ld, e, &v) < 0)
+      return -1;
+    if (strlen(v) >= sizeof h->listen[0])
+      return fail(ld, e, NULL, "too long");
+    if (split_host_port(v, host, sizeof host, &port, 0, 0, msg, sizeof msg) < 0)
+      return fail(ld, e, NULL, "\"%s\": %s (expected host:port, e.g. 127.0.0.1:7471)", v, msg);
+    /* Open to the network only with authentication, as the text protocol. */
+    if (srv->n_tokens == 0 && !CNF_IsLoopback(host))
+      return fail(ld, e, NULL, "\"%s\" is not a loopback address: configure server.tokens "
+                  "so that clients must authenticate", v);
+    UTL_Strlcpy(h->listen[h->n_listen++], v, sizeof h->listen[0]);
   }
   return 0;
 }
@@ -1803,6 +1854,8 @@ config_defaults(CNF_Config *cfg)
   srv->line_timeout_s = 30;
   srv->auth_timeout_s = 60;
   srv->n_tokens = 0;
+  cfg->http.max_event_readers = 256;
+  cfg->http.session_s = 43200;
   UTL_Strlcpy(cfg->log_target, "stderr", sizeof cfg->log_target);
   UTL_Strlcpy(cfg->log_level, "info", sizeof cfg->log_level);
   wm->backend = CNF_WM_STREAM;
@@ -1895,6 +1948,7 @@ CNF_Load(const char *path, char *err, size_t errlen)
 
     ok = load_top(&ld, root, cfg) == 0 &&
          load_server(&ld, root, &cfg->server) == 0 &&
+         load_http(&ld, root, &cfg->server, &cfg->http) == 0 &&
          load_wavemeter(&ld, root, &cfg->wavemeter) == 0 &&
          load_sim(&ld, root, &cfg->sim) == 0 &&
          load_devices(&ld, root, cfg) == 0 &&

@@ -86,6 +86,10 @@ struct SRV_Conn {
   unsigned long dropped;
   SRV_Pending *pending;        /* a deferred answer: requests wait for it */
   int in_handler;              /* inside a command handler now */
+  struct evbuffer *capture;    /* SRV_Exec: the answer goes here (no socket) */
+  int final_code;              /* SRV_Exec: the ERR code (0 for OK) */
+  char *err_out;               /* SRV_Exec: the ERR text goes here */
+  size_t err_len;
 };
 
 struct SRV_Pending {
@@ -245,7 +249,11 @@ static void process_input(SRV_Conn *c);
 static void
 note_peak(SRV_Conn *c)
 {
-  size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+  size_t n;
+
+  if (c->capture)
+    return;
+  n = evbuffer_get_length(bufferevent_get_output(c->bev));
 
   if (n > c->s->out_peak)
     c->s->out_peak = n;
@@ -310,7 +318,7 @@ fmt_free(Fmt *f)
 static void
 write_line(SRV_Conn *c, const char *a, const char *b)
 {
-  struct evbuffer *out = bufferevent_get_output(c->bev);
+  struct evbuffer *out = c->capture ? c->capture : bufferevent_get_output(c->bev);
 
   evbuffer_add(out, a, strlen(a));
   if (b)
@@ -392,6 +400,9 @@ send_err(SRV_Conn *c, int code, const char *text)
   }
   snprintf(head, sizeof head, "ERR %d ", code);
   c->final_sent = 1;
+  c->final_code = code;
+  if (c->err_out)
+    UTL_Strlcpy(c->err_out, text && text[0] ? text : "error", c->err_len);
   write_line(c, head, text && text[0] ? text : "error");
 }
 
@@ -987,6 +998,71 @@ handle_line(SRV_Conn *c, char *line, size_t n)
   cmd->fn(c, argc, argv, c->s->ctx);
   c->in_handler = 0;
   end_response(c, cmd->name);
+}
+
+int
+SRV_HasCommand(const SRV_Server *s, const char *name)
+{
+  return s && find_command(s, name) != NULL;
+}
+
+int
+SRV_Exec(SRV_Server *s, CNF_Role role, const char *peer, char *line, struct evbuffer *out,
+         char *err, size_t errlen)
+{
+  char *argv[MAX_WORDS];
+  const SRV_Command *cmd;
+  SRV_Conn c;
+  int argc, nargs;
+
+  memset(&c, 0, sizeof c);
+  c.s = s;
+  c.role = role;
+  c.state = CONN_OPEN;
+  c.capture = out;
+  c.err_out = err;
+  c.err_len = errlen;
+  UTL_Strlcpy(c.peer, peer ? peer : "internal", sizeof c.peer);
+  err[0] = '\0';
+  argc = SRV_Split(line, argv, MAX_WORDS);
+  if (argc <= 0) {
+    snprintf(err, errlen, "malformed request");
+    return 400;
+  }
+  cmd = find_command(s, argv[0]);
+  if (!cmd) {
+    snprintf(err, errlen, "%s is not supported by this wavelockd", argv[0]);
+    return 404;
+  }
+  if (cmd->role > role) {
+    if (role == CNF_ROLE_NONE) {
+      snprintf(err, errlen, "authentication required");
+      return 401;
+    }
+    snprintf(err, errlen, "not permitted for role %s", SRV_RoleName(role));
+    return 403;
+  }
+  nargs = argc - 1;
+  if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
+    snprintf(err, errlen, "usage: %s", cmd->usage ? cmd->usage : cmd->name);
+    return 400;
+  }
+  begin_response(&c);
+  c.in_handler = 1;
+  cmd->fn(&c, argc, argv, s->ctx);
+  c.in_handler = 0;
+  if (c.pending) {
+    /* An answer that comes later has no socket to go to here. */
+    c.pending->c = NULL;
+    c.pending = NULL;
+    snprintf(err, errlen, "'%s' answers later: not available here", cmd->name);
+    return 500;
+  }
+  if (!c.final_sent) {
+    snprintf(err, errlen, "internal error");
+    return 500;
+  }
+  return c.final_code;
 }
 
 /* Frame one line out of c->lines.  Returns 1 if a line (or a too-long line)

@@ -22,6 +22,15 @@ UTL_Now(void)
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+double
+UTL_WallNow(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 size_t
 UTL_Strlcpy(char *dst, const char *src, size_t size)
 {

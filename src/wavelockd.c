@@ -31,6 +31,7 @@
 #include "conf.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "http.h"
 #include "log.h"
 #include "params.h"
 #include "srv.h"
@@ -87,7 +88,6 @@ static const WLD_Host daemon_host = {
   .cal_applies = WLD_CalApplies,
 };
 
-static double unix_now(void);
 
 /* The calibration record of the state file: the correction and when the
    reference last updated it. */
@@ -103,19 +103,10 @@ collect_cal(const WLD_Daemon *d, STF_Calibration *c)
   c->present = 1;
   c->ref_thz = d->cfg->calibration.thz;
   c->eps = r.eps;
-  c->unix_s = unix_now() - (r.age_s > 0.0 ? r.age_s : 0.0);
+  c->unix_s = UTL_WallNow() - (r.age_s > 0.0 ? r.age_s : 0.0);
 }
 
 /* ---- state file ------------------------------------------------------------ */
-
-static double
-unix_now(void)
-{
-  struct timespec ts;
-
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int
 collect_state(WLD_Daemon *d, STF_Laser **out)
@@ -424,7 +415,7 @@ restore_state(WLD_Daemon *d)
   }
   if (cal.present && d->cal && cal.ref_thz == d->cfg->calibration.thz &&
       d->cfg->calibration.mode == CNF_CAL_CORRECT) {
-    double age = unix_now() - cal.unix_s;
+    double age = UTL_WallNow() - cal.unix_s;
 
     CAL_Restore(d->cal, cal.eps, age, UTL_Now());
     log_info("state file: calibration correction %.3f ppb (%.3f MHz at the reference), "
@@ -444,12 +435,12 @@ restore_state(WLD_Daemon *d)
     restore_params(d, l, &s[i]);
     CTL_Restore(d->ctl, l, setpoint, s[i].engaged, l->cfg.kp, l->cfg.ki, l->cfg.kd,
                 s[i].piezo_v, s[i].has_current, s[i].current_v);
-    if (s[i].owner[0] && s[i].claim_expires > unix_now()) {
+    if (s[i].owner[0] && s[i].claim_expires > UTL_WallNow()) {
       UTL_Strlcpy(l->owner, s[i].owner, sizeof l->owner);
       l->claim_until = s[i].claim_expires;
       l->claim_len_s = s[i].claim_len_s;
       log_info("state file: laser %s stays claimed by %s for %.0f s", l->cfg.name, l->owner,
-               l->claim_until - unix_now());
+               l->claim_until - UTL_WallNow());
     }
     if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz &&
         s[i].ramp_mhz_s <= 1e9) {
@@ -473,10 +464,11 @@ hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
   char line[256];
 
   log_info("laser %s: %s -> %s", l->cfg.name, LSR_StateName(from), LSR_StateName(l->sm.state));
+  HTP_OnState(d->http, l, (int)from, UTL_WallNow());
   if (!d->srv)
     return;
   snprintf(line, sizeof line, "state laser=%s state=%s from=%s t=%.3f%s%s", l->cfg.name,
-           LSR_StateName(l->sm.state), LSR_StateName(from), unix_now(),
+           LSR_StateName(l->sm.state), LSR_StateName(from), UTL_WallNow(),
            l->sm.state == LSR_HOLDING && CTL_HoldReason(l) ? " reason=" : "",
            l->sm.state == LSR_HOLDING && CTL_HoldReason(l) ? CTL_HoldReason(l) : "");
   if (d->hold_events) {
@@ -515,6 +507,7 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
   WLD_Daemon *d = arg;
   char current[48] = "";
 
+  HTP_OnReading(d->http, l, UTL_WallNow());
   if (!d->srv || SRV_SubscriberCount(d->srv) == 0)
     return;
   if (l->current_dev)
@@ -523,17 +516,17 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
     SRV_Publish(d->srv, l->index,
                 "reading laser=%s t=%.3f freq_thz=%.9f raw_freq_thz=%.9f error_mhz=%.4f "
                 "piezo_v=%.6f%s state=%s",
-                l->cfg.name, unix_now(), r->value, d->channels[l->cfg.channel].value,
+                l->cfg.name, UTL_WallNow(), r->value, d->channels[l->cfg.channel].value,
                 l->last_error_mhz, l->piezo_v, current, LSR_StateName(l->sm.state));
   else if (r->value > 0.0)
     SRV_Publish(d->srv, l->index,
                 "reading laser=%s t=%.3f freq_thz=%.9f error_mhz=%.4f piezo_v=%.6f%s state=%s",
-                l->cfg.name, unix_now(), r->value, l->last_error_mhz, l->piezo_v, current,
+                l->cfg.name, UTL_WallNow(), r->value, l->last_error_mhz, l->piezo_v, current,
                 LSR_StateName(l->sm.state));
   else
     SRV_Publish(d->srv, l->index,
                 "reading laser=%s t=%.3f freq_thz=none wm_status=%s piezo_v=%.6f%s state=%s",
-                l->cfg.name, unix_now(), WM_ErrorName(r->value), l->piezo_v, current,
+                l->cfg.name, UTL_WallNow(), WM_ErrorName(r->value), l->piezo_v, current,
                 LSR_StateName(l->sm.state));
 }
 
@@ -554,7 +547,7 @@ hook_railed(CTL_Laser *l, int was, void *arg)
     log_info("laser %s: railed=none (was %s)", l->cfg.name, was_s);
   if (d->srv)
     SRV_Publish(d->srv, l->index, "warning laser=%s railed=%s t=%.3f", l->cfg.name, now_s,
-                unix_now());
+                UTL_WallNow());
 }
 
 /* The relock search: its start, each point, and how it ended. */
@@ -571,7 +564,7 @@ hook_relock(CTL_Laser *l, const char *what, void *arg)
       snprintf(current, sizeof current, " current_v=%.6f", l->search.to_c);
     SRV_Publish(d->srv, l->index, "relock laser=%s step=%d pass=%d piezo_v=%.6f%s t=%.3f",
                 l->cfg.name, l->search.step, l->search.pass, l->search.to_p, current,
-                unix_now());
+                UTL_WallNow());
     return;
   }
   /* the outputs last written by the search (failed: back at the last good) */
@@ -579,7 +572,7 @@ hook_relock(CTL_Laser *l, const char *what, void *arg)
     snprintf(current, sizeof current, " current_v=%.6f", l->search.at_c);
   SRV_Publish(d->srv, l->index, "relock laser=%s result=%s step=%d pass=%d piezo_v=%.6f%s t=%.3f",
               l->cfg.name, what, l->search.step, l->search.pass, l->search.at_p, current,
-              unix_now());
+              UTL_WallNow());
 }
 
 static void
@@ -612,7 +605,7 @@ cal_datalog(WLD_Daemon *d, const CAL_Report *r, double now)
 
     if (l->datalog)
       fprintf(l->datalog, "# calibration unix_time_s=%.3f state=%s reason=%s ppb=%.4f "
-              "offset_mhz=%.4f applied=%d\n", unix_now(), CAL_StateName(r->state),
+              "offset_mhz=%.4f applied=%d\n", UTL_WallNow(), CAL_StateName(r->state),
               CAL_ReasonName(r->reason), r->ppb, r->offset_mhz,
               l->cfg.channel != d->cfg->calibration.channel && r->applies);
   }
@@ -978,6 +971,9 @@ reload_apply(void *arg)
       r->wm = NULL;
     }
     SRV_Reconfigure(d->srv, &nc->server);
+    if (HTP_Reconfigure(d->http, nc))
+      log_warn("reload: the http group's listen addresses changed: they take effect at the "
+               "next restart (tokens, roles and limits apply now)");
     if (names && map) {
       for (int i = 0; i < n_old; i++) {
         CTL_Laser *l = CTL_FindLaser(d->ctl, names[i]);
@@ -1044,14 +1040,15 @@ WLD_Reload(WLD_Daemon *d, WLD_Done done, void *arg)
   if (nc->server.n_tokens == 0) {
     /* The listeners stay bound to the old addresses until a restart: a
        file that drops the tokens must not open them to everyone. */
-    for (int i = 0; i < d->n_bound; i++) {
+    for (int i = 0; i < d->n_bound + HTP_ListenCount(d->http); i++) {
+      const char *bound = i < d->n_bound ? d->bound[i] : HTP_ListenAddress(d->http, i - d->n_bound);
       char host[256];
       int port;
 
-      if (CNF_ParseHostPort(d->bound[i], host, sizeof host, &port) == 0 &&
+      if (CNF_ParseHostPort(bound, host, sizeof host, &port) == 0 &&
           !CNF_IsLoopback(host)) {
         UTL_SetErr(r->err, sizeof r->err, "%s: no server.tokens, but wavelockd listens on %s "
-                   "(not loopback) until it restarts", d->cfg_path, d->bound[i]);
+                   "(not loopback) until it restarts", d->cfg_path, bound);
         reload_end(r, -1);
         return;
       }
@@ -1287,6 +1284,15 @@ check_startup(WLD_Daemon *d)
     failed = 1;
   }
   SRV_Destroy(srv);
+  {
+    HTP_Server *http = HTP_Create(base, d->cfg, d, err, sizeof err);
+
+    if (!http && err[0]) {
+      fprintf(stderr, "wavelockd: %s\n", err);
+      failed = 1;
+    }
+    HTP_Destroy(http);
+  }
   event_base_free(base);
   return failed;
 }
@@ -1431,6 +1437,12 @@ main(int argc, char **argv)
   }
   d->n_bound = d->cfg->server.n_listen;
   memcpy(d->bound, d->cfg->server.listen, sizeof d->bound);
+  d->http = HTP_Create(d->base, d->cfg, d, err, sizeof err);
+  if (!d->http && err[0]) {
+    log_error("%s", err);
+    status = 1;
+    goto out;
+  }
   if (port_file && write_pid_or_port(port_file, SRV_BoundPort(d->srv, 0)) != 0)
     log_warn("cannot write port file %s: %s", port_file, strerror(errno));
   if (drop_privileges(d->cfg->user) != 0) {
@@ -1480,6 +1492,8 @@ main(int argc, char **argv)
 
   log_info("wavelockd %s started: %d lasers, %d devices, port %d", PACKAGE_VERSION,
            d->cfg->n_lasers, d->cfg->n_devices, SRV_BoundPort(d->srv, 0));
+  for (int i = 0; i < HTP_ListenCount(d->http); i++)
+    log_info("dashboard: http://%s/", HTP_ListenAddress(d->http, i));
   event_base_dispatch(d->base);
 
 out:
@@ -1504,6 +1518,8 @@ out:
   CTL_Destroy(d->ctl);
   CAL_Destroy(d->cal);
   d->cal = NULL;
+  HTP_Destroy(d->http);
+  d->http = NULL;
   SRV_Destroy(d->srv);
   if (d->cfg && d->cfg->pid_file[0])
     unlink(d->cfg->pid_file);

@@ -477,6 +477,13 @@ static const ErrCase err_cases[] = {
   { "server = { auth_timeout_s = 86401; };\n", 1, "server.auth_timeout_s", "between 0 and" },
   { "server = { max_clients = 4.5; };\n", 1, "server.max_clients", "must be a whole number" },
   { "server = 5;\n", 1, "server", "must be a group" },
+  /* http */
+  { "http = { listen = [\"0.0.0.0:7471\"]; };\n", 1, "http.listen.[0]", "not a loopback address" },
+  { "http = { listen = [\"127.0.0.1\"]; };\n", 1, "http.listen.[0]", "missing ':port'" },
+  { "http = { listen = 7471; };\n", 1, "http.listen", "must be a list" },
+  { "http = { max_event_readers = -1; };\n", 1, "http.max_event_readers", "between 0 and" },
+  { "http = { session_s = 10; };\n", 1, "http.session_s", "between 60 and" },
+  { "http = { lisen = [\"127.0.0.1:7471\"]; };\n", 1, "http.lisen", "did you mean \"listen\"" },
   /* top level */
   { "state_file = 5;\n", 1, "state_file", "must be a string" },
   { "log = \"file\";\n", 1, "log", "must be \"stderr\" or \"syslog\"" },
@@ -672,6 +679,9 @@ static const char *const ok_cases[] = {
   "server = { listen = \"127.0.0.1:7470\"; };\n",       /* a single string */
   "server = { listen = [\"localhost:0\", \"[::1]:0\", \"127.1.2.3:7470\"]; };\n",
   "server = { listen = [\"0.0.0.0:7470\"]; tokens = ( { secret = \"k\"; role = \"monitor\"; } ); };\n",
+  "http = { listen = \"127.0.0.1:0\"; };\n",
+  "server = { tokens = ( { secret = \"k\"; role = \"monitor\"; } ); };\n"
+  "http = { listen = [\"0.0.0.0:7471\", \"[::1]:7471\"]; max_event_readers = 0; session_s = 60; };\n",
   "devices = ( { name = \"a\"; url = \"tcp://h:1\"; unit = 1; }, { name = \"b\"; url = \"tcp://h:1\"; unit = 2; } );\n",
   DEV "lasers = ( {\n name = \"a\"; channel = 1; setpoint = \"384.23THz\"; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
   DEV "lasers = ( {\n name = \"a\"; channel = 1; setpoint = \"384230 GHz\"; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,

@@ -11,7 +11,8 @@ ports (WL_QUICKSTART_CONF) and without installing or building
   where;
 - the laser table has a header line, and no terminal control codes (clear)
   land in the redirected output;
-- all 14 lasers lock, and SIGTERM stops the script and both programs.
+- all 14 lasers lock, and SIGTERM stops the script and both programs;
+- the dashboard URL (conf/sim.conf's http group) is printed.
 """
 
 import os
@@ -70,7 +71,7 @@ def alive(pid):
 
 with Env() as env:
     with open(SIM_CONF) as f:
-        text, _ = rewrite_ports(f.read(), env.free_port, env.path("fixed-path.state"))
+        text, ports = rewrite_ports(f.read(), env.free_port, env.path("fixed-path.state"))
     conf = env.write("sim.conf", text)
 
     runs = []
@@ -83,6 +84,11 @@ with Env() as env:
                wait_until(lambda: not any(alive(x) for x in pids), 10, 0.1),
                "run %d: SIGTERM stops the script (exit %s) and both programs" % (n, rc),
                (rc, pids, out[-1000:]))
+        http_port = ports.get(7471)
+        tap.ok(http_port and ("dashboard: http://127.0.0.1:%d/" % http_port) in out and
+               ("  http://127.0.0.1:%d/\n" % http_port) in out,
+               "run %d: the dashboard URL is printed (at the start and with 'All running')" % n,
+               out[:600])
         tap.ok("\x1b" not in out, "run %d: no terminal control codes in the redirected output" % n,
                repr(out[:300]))
         hm = HEADER.search(out)
