@@ -784,7 +784,7 @@ static const char *const relock_keys[] = {
   "settle_readings", "tries", NULL
 };
 static const char *const pid_keys[] = {
-  "kp", "ki", "kd", "d_filter_s", "polarity", "max_dt_s", NULL
+  "kp", "ki", "kd", "d_filter_s", "polarity", "max_dt_s", "sensitivity_mhz_per_v", NULL
 };
 static const char *const piezo_keys[] = {
   "device", "register", "format", "word_order", "scale", "offset", "min_v",
@@ -1417,6 +1417,8 @@ load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Las
         num_key(ld, pid, "kd", 0, 0.0, HUGE_VAL, &l->kd) < 0 ||
         num_key(ld, pid, "d_filter_s", 0, 0.0, 3600.0, &l->d_tau_s) < 0 ||
         num_key(ld, pid, "max_dt_s", GT_LO, 0.0, 3600.0, &l->max_dt_s) < 0 ||
+        num_key(ld, pid, "sensitivity_mhz_per_v", 0, -CNF_MAX_SENSITIVITY,
+                CNF_MAX_SENSITIVITY, &l->sensitivity_mhz_per_v) < 0 ||
         int_key_i(ld, pid, "polarity", OPT, -1, 1, &l->polarity) < 0)
       return -1;
     if (l->polarity == 0)

@@ -42,6 +42,9 @@
 
 enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL };
 
+/* A tune sequence that has not ended after this long gives up. */
+#define CTL_TUNE_TIMEOUT_S 120.0
+
 typedef struct CTL_Job {
   struct CTL_Job *next;          /* result list link */
   CTL_Ctx *ctx;
@@ -53,6 +56,7 @@ typedef struct CTL_Job {
   PID_State pid;
   PID_State pid_before;
   double t, meas_mhz, sp_mhz;
+  double ff_dv;              /* setpoint feed-forward: added to the integrator */
   double relock_v;
   int relock_set_current;    /* relock: write relock_current_v, not the feed-forward */
   double relock_current_v;
@@ -343,6 +347,11 @@ job_compute(Job *j)
   } else if (j->kind == JOB_PID) {
     if (j->resume)
       PID_Forget(&j->pid);
+    /* The setpoint moved since the last cycle: the output moves with it
+       through the sensitivity, from the integrator, so the step still
+       goes through the limits and max_step_v of PID_Step. */
+    if (j->ff_dv != 0.0)
+      j->pid.integ = PID_Clamp(&j->pp, j->pid.integ + j->ff_dv);
     if (PID_Step(&j->pid, &j->pp, j->t, j->meas_mhz, j->sp_mhz) != 0) {
       j->skipped = 1;
       return;
@@ -630,6 +639,9 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
     j->t = r->t_s >= 0.0 ? r->t_s : r->rx_s;
     j->meas_mhz = r->value * 1e6;
     j->sp_mhz = l->setpoint_thz * 1e6;
+    if (l->ff_have && l->pid.have_last && !resume)
+      j->ff_dv = SCN_FeedForwardV(j->sp_mhz - l->ff_sp_mhz, l->cfg.sensitivity_mhz_per_v,
+                                  l->cfg.polarity);
   }
   if (kind == JOB_MANUAL) {
     j->want_piezo = l->manual_has_piezo;
@@ -703,9 +715,25 @@ datalog_write(CTL_Laser *l)
           l->piezo_v, l->current_dev ? l->current_v : 0.0, LSR_StateName(l->sm.state));
 }
 
+/* End a tune sequence with an error (rc -1) or its result. */
+static void
+tune_end(CTL_Laser *l, int rc, int code, const char *why, const TUN_Result *r)
+{
+  CTL_TuneDone done = l->tune_done;
+
+  l->tune.active = 0;
+  l->tune_done = NULL;
+  if (rc != 0)
+    log_info("laser %s: tune ended: %s", l->cfg.name, why);
+  if (done)
+    done(l, rc, code, why, r, l->tune_arg);
+}
+
 static void
 free_laser(CTL_Laser *l)
 {
+  if (l->tune.active)
+    tune_end(l, -1, 503, "the laser was removed", NULL);
   if (l->datalog)
     fclose(l->datalog);
   free(l->job);
@@ -754,6 +782,14 @@ finish_job(CTL_Ctx *ctx, Job *j)
     l->piezo_v = j->piezo_v;
   if (j->current_ok)
     l->current_v = j->current_v;
+  if (j->kind == JOB_PID && !j->skipped && (j->piezo_ok || !j->failed)) {
+    /* the output now answers this setpoint: the next feed-forward is
+       relative to it */
+    l->ff_sp_mhz = j->sp_mhz;
+    l->ff_have = 1;
+  } else if (j->kind != JOB_PID) {
+    l->ff_have = 0;
+  }
   update_railed(ctx, l, j->kind == JOB_PID && !j->skipped && !j->failed);
   if (j->kind == JOB_MANUAL && (j->piezo_ok || j->current_ok)) {
     /* A hand-set output is where regulation and feed-forward start from. */
@@ -884,6 +920,14 @@ result_cb(evutil_socket_t fd, short what, void *arg)
 static void
 advance_ramp(CTL_Ctx *ctx, CTL_Laser *l, double now)
 {
+  if (l->scan.active) {
+    l->setpoint_thz = SCN_Setpoint(&l->scan, now);
+    if (SCN_Done(&l->scan, now)) {
+      l->scan.active = 0;
+      log_info("laser %s: scan done, setpoint back at %.9f THz", l->cfg.name, l->setpoint_thz);
+      mark_dirty(ctx);
+    }
+  }
   if (!l->ramp.active)
     return;
   l->setpoint_thz = LSR_RampAdvance(&l->ramp, now);
@@ -1091,6 +1135,44 @@ filter_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
   }
 }
 
+/* ---- tune (tune.h): the steps go out as hand-set outputs ---------------- */
+
+static void
+tune_write(CTL_Ctx *ctx, CTL_Laser *l, double piezo_v)
+{
+  double cv = 0.0;
+
+  if (l->current_dev)
+    cv = PID_FeedForward(piezo_v, l->tune_p0, l->cfg.current.feedforward, l->tune_c0,
+                         l->current_lo, l->current_hi);
+  queue_output_(l, 1, piezo_v, l->current_dev != NULL, cv, 1);
+  kick(ctx, l);
+}
+
+static void
+tune_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
+{
+  TUN_Result res;
+  double v;
+  TUN_Action a;
+
+  if (r->value <= 0.0 || l->busy || l->manual_pending)
+    return;                     /* a step still on its way: not a reading of it */
+  a = TUN_OnReading(&l->tune, r->rx_s, r->value * 1e6, &v);
+  if (a == TUN_WRITE) {
+    tune_write(ctx, l, v);
+  } else if (a == TUN_DONE) {
+    if (TUN_Evaluate(&l->tune, &res) != 0) {
+      tune_end(l, -1, 503, "no measurable response of the laser to the piezo steps", NULL);
+      return;
+    }
+    log_info("laser %s: tune: sensitivity %.4g MHz/V, noise %.3g MHz, drift %.3g MHz/rts, "
+             "reading every %.3f s", l->cfg.name, res.sensitivity_mhz_per_v, res.noise_mhz,
+             res.drift_mhz_rts, res.interval_s);
+    tune_end(l, 0, 0, "", &res);
+  }
+}
+
 void
 CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
 {
@@ -1109,6 +1191,8 @@ CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
     if (ctx->hooks.reading)
       ctx->hooks.reading(l, r, ctx->hooks.arg);
     filter_reading(ctx, l, r);
+    if (l->tune.active)
+      tune_reading(ctx, l, r);
   }
 }
 
@@ -1127,6 +1211,10 @@ CTL_Tick(CTL_Ctx *ctx)
     CTL_Laser *l = ctx->lasers[i];
     LSR_StateId from = l->sm.state;
     advance_ramp(ctx, l, now);
+    if (l->tune.active && now - l->tune_t0 > CTL_TUNE_TIMEOUT_S) {
+      tune_write(ctx, l, l->tune_p0);
+      tune_end(l, -1, 503, "too few readings", NULL);
+    }
     lsr_params(ctx, l, &lp);
     if (LSR_OnTick(&l->sm, &lp, now))
       set_state_hook(ctx, l, from);
@@ -1347,6 +1435,8 @@ CTL_Lock(CTL_Ctx *ctx, CTL_Laser *l)
     relock_restart(ctx, l);
     return;
   }
+  if (l->tune.active)
+    tune_end(l, -1, 409, "interrupted: the laser was locked", NULL);
   CTL_PidParams(l, &pp);
   PID_Reset(&l->pid, &pp, l->piezo_v);   /* bumpless: start from the present output */
   l->piezo_ref_v = l->piezo_v;
@@ -1366,6 +1456,8 @@ CTL_Unlock(CTL_Ctx *ctx, CTL_Laser *l)
 {
   LSR_StateId from = l->sm.state;
 
+  if (l->scan.active)
+    CTL_ScanStop(ctx, l);
   if (!l->sm.engaged)
     return;
   LSR_Disengage(&l->sm);
@@ -1378,6 +1470,7 @@ void
 CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
 {
   l->ramp.active = 0;
+  l->scan.active = 0;
   l->setpoint_thz = thz;
   relock_restart(ctx, l);
   if (l->have_reading && l->last.value > 0.0) {
@@ -1394,8 +1487,86 @@ CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
 void
 CTL_Ramp(CTL_Ctx *ctx, CTL_Laser *l, double thz, double rate_mhz_s)
 {
+  if (l->scan.active) {
+    l->scan.active = 0;
+    l->setpoint_thz = l->scan.centre_thz;
+  }
   LSR_RampStart(&l->ramp, l->setpoint_thz, thz, rate_mhz_s, UTL_Now());
   mark_dirty(ctx);
+}
+
+int
+CTL_Scan(CTL_Ctx *ctx, CTL_Laser *l, SCN_Wave w, double amplitude_mhz, double period_s,
+         long cycles, char *err, size_t errlen)
+{
+  SCN_Scan s;
+  double centre = l->scan.active ? l->scan.centre_thz : l->setpoint_thz;
+
+  if (SCN_Start(&s, w, centre, amplitude_mhz, period_s, cycles, l->cfg.min_thz,
+                l->cfg.max_thz, UTL_Now(), err, errlen) != 0)
+    return -1;
+  l->ramp.active = 0;
+  l->scan = s;
+  l->setpoint_thz = centre;
+  mark_dirty(ctx);
+  return 0;
+}
+
+void
+CTL_ScanStop(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  if (!l->scan.active)
+    return;
+  l->scan.active = 0;
+  l->setpoint_thz = l->scan.centre_thz;
+  mark_dirty(ctx);
+}
+
+int
+CTL_Tune(CTL_Ctx *ctx, CTL_Laser *l, CTL_TuneDone done, void *arg, char *err, size_t errlen,
+         int *code)
+{
+  TUN_Params p;
+
+  *code = 409;
+  if (l->tune.active) {
+    snprintf(err, errlen, "%s is being tuned already", l->cfg.name);
+    return -1;
+  }
+  if (l->sm.engaged || l->sm.state != LSR_OFF) {
+    snprintf(err, errlen, "%s is %s: unlock it first (tune steps the piezo by hand)",
+             l->cfg.name, LSR_StateName(l->sm.state));
+    return -1;
+  }
+  if (!laser_actuators_ok(l)) {
+    *code = 503;
+    snprintf(err, errlen, "%s: an actuator device is down", l->cfg.name);
+    return -1;
+  }
+  memset(&p, 0, sizeof p);
+  p.v0 = l->manual_pending && l->manual_has_piezo ? l->manual_piezo : l->piezo_v;
+  if (TUN_Steps(p.v0, TUN_DEFAULT_STEP_V, l->piezo_lo, l->piezo_hi, &p.up_v, &p.down_v) != 0) {
+    *code = 422;
+    snprintf(err, errlen, "%s: the piezo limits leave no room for the tune steps", l->cfg.name);
+    return -1;
+  }
+  p.max_step_v = l->cfg.piezo.max_step_v;
+  p.settle = TUN_DEFAULT_SETTLE;
+  p.block_n = TUN_DEFAULT_BLOCK_N;
+  if (TUN_Start(&l->tune, &p) != 0) {
+    *code = 500;
+    snprintf(err, errlen, "cannot start the tune");
+    return -1;
+  }
+  l->tune_t0 = UTL_Now();
+  l->tune_p0 = p.v0;
+  l->tune_c0 = l->manual_pending && l->manual_has_current ? l->manual_current : l->current_v;
+  l->tune_done = done;
+  l->tune_arg = arg;
+  log_info("laser %s: tune: piezo %.6f V, steps to %.6f and %.6f V", l->cfg.name, p.v0,
+           p.up_v, p.down_v);
+  (void)ctx;
+  return 0;
 }
 
 void
@@ -1459,6 +1630,7 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
   if (memcmp(&l->base_cfg.setpoint_thz, &nc->setpoint_thz, sizeof nc->setpoint_thz) != 0) {
     l->setpoint_thz = nc->setpoint_thz;
     l->ramp.active = 0;
+    l->scan.active = 0;
   }
   l->cfg = *nc;
   KEEP(kp);
@@ -1467,6 +1639,7 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
   KEEP(d_tau_s);
   KEEP(polarity);
   KEEP(max_dt_s);
+  KEEP(sensitivity_mhz_per_v);
   KEEP(window_mhz);
   KEEP(capture_mhz);
   KEEP(modehop_mhz);
@@ -1503,7 +1676,15 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
   }
   l->base_cfg = *nc;
 
-  /* The setpoint, and a ramp's target, stay inside the allowed range. */
+  /* The setpoint, a ramp's target and a scan stay inside the allowed range. */
+  if (l->scan.active &&
+      (l->scan.centre_thz - l->scan.amplitude_mhz * 1e-6 < l->cfg.min_thz ||
+       l->scan.centre_thz + l->scan.amplitude_mhz * 1e-6 > l->cfg.max_thz)) {
+    log_warn("reload: laser %s: the scan would leave %.9f..%.9f THz now; scan stopped",
+             l->cfg.name, l->cfg.min_thz, l->cfg.max_thz);
+    l->scan.active = 0;
+    l->setpoint_thz = l->scan.centre_thz;
+  }
   if (l->setpoint_thz < l->cfg.min_thz || l->setpoint_thz > l->cfg.max_thz) {
     l->setpoint_thz = clampd(l->setpoint_thz, l->cfg.min_thz, l->cfg.max_thz);
     l->ramp.active = 0;
