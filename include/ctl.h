@@ -92,6 +92,7 @@ struct CTL_Laser {
   SCN_Scan scan;
   int ff_have;                 /* ff_sp_mhz valid: the output follows that setpoint */
   double ff_sp_mhz;            /* the setpoint the output was last fed forward to */
+  double ff_next_dv, ff_next_mhz;  /* the next feed-forward write (JOB_FF) */
 
   /* tune (tune.h): the piezo stepped by hand while unlocked. */
   TUN_Tune tune;

@@ -40,7 +40,14 @@
 #include "regenc.h"
 #include "util.h"
 
-enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL };
+enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL, JOB_FF };
+
+/* While a laser scans with feed-forward, its output follows the setpoint
+   between readings too: a feed-forward write every CTL_SCAN_PERIOD_S (when
+   no cycle is in flight), aimed at the setpoint CTL_FF_LEAD_S ahead (half
+   a period: the middle of the time the value stays). */
+#define CTL_SCAN_PERIOD_S 0.02
+#define CTL_FF_LEAD_S (0.5 * CTL_SCAN_PERIOD_S + 0.002)
 
 /* A tune sequence that has not ended after this long gives up. */
 #define CTL_TUNE_TIMEOUT_S 120.0
@@ -57,6 +64,7 @@ typedef struct CTL_Job {
   PID_State pid_before;
   double t, meas_mhz, sp_mhz;
   double ff_dv;              /* setpoint feed-forward: added to the integrator */
+  double ff_target_mhz;      /* the setpoint the output answers after this job */
   double relock_v;
   int relock_set_current;    /* relock: write relock_current_v, not the feed-forward */
   double relock_current_v;
@@ -126,6 +134,7 @@ struct CTL_Ctx {
   /* Devices dropped by a reload, stopped once no job in flight uses them. */
   CTL_Device **retiring;
   int n_retiring;
+  struct event *scan_ev;       /* feed-forward writes of scanning lasers */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -134,6 +143,13 @@ static double
 clampd(double v, double lo, double hi)
 {
   return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Setpoint changes are fed forward (a sensitivity is set). */
+static int
+ff_on(const CTL_Laser *l)
+{
+  return l->cfg.sensitivity_mhz_per_v != 0.0 && isfinite(l->cfg.sensitivity_mhz_per_v);
 }
 
 void
@@ -356,6 +372,8 @@ job_compute(Job *j)
       j->skipped = 1;
       return;
     }
+  } else if (j->kind == JOB_FF) {
+    PID_Shift(&j->pid, &j->pp, j->ff_dv);
   }
   if (j->kind != JOB_MANUAL) {
     j->piezo_v = j->pid.out;
@@ -639,9 +657,22 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
     j->t = r->t_s >= 0.0 ? r->t_s : r->rx_s;
     j->meas_mhz = r->value * 1e6;
     j->sp_mhz = l->setpoint_thz * 1e6;
-    if (l->ff_have && l->pid.have_last && !resume)
-      j->ff_dv = SCN_FeedForwardV(j->sp_mhz - l->ff_sp_mhz, l->cfg.sensitivity_mhz_per_v,
-                                  l->cfg.polarity);
+    j->ff_target_mhz = j->sp_mhz;
+    if (ff_on(l) && l->ff_have && l->pid.have_last && !resume) {
+      /* The reading shows the laser answering the setpoint the output was
+         fed forward to (ff_sp_mhz): that is what the PID corrects; the
+         move to the new setpoint is the feed-forward's.  So a step or a
+         scan gives the PID no error of its own to react to. */
+      if (l->scan.active)
+        j->ff_target_mhz = SCN_Setpoint(&l->scan, UTL_Now() + CTL_FF_LEAD_S) * 1e6;
+      j->sp_mhz = l->ff_sp_mhz;
+      j->ff_dv = SCN_FeedForwardV(j->ff_target_mhz - l->ff_sp_mhz,
+                                  l->cfg.sensitivity_mhz_per_v, l->cfg.polarity);
+    }
+  }
+  if (kind == JOB_FF) {
+    j->ff_dv = l->ff_next_dv;
+    j->ff_target_mhz = l->ff_next_mhz;
   }
   if (kind == JOB_MANUAL) {
     j->want_piezo = l->manual_has_piezo;
@@ -782,12 +813,12 @@ finish_job(CTL_Ctx *ctx, Job *j)
     l->piezo_v = j->piezo_v;
   if (j->current_ok)
     l->current_v = j->current_v;
-  if (j->kind == JOB_PID && !j->skipped && (j->piezo_ok || !j->failed)) {
+  if ((j->kind == JOB_PID || j->kind == JOB_FF) && !j->skipped && (j->piezo_ok || !j->failed)) {
     /* the output now answers this setpoint: the next feed-forward is
        relative to it */
-    l->ff_sp_mhz = j->sp_mhz;
+    l->ff_sp_mhz = j->ff_target_mhz;
     l->ff_have = 1;
-  } else if (j->kind != JOB_PID) {
+  } else if (j->kind == JOB_RELOCK || j->kind == JOB_MANUAL) {
     l->ff_have = 0;
   }
   update_railed(ctx, l, j->kind == JOB_PID && !j->skipped && !j->failed);
@@ -811,7 +842,7 @@ finish_job(CTL_Ctx *ctx, Job *j)
     char buf[128];
     l->write_errors++;
     log_debug("laser %s: write failed: %s", l->cfg.name, MB_StrError(j->err, buf, sizeof buf));
-  } else if (!j->skipped) {
+  } else if (!j->skipped && j->kind != JOB_FF) {
     l->cycles++;
     if (l->sm.state == LSR_LOCKED)
       l->last_good_v = l->piezo_v;
@@ -1222,6 +1253,47 @@ CTL_Tick(CTL_Ctx *ctx)
   }
 }
 
+/* ---- scans: feed-forward between readings ------------------------------- */
+
+/* Every CTL_SCAN_PERIOD_S while a laser scans: the setpoint moves on, and
+   where it is fed forward and the laser regulates quietly (locked or
+   acquiring, no cycle in flight) the output follows it at once. */
+static void
+scan_cb(evutil_socket_t fd, short what, void *arg)
+{
+  CTL_Ctx *ctx = arg;
+  double now = UTL_Now();
+  int scanning = 0;
+
+  (void)fd;
+  (void)what;
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    double target, dv;
+
+    if (!l->scan.active)
+      continue;
+    advance_ramp(ctx, l, now);
+    if (!l->scan.active)
+      continue;
+    scanning = 1;
+    if (!ctx->started || l->busy || l->manual_pending || l->removed || !ff_on(l) ||
+        !l->ff_have || !l->pid.have_last ||
+        (l->sm.state != LSR_LOCKED && l->sm.state != LSR_ACQUIRING))
+      continue;
+    target = SCN_Setpoint(&l->scan, now + CTL_FF_LEAD_S) * 1e6;
+    dv = SCN_FeedForwardV(target - l->ff_sp_mhz, l->cfg.sensitivity_mhz_per_v,
+                          l->cfg.polarity);
+    if (fabs(dv) < 1e-6)
+      continue;
+    l->ff_next_dv = dv;
+    l->ff_next_mhz = target;
+    submit(ctx, l, JOB_FF, NULL, 0);
+  }
+  if (!scanning)
+    event_del(ctx->scan_ev);
+}
+
 /* ---- laser setup -------------------------------------------------------- */
 
 static void
@@ -1336,9 +1408,10 @@ CTL_Create(struct event_base *base, const CNF_Config *cfg, const CTL_Hooks *hook
   pthread_mutex_init(&ctx->lock, NULL);
   ctx->results_tail = &ctx->results;
   ctx->result_ev = event_new(base, -1, 0, result_cb, ctx);
+  ctx->scan_ev = event_new(base, -1, EV_PERSIST, scan_cb, ctx);
   ctx->devices = calloc((size_t)cfg->n_devices + 1, sizeof *ctx->devices);
   ctx->lasers = calloc((size_t)cfg->n_lasers + 1, sizeof *ctx->lasers);
-  if (!ctx->result_ev || !ctx->devices || !ctx->lasers)
+  if (!ctx->result_ev || !ctx->scan_ev || !ctx->devices || !ctx->lasers)
     goto fail;
   for (int i = 0; i < cfg->n_devices; i++) {
     CTL_Device *d = new_device(ctx, cfg, &cfg->devices[i]);
@@ -1508,6 +1581,10 @@ CTL_Scan(CTL_Ctx *ctx, CTL_Laser *l, SCN_Wave w, double amplitude_mhz, double pe
   l->ramp.active = 0;
   l->scan = s;
   l->setpoint_thz = centre;
+  if (!event_pending(ctx->scan_ev, EV_TIMEOUT, NULL)) {
+    struct timeval tv = { 0, (int)(CTL_SCAN_PERIOD_S * 1e6) };
+    event_add(ctx->scan_ev, &tv);
+  }
   mark_dirty(ctx);
   return 0;
 }
@@ -2025,6 +2102,8 @@ CTL_Destroy(CTL_Ctx *ctx)
   free(ctx->lasers);
   if (ctx->result_ev)
     event_free(ctx->result_ev);
+  if (ctx->scan_ev)
+    event_free(ctx->scan_ev);
   pthread_mutex_destroy(&ctx->lock);
   free(ctx);
 }
