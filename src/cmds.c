@@ -527,6 +527,10 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
             LSR_StateName(l->sm.state));
     return;
   }
+  if (l->tune.active) {
+    SRV_Err(c, 409, "%s is being tuned: wait for the tune to end", l->cfg.name);
+    return;
+  }
   if (l->sm.state == LSR_FAULT) {
     SRV_Err(c, 503, "%s: actuator device unreachable", l->cfg.name);
     return;
