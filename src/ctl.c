@@ -1620,6 +1620,11 @@ CTL_Tune(CTL_Ctx *ctx, CTL_Laser *l, CTL_TuneDone done, void *arg, char *err, si
     snprintf(err, errlen, "%s: an actuator device is down", l->cfg.name);
     return -1;
   }
+  if (!l->have_reading || !(l->last.value > 0.0) || UTL_Now() - l->last.rx_s > ctx->stale_s) {
+    *code = 503;
+    snprintf(err, errlen, "%s: no fresh valid reading to tune on", l->cfg.name);
+    return -1;
+  }
   memset(&p, 0, sizeof p);
   p.v0 = l->manual_pending && l->manual_has_piezo ? l->manual_piezo : l->piezo_v;
   if (TUN_Steps(p.v0, TUN_DEFAULT_STEP_V, l->piezo_lo, l->piezo_hi, &p.up_v, &p.down_v) != 0) {
@@ -1642,7 +1647,6 @@ CTL_Tune(CTL_Ctx *ctx, CTL_Laser *l, CTL_TuneDone done, void *arg, char *err, si
   l->tune_arg = arg;
   log_info("laser %s: tune: piezo %.6f V, steps to %.6f and %.6f V", l->cfg.name, p.v0,
            p.up_v, p.down_v);
-  (void)ctx;
   return 0;
 }
 
