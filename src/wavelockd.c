@@ -79,8 +79,9 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
     const CTL_Laser *l = CTL_Laser_(d->ctl, i);
     UTL_Strlcpy(s[i].name, l->cfg.name, sizeof s[i].name);
     /* A ramp is saved as the point it has reached and where it goes: a
-       restart resumes it rather than jumping to its target. */
-    s[i].setpoint_thz = l->setpoint_thz;
+       restart resumes it rather than jumping to its target.  A scan is
+       saved as its centre: a restart does not resume it. */
+    s[i].setpoint_thz = l->scan.active ? l->scan.centre_thz : l->setpoint_thz;
     s[i].ramp = l->ramp.active;
     s[i].ramp_to_thz = l->ramp.target_thz;
     s[i].ramp_mhz_s = l->ramp.rate_mhz_s;
