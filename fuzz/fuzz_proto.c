@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cmds.h"
 #include "daemon.h"
 #include "fuzz.h"
 #include "fuzz_proto.h"

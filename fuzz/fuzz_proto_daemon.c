@@ -18,6 +18,8 @@ FZD_Init(const char *path)
   WLD_Daemon *d = &daemon_state;
   char err[1024];
 
+  d->host = &daemon_host;
+
   UTL_Strlcpy(d->cfg_path, path, sizeof d->cfg_path);
   d->cfg = CNF_Load(path, err, sizeof err);
   if (!d->cfg) {

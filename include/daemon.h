@@ -1,9 +1,13 @@
-/* daemon.h - wavelockd's top-level state, shared by main and the commands. */
+/* daemon.h - wavelockd's top-level state, shared by main (wavelockd.c) and
+ * the commands (cmds.c).  The commands reach what only the daemon does
+ * through host (host.h); the command table is in cmds.h and the run-time
+ * parameters in params.h. */
 #ifndef WL_DAEMON_H
 #define WL_DAEMON_H
 
 #include "conf.h"
 #include "ctl.h"
+#include "host.h"
 #include "srv.h"
 #include "statefile.h"
 #include "wm.h"
@@ -20,7 +24,8 @@ typedef struct {
   char line[256];
 } WLD_HeldEvent;
 
-typedef struct {
+typedef struct WLD_Daemon {
+  const WLD_Host *host;         /* reload, save, calibrate: for the commands */
   struct event_base *base;
   struct BG_Ctx *bg;            /* blocking work off the loop (bg.h) */
   char cfg_path[CNF_PATH_MAX];
@@ -70,60 +75,5 @@ typedef struct {
   WLD_HeldEvent *held;
   int n_held;
 } WLD_Daemon;
-
-/* The command table for the text protocol. */
-extern const SRV_Command WLD_Commands[];
-extern const int WLD_NumCommands;
-
-/* The outcome of a reload: rc 0, or -1 with the reason in err (the old
-   config stays).  Runs on the loop thread. */
-typedef void (*WLD_ReloadDone)(int rc, const char *err, void *arg);
-
-/* Re-read the config file and apply it.  The loop never waits: a new
-   wavemeter backend is prepared on a helper thread.  done (may be NULL: the
-   outcome is logged) runs exactly once, possibly before this returns.  A
-   reload asked for while one is in progress fails with "a reload is in
-   progress" (with done NULL, as from SIGHUP: it runs once this one ends). */
-void WLD_Reload(WLD_Daemon *d, WLD_ReloadDone done, void *arg);
-
-/* Write the state file now, in the background (wait = 0: errors show up
-   later, in the log) or waiting until it is on disk; 0, or -1 with the error
-   in err. */
-int WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen);
-
-/* Write the state file and call done(rc, err, arg) on the loop once it is on
-   disk (or failed); the loop does not wait meanwhile.  done runs exactly
-   once, possibly before this returns. */
-void WLD_SaveAsync(WLD_Daemon *d, WLD_ReloadDone done, void *arg);
-
-/* Ask for a state-file write soon (debounced). */
-void WLD_ScheduleSave(WLD_Daemon *d);
-
-/* A raw reading of a channel as the lasers use it: corrected by the
-   calibration against the reference laser (not the reference channel). */
-double WLD_Corrected(const WLD_Daemon *d, int channel, double value);
-
-/* Whether a correction is applied to channel's readings now. */
-int WLD_CalApplies(const WLD_Daemon *d, int channel);
-
-/* Start a wlmdata Calibration() now; done(rc, message, arg) runs on the
-   loop when it has finished.  -1 with the reason in err when it cannot start
-   (no calibration group, mode correct, one running, reference out of
-   tolerance). */
-int WLD_Calibrate(WLD_Daemon *d, WLD_ReloadDone done, void *arg, int *code, char *err,
-                  size_t errlen);
-
-/* The run-time parameters of get/set (cmds.c), i in 0..WLD_ParamCount()-1,
-   for the state file.  WLD_ParamSaved: kept as a set.<key> field for laser l
-   (kp, ki and kd have fields of their own; current ones need a current
-   actuator).  WLD_ParamFileValue: the config file's value.  WLD_ParamSet:
-   as the set command, with the same checks; 0, or -1 with the reason. */
-int WLD_ParamCount(void);
-const char *WLD_ParamName(int i);
-int WLD_ParamSaved(const CTL_Laser *l, int i);
-double WLD_ParamValue(const CTL_Laser *l, int i);
-double WLD_ParamFileValue(const CTL_Laser *l, int i);
-int WLD_ParamFind(const char *name);
-int WLD_ParamSet(WLD_Daemon *d, CTL_Laser *l, int i, double v, char *err, size_t errlen);
 
 #endif

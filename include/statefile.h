@@ -5,21 +5,23 @@
  * truncated or garbage file is recognised and ignored.  Written atomically:
  * temp file in the same directory, fsync, rename, fsync of the directory.
  *
- *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
- *   laser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
+ *   # wavelock runtime state, format 2 (written by wavelockd; do not edit)
+ *   laser name=cool780 engaged=1 piezo_v=5.25 current_v=-0.125 set.setpoint_thz=384.2304844 file.setpoint_thz=384.2304844 set.kp=0 file.kp=0 set.ki=0.005 file.ki=0.002 set.kd=0 file.kd=0
  *   end count=1 crc32=89abcdef
  *
  * Doubles are written in the shortest form that reads back exactly; current_v only for
  * lasers with a current actuator; ramp_to_thz and ramp_mhz_s (both or
- * neither) only for a laser whose setpoint was ramping, setpoint_thz then
- * being the point the ramp had reached; file_setpoint_thz, file_kp, file_ki
- * and file_kd (all or none) are the config file's values when the state
- * was saved (a file edited while the daemon was down wins); set.<key>=value
- * are other run-time parameters (polarity, limits, ...), each optionally
- * with file.<key>=value, the config file's value at the save.  crc32 (8 hex
- * digits) is the CRC-32 of zlib (Python: zlib.crc32) over every byte before
- * the end line.  Comment and empty lines may precede it; unknown fields in a
- * laser line are ignored.
+ * neither) only for a laser whose setpoint was ramping.  Every run-time
+ * parameter (the setpoint setpoint_thz, then being the point the ramp had
+ * reached, the gains kp, ki, kd, and those of get/set: polarity, limits,
+ * ...) is set.<key>=value, optionally followed by file.<key>=value, the
+ * config file's value at the save: one the file changed while the daemon
+ * was down comes from the file at the next start.  crc32 (8 hex digits) is
+ * the CRC-32 of zlib (Python: zlib.crc32) over every byte before the end
+ * line.  Comment and empty lines may precede it; unknown fields in a laser
+ * line are ignored.  Format 1 files (no format line, or "format 1": the
+ * setpoint and gains in fields setpoint_thz, kp, ki, kd with file_<key>
+ * partners) load as format 2 (statefile.c has both formats).
  *
  * One optional "calibration" line (not counted by the end line) keeps the
  * correction against the reference laser (calib.h) across a restart:
@@ -34,32 +36,39 @@
 #include <stddef.h>
 #include "conf.h"
 
-#define STF_MAX_PARAMS 32          /* run-time parameters per laser */
+#define STF_FORMAT 2               /* the format written (1 and 2 are read) */
+#define STF_MAX_PARAMS 48          /* run-time parameters per laser */
 #define STF_KEY_MAX 32             /* their names: [a-z0-9_], 1 to 31 characters */
+#define STF_KEY_SETPOINT "setpoint_thz"   /* the setpoint's parameter (required) */
+
+/* A run-time parameter: set.<key>=value, file.<key>=file. */
+typedef struct {
+  char key[STF_KEY_MAX];
+  double value;              /* in force at the save */
+  double file;               /* the config file's value at the save (has_file) */
+  int has_file;
+} STF_Param;
 
 typedef struct {
   char name[CNF_NAME_MAX];
-  double setpoint_thz;
   int engaged;
-  double kp, ki, kd;
   double piezo_v;
   int has_current;
   double current_v;
   int ramp;                  /* a ramp was running: resume it */
   double ramp_to_thz, ramp_mhz_s;
-  /* The config file's values when the state was saved: a value the file
-     changes while the daemon is down is taken from the file at start. */
-  int has_file;
-  double file_setpoint_thz, file_kp, file_ki, file_kd;
-  /* Other run-time parameters (set.<key>=value), each with the config
-     file's value at the save (file.<key>=value, optional). */
+  /* The run-time parameters: the setpoint (STF_KEY_SETPOINT), the gains
+     and those of get/set, one rule for all (see above). */
   int n_params;
-  struct {
-    char key[STF_KEY_MAX];
-    double value, file;
-    int has_file;
-  } params[STF_MAX_PARAMS];
+  STF_Param params[STF_MAX_PARAMS];
 } STF_Laser;
+
+/* The parameter key of l, or NULL. */
+STF_Param *STF_FindParam(const STF_Laser *l, const char *key);
+
+/* Append a parameter to l; 0, or -1 if the key is not a valid name, is
+   there already or l is full. */
+int STF_AddParam(STF_Laser *l, const char *key, double value, int has_file, double file);
 
 /* The calibration record (the "calibration" line). */
 typedef struct {

@@ -2,7 +2,9 @@
  *
  * Every handler runs on the event loop thread, answers at once and never
  * waits for hardware: it reads or changes the loop-owned laser state, and
- * the control runtime carries changes to the devices.
+ * the control runtime carries changes to the devices.  What only the daemon
+ * can do (reload, save, calibrate) the handlers reach through d->host
+ * (host.h); the run-time parameters of get/set are params.h's.
  */
 #include "config.h"
 
@@ -19,8 +21,10 @@
 #include "bg.h"
 #include "calib.h"
 #include "ctl.h"
+#include "cmds.h"
 #include "daemon.h"
 #include "log.h"
+#include "params.h"
 #include "units.h"
 #include "util.h"
 
@@ -73,7 +77,7 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
   char current[48] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "";
 
   if (l->have_reading) {
-    if (l->last.value > 0.0 && WLD_CalApplies(d, l->cfg.channel) &&
+    if (l->last.value > 0.0 && d->host->cal_applies(d, l->cfg.channel) &&
         d->channels[l->cfg.channel].value > 0.0)
       snprintf(reading, sizeof reading, "freq_thz=%.9f raw_freq_thz=%.9f error_mhz=%.4f "
                "age_ms=%.0f", l->last.value, d->channels[l->cfg.channel].value,
@@ -265,200 +269,36 @@ cmd_ramp(SRV_Conn *c, int argc, char **argv, void *ctx)
   SRV_Ok(c, "target_thz=%.9f rate_mhz_s=%s", thz, num);
 }
 
-/* Run-time parameters for get/set, also kept in the state file (kp, ki and
-   kd have fields of their own there). */
-enum { P_DOUBLE, P_INT, P_POLARITY };
-typedef struct {
-  const char *name;
-  int type;
-  size_t off;            /* offset in CTL_Laser */
-  size_t file_off;       /* the config file's value: offset in CNF_Laser */
-  double lo, hi;         /* allowed range (set) */
-  int current;           /* needs a current actuator */
-  int pid;               /* a PID parameter: bumpless retune */
-  int own_field;         /* a state-file field of its own */
-} Param;
-
-#define LO(f) offsetof(CTL_Laser, f)
-#define FO(f) offsetof(CNF_Laser, f)
-static const Param params[] = {
-  { "kp", P_DOUBLE, LO(cfg.kp), FO(kp), 0.0, 1e6, 0, 1, 1 },
-  { "ki", P_DOUBLE, LO(cfg.ki), FO(ki), 0.0, 1e6, 0, 1, 1 },
-  { "kd", P_DOUBLE, LO(cfg.kd), FO(kd), 0.0, 1e6, 0, 1, 1 },
-  { "d_filter_s", P_DOUBLE, LO(cfg.d_tau_s), FO(d_tau_s), 0.0, 100.0, 0, 1, 0 },
-  { "polarity", P_POLARITY, LO(cfg.polarity), FO(polarity), -1, 1, 0, 1, 0 },
-  { "max_dt_s", P_DOUBLE, LO(cfg.max_dt_s), FO(max_dt_s), 1e-3, 3600.0, 0, 1, 0 },
-  { "window_mhz", P_DOUBLE, LO(cfg.window_mhz), FO(window_mhz), 1e-6, 1e7, 0, 0, 0 },
-  { "capture_mhz", P_DOUBLE, LO(cfg.capture_mhz), FO(capture_mhz), 1e-6, 1e9, 0, 0, 0 },
-  { "modehop_mhz", P_DOUBLE, LO(cfg.modehop_mhz), FO(modehop_mhz), 0.0, 1e9, 0, 0, 0 },
-  { "glitch_mhz", P_DOUBLE, LO(cfg.glitch_mhz), FO(glitch_mhz), 0.0, 1e8, 0, 0, 0 },
-  { "lock_n", P_INT, LO(cfg.lock_n), FO(lock_n), 1, 100000, 0, 0, 0 },
-  { "unlock_m", P_INT, LO(cfg.unlock_m), FO(unlock_m), 1, 100000, 0, 0, 0 },
-  { "max_step_v", P_DOUBLE, LO(cfg.piezo.max_step_v), FO(piezo.max_step_v), 0.0, 1e6, 0, 1, 0 },
-  { "piezo_min_v", P_DOUBLE, LO(piezo_lo), FO(piezo.min_v), -1e6, 1e6, 0, 1, 0 },
-  { "piezo_max_v", P_DOUBLE, LO(piezo_hi), FO(piezo.max_v), -1e6, 1e6, 0, 1, 0 },
-  { "current_min_v", P_DOUBLE, LO(current_lo), FO(current.min_v), -1e6, 1e6, 1, 0, 0 },
-  { "current_max_v", P_DOUBLE, LO(current_hi), FO(current.max_v), -1e6, 1e6, 1, 0, 0 },
-  { "feedforward", P_DOUBLE, LO(cfg.current.feedforward), FO(current.feedforward), -1e6, 1e6,
-    1, 0, 0 },
-  { "sensitivity_mhz_per_v", P_DOUBLE, LO(cfg.sensitivity_mhz_per_v),
-    FO(sensitivity_mhz_per_v), -CNF_MAX_SENSITIVITY, CNF_MAX_SENSITIVITY, 0, 0, 0 },
-};
-#define NPARAMS ((int)(sizeof params / sizeof params[0]))
-
-static const Param *
-find_param(const char *name)
-{
-  for (int i = 0; i < NPARAMS; i++)
-    if (strcasecmp(params[i].name, name) == 0)
-      return &params[i];
-  return NULL;
-}
-
-static double
-param_get(const CTL_Laser *l, const Param *p)
-{
-  const char *base = (const char *)l;
-
-  if (p->type == P_DOUBLE)
-    return *(const double *)(const void *)(base + p->off);
-  return *(const int *)(const void *)(base + p->off);
-}
-
-static void
-param_value(const CTL_Laser *l, const Param *p, char *buf, size_t len)
-{
-  if (p->type == P_DOUBLE)
-    UTL_FormatDouble(buf, len, param_get(l, p));
-  else
-    snprintf(buf, len, "%d", (int)param_get(l, p));
-}
-
-/* Set p to v with every check of the set command; 0, or -1 with the reason
-   (answered with 422). */
-static int
-param_set(WLD_Daemon *d, CTL_Laser *l, const Param *p, double v, char *err, size_t errlen)
-{
-  double lo = p->lo, hi = p->hi;
-  PID_Params before;
-
-  /* Run-time limits only narrow the configured ones. */
-  if (p->off == LO(piezo_lo) || p->off == LO(piezo_hi)) {
-    lo = l->cfg.piezo.min_v;
-    hi = l->cfg.piezo.max_v;
-  } else if (p->off == LO(current_lo) || p->off == LO(current_hi)) {
-    lo = l->cfg.current.min_v;
-    hi = l->cfg.current.max_v;
-  }
-  if (v < lo || v > hi || (p->type != P_DOUBLE && v != floor(v)) ||
-      (p->type == P_POLARITY && v != 1.0 && v != -1.0)) {
-    if (p->type == P_POLARITY)
-      snprintf(err, errlen, "polarity must be 1 or -1");
-    else
-      snprintf(err, errlen, "%s must be %s in %g..%g", p->name,
-               p->type == P_INT ? "an integer" : "a number", lo, hi);
-    return -1;
-  }
-  if ((p->off == LO(piezo_lo) && v >= l->piezo_hi) || (p->off == LO(piezo_hi) && v <= l->piezo_lo) ||
-      (p->off == LO(current_lo) && v >= l->current_hi) ||
-      (p->off == LO(current_hi) && v <= l->current_lo)) {
-    snprintf(err, errlen, "%s would leave an empty output range", p->name);
-    return -1;
-  }
-  if ((p->off == LO(cfg.capture_mhz) && v <= l->cfg.window_mhz) ||
-      (p->off == LO(cfg.window_mhz) && v >= l->cfg.capture_mhz)) {
-    snprintf(err, errlen, "window_mhz must stay below capture_mhz");
-    return -1;
-  }
-  CTL_PidParams(l, &before);
-  char *base = (char *)l;
-  if (p->type == P_DOUBLE)
-    *(double *)(void *)(base + p->off) = v;
-  else
-    *(int *)(void *)(base + p->off) = (int)v;
-  CTL_ParamsChanged(d->ctl, l, &before);
-  return 0;
-}
-
-/* ---- the parameters for the state file (daemon.h) ---- */
-
-int
-WLD_ParamCount(void)
-{
-  return NPARAMS;
-}
-
-const char *
-WLD_ParamName(int i)
-{
-  return params[i].name;
-}
-
-int
-WLD_ParamSaved(const CTL_Laser *l, int i)
-{
-  return !params[i].own_field && (!params[i].current || l->current_dev);
-}
-
-double
-WLD_ParamValue(const CTL_Laser *l, int i)
-{
-  return param_get(l, &params[i]);
-}
-
-double
-WLD_ParamFileValue(const CTL_Laser *l, int i)
-{
-  const char *base = (const char *)&l->base_cfg;
-
-  if (params[i].type == P_DOUBLE)
-    return *(const double *)(const void *)(base + params[i].file_off);
-  return *(const int *)(const void *)(base + params[i].file_off);
-}
-
-int
-WLD_ParamFind(const char *name)
-{
-  const Param *p = find_param(name);
-
-  return p ? (int)(p - params) : -1;
-}
-
-int
-WLD_ParamSet(WLD_Daemon *d, CTL_Laser *l, int i, double v, char *err, size_t errlen)
-{
-  return param_set(d, l, &params[i], v, err, errlen);
-}
-
 static void
 cmd_get(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
   CTL_Laser *l = laser_arg(d, c, argv[1]);
   char v[64];
+  int i;
 
   if (!l)
     return;
   if (strcasecmp(argv[2], "all") == 0) {
     char line[1024];
     size_t n = (size_t)snprintf(line, sizeof line, "name=%s", l->cfg.name);
-    for (int i = 0; i < NPARAMS && n < sizeof line; i++) {
-      if (params[i].current && !l->current_dev)
+    for (i = 0; i < PRM_Count() && n < sizeof line; i++) {
+      if (!PRM_Applies(l, i))
         continue;
-      param_value(l, &params[i], v, sizeof v);
-      n += (size_t)snprintf(line + n, sizeof line - n, " %s=%s", params[i].name, v);
+      PRM_Format(l, i, v, sizeof v);
+      n += (size_t)snprintf(line + n, sizeof line - n, " %s=%s", PRM_Name(i), v);
     }
     SRV_Data(c, "%s", line);
     SRV_Ok(c, NULL);
     return;
   }
-  const Param *p = find_param(argv[2]);
-  if (!p || (p->current && !l->current_dev)) {
+  i = PRM_Find(argv[2]);
+  if (i < 0 || !PRM_Applies(l, i)) {
     SRV_Err(c, 404, "unknown parameter '%s' for %s", argv[2], l->cfg.name);
     return;
   }
-  param_value(l, p, v, sizeof v);
-  SRV_Data(c, "name=%s %s=%s", l->cfg.name, p->name, v);
+  PRM_Format(l, i, v, sizeof v);
+  SRV_Data(c, "name=%s %s=%s", l->cfg.name, PRM_Name(i), v);
   SRV_Ok(c, NULL);
 }
 
@@ -467,28 +307,28 @@ cmd_set(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   WLD_Daemon *d = D(ctx);
   CTL_Laser *l = laser_arg(d, c, argv[1]);
-  const Param *p;
   double v;
   char err[160], num[UTL_DOUBLE_LEN];
+  int i;
 
   if (!l)
     return;
-  p = find_param(argv[2]);
-  if (!p || (p->current && !l->current_dev)) {
+  i = PRM_Find(argv[2]);
+  if (i < 0 || !PRM_Applies(l, i)) {
     SRV_Err(c, 404, "unknown parameter '%s' for %s", argv[2], l->cfg.name);
     return;
   }
   if (UTL_ParseDouble(argv[3], &v) != 0) {
-    SRV_Err(c, 422, "%s: '%s' is not a number", p->name, argv[3]);
+    SRV_Err(c, 422, "%s: '%s' is not a number", PRM_Name(i), argv[3]);
     return;
   }
-  if (param_set(d, l, p, v, err, sizeof err) != 0) {
+  if (PRM_Set(d->ctl, l, i, v, err, sizeof err) != 0) {
     SRV_Err(c, 422, "%s", err);
     return;
   }
   UTL_FormatDouble(num, sizeof num, v);
-  log_info("laser %s: %s = %s", l->cfg.name, p->name, num);
-  SRV_Ok(c, "%s=%s", p->name, num);
+  log_info("laser %s: %s = %s", l->cfg.name, PRM_Name(i), num);
+  SRV_Ok(c, "%s=%s", PRM_Name(i), num);
 }
 
 static void
@@ -714,8 +554,8 @@ reloaded(int rc, const char *err, void *arg)
 
 /* Run start(d, done, w) with the answer deferred. */
 static void
-run_later(SRV_Conn *c, WLD_Daemon *d, void (*start)(WLD_Daemon *, WLD_ReloadDone, void *),
-          WLD_ReloadDone done)
+run_later(SRV_Conn *c, WLD_Daemon *d, void (*start)(WLD_Daemon *, WLD_Done, void *),
+          WLD_Done done)
 {
   Later *w = calloc(1, sizeof *w);
 
@@ -741,7 +581,7 @@ cmd_save(SRV_Conn *c, int argc, char **argv, void *ctx)
     return;
   }
   /* "OK" means on disk: answered when the writer has finished. */
-  run_later(c, d, WLD_SaveAsync, saved);
+  run_later(c, d, d->host->save, saved);
 }
 
 static void
@@ -807,14 +647,14 @@ cmd_calibrate(SRV_Conn *c, int argc, char **argv, void *ctx)
     return;
   }
   w->d = d;
-  if (WLD_Calibrate(d, calibrated, w, &code, err, sizeof err) != 0)
+  if (d->host->calibrate(d, calibrated, w, &code, err, sizeof err) != 0)
     later_answer(w, -1, code, err, "");
 }
 
 static void
 cmd_reload(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
-  run_later(c, D(ctx), WLD_Reload, reloaded);
+  run_later(c, D(ctx), D(ctx)->host->reload, reloaded);
 }
 
 /* exposure <channel> [<ms>|auto]: the library calls run on a helper thread
@@ -1017,7 +857,7 @@ tuned(CTL_Laser *l, int rc, int code, const char *why, const TUN_Result *r, void
 
     applied = 1;
     for (int i = 0; i < 5; i++) {
-      if (param_set(w->d, l, find_param(names[i]), v[i], err, sizeof err) != 0) {
+      if (PRM_Set(w->d->ctl, l, PRM_Find(names[i]), v[i], err, sizeof err) != 0) {
         rc = -1;
         code = 422;
         why = err;

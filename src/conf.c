@@ -774,18 +774,6 @@ static const char *const wm_keys[] = {
 };
 static const char *const device_keys[] = { "name", "url", "unit", "timeout_ms", "probe", NULL };
 static const char *const probe_keys[] = { "register", "function", NULL };
-static const char *const laser_keys[] = {
-  "name", "channel", "setpoint", "autolock", "window_mhz", "capture_mhz",
-  "modehop_mhz", "glitch_mhz", "lock_n", "unlock_m", "min_thz", "max_thz", "pid", "piezo",
-  "current", "datalog", "relock", "sim", NULL
-};
-static const char *const relock_keys[] = {
-  "after_s", "piezo_span_v", "piezo_step_v", "current_span_v", "current_step_v",
-  "settle_readings", "tries", NULL
-};
-static const char *const pid_keys[] = {
-  "kp", "ki", "kd", "d_filter_s", "polarity", "max_dt_s", "sensitivity_mhz_per_v", NULL
-};
 static const char *const piezo_keys[] = {
   "device", "register", "format", "word_order", "scale", "offset", "min_v",
   "max_v", "start_v", "max_step_v", NULL
@@ -793,12 +781,6 @@ static const char *const piezo_keys[] = {
 static const char *const current_keys[] = {
   "device", "register", "format", "word_order", "scale", "offset", "min_v",
   "max_v", "start_v", "max_step_v", "feedforward", NULL
-};
-static const char *const simlaser_keys[] = {
-  "offset_mhz", "piezo_mhz_per_v", "current_mhz_per_v", "piezo_lag_ms",
-  "current_lag_ms", "walk_mhz_rts", "sine_mhz", "sine_period_s",
-  "linear_mhz_per_h", "modehop_per_h", "modehop_mhz", "modehop_s", "noise_mhz",
-  "exposure_ms", "error_rate", "modehop_free_v", "hysteresis_v", NULL
 };
 static const char *const sim_keys[] = {
   "seed", "control", "switch_ms", "speed", "calibration_offset_ppb",
@@ -1227,39 +1209,6 @@ parse_setpoint(Loader *ld, const config_setting_t *s, double *thz)
   return 0;
 }
 
-static int
-load_sim_laser(Loader *ld, const config_setting_t *lg, CNF_SimLaser *sl)
-{
-  const config_setting_t *g;
-
-  if (get_group(ld, lg, "sim", OPT, &g) < 0)
-    return -1;
-  if (!g)
-    return 0;
-  if (check_keys(ld, g, simlaser_keys) < 0 ||
-      num_key(ld, g, "offset_mhz", 0, -1e7, 1e7, &sl->offset_mhz) < 0 ||
-      num_key(ld, g, "piezo_mhz_per_v", 0, -1e6, 1e6, &sl->piezo_mhz_per_v) < 0 ||
-      num_key(ld, g, "current_mhz_per_v", 0, -1e6, 1e6, &sl->current_mhz_per_v) < 0 ||
-      num_key(ld, g, "piezo_lag_ms", 0, 0.0, 1e6, &sl->piezo_lag_ms) < 0 ||
-      num_key(ld, g, "current_lag_ms", 0, 0.0, 1e6, &sl->current_lag_ms) < 0 ||
-      num_key(ld, g, "walk_mhz_rts", 0, 0.0, 1e6, &sl->walk_mhz_rts) < 0 ||
-      num_key(ld, g, "sine_mhz", 0, 0.0, 1e7, &sl->sine_mhz) < 0 ||
-      num_key(ld, g, "sine_period_s", GT_LO, 0.0, 1e9, &sl->sine_period_s) < 0 ||
-      num_key(ld, g, "linear_mhz_per_h", 0, -1e7, 1e7, &sl->linear_mhz_per_h) < 0 ||
-      num_key(ld, g, "modehop_per_h", 0, 0.0, 1e6, &sl->modehop_per_h) < 0 ||
-      num_key(ld, g, "modehop_mhz", 0, -1e7, 1e7, &sl->modehop_mhz) < 0 ||
-      num_key(ld, g, "modehop_s", GT_LO, 0.0, 1e6, &sl->modehop_s) < 0 ||
-      num_key(ld, g, "modehop_free_v", 0, 0.0, 1e6, &sl->modehop_free_v) < 0 ||
-      num_key(ld, g, "hysteresis_v", 0, 0.0, 1e6, &sl->hysteresis_v) < 0 ||
-      num_key(ld, g, "noise_mhz", 0, 0.0, 1e6, &sl->noise_mhz) < 0 ||
-      num_key(ld, g, "exposure_ms", GT_LO, 0.0, 1e6, &sl->exposure_ms) < 0 ||
-      num_key(ld, g, "error_rate", 0, 0.0, 1.0, &sl->error_rate) < 0)
-    return -1;
-  if (sl->piezo_mhz_per_v == 0.0)
-    return fail(ld, config_setting_get_member(g, "piezo_mhz_per_v"), NULL, "must not be 0");
-  return 0;
-}
-
 /* One axis of the relock grid: a span needs a step, at most
    CNF_RELOCK_MAX_STEPS of them each way. */
 static int
@@ -1284,24 +1233,83 @@ check_relock_axis(Loader *ld, const config_setting_t *g, const char *span_key,
   return 0;
 }
 
-static int
-load_relock(Loader *ld, const config_setting_t *lg, const CNF_Laser *l, CNF_Relock *r)
-{
-  const config_setting_t *g;
+/* ---- the keys of a laser group ------------------------------------------ */
 
-  if (get_group(ld, lg, "relock", OPT, &g) < 0)
+/* Checks after a key (or a sub-group) is read, on the group it is in: 0, or
+   -1 with the error reported. */
+typedef int (*LaserCheck)(Loader *ld, const CNF_Config *cfg, const config_setting_t *g,
+                          CNF_Laser *l);
+
+static int
+check_laser_name(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  const config_setting_t *ws = config_setting_get_member(g, "name");
+
+  if (check_name(ld, ws, l->name) < 0)
     return -1;
-  if (!g)
-    return 0;
-  if (check_keys(ld, g, relock_keys) < 0 ||
-      num_key(ld, g, "after_s", 0, 0.0, 86400.0, &r->after_s) < 0 ||
-      num_key(ld, g, "piezo_span_v", 0, 0.0, 1e4, &r->piezo_span_v) < 0 ||
-      num_key(ld, g, "piezo_step_v", 0, 0.0, 1e4, &r->piezo_step_v) < 0 ||
-      num_key(ld, g, "current_span_v", 0, 0.0, 1e4, &r->current_span_v) < 0 ||
-      num_key(ld, g, "current_step_v", 0, 0.0, 1e4, &r->current_step_v) < 0 ||
-      int_key_i(ld, g, "settle_readings", OPT, 0, 1000, &r->settle_readings) < 0 ||
-      int_key_i(ld, g, "tries", OPT, 1, 1000, &r->tries) < 0 ||
-      check_relock_axis(ld, g, "piezo_span_v", "piezo_step_v", r->piezo_span_v,
+  if (strcasecmp(l->name, "all") == 0)
+    return fail(ld, ws, NULL, "\"all\" is reserved (lock all, unlock all)");
+  return 0;
+}
+
+/* A channel the backend never reads would leave the laser unread, silently. */
+static int
+check_laser_channel(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  if (cfg->wavemeter.backend == CNF_WM_WLMDATA && l->channel > CNF_WLMDATA_MAX_CHANNEL)
+    return fail(ld, config_setting_get_member(g, "channel"), NULL,
+                "the wlmdata backend reads channels 1 to %d only (is %d)",
+                CNF_WLMDATA_MAX_CHANNEL, l->channel);
+  return 0;
+}
+
+static int
+check_laser_thz(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  if (!(l->min_thz < l->max_thz))
+    return fail(ld, config_setting_get_member(g, "max_thz"), NULL, "must be above min_thz (%.9g)",
+                l->min_thz);
+  return 0;
+}
+
+static int
+check_laser_setpoint(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  if (l->setpoint_thz < l->min_thz || l->setpoint_thz > l->max_thz)
+    return fail(ld, config_setting_get_member(g, "setpoint"), NULL,
+                "%.9f THz is outside min_thz..max_thz (%.9g..%.9g)",
+                l->setpoint_thz, l->min_thz, l->max_thz);
+  return 0;
+}
+
+static int
+check_laser_capture(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  const config_setting_t *s;
+
+  if (!(l->capture_mhz > l->window_mhz)) {
+    s = config_setting_get_member(g, "capture_mhz");
+    return fail(ld, s ? s : config_setting_get_member(g, "window_mhz"), NULL,
+                "capture_mhz (%g) must be larger than window_mhz (%g)",
+                l->capture_mhz, l->window_mhz);
+  }
+  return 0;
+}
+
+static int
+check_laser_pid(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  if (l->polarity == 0)
+    return fail(ld, config_setting_get_member(g, "polarity"), NULL, "must be 1 or -1");
+  return 0;
+}
+
+static int
+check_laser_relock(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  const CNF_Relock *r = &l->relock;
+
+  if (check_relock_axis(ld, g, "piezo_span_v", "piezo_step_v", r->piezo_span_v,
                         r->piezo_step_v) < 0 ||
       check_relock_axis(ld, g, "current_span_v", "current_step_v", r->current_span_v,
                         r->current_step_v) < 0)
@@ -1312,129 +1320,213 @@ load_relock(Loader *ld, const config_setting_t *lg, const CNF_Laser *l, CNF_Relo
   return 0;
 }
 
+static int
+check_laser_sim(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
+{
+  if (l->sim.piezo_mhz_per_v == 0.0)
+    return fail(ld, config_setting_get_member(g, "piezo_mhz_per_v"), NULL, "must not be 0");
+  return 0;
+}
+
+/* How a key is read. */
+typedef enum {
+  K_NUM,          /* a double in lo..hi (flags GT_LO, LT_HI: bounds exclusive) */
+  K_INT,          /* an int in lo..hi */
+  K_BOOL,         /* true/false (or 1/0) into an int */
+  K_STR,          /* a non-empty string into a char[size] */
+  K_PATH,         /* a file path (path_key) into a char[size] */
+  K_SETPOINT,     /* a frequency (parse_setpoint) into a double, THz */
+  K_ACTUATOR,     /* an actuator group (load_actuator); lo = 1: the current one */
+  K_GROUP         /* a sub-group whose keys are the entries naming it as their group */
+} KeyType;
+
+/* One key of a laser group.  Keys are read, and their checks run, in table
+   order; a group's keys are those that name it.  A check runs after its key
+   whether or not the key is there (a K_GROUP's check only if the group is). */
+typedef struct {
+  const char *group;    /* NULL: a key of the laser group itself */
+  const char *key;
+  KeyType type;
+  size_t off;           /* where the value goes in CNF_Laser */
+  int flags;            /* REQ (else optional), GT_LO, LT_HI */
+  double lo, hi;        /* K_NUM, K_INT: the allowed range */
+  double def;           /* K_NUM, K_INT, K_BOOL: the value when absent */
+  size_t size;          /* K_STR, K_PATH: the size of the buffer */
+  LaserCheck check;     /* NULL, or checks after the key */
+} LaserKey;
+
+#define LK_OFF(f) offsetof(CNF_Laser, f)
+#define LK_SIZE(f) sizeof(((CNF_Laser *)0)->f)
+#define LK_NUM(grp, key, f, flags, lo, hi, def, check) \
+  { grp, key, K_NUM, LK_OFF(f), flags, lo, hi, def, 0, check }
+#define LK_INT(grp, key, f, flags, lo, hi, def, check) \
+  { grp, key, K_INT, LK_OFF(f), flags, lo, hi, def, 0, check }
+#define LK_BOOL(grp, key, f, def) { grp, key, K_BOOL, LK_OFF(f), OPT, 0, 1, def, 0, NULL }
+#define LK_STR(grp, key, f, flags, check) \
+  { grp, key, K_STR, LK_OFF(f), flags, 0, 0, 0, LK_SIZE(f), check }
+#define LK_PATH(grp, key, f) { grp, key, K_PATH, LK_OFF(f), OPT, 0, 0, 0, LK_SIZE(f), NULL }
+#define LK_SETPOINT(key, f, check) { NULL, key, K_SETPOINT, LK_OFF(f), REQ, 0, 0, 0, 0, check }
+#define LK_ACTUATOR(key, f, flags, is_current) \
+  { NULL, key, K_ACTUATOR, LK_OFF(f), flags, is_current, 0, 0, 0, NULL }
+#define LK_GROUP(key, check) { NULL, key, K_GROUP, 0, OPT, 0, 0, 0, 0, check }
+#define INF HUGE_VAL
+
+static const LaserKey laser_table[] = {
+  LK_STR(NULL, "name", name, REQ, check_laser_name),
+  LK_INT(NULL, "channel", channel, REQ, 1, CNF_MAX_CHANNEL, 0, check_laser_channel),
+  LK_BOOL(NULL, "autolock", autolock, 0),
+  LK_NUM(NULL, "min_thz", min_thz, REQ | GT_LO, 0.0, INF, 0, NULL),
+  LK_NUM(NULL, "max_thz", max_thz, REQ | GT_LO, 0.0, INF, 0, check_laser_thz),
+  LK_SETPOINT("setpoint", setpoint_thz, check_laser_setpoint),
+  LK_NUM(NULL, "window_mhz", window_mhz, GT_LO, 0.0, 1e7, 5.0, NULL),
+  LK_NUM(NULL, "capture_mhz", capture_mhz, GT_LO, 0.0, 1e8, 2000.0, NULL),
+  LK_NUM(NULL, "modehop_mhz", modehop_mhz, OPT, 0.0, 1e8, 1000.0, NULL),
+  LK_NUM(NULL, "glitch_mhz", glitch_mhz, OPT, 0.0, 1e8, 500.0, NULL),
+  LK_INT(NULL, "lock_n", lock_n, OPT, 1, 100000, 5, NULL),
+  LK_INT(NULL, "unlock_m", unlock_m, OPT, 1, 100000, 3, check_laser_capture),
+
+  LK_GROUP("pid", check_laser_pid),
+  LK_NUM("pid", "kp", kp, OPT, 0.0, INF, 0.0, NULL),
+  LK_NUM("pid", "ki", ki, OPT, 0.0, INF, 0.002, NULL),
+  LK_NUM("pid", "kd", kd, OPT, 0.0, INF, 0.0, NULL),
+  LK_NUM("pid", "d_filter_s", d_tau_s, OPT, 0.0, 3600.0, 0.05, NULL),
+  LK_NUM("pid", "max_dt_s", max_dt_s, GT_LO, 0.0, 3600.0, 1.0, NULL),
+  LK_INT("pid", "polarity", polarity, OPT, -1, 1, 1, NULL),
+  LK_NUM("pid", "sensitivity_mhz_per_v", sensitivity_mhz_per_v, OPT, -CNF_MAX_SENSITIVITY,
+         CNF_MAX_SENSITIVITY, 0.0, NULL),
+
+  LK_ACTUATOR("piezo", piezo, REQ, 0),
+  LK_ACTUATOR("current", current, OPT, 1),
+  LK_PATH(NULL, "datalog", datalog),
+
+  LK_GROUP("relock", check_laser_relock),
+  LK_NUM("relock", "after_s", relock.after_s, OPT, 0.0, 86400.0, 2.0, NULL),
+  LK_NUM("relock", "piezo_span_v", relock.piezo_span_v, OPT, 0.0, 1e4, 1.0, NULL),
+  LK_NUM("relock", "piezo_step_v", relock.piezo_step_v, OPT, 0.0, 1e4, 0.1, NULL),
+  LK_NUM("relock", "current_span_v", relock.current_span_v, OPT, 0.0, 1e4, 0.0, NULL),
+  LK_NUM("relock", "current_step_v", relock.current_step_v, OPT, 0.0, 1e4, 0.0, NULL),
+  LK_INT("relock", "settle_readings", relock.settle_readings, OPT, 0, 1000, 1, NULL),
+  LK_INT("relock", "tries", relock.tries, OPT, 1, 1000, 3, NULL),
+
+  LK_GROUP("sim", check_laser_sim),        /* the simulated laser (wavelock-sim) */
+  LK_NUM("sim", "offset_mhz", sim.offset_mhz, OPT, -1e7, 1e7, 0.0, NULL),
+  LK_NUM("sim", "piezo_mhz_per_v", sim.piezo_mhz_per_v, OPT, -1e6, 1e6, 300.0, NULL),
+  LK_NUM("sim", "current_mhz_per_v", sim.current_mhz_per_v, OPT, -1e6, 1e6, 50.0, NULL),
+  LK_NUM("sim", "piezo_lag_ms", sim.piezo_lag_ms, OPT, 0.0, 1e6, 1.0, NULL),
+  LK_NUM("sim", "current_lag_ms", sim.current_lag_ms, OPT, 0.0, 1e6, 100.0, NULL),
+  LK_NUM("sim", "walk_mhz_rts", sim.walk_mhz_rts, OPT, 0.0, 1e6, 2.0, NULL),
+  LK_NUM("sim", "sine_mhz", sim.sine_mhz, OPT, 0.0, 1e7, 5.0, NULL),
+  LK_NUM("sim", "sine_period_s", sim.sine_period_s, GT_LO, 0.0, 1e9, 600.0, NULL),
+  LK_NUM("sim", "linear_mhz_per_h", sim.linear_mhz_per_h, OPT, -1e7, 1e7, 20.0, NULL),
+  LK_NUM("sim", "modehop_per_h", sim.modehop_per_h, OPT, 0.0, 1e6, 0.0, NULL),
+  LK_NUM("sim", "modehop_mhz", sim.modehop_mhz, OPT, -1e7, 1e7, 8000.0, NULL),
+  LK_NUM("sim", "modehop_s", sim.modehop_s, GT_LO, 0.0, 1e6, 3.0, NULL),
+  LK_NUM("sim", "modehop_free_v", sim.modehop_free_v, OPT, 0.0, 1e6, 0.0, NULL),
+  LK_NUM("sim", "hysteresis_v", sim.hysteresis_v, OPT, 0.0, 1e6, 0.3, NULL),
+  LK_NUM("sim", "noise_mhz", sim.noise_mhz, OPT, 0.0, 1e6, 1.0, NULL),
+  LK_NUM("sim", "exposure_ms", sim.exposure_ms, GT_LO, 0.0, 1e6, 10.0, NULL),
+  LK_NUM("sim", "error_rate", sim.error_rate, OPT, 0.0, 1.0, 0.0, NULL),
+};
+#define N_LASER_KEYS ((int)(sizeof laser_table / sizeof laser_table[0]))
+#undef INF
+
+static int
+same_group(const char *a, const char *b)
+{
+  return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The defaults of every key that has one. */
 static void
 laser_defaults(CNF_Laser *l)
 {
-  l->autolock = 0;
-  l->window_mhz = 5.0;
-  l->capture_mhz = 2000.0;
-  l->modehop_mhz = 1000.0;
-  l->glitch_mhz = 500.0;
-  l->lock_n = 5;
-  l->unlock_m = 3;
-  l->kp = 0.0;
-  l->ki = 0.002;
-  l->kd = 0.0;
-  l->d_tau_s = 0.05;
-  l->polarity = 1;
-  l->max_dt_s = 1.0;
-  l->relock.after_s = 2.0;
-  l->relock.piezo_span_v = 1.0;
-  l->relock.piezo_step_v = 0.1;
-  l->relock.current_span_v = 0.0;
-  l->relock.current_step_v = 0.0;
-  l->relock.settle_readings = 1;
-  l->relock.tries = 3;
-  l->sim.offset_mhz = 0.0;
-  l->sim.piezo_mhz_per_v = 300.0;
-  l->sim.current_mhz_per_v = 50.0;
-  l->sim.piezo_lag_ms = 1.0;
-  l->sim.current_lag_ms = 100.0;
-  l->sim.walk_mhz_rts = 2.0;
-  l->sim.sine_mhz = 5.0;
-  l->sim.sine_period_s = 600.0;
-  l->sim.linear_mhz_per_h = 20.0;
-  l->sim.modehop_per_h = 0.0;
-  l->sim.modehop_mhz = 8000.0;
-  l->sim.modehop_s = 3.0;
-  l->sim.modehop_free_v = 0.0;
-  l->sim.hysteresis_v = 0.3;
-  l->sim.noise_mhz = 1.0;
-  l->sim.exposure_ms = 10.0;
-  l->sim.error_rate = 0.0;
+  for (int i = 0; i < N_LASER_KEYS; i++) {
+    const LaserKey *k = &laser_table[i];
+    void *dst = (char *)l + k->off;
+
+    if (k->type == K_NUM)
+      *(double *)dst = k->def;
+    else if (k->type == K_INT || k->type == K_BOOL)
+      *(int *)dst = (int)k->def;
+  }
+}
+
+/* Read the keys of group (NULL: the laser's own) from g into l, in table
+   order, after refusing keys the table does not have. */
+static int
+load_laser_keys(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, const char *group,
+                CNF_Laser *l)
+{
+  const char *allowed[N_LASER_KEYS + 1];
+  int n = 0;
+
+  for (int i = 0; i < N_LASER_KEYS; i++)
+    if (same_group(laser_table[i].group, group))
+      allowed[n++] = laser_table[i].key;
+  allowed[n] = NULL;
+  if (check_keys(ld, g, allowed) < 0)
+    return -1;
+  for (int i = 0; i < N_LASER_KEYS; i++) {
+    const LaserKey *k = &laser_table[i];
+    char *dst = (char *)l + k->off;
+    const config_setting_t *s, *sub;
+    int rc = 0, req = (k->flags & REQ) ? REQ : OPT;
+
+    if (!same_group(k->group, group))
+      continue;
+    switch (k->type) {
+      case K_NUM:
+        rc = num_key(ld, g, k->key, k->flags, k->lo, k->hi, (double *)(void *)dst);
+        break;
+      case K_INT:
+        rc = int_key_i(ld, g, k->key, req, (int)k->lo, (int)k->hi, (int *)(void *)dst);
+        break;
+      case K_BOOL:
+        rc = bool_key(ld, g, k->key, (int *)(void *)dst);
+        break;
+      case K_STR:
+        rc = str_key(ld, g, k->key, req, 1, dst, k->size, NULL);
+        break;
+      case K_PATH:
+        rc = path_key(ld, g, k->key, dst, k->size);
+        break;
+      case K_SETPOINT:
+        s = config_setting_get_member(g, k->key);
+        if (!s)
+          rc = req ? fail_missing(ld, g, k->key) : 0;
+        else
+          rc = parse_setpoint(ld, s, (double *)(void *)dst);
+        break;
+      case K_ACTUATOR:
+        rc = get_group(ld, g, k->key, req, &sub);
+        if (rc == 0 && sub)
+          rc = load_actuator(ld, cfg, sub, k->lo != 0.0, (CNF_Actuator *)(void *)dst);
+        break;
+      case K_GROUP:
+        rc = get_group(ld, g, k->key, req, &sub);
+        if (rc == 0 && sub)
+          rc = load_laser_keys(ld, cfg, sub, k->key, l);
+        if (rc == 0 && sub && k->check)
+          rc = k->check(ld, cfg, sub, l);
+        if (rc < 0)
+          return -1;
+        continue;
+    }
+    if (rc < 0 || (k->check && k->check(ld, cfg, g, l) < 0))
+      return -1;
+  }
+  return 0;
 }
 
 static int
 load_laser(Loader *ld, const CNF_Config *cfg, const config_setting_t *g, CNF_Laser *l)
 {
-  const config_setting_t *ws, *s, *pid, *act, *wmax;
-
   laser_defaults(l);
   l->line = (int)config_setting_source_line(g);
   if (config_setting_type(g) != CONFIG_TYPE_GROUP)
     return fail(ld, g, NULL, "must be a group { name = ...; channel = ...; }, not %s",
                 type_name(g));
-  if (check_keys(ld, g, laser_keys) < 0 ||
-      str_key(ld, g, "name", REQ, 1, l->name, sizeof l->name, &ws) < 0 ||
-      check_name(ld, ws, l->name) < 0)
-    return -1;
-  if (strcasecmp(l->name, "all") == 0)
-    return fail(ld, ws, NULL, "\"all\" is reserved (lock all, unlock all)");
-  if (int_key_i(ld, g, "channel", REQ, 1, CNF_MAX_CHANNEL, &l->channel) < 0)
-    return -1;
-  /* A channel the backend never reads would leave the laser unread, silently. */
-  if (cfg->wavemeter.backend == CNF_WM_WLMDATA && l->channel > CNF_WLMDATA_MAX_CHANNEL)
-    return fail(ld, config_setting_get_member(g, "channel"), NULL,
-                "the wlmdata backend reads channels 1 to %d only (is %d)",
-                CNF_WLMDATA_MAX_CHANNEL, l->channel);
-  if (bool_key(ld, g, "autolock", &l->autolock) < 0 ||
-      num_key(ld, g, "min_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->min_thz) < 0 ||
-      num_key(ld, g, "max_thz", REQ | GT_LO, 0.0, HUGE_VAL, &l->max_thz) < 0)
-    return -1;
-  wmax = config_setting_get_member(g, "max_thz");
-  if (!(l->min_thz < l->max_thz))
-    return fail(ld, wmax, NULL, "must be above min_thz (%.9g)", l->min_thz);
-
-  s = config_setting_get_member(g, "setpoint");
-  if (!s)
-    return fail_missing(ld, g, "setpoint");
-  if (parse_setpoint(ld, s, &l->setpoint_thz) < 0)
-    return -1;
-  if (l->setpoint_thz < l->min_thz || l->setpoint_thz > l->max_thz)
-    return fail(ld, s, NULL, "%.9f THz is outside min_thz..max_thz (%.9g..%.9g)",
-                l->setpoint_thz, l->min_thz, l->max_thz);
-
-  if (num_key(ld, g, "window_mhz", GT_LO, 0.0, 1e7, &l->window_mhz) < 0 ||
-      num_key(ld, g, "capture_mhz", GT_LO, 0.0, 1e8, &l->capture_mhz) < 0 ||
-      num_key(ld, g, "modehop_mhz", 0, 0.0, 1e8, &l->modehop_mhz) < 0 ||
-      num_key(ld, g, "glitch_mhz", 0, 0.0, 1e8, &l->glitch_mhz) < 0 ||
-      int_key_i(ld, g, "lock_n", OPT, 1, 100000, &l->lock_n) < 0 ||
-      int_key_i(ld, g, "unlock_m", OPT, 1, 100000, &l->unlock_m) < 0)
-    return -1;
-  if (!(l->capture_mhz > l->window_mhz)) {
-    s = config_setting_get_member(g, "capture_mhz");
-    return fail(ld, s ? s : config_setting_get_member(g, "window_mhz"), NULL,
-                "capture_mhz (%g) must be larger than window_mhz (%g)",
-                l->capture_mhz, l->window_mhz);
-  }
-
-  if (get_group(ld, g, "pid", OPT, &pid) < 0)
-    return -1;
-  if (pid) {
-    if (check_keys(ld, pid, pid_keys) < 0 ||
-        num_key(ld, pid, "kp", 0, 0.0, HUGE_VAL, &l->kp) < 0 ||
-        num_key(ld, pid, "ki", 0, 0.0, HUGE_VAL, &l->ki) < 0 ||
-        num_key(ld, pid, "kd", 0, 0.0, HUGE_VAL, &l->kd) < 0 ||
-        num_key(ld, pid, "d_filter_s", 0, 0.0, 3600.0, &l->d_tau_s) < 0 ||
-        num_key(ld, pid, "max_dt_s", GT_LO, 0.0, 3600.0, &l->max_dt_s) < 0 ||
-        num_key(ld, pid, "sensitivity_mhz_per_v", 0, -CNF_MAX_SENSITIVITY,
-                CNF_MAX_SENSITIVITY, &l->sensitivity_mhz_per_v) < 0 ||
-        int_key_i(ld, pid, "polarity", OPT, -1, 1, &l->polarity) < 0)
-      return -1;
-    if (l->polarity == 0)
-      return fail(ld, config_setting_get_member(pid, "polarity"), NULL,
-                  "must be 1 or -1");
-  }
-
-  if (get_group(ld, g, "piezo", REQ, &act) < 0 ||
-      load_actuator(ld, cfg, act, 0, &l->piezo) < 0 ||
-      get_group(ld, g, "current", OPT, &act) < 0 ||
-      (act && load_actuator(ld, cfg, act, 1, &l->current) < 0) ||
-      path_key(ld, g, "datalog", l->datalog, sizeof l->datalog) < 0 ||
-      load_relock(ld, g, l, &l->relock) < 0 ||
-      load_sim_laser(ld, g, &l->sim) < 0)
-    return -1;
-  return 0;
+  return load_laser_keys(ld, cfg, g, NULL, l);
 }
 
 /* Registers used by an actuator: [reg, reg + count). */

@@ -1545,6 +1545,10 @@ CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
   l->ramp.active = 0;
   l->scan.active = 0;
   l->setpoint_thz = thz;
+  /* A step is left to the PID, not fed forward: moved at once, the laser
+     could jump farther than glitch_mhz in one reading, and that reading
+     would be held back as a glitch, a cycle late for the PID. */
+  l->ff_have = 0;
   relock_restart(ctx, l);
   if (l->have_reading && l->last.value > 0.0) {
     LSR_Params lp;
@@ -1596,6 +1600,7 @@ CTL_ScanStop(CTL_Ctx *ctx, CTL_Laser *l)
     return;
   l->scan.active = 0;
   l->setpoint_thz = l->scan.centre_thz;
+  l->ff_have = 0;               /* the way back is a step: the PID's (see CTL_SetSetpoint) */
   mark_dirty(ctx);
 }
 
@@ -1712,6 +1717,7 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     l->setpoint_thz = nc->setpoint_thz;
     l->ramp.active = 0;
     l->scan.active = 0;
+    l->ff_have = 0;
   }
   l->cfg = *nc;
   KEEP(kp);

@@ -1,20 +1,45 @@
 /* statefile.c - the runtime state file: atomic save, checked load.
  *
- * Format (text, one record per line):
+ * Format 2 (text, one record per line; written since wavelock has gained
+ * one rule for every saved parameter):
  *
- *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
- *   laser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125
+ *   # wavelock runtime state, format 2 (written by wavelockd; do not edit)
+ *   laser name=cool780 engaged=1 piezo_v=5.25 current_v=-0.125 set.setpoint_thz=384.2304944 file.setpoint_thz=384.2304844 set.kp=0.002 file.kp=0.001 set.ki=0.005 file.ki=0.002 set.kd=0 file.kd=0 set.polarity=-1 file.polarity=1
+ *   calibration ref_thz=384.2304844 eps=2.5e-08 unix_s=1764900000.5
  *   end count=1 crc32=89abcdef
  *
+ * The first line names the format; a file without it is format 1.  A laser
+ * line holds the laser's own state (name, engaged, piezo_v; current_v only
+ * for lasers with a current actuator; ramp_to_thz and ramp_mhz_s, both or
+ * neither, only for a ramping laser) and its run-time parameters, every one
+ * alike: set.<key>=value is the value in force at the save and
+ * file.<key>=value (optional, after its set.<key>) the config file's value
+ * at the save.  The setpoint is the parameter setpoint_thz (required; for a
+ * ramping laser the point the ramp had reached), the gains are kp, ki and
+ * kd, the others those of get/set.  At the start a saved value wins unless
+ * the config file's value differs from its file.<key> (the file was edited
+ * while the daemon was down): then the file's value is used, and logged.
+ * Keys are [a-z0-9_], at most STF_KEY_MAX - 1 characters, at most
+ * STF_MAX_PARAMS per laser.
+ *
+ * Format 1 (still loaded) had the setpoint and gains in fields of their own
+ * (setpoint_thz, kp, ki, kd, required) and the file's values of those in
+ * file_setpoint_thz, file_kp, file_ki and file_kd (all or none):
+ *
+ *   # wavelock runtime state, format 1 (written by wavelockd; do not edit)
+ *   laser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0 ki=0.002 kd=0 piezo_v=5.25 current_v=-0.125 set.polarity=-1 file.polarity=1
+ *   end count=1 crc32=89abcdef
+ *
+ * They load as the parameters setpoint_thz, kp, ki and kd of format 2, with
+ * the same meaning.
+ *
  * Doubles are written in the shortest form that reads back exactly
- * (UTL_FormatDouble: %.15g, %.16g or %.17g).  current_v is
- * present only for lasers with a current actuator; ramp_to_thz/ramp_mhz_s
- * only for a ramping laser; file_setpoint_thz/file_kp/file_ki/file_kd (all
- * or none) are the config file's values when the state was saved.  The end line must be the
- * last line; its count is the number of laser lines and its crc32 is the
- * CRC-32 (IEEE 802.3, as zlib) of every byte before the end line.  Comment
- * lines (#) and empty lines are allowed before it; unknown key=value fields in
- * a laser line are ignored (written by a newer wavelock).
+ * (UTL_FormatDouble: %.15g, %.16g or %.17g).  The end line must be the last
+ * line; its count is the number of laser lines and its crc32 is the CRC-32
+ * (IEEE 802.3, as zlib) of every byte before the end line.  Comment lines
+ * (#) and empty lines are allowed before it; unknown key=value fields in a
+ * laser line are ignored (written by a newer wavelock); a format newer than
+ * STF_FORMAT is refused.
  */
 #include "config.h"
 
@@ -36,7 +61,7 @@
 #include "util.h"
 
 #define STF_MAX_BYTES (4 * 1024 * 1024)   /* far more than 64 lasers need */
-#define STF_MAX_LINE 8192   /* the longest line STF_Save can write is about 4500 */
+#define STF_MAX_LINE 8192   /* the longest line STF_Save can write is about 6200 */
 
 /* CRC-32, reflected polynomial 0xEDB88320 (the zlib/PNG/Ethernet CRC). */
 static uint32_t
@@ -127,6 +152,31 @@ param_key_ok(const char *key)
   return strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
 }
 
+STF_Param *
+STF_FindParam(const STF_Laser *l, const char *key)
+{
+  for (int k = 0; k < l->n_params; k++)
+    if (strcmp(l->params[k].key, key) == 0)
+      return (STF_Param *)&l->params[k];
+  return NULL;
+}
+
+int
+STF_AddParam(STF_Laser *l, const char *key, double value, int has_file, double file)
+{
+  STF_Param *p;
+
+  if (!param_key_ok(key) || STF_FindParam(l, key) || l->n_params >= STF_MAX_PARAMS)
+    return -1;
+  p = &l->params[l->n_params++];
+  memset(p, 0, sizeof *p);
+  UTL_Strlcpy(p->key, key, sizeof p->key);
+  p->value = value;
+  p->has_file = has_file != 0;
+  p->file = has_file ? file : 0.0;
+  return 0;
+}
+
 static int
 write_all(int fd, const char *data, size_t len)
 {
@@ -194,13 +244,9 @@ STF_SaveCal(const char *path, const STF_Laser *lasers, int n, const STF_Calibrat
       UTL_SetErr(err, errlen, "%s: laser %d: name \"%s\" cannot be stored", path, i, l->name);
       return -1;
     }
-    if (!isfinite(l->setpoint_thz) || !isfinite(l->kp) || !isfinite(l->ki) ||
-        !isfinite(l->kd) || !isfinite(l->piezo_v) ||
-        (l->has_current && !isfinite(l->current_v)) ||
+    if (!isfinite(l->piezo_v) || (l->has_current && !isfinite(l->current_v)) ||
         (l->ramp && (!isfinite(l->ramp_to_thz) || !(l->ramp_mhz_s > 0.0) ||
-                     !isfinite(l->ramp_mhz_s))) ||
-        (l->has_file && (!isfinite(l->file_setpoint_thz) || !isfinite(l->file_kp) ||
-                         !isfinite(l->file_ki) || !isfinite(l->file_kd)))) {
+                     !isfinite(l->ramp_mhz_s)))) {
       UTL_SetErr(err, errlen, "%s: laser %s: a value is not a finite number", path, l->name);
       return -1;
     }
@@ -221,6 +267,10 @@ STF_SaveCal(const char *path, const STF_Laser *lasers, int n, const STF_Calibrat
           return -1;
         }
     }
+    if (!STF_FindParam(l, STF_KEY_SETPOINT)) {
+      UTL_SetErr(err, errlen, "%s: laser %s: no %s parameter", path, l->name, STF_KEY_SETPOINT);
+      return -1;
+    }
   }
 
   if (cal && cal->present &&
@@ -230,34 +280,25 @@ STF_SaveCal(const char *path, const STF_Laser *lasers, int n, const STF_Calibrat
     return -1;
   }
 
-  b.cap = 256 + 256 * (size_t)n;
+  b.cap = 256 + 512 * (size_t)n;
   b.data = malloc(b.cap);
   if (!b.data) {
     UTL_SetErr(err, errlen, "%s: out of memory", path);
     return -1;
   }
-  buf_printf(&b, "# wavelock runtime state, format 1 (written by wavelockd; do not edit)\n");
+  buf_printf(&b, "# wavelock runtime state, format %d (written by wavelockd; do not edit)\n",
+             STF_FORMAT);
   for (int i = 0; i < n; i++) {
     const STF_Laser *l = &lasers[i];
 
     buf_printf(&b, "laser name=%s", l->name);
-    buf_double(&b, "setpoint_thz", l->setpoint_thz);
     buf_printf(&b, " engaged=%d", l->engaged ? 1 : 0);
-    buf_double(&b, "kp", l->kp);
-    buf_double(&b, "ki", l->ki);
-    buf_double(&b, "kd", l->kd);
     buf_double(&b, "piezo_v", l->piezo_v);
     if (l->has_current)
       buf_double(&b, "current_v", l->current_v);
     if (l->ramp) {
       buf_double(&b, "ramp_to_thz", l->ramp_to_thz);
       buf_double(&b, "ramp_mhz_s", l->ramp_mhz_s);
-    }
-    if (l->has_file) {
-      buf_double(&b, "file_setpoint_thz", l->file_setpoint_thz);
-      buf_double(&b, "file_kp", l->file_kp);
-      buf_double(&b, "file_ki", l->file_ki);
-      buf_double(&b, "file_kd", l->file_kd);
     }
     for (int k = 0; k < l->n_params; k++) {
       char key[STF_KEY_MAX + 8];
@@ -449,19 +490,104 @@ parse_end(const char *line, long *count, uint32_t *crc)
 }
 
 enum {
-  F_NAME = 1, F_SETPOINT = 2, F_ENGAGED = 4, F_KP = 8, F_KI = 16, F_KD = 32,
-  F_PIEZO = 64, F_CURRENT = 128, F_RAMP_TO = 256, F_RAMP_RATE = 512,
-  F_FILE_SP = 1024, F_FILE_KP = 2048, F_FILE_KI = 4096, F_FILE_KD = 8192
+  F_NAME = 1, F_ENGAGED = 2, F_PIEZO = 4, F_CURRENT = 8, F_RAMP_TO = 16, F_RAMP_RATE = 32
 };
-#define F_FILE (F_FILE_SP | F_FILE_KP | F_FILE_KI | F_FILE_KD)
-#define F_REQUIRED (F_NAME | F_SETPOINT | F_ENGAGED | F_KP | F_KI | F_KD | F_PIEZO)
+#define F_REQUIRED (F_NAME | F_ENGAGED | F_PIEZO)
 
-/* Parse the fields of one laser line (after "laser").  0 or -1 with why. */
+/* Format 1 kept the setpoint and the gains in fields of their own, with the
+   config file's values at the save in file_<key> fields (all four or none).
+   They load as the parameters of format 2. */
+static const char *const legacy_keys[] = { STF_KEY_SETPOINT, "kp", "ki", "kd" };
+#define N_LEGACY ((int)(sizeof legacy_keys / sizeof legacy_keys[0]))
+
+/* The index of a format-1 field of its own (0..N_LEGACY-1) or of its
+   file_ partner (N_LEGACY..2*N_LEGACY-1); -1 for anything else. */
 static int
-parse_laser(char *fields, STF_Laser *l, const char **why)
+legacy_field(const char *key)
+{
+  int file = strncmp(key, "file_", 5) == 0;
+
+  for (int i = 0; i < N_LEGACY; i++)
+    if (strcmp(key + (file ? 5 : 0), legacy_keys[i]) == 0)
+      return i + (file ? N_LEGACY : 0);
+  return -1;
+}
+
+/* set.<key>=value or file.<key>=value of one line into l.  0 or -1. */
+static int
+parse_param(STF_Laser *l, const char *kv, const char *val, const char **why)
+{
+  int is_file = kv[0] == 'f';
+  const char *key = kv + (is_file ? 5 : 4);
+  int k;
+
+  if (!param_key_ok(key)) {
+    *why = "bad parameter name";
+    return -1;
+  }
+  for (k = 0; k < l->n_params && strcmp(l->params[k].key, key) != 0; k++)
+    ;
+  if (k == l->n_params) {
+    if (is_file) {
+      *why = "file.<key> without set.<key> before it";
+      return -1;
+    }
+    if (l->n_params == STF_MAX_PARAMS) {
+      *why = "too many parameters";
+      return -1;
+    }
+    l->n_params++;
+    UTL_Strlcpy(l->params[k].key, key, sizeof l->params[k].key);
+  } else if (!is_file || l->params[k].has_file) {
+    *why = "a field appears twice";
+    return -1;
+  }
+  if (is_file)
+    l->params[k].has_file = 1;
+  if (parse_double(val, is_file ? &l->params[k].file : &l->params[k].value) < 0) {
+    *why = "a value is not a finite number";
+    return -1;
+  }
+  return 0;
+}
+
+/* Format 1: the setpoint and gains (values[0..3], the file's values in
+   values[4..7] when has_file) become the first parameters of l. */
+static int
+legacy_to_params(STF_Laser *l, const double *values, int has_file, const char **why)
+{
+  if (l->n_params + N_LEGACY > STF_MAX_PARAMS) {
+    *why = "too many parameters";
+    return -1;
+  }
+  for (int k = 0; k < l->n_params; k++)
+    for (int i = 0; i < N_LEGACY; i++)
+      if (strcmp(l->params[k].key, legacy_keys[i]) == 0) {
+        *why = "a field appears twice";
+        return -1;
+      }
+  memmove(&l->params[N_LEGACY], &l->params[0], (size_t)l->n_params * sizeof l->params[0]);
+  for (int i = 0; i < N_LEGACY; i++) {
+    STF_Param *p = &l->params[i];
+
+    memset(p, 0, sizeof *p);
+    UTL_Strlcpy(p->key, legacy_keys[i], sizeof p->key);
+    p->value = values[i];
+    p->has_file = has_file;
+    p->file = has_file ? values[N_LEGACY + i] : 0.0;
+  }
+  l->n_params += N_LEGACY;
+  return 0;
+}
+
+/* Parse the fields of one laser line (after "laser") of a file of the
+   given format.  0 or -1 with why. */
+static int
+parse_laser(char *fields, int format, STF_Laser *l, const char **why)
 {
   char *save = NULL;
-  unsigned int seen = 0;
+  unsigned int seen = 0, legacy_seen = 0;
+  double legacy[2 * N_LEGACY] = { 0 };
 
   memset(l, 0, sizeof *l);
   for (char *kv = strtok_r(fields, " \t", &save); kv; kv = strtok_r(NULL, " \t", &save)) {
@@ -469,6 +595,7 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
     const char *val;
     unsigned int bit = 0;
     double *dst = NULL;
+    int lf;
 
     if (!eq || eq == kv) {
       *why = "a field is not key=value";
@@ -490,18 +617,6 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
         return -1;
       }
       l->engaged = val[0] == '1';
-    } else if (strcmp(kv, "setpoint_thz") == 0) {
-      bit = F_SETPOINT;
-      dst = &l->setpoint_thz;
-    } else if (strcmp(kv, "kp") == 0) {
-      bit = F_KP;
-      dst = &l->kp;
-    } else if (strcmp(kv, "ki") == 0) {
-      bit = F_KI;
-      dst = &l->ki;
-    } else if (strcmp(kv, "kd") == 0) {
-      bit = F_KD;
-      dst = &l->kd;
     } else if (strcmp(kv, "piezo_v") == 0) {
       bit = F_PIEZO;
       dst = &l->piezo_v;
@@ -515,47 +630,17 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
     } else if (strcmp(kv, "ramp_mhz_s") == 0) {
       bit = F_RAMP_RATE;
       dst = &l->ramp_mhz_s;
-    } else if (strcmp(kv, "file_setpoint_thz") == 0) {
-      bit = F_FILE_SP;
-      dst = &l->file_setpoint_thz;
-    } else if (strcmp(kv, "file_kp") == 0) {
-      bit = F_FILE_KP;
-      dst = &l->file_kp;
-    } else if (strcmp(kv, "file_ki") == 0) {
-      bit = F_FILE_KI;
-      dst = &l->file_ki;
-    } else if (strcmp(kv, "file_kd") == 0) {
-      bit = F_FILE_KD;
-      dst = &l->file_kd;
     } else if (strncmp(kv, "set.", 4) == 0 || strncmp(kv, "file.", 5) == 0) {
-      int is_file = kv[0] == 'f';
-      const char *key = kv + (is_file ? 5 : 4);
-      int k;
-
-      if (!param_key_ok(key)) {
-        *why = "bad parameter name";
+      if (parse_param(l, kv, val, why) < 0)
         return -1;
-      }
-      for (k = 0; k < l->n_params && strcmp(l->params[k].key, key) != 0; k++)
-        ;
-      if (k == l->n_params) {
-        if (is_file) {
-          *why = "file.<key> without set.<key> before it";
-          return -1;
-        }
-        if (l->n_params == STF_MAX_PARAMS) {
-          *why = "too many parameters";
-          return -1;
-        }
-        l->n_params++;
-        UTL_Strlcpy(l->params[k].key, key, sizeof l->params[k].key);
-      } else if (!is_file || l->params[k].has_file) {
+      continue;
+    } else if (format == 1 && (lf = legacy_field(kv)) >= 0) {
+      if (legacy_seen & (1u << lf)) {
         *why = "a field appears twice";
         return -1;
       }
-      if (is_file)
-        l->params[k].has_file = 1;
-      if (parse_double(val, is_file ? &l->params[k].file : &l->params[k].value) < 0) {
+      legacy_seen |= 1u << lf;
+      if (parse_double(val, &legacy[lf]) < 0) {
         *why = "a value is not a finite number";
         return -1;
       }
@@ -573,7 +658,20 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
       return -1;
     }
   }
-  if ((seen & F_REQUIRED) != F_REQUIRED) {
+  if (format == 1) {
+    unsigned int own = (1u << N_LEGACY) - 1, file = own << N_LEGACY;
+
+    if ((seen & F_REQUIRED) != F_REQUIRED || (legacy_seen & own) != own) {
+      *why = "a laser line lacks a required field";
+      return -1;
+    }
+    if ((legacy_seen & file) != 0 && (legacy_seen & file) != file) {
+      *why = "file_setpoint_thz, file_kp, file_ki and file_kd go together";
+      return -1;
+    }
+    if (legacy_to_params(l, legacy, (legacy_seen & file) != 0, why) < 0)
+      return -1;
+  } else if ((seen & F_REQUIRED) != F_REQUIRED || !STF_FindParam(l, STF_KEY_SETPOINT)) {
     *why = "a laser line lacks a required field";
     return -1;
   }
@@ -581,17 +679,31 @@ parse_laser(char *fields, STF_Laser *l, const char **why)
     *why = "ramp_to_thz and ramp_mhz_s go together";
     return -1;
   }
-  if ((seen & F_FILE) != 0 && (seen & F_FILE) != F_FILE) {
-    *why = "file_setpoint_thz, file_kp, file_ki and file_kd go together";
-    return -1;
-  }
-  l->has_file = (seen & F_FILE) != 0;
   l->ramp = (seen & F_RAMP_TO) != 0;
   if (l->ramp && !(l->ramp_mhz_s > 0.0)) {
     *why = "ramp_mhz_s must be above 0";
     return -1;
   }
   return 0;
+}
+
+/* The format named by a comment line "# wavelock runtime state, format N",
+   or 0 if line is no such line. */
+static int
+header_format(const char *line)
+{
+  static const char prefix[] = "# wavelock runtime state, format ";
+  long f;
+  char *end;
+
+  if (strncmp(line, prefix, sizeof prefix - 1) != 0)
+    return 0;
+  errno = 0;
+  f = strtol(line + sizeof prefix - 1, &end, 10);
+  if (errno || end == line + sizeof prefix - 1 || f < 1 || f > 1000000 ||
+      (*end != '\0' && *end != ' '))
+    return -1;
+  return (int)f;
 }
 
 /* The fields of the calibration line (after "calibration").  0 or -1. */
@@ -656,7 +768,7 @@ STF_LoadCal(const char *path, STF_Laser **out, STF_Calibration *cal, char *err, 
   STF_Laser *lasers = NULL;
   long count;
   uint32_t crc;
-  int n = 0, r, lineno = 0;
+  int n = 0, r, lineno = 0, format = 1, seen_format = 0;
 
   *out = NULL;
   if (cal)
@@ -732,6 +844,19 @@ STF_LoadCal(const char *path, STF_Laser **out, STF_Calibration *cal, char *err, 
       UTL_SetErr(err, errlen, "%s:%d: line too long", path, lineno);
       goto bad;
     }
+    if (line[0] == '#' && n == 0 && !cal_read.present && !seen_format) {
+      int f = header_format(line);
+
+      if (f < 0 || f > STF_FORMAT) {
+        UTL_SetErr(err, errlen, "%s:%d: state file format %s (this wavelockd reads 1 to %d)",
+                   path, lineno, f < 0 ? "unreadable" : "too new", STF_FORMAT);
+        goto bad;
+      }
+      if (f > 0) {
+        format = f;
+        seen_format = 1;
+      }
+    }
     if (line[0] == '\0' || line[0] == '#')
       continue;
     if (strncmp(line, "calibration ", 12) == 0) {
@@ -753,7 +878,7 @@ STF_LoadCal(const char *path, STF_Laser **out, STF_Calibration *cal, char *err, 
       UTL_SetErr(err, errlen, "%s:%d: more laser lines than the end line counts", path, lineno);
       goto bad;
     }
-    if (parse_laser(line + 6, &lasers[n], &why) < 0) {
+    if (parse_laser(line + 6, format, &lasers[n], &why) < 0) {
       UTL_SetErr(err, errlen, "%s:%d: %s", path, lineno, why);
       goto bad;
     }

@@ -27,10 +27,12 @@
 
 #include "bg.h"
 #include "calib.h"
+#include "cmds.h"
 #include "conf.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "params.h"
 #include "srv.h"
 #include "statefile.h"
 #include "util.h"
@@ -45,6 +47,45 @@
 #define CAL_READING_BUSY (-6.0)   /* readings while calibrating: "not available" */
 
 static WLD_Daemon daemon_state;
+
+/* The daemon's own operations; the commands reach them through
+   daemon_host (host.h).
+
+   Re-read the config file and apply it.  The loop never waits: a new
+   wavemeter backend is prepared on a helper thread.  done (may be NULL: the
+   outcome is logged) runs exactly once, possibly before this returns.  A
+   reload asked for while one is in progress fails with "a reload is in
+   progress" (with done NULL, as from SIGHUP: it runs once this one ends). */
+static void WLD_Reload(WLD_Daemon *d, WLD_Done done, void *arg);
+/* Write the state file now, in the background (wait = 0: errors show up
+   later, in the log) or waiting until it is on disk; 0, or -1 with the error
+   in err. */
+static int WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen);
+/* Write the state file and call done(rc, err, arg) on the loop once it is on
+   disk (or failed); the loop does not wait meanwhile.  done runs exactly
+   once, possibly before this returns. */
+static void WLD_SaveAsync(WLD_Daemon *d, WLD_Done done, void *arg);
+/* Ask for a state-file write soon (debounced). */
+static void WLD_ScheduleSave(WLD_Daemon *d);
+/* A raw reading of a channel as the lasers use it: corrected by the
+   calibration against the reference laser (not the reference channel). */
+static double WLD_Corrected(const WLD_Daemon *d, int channel, double value);
+/* Whether a correction is applied to channel's readings now. */
+static int WLD_CalApplies(const WLD_Daemon *d, int channel);
+/* Start a wlmdata Calibration() now; done(rc, message, arg) runs on the
+   loop when it has finished.  -1 with the reason in err when it cannot start
+   (no calibration group, mode correct, one running, reference out of
+   tolerance). */
+static int WLD_Calibrate(WLD_Daemon *d, WLD_Done done, void *arg, int *code, char *err,
+                         size_t errlen);
+
+static const WLD_Host daemon_host = {
+  .reload = WLD_Reload,
+  .save = WLD_SaveAsync,
+  .schedule_save = WLD_ScheduleSave,
+  .calibrate = WLD_Calibrate,
+  .cal_applies = WLD_CalApplies,
+};
 
 static double unix_now(void);
 
@@ -81,39 +122,26 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
     /* A ramp is saved as the point it has reached and where it goes: a
        restart resumes it rather than jumping to its target.  A scan is
        saved as its centre: a restart does not resume it. */
-    s[i].setpoint_thz = l->scan.active ? l->scan.centre_thz : l->setpoint_thz;
     s[i].ramp = l->ramp.active;
     s[i].ramp_to_thz = l->ramp.target_thz;
     s[i].ramp_mhz_s = l->ramp.rate_mhz_s;
     s[i].engaged = l->sm.engaged;
-    s[i].kp = l->cfg.kp;
-    s[i].ki = l->cfg.ki;
-    s[i].kd = l->cfg.kd;
     s[i].piezo_v = l->piezo_v;
     s[i].has_current = l->current_dev != NULL;
     s[i].current_v = l->current_v;
-    /* The file's own values: one edited while the daemon is down wins. */
-    s[i].has_file = 1;
-    s[i].file_setpoint_thz = l->base_cfg.setpoint_thz;
-    s[i].file_kp = l->base_cfg.kp;
-    s[i].file_ki = l->base_cfg.ki;
-    s[i].file_kd = l->base_cfg.kd;
-    /* The other run-time parameters (polarity, limits, windows, ...). */
-    for (int k = 0; k < WLD_ParamCount() && s[i].n_params < STF_MAX_PARAMS; k++) {
-      if (!WLD_ParamSaved(l, k))
-        continue;
-      int m = s[i].n_params++;
-      UTL_Strlcpy(s[i].params[m].key, WLD_ParamName(k), sizeof s[i].params[m].key);
-      s[i].params[m].value = WLD_ParamValue(l, k);
-      s[i].params[m].file = WLD_ParamFileValue(l, k);
-      s[i].params[m].has_file = 1;
-    }
+    /* Every run-time parameter with the config file's value: one the file
+       changes while the daemon is down comes from the file at the start. */
+    STF_AddParam(&s[i], STF_KEY_SETPOINT, l->scan.active ? l->scan.centre_thz : l->setpoint_thz,
+                 1, l->base_cfg.setpoint_thz);
+    for (int k = 0; k < PRM_Count(); k++)
+      if (PRM_Applies(l, k))
+        STF_AddParam(&s[i], PRM_Name(k), PRM_Value(l, k), 1, PRM_FileValue(l, k));
   }
   *out = s;
   return n;
 }
 
-int
+static int
 WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen)
 {
   STF_Laser *s, *copy = NULL;
@@ -158,7 +186,7 @@ WLD_SaveState(WLD_Daemon *d, int wait, char *err, size_t errlen)
 
 typedef struct {
   WLD_Daemon *d;
-  WLD_ReloadDone done;
+  WLD_Done done;
   void *arg;
   int rc;
   char err[512];
@@ -182,8 +210,8 @@ save_waited(void *arg)
   free(w);
 }
 
-void
-WLD_SaveAsync(WLD_Daemon *d, WLD_ReloadDone done, void *arg)
+static void
+WLD_SaveAsync(WLD_Daemon *d, WLD_Done done, void *arg)
 {
   SaveWait *w;
   char err[512];
@@ -255,7 +283,7 @@ save_cb(evutil_socket_t fd, short what, void *arg)
   save_now(d, "change", 0);
 }
 
-void
+static void
 WLD_ScheduleSave(WLD_Daemon *d)
 {
   struct timeval one_s = { 1, 0 };
@@ -266,30 +294,33 @@ WLD_ScheduleSave(WLD_Daemon *d)
   evtimer_add(d->save_ev, &one_s);
 }
 
-/* A setpoint or gain that the config file changed since the state was saved
-   (edited while the daemon was down) comes from the file, as on a reload;
-   the others keep their saved run-time values. */
-static void
-prefer_edited_file(STF_Laser *s, const CNF_Laser *cfg)
+/* The one rule for every saved run-time parameter (the setpoint, the gains
+   and the others of get/set): the saved value wins unless the config file's
+   value differs from the one it had at the save (the file was edited while
+   the daemon was down; then the file wins).  Format 1 files without the
+   file's values for the setpoint and gains: the saved value wins. */
+static int
+file_changed(const STF_Param *p, double file_now)
 {
-  if (s->file_setpoint_thz != cfg->setpoint_thz) {
+  return p->has_file && p->file != file_now;
+}
+
+/* The setpoint to restore: the saved one, or the config's if the file
+   changed it since the save (a ramp then stops). */
+static double
+restore_setpoint(STF_Laser *s, const CTL_Laser *l)
+{
+  const STF_Param *p = STF_FindParam(s, STF_KEY_SETPOINT);
+
+  if (!p)
+    return l->setpoint_thz;
+  if (file_changed(p, l->base_cfg.setpoint_thz)) {
     log_info("state file: laser %s: setpoint %.9f THz from the config, which changed it "
-             "since the state was saved", s->name, cfg->setpoint_thz);
-    s->setpoint_thz = cfg->setpoint_thz;
+             "since the state was saved", s->name, l->base_cfg.setpoint_thz);
     s->ramp = 0;
+    return l->base_cfg.setpoint_thz;
   }
-  const struct { const char *key; double file, *saved, now; } g[] = {
-    { "kp", s->file_kp, &s->kp, cfg->kp },
-    { "ki", s->file_ki, &s->ki, cfg->ki },
-    { "kd", s->file_kd, &s->kd, cfg->kd },
-  };
-  for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
-    if (g[k].file == g[k].now)
-      continue;
-    log_info("state file: laser %s: %s=%g from the config, which changed it since the state "
-             "was saved", s->name, g[k].key, g[k].now);
-    *g[k].saved = g[k].now;
-  }
+  return p->value;
 }
 
 static const char *
@@ -308,10 +339,11 @@ limit_partner(const char *key)
   return NULL;
 }
 
-/* The saved run-time parameters, with the checks of the set command; one
-   that the config file changed since the save comes from the file.  Two
-   rounds: a value may be refused only until another one is in (a window
-   wider than the file's capture range, a limit past the other one). */
+/* The saved run-time parameters of get/set, with the checks of the set
+   command; one that the config file changed since the save comes from the
+   file (file_changed).  Two rounds: a value may be refused only until
+   another one is in (a window wider than the file's capture range, a limit
+   past the other one). */
 static void
 restore_params(WLD_Daemon *d, CTL_Laser *l, const STF_Laser *s)
 {
@@ -319,13 +351,15 @@ restore_params(WLD_Daemon *d, CTL_Laser *l, const STF_Laser *s)
   char err[160];
 
   for (int k = 0; k < s->n_params; k++) {
-    int i = WLD_ParamFind(s->params[k].key);
+    int i = PRM_Find(s->params[k].key);
 
-    if (i < 0 || !WLD_ParamSaved(l, i))
-      done[k] = 1;   /* a parameter of another version, or no current actuator now */
-    else if (s->params[k].has_file && s->params[k].file != WLD_ParamFileValue(l, i))
+    /* The setpoint (restore_setpoint), a parameter of another version, or
+       one that needs a current actuator the laser does not have now. */
+    if (i < 0 || !PRM_Applies(l, i))
+      done[k] = 1;
+    else if (file_changed(&s->params[k], PRM_FileValue(l, i)))
       done[k] = edited[k] = 1;
-    else if (s->params[k].value == WLD_ParamValue(l, i))
+    else if (s->params[k].value == PRM_Value(l, i))
       done[k] = 1;
   }
   /* Output limits go in pairs, as on a reload: the file changing either
@@ -344,8 +378,8 @@ restore_params(WLD_Daemon *d, CTL_Laser *l, const STF_Laser *s)
     for (int k = 0; k < s->n_params; k++) {
       if (done[k])
         continue;
-      int i = WLD_ParamFind(s->params[k].key);
-      if (WLD_ParamSet(d, l, i, s->params[k].value, err, sizeof err) == 0) {
+      int i = PRM_Find(s->params[k].key);
+      if (PRM_Set(d->ctl, l, i, s->params[k].value, err, sizeof err) == 0) {
         log_info("state file: laser %s: %s=%g", l->cfg.name, s->params[k].key,
                  s->params[k].value);
         done[k] = 1;
@@ -393,10 +427,10 @@ restore_state(WLD_Daemon *d)
       log_info("state file: laser %s is no longer configured", s[i].name);
       continue;
     }
-    if (s[i].has_file)
-      prefer_edited_file(&s[i], &l->base_cfg);
+    double setpoint = restore_setpoint(&s[i], l);
+
     restore_params(d, l, &s[i]);
-    CTL_Restore(d->ctl, l, s[i].setpoint_thz, s[i].engaged, s[i].kp, s[i].ki, s[i].kd,
+    CTL_Restore(d->ctl, l, setpoint, s[i].engaged, l->cfg.kp, l->cfg.ki, l->cfg.kd,
                 s[i].piezo_v, s[i].has_current, s[i].current_v);
     if (s[i].ramp && s[i].ramp_to_thz >= l->cfg.min_thz && s[i].ramp_to_thz <= l->cfg.max_thz &&
         s[i].ramp_mhz_s <= 1e9) {
@@ -543,13 +577,13 @@ hook_dirty(void *arg)
 
 /* ---- calibration against the reference laser ------------------------------ */
 
-int
+static int
 WLD_CalApplies(const WLD_Daemon *d, int channel)
 {
   return d->cal && channel != d->cfg->calibration.channel && CAL_Applies(d->cal);
 }
 
-double
+static double
 WLD_Corrected(const WLD_Daemon *d, int channel, double value)
 {
   return WLD_CalApplies(d, channel) ? CAL_Correct(d->cal, value) : value;
@@ -678,7 +712,7 @@ typedef struct {
   int channel;
   long rc;
   double t0;
-  WLD_ReloadDone done;
+  WLD_Done done;
   void *arg;
 } CalJob;
 
@@ -718,8 +752,8 @@ cal_job_done(void *arg)
   free(j);
 }
 
-int
-WLD_Calibrate(WLD_Daemon *d, WLD_ReloadDone done, void *arg, int *code, char *err,
+static int
+WLD_Calibrate(WLD_Daemon *d, WLD_Done done, void *arg, int *code, char *err,
               size_t errlen)
 {
   const CNF_Calibration *c = &d->cfg->calibration;
@@ -820,7 +854,7 @@ typedef struct {
   CNF_Config *nc;
   WM_Backend *wm;              /* the new wavemeter backend, prepared */
   int new_wm;                  /* the wavemeter settings changed */
-  WLD_ReloadDone done;
+  WLD_Done done;
   void *arg;
   char err[1024];
 } Reload;
@@ -960,8 +994,8 @@ reload_apply(void *arg)
   reload_end(r, 0);
 }
 
-void
-WLD_Reload(WLD_Daemon *d, WLD_ReloadDone done, void *arg)
+static void
+WLD_Reload(WLD_Daemon *d, WLD_Done done, void *arg)
 {
   Reload *r = calloc(1, sizeof *r);
   CNF_Config *nc;
@@ -1259,6 +1293,7 @@ main(int argc, char **argv)
     { NULL, 0, NULL, 0 }
   };
   WLD_Daemon *d = &daemon_state;
+  d->host = &daemon_host;
   const char *cfg_arg = SYSCONFDIR "/wavelockd.conf";
   const char *port_file = NULL;
   int foreground = 0, debug = 0, test_only = 0, opt, status = 0, started = 0;

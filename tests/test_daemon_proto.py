@@ -236,8 +236,8 @@ with Env() as env:
            "save writes the state file", r)
     with open(env.path("wavelock.state")) as f:
         saved = f.read()
-    tap.ok(" ki=0.004 " in saved and "0.0040000000000000001" not in saved,
-           "the state file holds ki=0.004 (shortest exact form)", saved)
+    tap.ok(" set.ki=0.004 " in saved and "0.0040000000000000001" not in saved,
+           "the state file holds set.ki=0.004 (shortest exact form)", saved)
     r = c.cmd("reload")
     tap.ok(final(r).startswith("OK"), "reload of a good config", r)
     with open(cfg) as f:

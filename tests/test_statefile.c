@@ -1,5 +1,5 @@
 /* test_statefile.c - the runtime state file (STF_): exact round trip, the
- * on-disk format, rejection of truncated, damaged and garbage files, the
+ * on-disk format (2, and 1 still loaded), rejection of truncated, damaged and garbage files, the
  * background writer and the removal of stale temporary files. */
 #include "config.h"
 
@@ -137,57 +137,90 @@ write_with_end(const char *body, int count)
 
 static STF_Laser sample[3];
 
+/* Append a parameter (has_file: with the file's value f). */
+static void
+add_param(STF_Laser *l, const char *key, double v, int has_file, double f)
+{
+  assert_int_equal(STF_AddParam(l, key, v, has_file, f), 0);
+}
+
+/* The value of parameter key of l (which must be there). */
+static double
+param(const STF_Laser *l, const char *key)
+{
+  const STF_Param *p = STF_FindParam(l, key);
+
+  if (!p)
+    fail_msg("laser %s has no parameter %s", l->name, key);
+  return p->value;
+}
+
 static void
 fill_sample(void)
 {
   memset(sample, 0, sizeof sample);
   strcpy(sample[0].name, "cool780");
-  sample[0].setpoint_thz = 384.2304844;
   sample[0].engaged = 1;
-  sample[0].kp = 0.1;
-  sample[0].ki = 1.0 / 3.0;
-  sample[0].kd = 0.0;
   sample[0].piezo_v = 5.123456789012345;
   sample[0].has_current = 1;
   sample[0].current_v = -0.2;
+  add_param(&sample[0], STF_KEY_SETPOINT, 384.2304844, 0, 0);
+  add_param(&sample[0], "kp", 0.1, 0, 0);
+  add_param(&sample[0], "ki", 1.0 / 3.0, 0, 0);
+  add_param(&sample[0], "kd", 0.0, 0, 0);
+  add_param(&sample[0], "polarity", -1.0, 1, 1.0);
+  add_param(&sample[0], "piezo_max_v", 8.000000000000002, 0, 0);
   strcpy(sample[1].name, "repump_795.b-2");
-  sample[1].setpoint_thz = 377.10746338;
   sample[1].engaged = 0;
-  sample[1].kp = 4.9e-324;                /* smallest subnormal */
-  sample[1].ki = DBL_MAX;
-  sample[1].kd = 1e-300;
   sample[1].piezo_v = -0.0;
   sample[1].has_current = 0;
+  /* with the config's own values at the save */
+  add_param(&sample[1], STF_KEY_SETPOINT, 377.10746338, 1, 377.1074635);
+  add_param(&sample[1], "kp", 4.9e-324, 1, 0.0);      /* smallest subnormal */
+  add_param(&sample[1], "ki", DBL_MAX, 1, 1.0 / 7.0);
+  add_param(&sample[1], "kd", 1e-300, 1, 5e-324);
   strcpy(sample[2].name, "x");
-  sample[2].setpoint_thz = nextafter(650.503225, 1000.0);
   sample[2].engaged = 1;
-  sample[2].kp = 2.0 / 3.0;
-  sample[2].ki = 0.002;
-  sample[2].kd = 0.0001;
   sample[2].piezo_v = 9.999999999999998;
   sample[2].has_current = 1;
   sample[2].current_v = 1e-17;
   sample[2].ramp = 1;                     /* ramping: the point reached, and where to */
   sample[2].ramp_to_thz = 650.6;
   sample[2].ramp_mhz_s = 0.1;
-  sample[1].has_file = 1;                 /* the config's own values at the save */
-  sample[1].file_setpoint_thz = 377.1074635;
-  sample[1].file_kp = 0.0;
-  sample[1].file_ki = 1.0 / 7.0;
-  sample[1].file_kd = 5e-324;
-  sample[0].n_params = 2;                 /* other run-time parameters */
-  strcpy(sample[0].params[0].key, "polarity");
-  sample[0].params[0].value = -1.0;
-  sample[0].params[0].file = 1.0;
-  sample[0].params[0].has_file = 1;
-  strcpy(sample[0].params[1].key, "piezo_max_v");
-  sample[0].params[1].value = 8.000000000000002;
+  add_param(&sample[2], STF_KEY_SETPOINT, nextafter(650.503225, 1000.0), 1, 650.503225);
+  add_param(&sample[2], "kp", 2.0 / 3.0, 1, 2.0 / 3.0);
+  add_param(&sample[2], "ki", 0.002, 1, 0.001);
+  add_param(&sample[2], "kd", 0.0001, 1, 0.0);
 }
 
 static void
 assert_same_bits(double a, double b)
 {
   assert_memory_equal(&a, &b, sizeof a);
+}
+
+static void
+assert_same_laser(const STF_Laser *out, const STF_Laser *want)
+{
+  assert_string_equal(out->name, want->name);
+  assert_int_equal(out->engaged, want->engaged);
+  assert_same_bits(out->piezo_v, want->piezo_v);
+  assert_int_equal(out->has_current, want->has_current);
+  if (want->has_current)
+    assert_same_bits(out->current_v, want->current_v);
+  assert_int_equal(out->ramp, want->ramp);
+  if (want->ramp) {
+    assert_same_bits(out->ramp_to_thz, want->ramp_to_thz);
+    assert_same_bits(out->ramp_mhz_s, want->ramp_mhz_s);
+  }
+  assert_int_equal(out->n_params, want->n_params);
+  for (int k = 0; k < want->n_params; k++) {
+    assert_string_equal(out->params[k].key, want->params[k].key);
+    assert_same_bits(out->params[k].value, want->params[k].value);
+    assert_int_equal(out->params[k].has_file, want->params[k].has_file);
+    if (want->params[k].has_file)
+      assert_same_bits(out->params[k].file, want->params[k].file);
+  }
 }
 
 static void
@@ -199,76 +232,162 @@ test_round_trip(void **state)
   assert_int_equal(STF_Save(path, sample, 3, err, sizeof err), 0);
   assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
   assert_non_null(out);
-  for (int i = 0; i < 3; i++) {
-    assert_string_equal(out[i].name, sample[i].name);
-    assert_same_bits(out[i].setpoint_thz, sample[i].setpoint_thz);
-    assert_int_equal(out[i].engaged, sample[i].engaged);
-    assert_same_bits(out[i].kp, sample[i].kp);
-    assert_same_bits(out[i].ki, sample[i].ki);
-    assert_same_bits(out[i].kd, sample[i].kd);
-    assert_same_bits(out[i].piezo_v, sample[i].piezo_v);
-    assert_int_equal(out[i].has_current, sample[i].has_current);
-    if (sample[i].has_current)
-      assert_same_bits(out[i].current_v, sample[i].current_v);
-    assert_int_equal(out[i].ramp, sample[i].ramp);
-    if (sample[i].ramp) {
-      assert_same_bits(out[i].ramp_to_thz, sample[i].ramp_to_thz);
-      assert_same_bits(out[i].ramp_mhz_s, sample[i].ramp_mhz_s);
-    }
-    assert_int_equal(out[i].has_file, sample[i].has_file);
-    if (sample[i].has_file) {
-      assert_same_bits(out[i].file_setpoint_thz, sample[i].file_setpoint_thz);
-      assert_same_bits(out[i].file_kp, sample[i].file_kp);
-      assert_same_bits(out[i].file_ki, sample[i].file_ki);
-      assert_same_bits(out[i].file_kd, sample[i].file_kd);
-    }
-    assert_int_equal(out[i].n_params, sample[i].n_params);
-    for (int k = 0; k < sample[i].n_params; k++) {
-      assert_string_equal(out[i].params[k].key, sample[i].params[k].key);
-      assert_same_bits(out[i].params[k].value, sample[i].params[k].value);
-      assert_int_equal(out[i].params[k].has_file, sample[i].params[k].has_file);
-      if (sample[i].params[k].has_file)
-        assert_same_bits(out[i].params[k].file, sample[i].params[k].file);
-    }
-  }
+  for (int i = 0; i < 3; i++)
+    assert_same_laser(&out[i], &sample[i]);
   free(out);
 
   /* saving again replaces the file */
-  sample[0].setpoint_thz = 384.0;
+  STF_FindParam(&sample[0], STF_KEY_SETPOINT)->value = 384.0;
   assert_int_equal(STF_Save(path, sample, 1, err, sizeof err), 0);
   assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
-  assert_dbl(out[0].setpoint_thz, 384.0, 0);
+  assert_dbl(param(&out[0], STF_KEY_SETPOINT), 384.0, 0);
   free(out);
   assert_int_equal(count_entries(), 1);
 }
 
-/* The format documented in statefile.h, checked with an independent CRC. */
+/* The format documented in statefile.h (format 2), checked with an
+   independent CRC. */
 static void
 test_format(void **state)
 {
   size_t len;
-  char *text, *end, want[128], num[UTL_DOUBLE_LEN];
+  char *text, *end, want[256], num[UTL_DOUBLE_LEN];
 
   fill_sample();
   assert_int_equal(STF_Save(path, sample, 2, err, sizeof err), 0);
   text = read_all(path, &len);
   assert_true(len > 0 && text[len - 1] == '\n');
-  assert_int_equal(strncmp(text, "# ", 2), 0);
-  /* Doubles in the shortest form that reads back exactly. */
-  assert_non_null(strstr(text, "\nlaser name=cool780 setpoint_thz=384.2304844 engaged=1 kp=0.1 "
-                         "ki=0.3333333333333333 kd=0 piezo_v=5.123456789012345 "));
-  snprintf(want, sizeof want, " current_v=-0.2 set.polarity=-1 file.polarity=1 "
-           "set.piezo_max_v=%s\n", UTL_FormatDouble(num, sizeof num, sample[0].params[1].value));
+  assert_int_equal(strncmp(text, "# wavelock runtime state, format 2 ", 35), 0);
+  /* Doubles in the shortest form that reads back exactly; every parameter
+     alike, the setpoint and the gains included. */
+  snprintf(want, sizeof want, "\nlaser name=cool780 engaged=1 piezo_v=5.123456789012345 "
+           "current_v=-0.2 set.setpoint_thz=384.2304844 set.kp=0.1 set.ki=0.3333333333333333 "
+           "set.kd=0 set.polarity=-1 file.polarity=1 set.piezo_max_v=%s\n",
+           UTL_FormatDouble(num, sizeof num, sample[0].params[5].value));
+  assert_non_null(strstr(text, want));
+  snprintf(want, sizeof want, "\nlaser name=repump_795.b-2 engaged=0 piezo_v=-0 "
+           "set.setpoint_thz=377.10746338 file.setpoint_thz=377.1074635 set.kp=%s file.kp=0 ",
+           UTL_FormatDouble(num, sizeof num, 4.9e-324));
   assert_non_null(strstr(text, want));
   assert_null(strstr(text, "384.23048440000002"));
-  assert_non_null(strstr(text, "\nlaser name=repump_795.b-2 "));
   assert_null(strstr(strstr(text, "name=repump_795.b-2"), "current_v"));
+  /* no field of format 1 */
+  assert_null(strstr(text, " kp="));
+  assert_null(strstr(text, " setpoint_thz="));
+  assert_null(strstr(text, "file_"));
   text[len - 1] = '\0';
   end = strrchr(text, '\n') + 1;
   snprintf(want, sizeof want, "end count=2 crc32=%08x",
            (unsigned int)ref_crc32(text, (size_t)(end - text)));
   assert_string_equal(end, want);
   free(text);
+}
+
+/* A state file written by a wavelockd of format 1 (tests/conf/format1.state,
+   as it wrote it): the setpoint and gains, with the file's values where it
+   had them, load as the parameters of format 2, before the others. */
+static void
+test_format1_sample(void **state)
+{
+  STF_Laser *out = NULL;
+  STF_Calibration cal;
+  const STF_Param *p;
+
+  assert_int_equal(STF_LoadCal(TEST_SRCDIR "/conf/format1.state", &out, &cal, err, sizeof err),
+                   2);
+  assert_string_equal(out[0].name, "cool780");
+  assert_int_equal(out[0].engaged, 1);
+  assert_dbl(out[0].piezo_v, 5.25, 0);
+  assert_int_equal(out[0].has_current, 1);
+  assert_dbl(out[0].current_v, -0.125, 0);
+  assert_int_equal(out[0].ramp, 0);
+  assert_int_equal(out[0].n_params, 7);
+  {
+    static const struct { const char *key; double v, f; } want[] = {
+      { "setpoint_thz", 384.2304944, 384.2304844 }, { "kp", 0.002, 0.001 },
+      { "ki", 0.005, 0.002 }, { "kd", 0, 0 }, { "polarity", -1, 1 },
+      { "piezo_max_v", 8, 10 }, { "feedforward", 0.01, 0 },
+    };
+    for (int k = 0; k < 7; k++) {
+      assert_string_equal(out[0].params[k].key, want[k].key);
+      assert_dbl(out[0].params[k].value, want[k].v, 0);
+      assert_int_equal(out[0].params[k].has_file, 1);
+      assert_dbl(out[0].params[k].file, want[k].f, 0);
+    }
+  }
+  /* no file_ fields: the saved values, without the file's */
+  assert_string_equal(out[1].name, "repump795");
+  assert_int_equal(out[1].engaged, 0);
+  assert_int_equal(out[1].has_current, 0);
+  assert_int_equal(out[1].ramp, 1);
+  assert_dbl(out[1].ramp_to_thz, 377.1074635, 0);
+  assert_dbl(out[1].ramp_mhz_s, 50, 0);
+  assert_int_equal(out[1].n_params, 4);
+  p = STF_FindParam(&out[1], STF_KEY_SETPOINT);
+  assert_non_null(p);
+  assert_dbl(p->value, 377.1, 0);
+  assert_int_equal(p->has_file, 0);
+  assert_dbl(param(&out[1], "ki"), 0.002, 0);
+  assert_int_equal(STF_FindParam(&out[1], "ki")->has_file, 0);
+  assert_int_equal(cal.present, 1);
+  assert_dbl(cal.eps, 2.5e-8, 0);
+  free(out);
+
+  /* saved again: format 2 with the same content */
+  {
+    STF_Laser *first = NULL, *again = NULL;
+
+    assert_int_equal(STF_Load(TEST_SRCDIR "/conf/format1.state", &first, err, sizeof err), 2);
+    assert_int_equal(STF_Save(path, first, 2, err, sizeof err), 0);
+    assert_int_equal(STF_Load(path, &again, err, sizeof err), 2);
+    for (int i = 0; i < 2; i++)
+      assert_same_laser(&again[i], &first[i]);
+    free(first);
+    free(again);
+  }
+}
+
+/* The format line: format 1 and 2 are read with their own fields; a newer
+   or unreadable one is refused. */
+static void
+test_format_line(void **state)
+{
+  STF_Laser *out = NULL;
+
+  /* "format 1" named: the fields of format 1 */
+  write_with_end("# wavelock runtime state, format 1 (written by wavelockd; do not edit)\n"
+                 "laser name=a setpoint_thz=384.5 engaged=1 kp=1 ki=2 kd=3 piezo_v=4\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
+  assert_dbl(param(&out[0], STF_KEY_SETPOINT), 384.5, 0);
+  assert_dbl(param(&out[0], "kd"), 3, 0);
+  free(out);
+  /* format 2: the fields of format 1 are unknown ones (ignored), so the
+     setpoint is missing */
+  write_with_end("# wavelock runtime state, format 2\n"
+                 "laser name=a setpoint_thz=384.5 engaged=1 kp=1 ki=2 kd=3 piezo_v=4\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, ":2: a laser line lacks a required field"));
+  write_with_end("# wavelock runtime state, format 2\n"
+                 "laser name=a engaged=1 piezo_v=4 set.setpoint_thz=384.5 kp=7\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
+  assert_int_equal(out[0].n_params, 1);
+  assert_null(STF_FindParam(&out[0], "kp"));
+  free(out);
+  /* newer and unreadable format lines */
+  write_with_end("# wavelock runtime state, format 3\n", 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, ":1: state file format too new"));
+  write_with_end("# wavelock runtime state, format two\n", 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, "format unreadable"));
+  write_with_end("# wavelock runtime state, format 0\n", 0);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  /* only the first such line before any record counts */
+  write_with_end("# wavelock runtime state, format 2\n# wavelock runtime state, format 1\n"
+                 "laser name=a engaged=1 piezo_v=4 set.setpoint_thz=384.5\n"
+                 "# wavelock runtime state, format 9\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
+  free(out);
 }
 
 /* The calibration record: round trip, old files (none) load, bad ones fail. */
@@ -478,8 +597,41 @@ test_malformed_with_good_crc(void **state)
       " file.lock_n=4 file.lock_n=4\n", 1, "twice" },
     { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 set.lock_n=inf\n", 1,
       "finite" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 set.kp=1\n", 1,
+      "twice" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 kd=0 piezo_v=1 kp=1\n", 1, "twice" },
+    { "laser name=a setpoint_thz=384 engaged=1 kp=0 ki=0 piezo_v=1\n", 1, "lacks" },
+  };
+  /* The same rules in format 2, and its own. */
+#define F2 "# wavelock runtime state, format 2\n"
+  static const struct { const char *body; int count; const char *why; } cases2[] = {
+    { F2 "laser name=a engaged=1 piezo_v=1\n", 1, "lacks" },
+    { F2 "laser name=a engaged=1 set.setpoint_thz=384\n", 1, "lacks" },
+    { F2 "laser engaged=1 piezo_v=1 set.setpoint_thz=384\n", 1, "lacks" },
+    { F2 "laser name=a engaged=1 piezo_v=1 set.setpoint_thz=nan\n", 1, "finite" },
+    { F2 "laser name=a engaged=1 piezo_v=1 set.setpoint_thz=384 set.setpoint_thz=385\n", 1,
+      "twice" },
+    { F2 "laser name=a engaged=1 piezo_v=1 file.setpoint_thz=384 set.setpoint_thz=384\n", 1,
+      "without" },
+    { F2 "laser name=a engaged=1 piezo_v=1 set.setpoint_thz=384 file.kp=1\n", 1, "without" },
+    { F2 "laser name=a engaged=1 piezo_v=1 set.setpoint_thz=384 set.kp=1 file.kp=x\n", 1,
+      "finite" },
+    { F2 "laser name=a engaged=3 piezo_v=1 set.setpoint_thz=384\n", 1, "engaged" },
+    { F2 "laser name=a engaged=1 piezo_v=1 set.setpoint_thz=384 ramp_mhz_s=5\n", 1,
+      "go together" },
+    { F2 "laser name=a engaged=1 piezo_v=1 set.setpoint_thz=384 set.KP=1\n", 1,
+      "bad parameter name" },
   };
   STF_Laser *out = NULL;
+
+  for (size_t i = 0; i < sizeof cases2 / sizeof cases2[0]; i++) {
+    write_with_end(cases2[i].body, cases2[i].count);
+    if (STF_Load(path, &out, err, sizeof err) != -1)
+      fail_msg("format 2 case %zu accepted", i);
+    if (!strstr(err, cases2[i].why))
+      fail_msg("format 2 case %zu: \"%s\" lacks \"%s\"", i, err, cases2[i].why);
+    assert_null(out);
+  }
 
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     write_with_end(cases[i].body, cases[i].count);
@@ -495,11 +647,18 @@ test_malformed_with_good_crc(void **state)
                  "piezo_v=4 future_field=xyz\n", 1);
   assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
   assert_string_equal(out[0].name, "a");
-  assert_dbl(out[0].setpoint_thz, 384.5, 0);
+  assert_dbl(param(&out[0], STF_KEY_SETPOINT), 384.5, 0);
   assert_int_equal(out[0].engaged, 0);
-  assert_dbl(out[0].kd, 3.0, 0);
+  assert_dbl(param(&out[0], "kd"), 3.0, 0);
   assert_int_equal(out[0].has_current, 0);
   free(out);
+  write_with_end(F2 "# comment\n\nlaser name=a engaged=0 piezo_v=4 future_field=xyz "
+                 "set.setpoint_thz=384.5 set.future_param=1 file.future_param=2\n", 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
+  assert_dbl(param(&out[0], STF_KEY_SETPOINT), 384.5, 0);
+  assert_dbl(STF_FindParam(&out[0], "future_param")->file, 2.0, 0);
+  free(out);
+#undef F2
 }
 
 /* Saving leaves exactly one file, and failed saves leave nothing. */
@@ -519,12 +678,19 @@ test_atomic_no_temp_files(void **state)
   /* values that cannot be stored: refused before anything is written */
   memset(&bad, 0, sizeof bad);
   strcpy(bad.name, "a");
-  bad.setpoint_thz = nan("");
+  assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);   /* no setpoint */
+  assert_non_null(strstr(err, "no setpoint_thz"));
+  add_param(&bad, STF_KEY_SETPOINT, nan(""), 0, 0);
   assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
-  assert_non_null(strstr(err, "finite"));
-  bad.setpoint_thz = 384.0;
+  assert_non_null(strstr(err, "cannot be stored"));
+  bad.params[0].value = 384.0;
+  bad.params[0].has_file = 1;
+  bad.params[0].file = INFINITY;
+  assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
+  bad.params[0].file = 384.0;
   bad.piezo_v = HUGE_VAL;
   assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
+  assert_non_null(strstr(err, "finite"));
   bad.piezo_v = 1.0;
   strcpy(bad.name, "two words");
   assert_int_equal(STF_Save(path, &bad, 1, err, sizeof err), -1);
@@ -567,8 +733,24 @@ test_param_limits(void **state)
   assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
   assert_non_null(strstr(err, "too many"));
 
+  /* the same in format 2 */
+  n = (size_t)snprintf(body, sizeof body, "# wavelock runtime state, format 2\n"
+                       "laser name=a engaged=1 piezo_v=1");
+  for (int k = 0; k <= STF_MAX_PARAMS; k++)
+    n += (size_t)snprintf(body + n, sizeof body - n, " set.p%d=%d", k, k);
+  snprintf(body + n, sizeof body - n, "\n");
+  write_with_end(body, 1);
+  assert_int_equal(STF_Load(path, &out, err, sizeof err), -1);
+  assert_non_null(strstr(err, "too many"));
+
   memset(&l, 0, sizeof l);
   strcpy(l.name, "a");
+  /* STF_AddParam refuses what Save would */
+  assert_int_equal(STF_AddParam(&l, "bad key", 1, 0, 0), -1);
+  assert_int_equal(STF_AddParam(&l, "", 1, 0, 0), -1);
+  assert_int_equal(STF_AddParam(&l, "lock_n", 1, 0, 0), 0);
+  assert_int_equal(STF_AddParam(&l, "lock_n", 2, 0, 0), -1);
+  assert_int_equal(l.n_params, 1);
   l.n_params = 1;
   strcpy(l.params[0].key, "bad key");
   assert_int_equal(STF_Save(path, &l, 1, err, sizeof err), -1);
@@ -579,12 +761,20 @@ test_param_limits(void **state)
   assert_int_equal(STF_Save(path, &l, 1, err, sizeof err), -1);
   assert_non_null(strstr(err, "twice"));
   l.n_params = STF_MAX_PARAMS;
-  for (int k = 0; k < STF_MAX_PARAMS; k++)
-    snprintf(l.params[k].key, sizeof l.params[k].key, "p%d", k);
+  for (int k = 0; k < STF_MAX_PARAMS; k++) {
+    /* long names and values: the longest lines Save writes */
+    snprintf(l.params[k].key, sizeof l.params[k].key, "p%02d_%.27s", k % 100,
+             "abcdefghijklmnopqrstuvwxyz0123456789");
+    l.params[k].value = -1.2345678901234567e-300;
+    l.params[k].has_file = 1;
+    l.params[k].file = -DBL_MAX;
+  }
+  strcpy(l.params[0].key, STF_KEY_SETPOINT);
+  assert_int_equal(STF_AddParam(&l, "one_more", 1, 0, 0), -1);
   assert_int_equal(STF_Save(path, &l, 1, err, sizeof err), 0);
   assert_int_equal(STF_Load(path, &out, err, sizeof err), 1);
   assert_int_equal(out[0].n_params, STF_MAX_PARAMS);
-  assert_string_equal(out[0].params[STF_MAX_PARAMS - 1].key, "p31");
+  assert_same_laser(&out[0], &l);
   free(out);
 }
 
@@ -608,7 +798,7 @@ sample_copy(double setpoint)
   assert_non_null(c);
   fill_sample();
   memcpy(c, sample, sizeof sample);
-  c[0].setpoint_thz = setpoint;
+  STF_FindParam(&c[0], STF_KEY_SETPOINT)->value = setpoint;
   return c;
 }
 
@@ -628,7 +818,7 @@ test_writer_latest_wins(void **state)
   assert_int_equal(STF_WriterStatus(w, err, sizeof err, &writes), 0);
   assert_true(writes >= 1 && writes <= 200);
   assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
-  assert_same_bits(out[0].setpoint_thz, 384.0 + 199 * 1e-6);
+  assert_same_bits(param(&out[0], STF_KEY_SETPOINT), 384.0 + 199 * 1e-6);
   assert_string_equal(out[2].name, "x");
   free(out);
   assert_int_equal(count_entries(), 1);
@@ -671,7 +861,7 @@ test_writer_destroy_writes(void **state)
   assert_int_equal(STF_WriterSubmit(w, path, sample_copy(384.3), 3), 0);
   STF_WriterDestroy(w);
   assert_int_equal(STF_Load(path, &out, err, sizeof err), 3);
-  assert_same_bits(out[0].setpoint_thz, 384.3);
+  assert_same_bits(param(&out[0], STF_KEY_SETPOINT), 384.3);
   free(out);
 }
 
@@ -749,6 +939,8 @@ main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
     cmocka_unit_test_setup_teardown(test_format, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_format1_sample, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_format_line, setup, teardown),
     cmocka_unit_test_setup_teardown(test_calibration_record, setup, teardown),
     cmocka_unit_test_setup_teardown(test_empty_list, setup, teardown),
     cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
