@@ -663,9 +663,14 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
          fed forward to (ff_sp_mhz): that is what the PID corrects; the
          move to the new setpoint is the feed-forward's.  So a step or a
          scan gives the PID no error of its own to react to. */
-      if (l->scan.active)
-        j->ff_target_mhz = SCN_Setpoint(&l->scan, UTL_Now() + CTL_FF_LEAD_S) * 1e6;
       j->sp_mhz = l->ff_sp_mhz;
+      if (l->scan.active) {
+        /* Scanning, the output follows the setpoint between readings too:
+           the reading shows the laser at the setpoint of the time it
+           arrived (not of now: the loop may have been busy meanwhile). */
+        j->ff_target_mhz = SCN_Setpoint(&l->scan, UTL_Now() + CTL_FF_LEAD_S) * 1e6;
+        j->sp_mhz = SCN_Setpoint(&l->scan, r->rx_s) * 1e6;
+      }
       j->ff_dv = SCN_FeedForwardV(j->ff_target_mhz - l->ff_sp_mhz,
                                   l->cfg.sensitivity_mhz_per_v, l->cfg.polarity);
     }
