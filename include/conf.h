@@ -139,6 +139,9 @@ typedef struct {
 /* Most grid points per actuator of a relock search, each way. */
 #define CNF_RELOCK_MAX_STEPS 1000
 
+/* Largest |pid.sensitivity_mhz_per_v| (MHz/V). */
+#define CNF_MAX_SENSITIVITY 1e7
+
 /* Relock search (DESIGN.md section 8, the laser's relock group): after
    after_s in relocking, a grid around the last good output. */
 typedef struct {
@@ -184,6 +187,8 @@ typedef struct {
   double d_tau_s;                    /* pid.d_filter_s, default 0.05 */
   int polarity;                      /* pid.polarity, +1 (default) or -1 */
   double max_dt_s;                   /* pid.max_dt_s, default 1.0 */
+  double sensitivity_mhz_per_v;      /* pid.sensitivity_mhz_per_v: setpoint feed-forward,
+                                        0 (default) = none; its magnitude is used */
   CNF_Actuator piezo;                /* required */
   CNF_Actuator current;              /* optional (present = 0) */
   char datalog[CNF_PATH_MAX];        /* per-laser data log, "" = none */

@@ -18,6 +18,8 @@
 #include "lsr.h"
 #include "pid.h"
 #include "relock.h"
+#include "scan.h"
+#include "tune.h"
 #include "wm.h"
 
 struct event_base;
@@ -25,9 +27,16 @@ typedef struct CTL_Ctx CTL_Ctx;
 typedef struct CTL_Device CTL_Device;
 typedef struct CTL_Job CTL_Job;
 typedef struct CTL_Gates CTL_Gates;
+typedef struct CTL_Laser CTL_Laser;
+
+/* A tune sequence ended (loop thread): rc 0 with the result, or -1 with why
+   and the protocol code it deserves (409 interrupted, 503 no readings or no
+   answer from the laser). */
+typedef void (*CTL_TuneDone)(CTL_Laser *l, int rc, int code, const char *why,
+                             const TUN_Result *r, void *arg);
 
 /* Per-laser runtime; fields are read by the command handlers. */
-typedef struct CTL_Laser {
+struct CTL_Laser {
   CNF_Laser cfg;               /* config in force (runtime changes applied) */
   CNF_Laser base_cfg;          /* config as loaded, to tell what reload changed */
   int forget_pid;              /* PID history to forget when the job in flight is back */
@@ -92,7 +101,19 @@ typedef struct CTL_Laser {
   char owner[96];
   double claim_until;
   double claim_len_s;          /* the claim's length: a renewal adds it again */
-} CTL_Laser;
+  /* Setpoint scan (scan.h) and setpoint feed-forward. */
+  SCN_Scan scan;
+  int ff_have;                 /* ff_sp_mhz valid: the output follows that setpoint */
+  double ff_sp_mhz;            /* the setpoint the output was last fed forward to */
+  double ff_next_dv, ff_next_mhz;  /* the next feed-forward write (JOB_FF) */
+
+  /* tune (tune.h): the piezo stepped by hand while unlocked. */
+  TUN_Tune tune;
+  double tune_t0;              /* when it started (UTL_Now) */
+  double tune_p0, tune_c0;     /* outputs at the start; the current follows the piezo */
+  CTL_TuneDone tune_done;
+  void *tune_arg;
+};
 
 /* Called on the loop thread when a laser changes state or gets a reading. */
 typedef struct {
@@ -160,6 +181,19 @@ void CTL_Restore(CTL_Ctx *ctx, CTL_Laser *l, double setpoint_thz, int engaged,
 /* Apply changed gains/limits bumplessly after l->cfg or the runtime limits
    were edited; old holds the PID parameters before the edit. */
 void CTL_ParamsChanged(CTL_Ctx *ctx, CTL_Laser *l, const PID_Params *old);
+
+/* Start a scan of the setpoint around its present value (scan.h); the
+   caller has checked the laser's state.  0, or -1 with the range error in
+   err.  CTL_ScanStop ends it with the setpoint back at the centre. */
+int CTL_Scan(CTL_Ctx *ctx, CTL_Laser *l, SCN_Wave w, double amplitude_mhz, double period_s,
+             long cycles, char *err, size_t errlen);
+void CTL_ScanStop(CTL_Ctx *ctx, CTL_Laser *l);
+
+/* Start tuning an unlocked laser (tune.h); done is called once, on the loop
+   thread, when it ends.  0, or -1 with the reason in err (409: not off, or
+   already tuning; 422: the piezo has no room for the steps). */
+int CTL_Tune(CTL_Ctx *ctx, CTL_Laser *l, CTL_TuneDone done, void *arg, char *err,
+             size_t errlen, int *code);
 
 /* Number of cycles in flight (for shutdown). */
 int CTL_Busy(const CTL_Ctx *ctx);

@@ -56,6 +56,12 @@ void PID_Retune(PID_State *s, const PID_Params *old_p, const PID_Params *new_p);
    output: the next reading restarts dt and the derivative. */
 void PID_Forget(PID_State *s);
 
+/* Move the output by dv at once (a setpoint feed-forward), within the
+   limits and max_step_v, the integrator moving with it so the next step
+   goes on from there; the measurement history is kept.  Returns the change
+   actually made. */
+double PID_Shift(PID_State *s, const PID_Params *p, double dv);
+
 /* Clamp v to min_v..max_v. */
 double PID_Clamp(const PID_Params *p, double v);
 

@@ -119,6 +119,17 @@ changing_laser_arg(WLD_Daemon *d, SRV_Conn *c, const char *name)
   return l;
 }
 
+/* The laser of a command that changes it: control role, a known laser, not
+   claimed by another name (claim_check).  Every changing command that
+   takes one laser looks it up here. */
+static CTL_Laser *
+changing_laser(WLD_Daemon *d, SRV_Conn *c, const char *name)
+{
+  if (!need_control(c))
+    return NULL;
+  return changing_laser_arg(d, c, name);
+}
+
 static double
 age_ms(const WM_Reading *r)
 {
@@ -163,11 +174,13 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
   else
     snprintf(claim, sizeof claim, " owner=none claim_s=0");
   SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu relocks=%lu%s%s",
+           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu relocks=%lu%s"
+           " scan=%s%s%s",
            l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
            l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
            LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches,
-           l->sm.relocks, relock, claim);
+           l->sm.relocks, relock, l->scan.active ? SCN_WaveName(l->scan.wave) : "none",
+           l->tune.active ? " tune=running" : "", claim);
 }
 
 /* ---- commands ---------------------------------------------------------------- */
@@ -433,6 +446,10 @@ cmd_output(SRV_Conn *c, int argc, char **argv, void *ctx)
   if (l->sm.engaged) {
     SRV_Err(c, 409, "%s is engaged (state %s): unlock it first", l->cfg.name,
             LSR_StateName(l->sm.state));
+    return;
+  }
+  if (l->tune.active) {
+    SRV_Err(c, 409, "%s is being tuned: wait for the tune to end", l->cfg.name);
     return;
   }
   if (l->sm.state == LSR_FAULT) {
@@ -954,6 +971,177 @@ cmd_resume(SRV_Conn *c, int argc, char **argv, void *ctx)
     SRV_Ok(c, "state=%s", LSR_StateName(l->sm.state));
 }
 
+/* ---- scan and tune (DESIGN.md section 8) ---------------------------------- */
+
+static void
+scan_line(SRV_Conn *c, const CTL_Laser *l)
+{
+  char amp[UTL_DOUBLE_LEN] = "0", per[UTL_DOUBLE_LEN] = "0";
+
+  if (l->scan.active) {
+    UTL_FormatDouble(amp, sizeof amp, l->scan.amplitude_mhz);
+    UTL_FormatDouble(per, sizeof per, l->scan.period_s);
+  }
+  SRV_Data(c, "name=%s scan=%s centre_thz=%.9f amplitude_mhz=%s period_s=%s cycles=%ld"
+           " setpoint_thz=%.9f", l->cfg.name,
+           l->scan.active ? SCN_WaveName(l->scan.wave) : "none",
+           l->scan.active ? l->scan.centre_thz : l->setpoint_thz, amp, per,
+           l->scan.active ? l->scan.cycles : 0L, l->setpoint_thz);
+}
+
+static void
+cmd_scan(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l;
+  SCN_Wave w;
+  double amp, period, cyc = 0.0;
+  char err[200];
+
+  if (argc == 2) {
+    if (!(l = laser_arg(d, c, argv[1])))
+      return;
+    scan_line(c, l);
+    SRV_Ok(c, NULL);
+    return;
+  }
+  if (!(l = changing_laser(d, c, argv[1])))
+    return;
+  if (argc == 3 && strcasecmp(argv[2], "stop") == 0) {
+    if (l->scan.active)
+      log_info("laser %s: scan stopped, setpoint back at %.9f THz", l->cfg.name,
+               l->scan.centre_thz);
+    CTL_ScanStop(d->ctl, l);
+    SRV_Ok(c, "scan=none setpoint_thz=%.9f", l->setpoint_thz);
+    return;
+  }
+  if (SCN_ParseWave(argv[2], &w) != 0) {
+    SRV_Err(c, 422, "unknown waveform '%s' (triangle, sawtooth, sine, square or stop)",
+            argv[2]);
+    return;
+  }
+  if (argc < 5) {
+    SRV_Err(c, 400, "usage: scan <laser> <triangle|sawtooth|sine|square> <amplitude_mhz>"
+            " <period_s> [<cycles>]");
+    return;
+  }
+  if (UTL_ParseDouble(argv[3], &amp) != 0 || !(amp >= SCN_MIN_AMPLITUDE_MHZ) ||
+      amp > SCN_MAX_AMPLITUDE_MHZ) {
+    SRV_Err(c, 422, "amplitude must be a number of MHz in %g..%g, got '%s'",
+            SCN_MIN_AMPLITUDE_MHZ, SCN_MAX_AMPLITUDE_MHZ, argv[3]);
+    return;
+  }
+  if (UTL_ParseDouble(argv[4], &period) != 0 || !(period >= SCN_MIN_PERIOD_S) ||
+      period > SCN_MAX_PERIOD_S) {
+    SRV_Err(c, 422, "period must be a number of seconds in %g..%g, got '%s'",
+            SCN_MIN_PERIOD_S, SCN_MAX_PERIOD_S, argv[4]);
+    return;
+  }
+  if (argc == 6 && (UTL_ParseDouble(argv[5], &cyc) != 0 || !(cyc >= 1.0) ||
+                    cyc > SCN_MAX_CYCLES || cyc != floor(cyc))) {
+    SRV_Err(c, 422, "cycles must be a whole number in 1..%d, got '%s'", SCN_MAX_CYCLES,
+            argv[5]);
+    return;
+  }
+  if (!l->sm.engaged || l->sm.relock_failed) {
+    SRV_Err(c, 409, "%s is %s: a scan needs a locked laser (lock it first)", l->cfg.name,
+            LSR_StateName(l->sm.state));
+    return;
+  }
+  if (l->ramp.active) {
+    SRV_Err(c, 409, "%s is ramping: wait for the ramp to end", l->cfg.name);
+    return;
+  }
+  if (CTL_Scan(d->ctl, l, w, amp, period, (long)cyc, err, sizeof err) != 0) {
+    SRV_Err(c, 422, "%s", err);
+    return;
+  }
+  log_info("laser %s: scan %s %g MHz %g s %ld cycles around %.9f THz", l->cfg.name,
+           SCN_WaveName(w), amp, period, (long)cyc, l->scan.centre_thz);
+  scan_line(c, l);
+  SRV_Ok(c, NULL);
+}
+
+typedef struct {
+  SRV_Pending *p;
+  WLD_Daemon *d;
+  int apply;
+} TuneLater;
+
+/* The tune's answer, and with apply its figures in force (bumpless). */
+static void
+tuned(CTL_Laser *l, int rc, int code, const char *why, const TUN_Result *r, void *arg)
+{
+  TuneLater *w = arg;
+  SRV_Conn *c = SRV_PendingConn(w->p);
+  char g[5][UTL_DOUBLE_LEN], err[160];
+  int applied = 0;
+
+  if (rc == 0 && w->apply) {
+    const char *names[] = { "kp", "ki", "kd", "polarity", "sensitivity_mhz_per_v" };
+    double v[] = { r->kp, r->ki, r->kd, r->polarity, r->sensitivity_mhz_per_v };
+
+    applied = 1;
+    for (int i = 0; i < 5; i++) {
+      if (PRM_Set(w->d->ctl, l, PRM_Find(names[i]), v[i], err, sizeof err) != 0) {
+        rc = -1;
+        code = 422;
+        why = err;
+        break;
+      }
+    }
+    if (rc == 0)
+      log_info("laser %s: tune applied: kp=%g ki=%g kd=%g polarity=%d sensitivity %g MHz/V",
+               l->cfg.name, r->kp, r->ki, r->kd, r->polarity, r->sensitivity_mhz_per_v);
+  }
+  if (c && rc != 0) {
+    SRV_Err(c, code, "tune %s: %s", l->cfg.name, why);
+  } else if (c) {
+    UTL_FormatDouble(g[0], sizeof g[0], r->sensitivity_mhz_per_v);
+    UTL_FormatDouble(g[1], sizeof g[1], r->kp);
+    UTL_FormatDouble(g[2], sizeof g[2], r->ki);
+    UTL_FormatDouble(g[3], sizeof g[3], r->kd);
+    SRV_Data(c, "name=%s sensitivity_mhz_per_v=%s polarity=%d noise_mhz=%.3f drift_mhz_rts=%.3f"
+             " interval_s=%.3f kp=%s ki=%s kd=%s applied=%d", l->cfg.name, g[0], r->polarity,
+             r->noise_mhz, r->drift_mhz_rts, r->interval_s, g[1], g[2], g[3], applied);
+    SRV_Ok(c, NULL);
+  }
+  SRV_Complete(w->p);
+  free(w);
+}
+
+static void
+cmd_tune(SRV_Conn *c, int argc, char **argv, void *ctx)
+{
+  WLD_Daemon *d = D(ctx);
+  CTL_Laser *l = changing_laser(d, c, argv[1]);
+  TuneLater *w;
+  char err[200];
+  int code;
+
+  if (!l)
+    return;
+  if (argc == 3 && strcasecmp(argv[2], "apply") != 0) {
+    SRV_Err(c, 422, "tune: unknown option '%s' (apply)", argv[2]);
+    return;
+  }
+  w = calloc(1, sizeof *w);
+  if (w)
+    w->p = SRV_Defer(c);
+  if (!w || !w->p) {
+    free(w);
+    SRV_Err(c, 500, "out of memory");
+    return;
+  }
+  w->d = d;
+  w->apply = argc == 3;
+  if (CTL_Tune(d->ctl, l, tuned, w, err, sizeof err, &code) != 0) {
+    SRV_Err(SRV_PendingConn(w->p), code, "%s", err);
+    SRV_Complete(w->p);
+    free(w);
+  }
+}
+
 const SRV_Command WLD_Commands[] = {
   { "version", CNF_ROLE_NONE, 0, 0, "version", "versions of wavelock and the protocol", cmd_version },
   { "lasers", CNF_ROLE_MONITOR, 0, 0, "lasers", "one line per laser: name, state, channel", cmd_lasers },
@@ -974,6 +1162,8 @@ const SRV_Command WLD_Commands[] = {
   { "save", CNF_ROLE_CONTROL, 0, 0, "save", "write the runtime state file now", cmd_save },
   { "calibration", CNF_ROLE_MONITOR, 0, 0, "calibration", "the correction against the reference laser: mode, state, ppb, offset", cmd_calibration },
   { "calibrate", CNF_ROLE_CONTROL, 0, 0, "calibrate", "wlmdata mode: calibrate the wavemeter on the reference now", cmd_calibrate },
+  { "scan", CNF_ROLE_MONITOR, 1, 5, "scan <laser> [<triangle|sawtooth|sine|square> <amplitude_mhz> <period_s> [<cycles>]|stop]", "read, start or stop a setpoint scan around the present setpoint (starting, stopping: control)", cmd_scan },
+  { "tune", CNF_ROLE_CONTROL, 1, 2, "tune <laser> [apply]", "measure an unlocked laser's sensitivity, noise and drift and propose gains (apply: set them)", cmd_tune },
   { "reload", CNF_ROLE_CONTROL, 0, 0, "reload", "re-read the config file (an invalid one is refused)", cmd_reload },
   { "iam", CNF_ROLE_MONITOR, 1, 1, "iam <name>", "name this connection (for claims and the log)", cmd_iam },
   { "claim", CNF_ROLE_CONTROL, 1, 3, "claim <laser|all> [<seconds>] [steal]", "reserve lasers for this name (default 300 s; steal: take over)", cmd_claim },

@@ -1477,6 +1477,8 @@ static const LaserKey laser_table[] = {
   LK_NUM("pid", "d_filter_s", d_tau_s, OPT, 0.0, 3600.0, 0.05, NULL),
   LK_NUM("pid", "max_dt_s", max_dt_s, GT_LO, 0.0, 3600.0, 1.0, NULL),
   LK_INT("pid", "polarity", polarity, OPT, -1, 1, 1, NULL),
+  LK_NUM("pid", "sensitivity_mhz_per_v", sensitivity_mhz_per_v, OPT, -CNF_MAX_SENSITIVITY,
+         CNF_MAX_SENSITIVITY, 0.0, NULL),
 
   LK_ACTUATOR("piezo", piezo, REQ, 0),
   LK_ACTUATOR("current", current, OPT, 1),

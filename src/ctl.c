@@ -40,7 +40,17 @@
 #include "regenc.h"
 #include "util.h"
 
-enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL };
+enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL, JOB_FF };
+
+/* While a laser scans with feed-forward, its output follows the setpoint
+   between readings too: a feed-forward write every CTL_SCAN_PERIOD_S (when
+   no cycle is in flight), aimed at the setpoint CTL_FF_LEAD_S ahead (half
+   a period: the middle of the time the value stays). */
+#define CTL_SCAN_PERIOD_S 0.02
+#define CTL_FF_LEAD_S (0.5 * CTL_SCAN_PERIOD_S + 0.002)
+
+/* A tune sequence that has not ended after this long gives up. */
+#define CTL_TUNE_TIMEOUT_S 120.0
 
 typedef struct CTL_Job {
   struct CTL_Job *next;          /* result list link */
@@ -53,6 +63,8 @@ typedef struct CTL_Job {
   PID_State pid;
   PID_State pid_before;
   double t, meas_mhz, sp_mhz;
+  double ff_dv;              /* setpoint feed-forward: added to the integrator */
+  double ff_target_mhz;      /* the setpoint the output answers after this job */
   double relock_v;
   int relock_set_current;    /* relock: write relock_current_v, not the feed-forward */
   double relock_current_v;
@@ -129,6 +141,7 @@ struct CTL_Ctx {
   /* Devices dropped by a reload, stopped once no job in flight uses them. */
   CTL_Device **retiring;
   int n_retiring;
+  struct event *scan_ev;       /* feed-forward writes of scanning lasers */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -137,6 +150,13 @@ static double
 clampd(double v, double lo, double hi)
 {
   return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Setpoint changes are fed forward (a sensitivity is set). */
+static int
+ff_on(const CTL_Laser *l)
+{
+  return l->cfg.sensitivity_mhz_per_v != 0.0 && isfinite(l->cfg.sensitivity_mhz_per_v);
 }
 
 void
@@ -350,10 +370,17 @@ job_compute(Job *j)
   } else if (j->kind == JOB_PID) {
     if (j->resume)
       PID_Forget(&j->pid);
+    /* The setpoint moved since the last cycle: the output moves with it
+       through the sensitivity, from the integrator, so the step still
+       goes through the limits and max_step_v of PID_Step. */
+    if (j->ff_dv != 0.0)
+      j->pid.integ = PID_Clamp(&j->pp, j->pid.integ + j->ff_dv);
     if (PID_Step(&j->pid, &j->pp, j->t, j->meas_mhz, j->sp_mhz) != 0) {
       j->skipped = 1;
       return;
     }
+  } else if (j->kind == JOB_FF) {
+    PID_Shift(&j->pid, &j->pp, j->ff_dv);
   }
   if (j->kind != JOB_MANUAL) {
     j->piezo_v = j->pid.out;
@@ -673,6 +700,27 @@ submit(CTL_Ctx *ctx, CTL_Laser *l, int kind, const WM_Reading *r, int resume)
     j->t = r->t_s >= 0.0 ? r->t_s : r->rx_s;
     j->meas_mhz = r->value * 1e6;
     j->sp_mhz = l->setpoint_thz * 1e6;
+    j->ff_target_mhz = j->sp_mhz;
+    if (ff_on(l) && l->ff_have && l->pid.have_last && !resume) {
+      /* The reading shows the laser answering the setpoint the output was
+         fed forward to (ff_sp_mhz): that is what the PID corrects; the
+         move to the new setpoint is the feed-forward's.  So a step or a
+         scan gives the PID no error of its own to react to. */
+      j->sp_mhz = l->ff_sp_mhz;
+      if (l->scan.active) {
+        /* Scanning, the output follows the setpoint between readings too:
+           the reading shows the laser at the setpoint of the time it
+           arrived (not of now: the loop may have been busy meanwhile). */
+        j->ff_target_mhz = SCN_Setpoint(&l->scan, UTL_Now() + CTL_FF_LEAD_S) * 1e6;
+        j->sp_mhz = SCN_Setpoint(&l->scan, r->rx_s) * 1e6;
+      }
+      j->ff_dv = SCN_FeedForwardV(j->ff_target_mhz - l->ff_sp_mhz,
+                                  l->cfg.sensitivity_mhz_per_v, l->cfg.polarity);
+    }
+  }
+  if (kind == JOB_FF) {
+    j->ff_dv = l->ff_next_dv;
+    j->ff_target_mhz = l->ff_next_mhz;
   }
   if (kind == JOB_MANUAL) {
     j->want_piezo = l->manual_has_piezo;
@@ -746,9 +794,25 @@ datalog_write(CTL_Laser *l)
           l->piezo_v, l->current_dev ? l->current_v : 0.0, LSR_StateName(l->sm.state));
 }
 
+/* End a tune sequence with an error (rc -1) or its result. */
+static void
+tune_end(CTL_Laser *l, int rc, int code, const char *why, const TUN_Result *r)
+{
+  CTL_TuneDone done = l->tune_done;
+
+  l->tune.active = 0;
+  l->tune_done = NULL;
+  if (rc != 0)
+    log_info("laser %s: tune ended: %s", l->cfg.name, why);
+  if (done)
+    done(l, rc, code, why, r, l->tune_arg);
+}
+
 static void
 free_laser(CTL_Laser *l)
 {
+  if (l->tune.active)
+    tune_end(l, -1, 503, "the laser was removed", NULL);
   if (l->datalog)
     fclose(l->datalog);
   free(l->job);
@@ -797,6 +861,14 @@ finish_job(CTL_Ctx *ctx, Job *j)
     l->piezo_v = j->piezo_v;
   if (j->current_ok)
     l->current_v = j->current_v;
+  if ((j->kind == JOB_PID || j->kind == JOB_FF) && !j->skipped && (j->piezo_ok || !j->failed)) {
+    /* the output now answers this setpoint: the next feed-forward is
+       relative to it */
+    l->ff_sp_mhz = j->ff_target_mhz;
+    l->ff_have = 1;
+  } else if (j->kind == JOB_RELOCK || j->kind == JOB_MANUAL) {
+    l->ff_have = 0;
+  }
   update_railed(ctx, l, j->kind == JOB_PID && !j->skipped && !j->failed);
   if (j->kind == JOB_MANUAL && (j->piezo_ok || j->current_ok)) {
     /* A hand-set output is where regulation and feed-forward start from. */
@@ -818,7 +890,7 @@ finish_job(CTL_Ctx *ctx, Job *j)
     char buf[128];
     l->write_errors++;
     log_debug("laser %s: write failed: %s", l->cfg.name, MB_StrError(j->err, buf, sizeof buf));
-  } else if (!j->skipped) {
+  } else if (!j->skipped && j->kind != JOB_FF) {
     l->cycles++;
     if (l->sm.state == LSR_LOCKED)
       l->last_good_v = l->piezo_v;
@@ -1070,6 +1142,14 @@ inputs_changed(CTL_Ctx *ctx)
 static void
 advance_ramp(CTL_Ctx *ctx, CTL_Laser *l, double now)
 {
+  if (l->scan.active) {
+    l->setpoint_thz = SCN_Setpoint(&l->scan, now);
+    if (SCN_Done(&l->scan, now)) {
+      l->scan.active = 0;
+      log_info("laser %s: scan done, setpoint back at %.9f THz", l->cfg.name, l->setpoint_thz);
+      mark_dirty(ctx);
+    }
+  }
   if (!l->ramp.active)
     return;
   l->setpoint_thz = LSR_RampAdvance(&l->ramp, now);
@@ -1277,6 +1357,44 @@ filter_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
   }
 }
 
+/* ---- tune (tune.h): the steps go out as hand-set outputs ---------------- */
+
+static void
+tune_write(CTL_Ctx *ctx, CTL_Laser *l, double piezo_v)
+{
+  double cv = 0.0;
+
+  if (l->current_dev)
+    cv = PID_FeedForward(piezo_v, l->tune_p0, l->cfg.current.feedforward, l->tune_c0,
+                         l->current_lo, l->current_hi);
+  queue_output_(l, 1, piezo_v, l->current_dev != NULL, cv, 1);
+  kick(ctx, l);
+}
+
+static void
+tune_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
+{
+  TUN_Result res;
+  double v;
+  TUN_Action a;
+
+  if (r->value <= 0.0 || l->busy || l->manual_pending)
+    return;                     /* a step still on its way: not a reading of it */
+  a = TUN_OnReading(&l->tune, r->rx_s, r->value * 1e6, &v);
+  if (a == TUN_WRITE) {
+    tune_write(ctx, l, v);
+  } else if (a == TUN_DONE) {
+    if (TUN_Evaluate(&l->tune, &res) != 0) {
+      tune_end(l, -1, 503, "no measurable response of the laser to the piezo steps", NULL);
+      return;
+    }
+    log_info("laser %s: tune: sensitivity %.4g MHz/V, noise %.3g MHz, drift %.3g MHz/rts, "
+             "reading every %.3f s", l->cfg.name, res.sensitivity_mhz_per_v, res.noise_mhz,
+             res.drift_mhz_rts, res.interval_s);
+    tune_end(l, 0, 0, "", &res);
+  }
+}
+
 void
 CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
 {
@@ -1295,6 +1413,8 @@ CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
     if (ctx->hooks.reading)
       ctx->hooks.reading(l, r, ctx->hooks.arg);
     filter_reading(ctx, l, r);
+    if (l->tune.active)
+      tune_reading(ctx, l, r);
   }
 }
 
@@ -1317,11 +1437,56 @@ CTL_Tick(CTL_Ctx *ctx)
       log_info("laser %s: hold timed out: resumed", l->cfg.name);
       CTL_Hold(ctx, l, 0, 0.0);
     }
+    if (l->tune.active && now - l->tune_t0 > CTL_TUNE_TIMEOUT_S) {
+      tune_write(ctx, l, l->tune_p0);
+      tune_end(l, -1, 503, "too few readings", NULL);
+    }
     lsr_params(ctx, l, &lp);
     if (LSR_OnTick(&l->sm, &lp, now))
       set_state_hook(ctx, l, from);
     kick(ctx, l);
   }
+}
+
+/* ---- scans: feed-forward between readings ------------------------------- */
+
+/* Every CTL_SCAN_PERIOD_S while a laser scans: the setpoint moves on, and
+   where it is fed forward and the laser regulates quietly (locked or
+   acquiring, no cycle in flight) the output follows it at once. */
+static void
+scan_cb(evutil_socket_t fd, short what, void *arg)
+{
+  CTL_Ctx *ctx = arg;
+  double now = UTL_Now();
+  int scanning = 0;
+
+  (void)fd;
+  (void)what;
+  for (int i = 0; i < ctx->n_lasers; i++) {
+    CTL_Laser *l = ctx->lasers[i];
+    double target, dv;
+
+    if (!l->scan.active)
+      continue;
+    advance_ramp(ctx, l, now);
+    if (!l->scan.active)
+      continue;
+    scanning = 1;
+    if (!ctx->started || l->busy || l->manual_pending || l->removed || !ff_on(l) ||
+        !l->ff_have || !l->pid.have_last ||
+        (l->sm.state != LSR_LOCKED && l->sm.state != LSR_ACQUIRING))
+      continue;
+    target = SCN_Setpoint(&l->scan, now + CTL_FF_LEAD_S) * 1e6;
+    dv = SCN_FeedForwardV(target - l->ff_sp_mhz, l->cfg.sensitivity_mhz_per_v,
+                          l->cfg.polarity);
+    if (fabs(dv) < 1e-6)
+      continue;
+    l->ff_next_dv = dv;
+    l->ff_next_mhz = target;
+    submit(ctx, l, JOB_FF, NULL, 0);
+  }
+  if (!scanning)
+    event_del(ctx->scan_ev);
 }
 
 /* ---- laser setup -------------------------------------------------------- */
@@ -1439,9 +1604,10 @@ CTL_Create(struct event_base *base, const CNF_Config *cfg, const CTL_Hooks *hook
   pthread_mutex_init(&ctx->lock, NULL);
   ctx->results_tail = &ctx->results;
   ctx->result_ev = event_new(base, -1, 0, result_cb, ctx);
+  ctx->scan_ev = event_new(base, -1, EV_PERSIST, scan_cb, ctx);
   ctx->devices = calloc((size_t)cfg->n_devices + 1, sizeof *ctx->devices);
   ctx->lasers = calloc((size_t)cfg->n_lasers + 1, sizeof *ctx->lasers);
-  if (!ctx->result_ev || !ctx->devices || !ctx->lasers)
+  if (!ctx->result_ev || !ctx->scan_ev || !ctx->devices || !ctx->lasers)
     goto fail;
   for (int i = 0; i < cfg->n_devices; i++) {
     CTL_Device *d = new_device(ctx, cfg, &cfg->devices[i]);
@@ -1539,6 +1705,8 @@ CTL_Lock(CTL_Ctx *ctx, CTL_Laser *l)
     relock_restart(ctx, l);
     return;
   }
+  if (l->tune.active)
+    tune_end(l, -1, 409, "interrupted: the laser was locked", NULL);
   CTL_PidParams(l, &pp);
   PID_Reset(&l->pid, &pp, l->piezo_v);   /* bumpless: start from the present output */
   l->piezo_ref_v = l->piezo_v;
@@ -1558,6 +1726,8 @@ CTL_Unlock(CTL_Ctx *ctx, CTL_Laser *l)
 {
   LSR_StateId from = l->sm.state;
 
+  if (l->scan.active)
+    CTL_ScanStop(ctx, l);
   if (!l->sm.engaged)
     return;
   LSR_Disengage(&l->sm);
@@ -1570,7 +1740,12 @@ void
 CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
 {
   l->ramp.active = 0;
+  l->scan.active = 0;
   l->setpoint_thz = thz;
+  /* A step is left to the PID, not fed forward: moved at once, the laser
+     could jump farther than glitch_mhz in one reading, and that reading
+     would be held back as a glitch, a cycle late for the PID. */
+  l->ff_have = 0;
   relock_restart(ctx, l);
   if (l->have_reading && l->last.value > 0.0) {
     LSR_Params lp;
@@ -1586,8 +1761,95 @@ CTL_SetSetpoint(CTL_Ctx *ctx, CTL_Laser *l, double thz)
 void
 CTL_Ramp(CTL_Ctx *ctx, CTL_Laser *l, double thz, double rate_mhz_s)
 {
+  if (l->scan.active) {
+    l->scan.active = 0;
+    l->setpoint_thz = l->scan.centre_thz;
+  }
   LSR_RampStart(&l->ramp, l->setpoint_thz, thz, rate_mhz_s, UTL_Now());
   mark_dirty(ctx);
+}
+
+int
+CTL_Scan(CTL_Ctx *ctx, CTL_Laser *l, SCN_Wave w, double amplitude_mhz, double period_s,
+         long cycles, char *err, size_t errlen)
+{
+  SCN_Scan s;
+  double centre = l->scan.active ? l->scan.centre_thz : l->setpoint_thz;
+
+  if (SCN_Start(&s, w, centre, amplitude_mhz, period_s, cycles, l->cfg.min_thz,
+                l->cfg.max_thz, UTL_Now(), err, errlen) != 0)
+    return -1;
+  l->ramp.active = 0;
+  l->scan = s;
+  l->setpoint_thz = centre;
+  if (!event_pending(ctx->scan_ev, EV_TIMEOUT, NULL)) {
+    struct timeval tv = { 0, (int)(CTL_SCAN_PERIOD_S * 1e6) };
+    event_add(ctx->scan_ev, &tv);
+  }
+  mark_dirty(ctx);
+  return 0;
+}
+
+void
+CTL_ScanStop(CTL_Ctx *ctx, CTL_Laser *l)
+{
+  if (!l->scan.active)
+    return;
+  l->scan.active = 0;
+  l->setpoint_thz = l->scan.centre_thz;
+  l->ff_have = 0;               /* the way back is a step: the PID's (see CTL_SetSetpoint) */
+  mark_dirty(ctx);
+}
+
+int
+CTL_Tune(CTL_Ctx *ctx, CTL_Laser *l, CTL_TuneDone done, void *arg, char *err, size_t errlen,
+         int *code)
+{
+  TUN_Params p;
+
+  *code = 409;
+  if (l->tune.active) {
+    snprintf(err, errlen, "%s is being tuned already", l->cfg.name);
+    return -1;
+  }
+  if (l->sm.engaged || l->sm.state != LSR_OFF) {
+    snprintf(err, errlen, "%s is %s: unlock it first (tune steps the piezo by hand)",
+             l->cfg.name, LSR_StateName(l->sm.state));
+    return -1;
+  }
+  if (!laser_actuators_ok(l)) {
+    *code = 503;
+    snprintf(err, errlen, "%s: an actuator device is down", l->cfg.name);
+    return -1;
+  }
+  if (!l->have_reading || !(l->last.value > 0.0) || UTL_Now() - l->last.rx_s > ctx->stale_s) {
+    *code = 503;
+    snprintf(err, errlen, "%s: no fresh valid reading to tune on", l->cfg.name);
+    return -1;
+  }
+  memset(&p, 0, sizeof p);
+  p.v0 = l->manual_pending && l->manual_has_piezo ? l->manual_piezo : l->piezo_v;
+  if (TUN_Steps(p.v0, TUN_DEFAULT_STEP_V, l->piezo_lo, l->piezo_hi, &p.up_v, &p.down_v) != 0) {
+    *code = 422;
+    snprintf(err, errlen, "%s: the piezo limits leave no room for the tune steps", l->cfg.name);
+    return -1;
+  }
+  p.max_step_v = l->cfg.piezo.max_step_v;
+  p.settle = TUN_DEFAULT_SETTLE;
+  p.block_n = TUN_DEFAULT_BLOCK_N;
+  if (TUN_Start(&l->tune, &p) != 0) {
+    *code = 500;
+    snprintf(err, errlen, "cannot start the tune");
+    return -1;
+  }
+  l->tune_t0 = UTL_Now();
+  l->tune_p0 = p.v0;
+  l->tune_c0 = l->manual_pending && l->manual_has_current ? l->manual_current : l->current_v;
+  l->tune_done = done;
+  l->tune_arg = arg;
+  log_info("laser %s: tune: piezo %.6f V, steps to %.6f and %.6f V", l->cfg.name, p.v0,
+           p.up_v, p.down_v);
+  return 0;
 }
 
 void
@@ -1651,6 +1913,8 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
   if (memcmp(&l->base_cfg.setpoint_thz, &nc->setpoint_thz, sizeof nc->setpoint_thz) != 0) {
     l->setpoint_thz = nc->setpoint_thz;
     l->ramp.active = 0;
+    l->scan.active = 0;
+    l->ff_have = 0;
   }
   l->cfg = *nc;
   KEEP(kp);
@@ -1659,6 +1923,7 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
   KEEP(d_tau_s);
   KEEP(polarity);
   KEEP(max_dt_s);
+  KEEP(sensitivity_mhz_per_v);
   KEEP(window_mhz);
   KEEP(capture_mhz);
   KEEP(modehop_mhz);
@@ -1695,7 +1960,15 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
   }
   l->base_cfg = *nc;
 
-  /* The setpoint, and a ramp's target, stay inside the allowed range. */
+  /* The setpoint, a ramp's target and a scan stay inside the allowed range. */
+  if (l->scan.active &&
+      (l->scan.centre_thz - l->scan.amplitude_mhz * 1e-6 < l->cfg.min_thz ||
+       l->scan.centre_thz + l->scan.amplitude_mhz * 1e-6 > l->cfg.max_thz)) {
+    log_warn("reload: laser %s: the scan would leave %.9f..%.9f THz now; scan stopped",
+             l->cfg.name, l->cfg.min_thz, l->cfg.max_thz);
+    l->scan.active = 0;
+    l->setpoint_thz = l->scan.centre_thz;
+  }
   if (l->setpoint_thz < l->cfg.min_thz || l->setpoint_thz > l->cfg.max_thz) {
     l->setpoint_thz = clampd(l->setpoint_thz, l->cfg.min_thz, l->cfg.max_thz);
     l->ramp.active = 0;
@@ -2037,6 +2310,8 @@ CTL_Destroy(CTL_Ctx *ctx)
   free(ctx->lasers);
   if (ctx->result_ev)
     event_free(ctx->result_ev);
+  if (ctx->scan_ev)
+    event_free(ctx->scan_ev);
   pthread_mutex_destroy(&ctx->lock);
   free(ctx);
 }

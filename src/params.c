@@ -42,6 +42,8 @@ static const Param params[] = {
   { "current_max_v", P_DOUBLE, LO(current_hi), FO(current.max_v), -1e6, 1e6, 1, 0 },
   { "feedforward", P_DOUBLE, LO(cfg.current.feedforward), FO(current.feedforward), -1e6, 1e6,
     1, 0 },
+  { "sensitivity_mhz_per_v", P_DOUBLE, LO(cfg.sensitivity_mhz_per_v),
+    FO(sensitivity_mhz_per_v), -CNF_MAX_SENSITIVITY, CNF_MAX_SENSITIVITY, 0, 0 },
 };
 #define NPARAMS ((int)(sizeof params / sizeof params[0]))
 

@@ -109,6 +109,27 @@ PID_Step(PID_State *s, const PID_Params *p, double t, double meas_mhz, double sp
   return 0;
 }
 
+double
+PID_Shift(PID_State *s, const PID_Params *p, double dv)
+{
+  double out, d;
+
+  if (!isfinite(dv))
+    return 0.0;
+  out = PID_Clamp(p, s->out + dv);
+  if (p->max_step_v > 0.0) {
+    if (out > s->out + p->max_step_v)
+      out = s->out + p->max_step_v;
+    else if (out < s->out - p->max_step_v)
+      out = s->out - p->max_step_v;
+    out = PID_Clamp(p, out);
+  }
+  d = out - s->out;
+  s->out = out;
+  s->integ = PID_Clamp(p, s->integ + d);
+  return d;
+}
+
 void
 PID_Retune(PID_State *s, const PID_Params *old_p, const PID_Params *new_p)
 {

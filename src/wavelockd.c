@@ -120,7 +120,8 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
     const CTL_Laser *l = CTL_Laser_(d->ctl, i);
     UTL_Strlcpy(s[i].name, l->cfg.name, sizeof s[i].name);
     /* A ramp is saved as the point it has reached and where it goes: a
-       restart resumes it rather than jumping to its target. */
+       restart resumes it rather than jumping to its target.  A scan is
+       saved as its centre: a restart does not resume it. */
     s[i].ramp = l->ramp.active;
     s[i].ramp_to_thz = l->ramp.target_thz;
     s[i].ramp_mhz_s = l->ramp.rate_mhz_s;
@@ -130,7 +131,8 @@ collect_state(WLD_Daemon *d, STF_Laser **out)
     s[i].current_v = l->current_v;
     /* Every run-time parameter with the config file's value: one the file
        changes while the daemon is down comes from the file at the start. */
-    STF_AddParam(&s[i], STF_KEY_SETPOINT, l->setpoint_thz, 1, l->base_cfg.setpoint_thz);
+    STF_AddParam(&s[i], STF_KEY_SETPOINT, l->scan.active ? l->scan.centre_thz : l->setpoint_thz,
+                 1, l->base_cfg.setpoint_thz);
     for (int k = 0; k < PRM_Count(); k++)
       if (PRM_Applies(l, k))
         STF_AddParam(&s[i], PRM_Name(k), PRM_Value(l, k), 1, PRM_FileValue(l, k));

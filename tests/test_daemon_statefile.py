@@ -33,7 +33,7 @@ WHERE = {
     "max_dt_s": "pid", "window_mhz": "", "capture_mhz": "", "modehop_mhz": "",
     "glitch_mhz": "", "lock_n": "", "unlock_m": "", "max_step_v": "piezo",
     "piezo_min_v": "piezo", "piezo_max_v": "piezo", "current_min_v": "current",
-    "current_max_v": "current", "feedforward": "current",
+    "current_max_v": "current", "feedforward": "current", "sensitivity_mhz_per_v": "pid",
 }
 CONF_KEY = {"piezo_min_v": "min_v", "piezo_max_v": "max_v", "current_min_v": "min_v",
             "current_max_v": "max_v"}
@@ -47,14 +47,15 @@ FILE0 = {"kp": 0.001, "ki": 0.002, "kd": 0.0, "d_filter_s": 0.05, "polarity": 1,
          "max_dt_s": 1.0, "window_mhz": 5.0, "capture_mhz": 2000.0, "modehop_mhz": 1000.0,
          "glitch_mhz": 500.0, "lock_n": 5, "unlock_m": 3, "max_step_v": 0.0,
          "piezo_min_v": 0.0, "piezo_max_v": 10.0, "current_min_v": -1.0, "current_max_v": 1.0,
-         "feedforward": -0.2}
+         "feedforward": -0.2, "sensitivity_mhz_per_v": 0.0}
 RUN = {"kp": 0.002, "ki": 0.004, "kd": 0.0005, "d_filter_s": 0.1, "polarity": -1,
        "max_dt_s": 2.0, "window_mhz": 3.0, "capture_mhz": 1500.0, "modehop_mhz": 900.0,
        "glitch_mhz": 400.0, "lock_n": 4, "unlock_m": 2, "max_step_v": 0.5,
        "piezo_min_v": 1.0, "piezo_max_v": 9.0, "current_min_v": -0.8, "current_max_v": 0.8,
-       "feedforward": 0.1}
+       "feedforward": 0.1, "sensitivity_mhz_per_v": 380.0}
 EDIT = {"kp": 0.003, "kd": 0.0007, "polarity": -1, "window_mhz": 4.0, "modehop_mhz": 800.0,
-        "lock_n": 6, "max_step_v": 0.25, "piezo_max_v": 8.5, "current_max_v": 0.9}
+        "lock_n": 6, "max_step_v": 0.25, "piezo_max_v": 8.5, "current_max_v": 0.9,
+        "sensitivity_mhz_per_v": -250.0}
 RUN_SP = A_THZ + 0.01
 EDIT_SP = A_THZ + 0.05
 

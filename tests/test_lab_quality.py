@@ -10,7 +10,8 @@ Sane means, per laser: noise_mhz is the config's sim.noise_mhz; 0 < rms_mhz
 least 8 lasers), overshoot <= 10 % and 0 < settle_s <= 15 s; relock_s after
 the mode hop between modehop_s (3 s: the laser cannot lock while hopped;
 for a persistent hop, hop=persistent, above 0: the relock search)
-and 30 s; 0 < lock_s <= 60 s.
+and 30 s; 0 < lock_s <= 60 s; the triangle scan's scan_ratio (scan RMS over
+the locked RMS of this short window) above 0 and at most 5.
 """
 
 import csv
@@ -25,7 +26,8 @@ from lablib import Lab, LabConfig, LabError, SIM_CONF, programs_missing
 
 SCRIPT = os.path.join(SRCDIR, "scripts", "wavelock-quality")
 COLUMNS = ["laser", "noise_mhz", "rms_mhz", "ratio", "window_mhz", "unlocked",
-           "step_mhz", "overshoot_pct", "settle_s", "hop", "relock_s", "lock_s"]
+           "step_mhz", "overshoot_pct", "settle_s", "hop", "relock_s", "lock_s",
+           "scan_mhz", "scan_ratio"]
 
 tap = TAP()
 why = programs_missing()
@@ -81,6 +83,7 @@ for r in rows:
         win = num(r["window_mhz"])
         step, over, settle = num(r["step_mhz"]), num(r["overshoot_pct"]), num(r["settle_s"])
         relock, lock = num(r["relock_s"]), num(r["lock_s"])
+        scan, scan_ratio = num(r["scan_mhz"]), num(r["scan_ratio"])
         unlocked = int(r["unlocked"])
     except (ValueError, KeyError) as e:
         tap.ok(False, "%s: row parses" % n, "%s: %r" % (e, r))
@@ -93,15 +96,18 @@ for r in rows:
                              else "temporary")
             and relock is not None
             and (0 if r["hop"] == "persistent" else l["sim"]["modehop_s"]) < relock <= 30
-            and lock is not None and 0 < lock <= 60)
+            and lock is not None and 0 < lock <= 60
+            and scan is not None and scan_ratio is not None and 0 < scan_ratio <= 5
+            and abs(scan_ratio - scan / rms_) <= 0.03 * scan_ratio + 0.01)
     if step is not None:
         stepped += 1
         sane = sane and abs(step) == 1000 and over is not None and 0 <= over <= 10 \
             and settle is not None and 0 < settle <= 15
     tap.ok(sane, "%s: figures sane (rms %s MHz < window %s, ratio %s, step %s: overshoot %s %%, "
-           "settle %s s; relock %s s; lock %s s)"
+           "settle %s s; relock %s s; lock %s s; scan %s MHz, %sx)"
            % (n, r["rms_mhz"], r["window_mhz"], r["ratio"], r["step_mhz"] or "-",
-              r["overshoot_pct"] or "-", r["settle_s"] or "-", r["relock_s"], r["lock_s"]), r)
+              r["overshoot_pct"] or "-", r["settle_s"] or "-", r["relock_s"], r["lock_s"],
+              r["scan_mhz"], r["scan_ratio"]), r)
 tap.ok(stepped >= 8, "at least 8 lasers took the 1 GHz step (%d)" % stepped)
 
 # attached to a running lab: a table; setpoints restored, lasers locked again

@@ -428,6 +428,35 @@ test_feedforward(void **state)
   assert_true(PID_FeedForward((double)NAN, 5.0, -0.2, 0.0, -1.0, 1.0) == -1.0);
 }
 
+/* PID_Shift: a feed-forward move within the limits and max_step_v, the
+   integrator along, the history kept. */
+static void
+test_shift(void **state)
+{
+  PID_Params p = base_params();
+  PID_State s;
+
+  (void)state;
+  p.max_step_v = 0.5;
+  PID_Reset(&s, &p, 5.0);
+  step_ok(&s, &p, 1.0, 100.0, 100.0);
+  assert_true(fabs(PID_Shift(&s, &p, 0.2) - 0.2) < 1e-12);
+  assert_true(fabs(s.out - 5.2) < 1e-12 && fabs(s.integ - 5.2) < 1e-12);
+  assert_true(s.have_last);
+  assert_true(fabs(PID_Shift(&s, &p, 3.0) - 0.5) < 1e-12);     /* max_step_v */
+  assert_true(fabs(s.out - 5.7) < 1e-12);
+  PID_Reset(&s, &p, 9.8);
+  assert_true(fabs(PID_Shift(&s, &p, 0.4) - 0.2) < 1e-12);     /* max_v */
+  assert_true(s.out == 10.0 && s.integ == 10.0);
+  assert_true(PID_Shift(&s, &p, NAN) == 0.0 && s.out == 10.0);
+  /* an unchanged error after the shift: the next step starts from there */
+  PID_Reset(&s, &p, 5.0);
+  step_ok(&s, &p, 1.0, 100.0, 100.0);
+  PID_Shift(&s, &p, -0.3);
+  step_ok(&s, &p, 2.0, 100.0, 100.0);
+  assert_true(fabs(s.out - 4.7) < 1e-12);
+}
+
 int
 main(void)
 {
@@ -444,6 +473,7 @@ main(void)
     cmocka_unit_test(test_retune_bumpless),
     cmocka_unit_test(test_forget),
     cmocka_unit_test(test_feedforward),
+    cmocka_unit_test(test_shift),
   };
 
   return cmocka_run_group_tests_name("pid", tests, NULL, NULL);
