@@ -13,6 +13,7 @@ struct event;
 
 struct BG_Ctx;
 struct CAL_Ctx;
+struct MQT_Client;
 
 /* A state event held back during a reload (see hook_state). */
 typedef struct {
@@ -69,6 +70,8 @@ typedef struct {
   int hold_events;              /* inside CTL_Reconfigure: state events are held */
   WLD_HeldEvent *held;
   int n_held;
+
+  struct MQT_Client *mqtt;      /* the mqtt group's connection (mqtt.h); NULL without one */
 } WLD_Daemon;
 
 /* The command table for the text protocol. */

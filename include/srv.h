@@ -45,6 +45,9 @@ struct event_base;
 #define SRV_AUTH_DELAY_S 2
 #define SRV_AUTH_DELAY_MAX_S 60
 
+/* Longest name a connection carries for claims (SRV_SetName). */
+#define SRV_NAME_MAX 64
+
 typedef struct SRV_Server SRV_Server;
 typedef struct SRV_Conn SRV_Conn;
 typedef struct SRV_Pending SRV_Pending;
@@ -158,6 +161,33 @@ typedef struct {
 /* Counters and buffer sizes (e.g. for a "server" command or tests); with
    reset_peak the out_peak high-water mark starts again from now. */
 void SRV_GetStats(SRV_Server *s, SRV_Stats *st, int reset_peak);
+
+/* Virtual connections: command lines run through the same parser, role
+   checks and handlers as a socket's, the answer lines collected in memory
+   (for MQTT commands).  No subscriptions (subscribe changes nothing); quit
+   only answers OK.  done(c, arg) runs on the loop when a deferred answer has
+   ended (not for an answer given at once). */
+typedef void (*SRV_VirtualDone)(SRV_Conn *c, void *arg);
+SRV_Conn *SRV_VirtualNew(SRV_Server *s, CNF_Role role, const char *peer, SRV_VirtualDone done,
+                         void *arg);
+
+/* Run one request line of n bytes (no newline): 1 answered, 0 deferred
+   (done() follows), -1 a deferred answer is still pending (nothing run).  A
+   line over SRV_LINE_MAX gets ERR 413. */
+int SRV_VirtualRun(SRV_Conn *c, const char *line, size_t n);
+
+/* Move the collected answer lines into out (NUL-terminated, cut to fit) and
+   clear them; returns the bytes copied.  With outlen 0: only the length of
+   what is collected (nothing moved). */
+size_t SRV_VirtualTake(SRV_Conn *c, char *out, size_t outlen);
+
+/* Free (a pending answer is dropped: done() never runs). */
+void SRV_VirtualFree(SRV_Conn *c);
+
+/* The name a connection speaks for, for claims ("" for none): set from an
+   MQTT v5 user property "name" or an "iam <name>" line before the command. */
+void SRV_SetName(SRV_Conn *c, const char *name);
+const char *SRV_Name(const SRV_Conn *c);
 
 /* Pure helpers (unit-tested): remove telnet IAC sequences from buf in place,
    carrying state across calls in *state (start with 0); returns the new length. */
