@@ -99,6 +99,14 @@ void MQT_ResetLasers(MQT_Client *m);
 /* Loop thread: counters. */
 void MQT_GetStats(MQT_Client *m, MQT_Stats *st);
 
+/* Without a broker (tests, fuzzing): command payloads given to MQT_Inject
+   run as if they came on .../cmd, and the reply text goes to fn (loop
+   thread; for a deferred command later).  MQT_Inject: 0, or -1 while the
+   previous one has not been answered.  Free with MQT_Destroy. */
+typedef void (*MQT_ReplyFn)(const char *reply, size_t len, void *arg);
+MQT_Client *MQT_CreateLocal(SRV_Server *srv, const char *instance, MQT_ReplyFn fn, void *arg);
+int MQT_Inject(MQT_Client *m, const void *payload, size_t n, const char *name, int v5);
+
 /* Pure helpers (fuzzed, unit-tested).  Split a command payload into lines
    (LF or CRLF, empty lines skipped): up to max (start, length) pairs; the
    count, or -1 if there are more. */

@@ -107,6 +107,8 @@ struct MQT_Client {
   Incoming cur;
   int busy;
   SRV_Conn *conn;
+  MQT_ReplyFn local_fn;        /* MQT_CreateLocal: replies go here, no broker */
+  void *local_arg;
   const char *lines[MQT_CMD_LINES];
   size_t lens[MQT_CMD_LINES];
   int n_lines, next_line;
@@ -174,7 +176,8 @@ shared_unref(MQT_Shared *sh)
     incoming_clear(&sh->in[i]);
   free(sh->ring);
   free(sh->table);
-  close(sh->wake_fd);
+  if (sh->wake_fd >= 0)
+    close(sh->wake_fd);
   pthread_mutex_destroy(&sh->mu);
   pthread_cond_destroy(&sh->cv);
   explicit_bzero(sh->cfg.password, sizeof sh->cfg.password);
@@ -828,6 +831,15 @@ finish_command(MQT_Client *m)
     it.len = n;
   }
   evbuffer_drain(m->reply, evbuffer_get_length(m->reply));
+  if (m->local_fn) {
+    m->local_fn(it.payload ? it.payload : "", it.payload ? it.len : 0, m->local_arg);
+    item_clear(&it);
+    SRV_VirtualFree(m->conn);
+    m->conn = NULL;
+    incoming_clear(&m->cur);
+    m->busy = 0;
+    return;
+  }
   if (m->cur.corr && m->cur.corr_len > 0) {
     it.corr = m->cur.corr;
     it.corr_len = m->cur.corr_len;
@@ -1044,6 +1056,55 @@ fail:
   return NULL;
 }
 
+MQT_Client *
+MQT_CreateLocal(SRV_Server *srv, const char *instance, MQT_ReplyFn fn, void *arg)
+{
+  MQT_Client *m = calloc(1, sizeof *m);
+  MQT_Shared *sh = calloc(1, sizeof *sh);
+
+  if (!m || !sh || !(m->reply = evbuffer_new())) {
+    free(m);
+    free(sh);
+    return NULL;
+  }
+  snprintf(sh->prefix, sizeof sh->prefix, "wavelock/%s/", instance);
+  UTL_Strlcpy(sh->cfg.instance, instance, sizeof sh->cfg.instance);
+  pthread_mutex_init(&sh->mu, NULL);
+  pthread_cond_init(&sh->cv, NULL);
+  sh->wake_fd = -1;
+  sh->refs = 1;
+  sh->finished = 1;
+  m->sh = sh;
+  m->srv = srv;
+  m->local_fn = fn;
+  m->local_arg = arg;
+  return m;
+}
+
+int
+MQT_Inject(MQT_Client *m, const void *payload, size_t n, const char *name, int v5)
+{
+  if (m->busy)
+    return -1;
+  memset(&m->cur, 0, sizeof m->cur);
+  m->cur.v5 = v5;
+  if (name)
+    UTL_Strlcpy(m->cur.name, name, sizeof m->cur.name);
+  if (n > MQT_CMD_MAX) {
+    m->cur.oversized = 1;
+  } else {
+    m->cur.payload = malloc(n + 1);
+    if (!m->cur.payload)
+      return -1;
+    if (n > 0)
+      memcpy(m->cur.payload, payload, n);
+    m->cur.payload[n] = '\0';
+    m->cur.len = n;
+  }
+  start_command(m);
+  return 0;
+}
+
 void
 MQT_Destroy(MQT_Client *m, int offline, double wait_s)
 {
@@ -1055,9 +1116,11 @@ MQT_Destroy(MQT_Client *m, int offline, double wait_s)
   pthread_mutex_lock(&sh->mu);
   sh->stop = 1;
   sh->offline = offline;
-  event_free(sh->cmd_ev);
+  if (sh->cmd_ev)
+    event_free(sh->cmd_ev);
   sh->cmd_ev = NULL;
-  wake(sh);
+  if (sh->wake_fd >= 0)
+    wake(sh);
   if (wait_s > 0) {
     struct timespec until;
 
