@@ -21,6 +21,9 @@ a baseline measured in the same run (see BENCHMARKS.md for the method):
                      most with no coalesced or lost cycle; CPU per cycle
  5 memory            RSS with 14 lasers; growth per idle connection (1000)
                      and per subscribed connection
+ 7 mqtt              256 lasers at 100 readings/s with every reading
+                     published to a local mosquitto: reading -> write p99
+                     vs the same run without MQTT
  6 lock quality      wavelock-sim + wavelockd on conf/sim.conf: RMS true
                      error / wavemeter noise, 1 GHz step settling, relock
                      after a mode hop (by scripts/wavelock-quality when
@@ -577,12 +580,17 @@ class Bench:
 
     # ---- 4. scale -------------------------------------------------------------
 
-    def scale_step(self, n):
+    def scale_step(self, n, mqtt_port=None):
         dur = 4 if self.q else 8
-        plant = self.start_plant(n, 32, 100, tick_us=1000, name="plantd-%d" % n)
-        conf = os.path.join(self.tmp, "b4-%d.conf" % n)
+        tag = "%d%s" % (n, "-mqtt" if mqtt_port else "")
+        plant = self.start_plant(n, 32, 100, tick_us=1000, name="plantd-%s" % tag)
+        conf = os.path.join(self.tmp, "b4-%s.conf" % tag)
         self.write_daemon_conf(conf, plant, n, 32)
-        d = self.start_daemon(conf, name="wavelockd-%d" % n, binary="bench/wavelockd-wide")
+        if mqtt_port:
+            with open(conf, "a") as f:
+                f.write('mqtt = { url = "mqtt://127.0.0.1:%d"; instance = "bench"; '
+                        'reading_interval_ms = 0; };\n' % mqtt_port)
+        d = self.start_daemon(conf, name="wavelockd-%s" % tag, binary="bench/wavelockd-wide")
         c = Client(d.port)
         locked = self.wait_locked(c, n, 10)
         time.sleep(1.0)
@@ -595,6 +603,11 @@ class Bench:
         (cpu1, sw1), pcpu1 = proc_sched(d.pid), proc_cpu_s(plant.pid)
         t1 = time.time()
         c1 = self.counters(c)
+        mq = {}
+        if mqtt_port:
+            for line in c.cmd("stats"):
+                if line.startswith("mqtt="):
+                    mq = parse_kv(line)
         c.close()
         d.stop()
         plant.stop()
@@ -611,7 +624,7 @@ class Bench:
                  lat_max=agg["lat_max"], cpu=(cpu1 - cpu0) / (t1 - t0),
                  plant_cpu=(pcpu1 - pcpu0) / (t1 - t0),
                  cpu_us_per_cycle=(cpu1 - cpu0) / max(cycles, 1) * 1e6,
-                 switches_per_cycle=(sw1 - sw0) / max(cycles, 1))
+                 switches_per_cycle=(sw1 - sw0) / max(cycles, 1), mqtt=mq)
         log("4 scale: %d lasers: %s (cycles %d of %d readings, coalesced %d, lost %d, "
             "daemon CPU %.0f%%, %.1f µs/cycle, p99 %.0f µs)" %
             (n, "ok" if ok else "NOT sustained", cycles, agg["sent"], coalesced, lost,
@@ -662,6 +675,50 @@ class Bench:
             f = [r for r in results if not r["ok"]][-1]
             self.row("4 scale", "first failing: %d lasers" % f["n"],
                      "coalesced %d, lost %d, CPU %.0f%%" % (f["coalesced"], f["lost"], 100 * f["cpu"]))
+
+    # ---- 7. MQTT publishing ------------------------------------------------------
+
+    def bench7(self):
+        """256 lasers at 100 readings/s, every reading published to a local
+        mosquitto, against the same run without an mqtt group."""
+        mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(mosq):
+            self.row("7 mqtt", "could not run", "mosquitto not installed")
+            return
+        port = free_port()
+        conf = os.path.join(self.tmp, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100\n" % port)
+        broker = Proc(self, "mosquitto", [mosq, "-c", conf], stdin=False)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        # An outside subscriber takes every reading, as a dashboard would.
+        sub = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-t",
+                                "wavelock/+/laser/+/reading"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        n = 256
+        base = self.scale_step(n)
+        with_m = self.scale_step(n, mqtt_port=port)
+        sub.terminate()
+        sub.wait(5)
+        broker.stop()
+        self.details["7"] = dict(without=base, with_mqtt=with_m)
+        mq = with_m.get("mqtt", {})
+        ratio = with_m["lat_p99"] / base["lat_p99"] if base["lat_p99"] else None
+        ok = with_m["ok"] and ratio is not None and ratio <= 1.2
+        self.row("7 mqtt", "256 x 100/s, every reading published: reading -> write p99 (µs)",
+                 with_m["lat_p99"], base["lat_p99"], ratio, "<= 1.2x, no cycle lost", ok)
+        self.row("7 mqtt", "with MQTT: cycles, coalesced, lost, daemon CPU",
+                 "%d, %d, %d, %.0f%%" % (with_m["cycles"], with_m["coalesced"], with_m["lost"],
+                                         100 * with_m["cpu"]))
+        self.row("7 mqtt", "published, dropped (whole run)",
+                 "%s, %s" % (int(mq.get("mqtt_published", 0)), int(mq.get("mqtt_dropped", 0))))
 
     # ---- 5. memory --------------------------------------------------------------
 
@@ -1032,7 +1089,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--builddir", default=".")
     ap.add_argument("--srcdir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
     ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
     ap.add_argument("--wavelockd", help="daemon to measure (default BUILDDIR/wavelockd)")
     ap.add_argument("--wavelockd-wide", help="daemon for the scale benchmark "
@@ -1063,6 +1120,8 @@ def main():
         plan.append(("4", b.bench4))
     if "6" in only:
         plan.append(("6", b.bench6))
+    if "7" in only:
+        plan.append(("7", b.bench7))
     loads = []
     try:
         for num, fn in plan:

@@ -172,11 +172,13 @@ with Env() as env:
              "after the bad payloads the setpoint is unchanged and the daemon runs")
 
         # ---- two daemons on one broker -------------------------------------------
-        lab2 = mqtt_lab(env, b, "lab2", seed=2)
+        lab2 = mqtt_lab(env, b, "lab2", seed=2, extra='protocol = "3.1.1";')
         t4 = time.monotonic()
         ok2 = wait_until(lambda: len(readings_by_laser(watch.messages(t4), "lab2")) == 14 and
                          len(readings_by_laser(watch.messages(t4), "lab1")) == 14, 20, 0.2)
         t.ok(ok2, "one subscriber sees the readings of both daemons (lab1, lab2)")
+        t.eq((stats(lab).get("mqtt_protocol"), stats(lab2).get("mqtt_protocol")), ("5", "3.1.1"),
+             "lab1 speaks MQTT 5, lab2 (protocol = \"3.1.1\") MQTT 3.1.1")
         pwf = env.write("bob.password", "bpass\n")
         out = subprocess.run([prog("wavelock"), "--mqtt", b.url(), "--mqtt-user", "bob",
                               "--mqtt-password-file", pwf, "lab"],
