@@ -295,12 +295,13 @@ typedef struct {
   char last_tls[256];          /* last OpenSSL error libmosquitto logged */
   char where[300];             /* "host:port" for log lines */
   int logged_down;             /* the outage has been logged */
+  unsigned seed;               /* for the back-off jitter */
 } Thr;
 
 static double
-jitter(double s)
+jitter(Thr *t, double s)
 {
-  return s * (0.75 + 0.5 * ((double)rand() / RAND_MAX));
+  return s * (0.75 + 0.5 * ((double)rand_r(&t->seed) / RAND_MAX));
 }
 
 static void
@@ -339,7 +340,7 @@ lost(Thr *t, int rc, const char *how)
       rc != MOSQ_ERR_ERRNO && rc != MOSQ_ERR_TLS)
     t->protocol = t->protocol == MQTT_PROTOCOL_V5 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5;
   set_link(t, LINK_DOWN);
-  t->next_try = now + jitter(t->backoff);
+  t->next_try = now + jitter(t, t->backoff);
   t->backoff = t->backoff * 2.0 > MQT_BACKOFF_MAX_S ? MQT_BACKOFF_MAX_S : t->backoff * 2.0;
 }
 
@@ -607,7 +608,7 @@ thread_main(void *arg)
      same instance name must not take over the old session. */
   snprintf(cid, sizeof cid, "wavelock-%s-%ld-%lx", sh->cfg.instance, (long)getpid(),
            (unsigned long)((uintptr_t)sh & 0xffffff));
-  srand((unsigned)(getpid() ^ (uintptr_t)sh));
+  t.seed = (unsigned)((uintptr_t)getpid() ^ (uintptr_t)sh ^ (uintptr_t)time(NULL));
   t.mosq = make_handle(&t, cid);
   if (!t.mosq)
     log_error("mqtt: cannot create the client: %s", strerror(errno));

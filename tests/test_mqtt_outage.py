@@ -8,6 +8,7 @@ reconnect and a republish of every retained state after each outage, and
 bounded memory (RSS printed)."""
 
 import os
+import signal
 import socket
 import statistics
 import threading
@@ -133,6 +134,22 @@ with Env() as env:
                % (rss0, rss1, {k: v for k, v in s3.items() if k.startswith("mqtt")}))
         t.ok(rss1 - rss0 < 16384, "memory bounded across the outages (RSS %+d kB)"
              % (rss1 - rss0))
+
+        # ---- the broker freezes (SIGSTOP) with the connection up -----------------
+        conn0 = int(stats(lab)["mqtt_connects"])
+        s6, tf0 = stats(lab), time.monotonic()
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        gone = wait_until(lambda: stats(lab).get("mqtt") != "up", 15, 0.2)
+        t_gone = time.monotonic() - tf0
+        time.sleep(max(0.0, 12 - t_gone))
+        os.kill(b.proc.pid, signal.SIGCONT)
+        back = wait_until(lambda: int(stats(lab)["mqtt_connects"]) > conn0, 20, 0.2)
+        s7, tf1 = stats(lab), time.monotonic()
+        fz_cyc, fz_coal, _ = phase(lab, truth, tf0, tf1, s6, s7, names)
+        t.ok(gone and back, "a frozen broker (SIGSTOP 12 s): the daemon drops the connection "
+             "after %.1f s (keepalive 5 s) and reconnects once it runs again" % t_gone)
+        t.ok(fz_cyc >= 0.97 * base_cyc and fz_coal <= base_coal + 2,
+             "... no cycle lost meanwhile (%.1f cycles/s, %d coalesced)" % (fz_cyc, fz_coal))
 
         # ---- a broker that accepts and never reads --------------------------------
         stalled = Stalled()
