@@ -296,6 +296,7 @@ typedef struct {
   char where[300];             /* "host:port" for log lines */
   int logged_down;             /* the outage has been logged */
   unsigned seed;               /* for the back-off jitter */
+  int closing;                 /* our own disconnect at the end: not an outage */
 } Thr;
 
 static double
@@ -320,7 +321,7 @@ lost(Thr *t, int rc, const char *how)
 {
   double now = now_mono();
 
-  if (t->link == LINK_DOWN)
+  if (t->link == LINK_DOWN || t->closing)
     return;
   if (rc == MOSQ_ERR_TLS)
     log_error("mqtt: TLS with %s failed%s%s%s: the broker's certificate is not trusted "
@@ -715,6 +716,7 @@ thread_main(void *arg)
         snprintf(topic, sizeof topic, "%sstatus", sh->prefix);
         mosquitto_publish_v5(t.mosq, NULL, topic, 7, "offline", 1, true, NULL);
       }
+      t.closing = 1;
       mosquitto_disconnect(t.mosq);
       /* Write the rest out (a stalled broker: give up at once). */
       for (int i = 0; i < 20 && mosquitto_want_write(t.mosq) && mosquitto_socket(t.mosq) >= 0;
