@@ -118,6 +118,8 @@ mqtt_reply(const char *r, size_t n, void *arg)
 
   (void)arg;
   mqtt_replies++;
+  if (getenv("FUZZ_PROTO_DUMP"))
+    fprintf(stderr, "--- mqtt reply ---\n%.*s", (int)n, r);
   FUZZ_CHECK(n > 0 && r[n - 1] == '\n');
   while (line < r + n) {
     const char *nl = memchr(line, '\n', (size_t)(r + n - line));

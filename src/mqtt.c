@@ -910,8 +910,9 @@ run_lines(MQT_Client *m)
         strcasecmp(word, "quit") == 0 || strcasecmp(word, "auth") == 0) {
       char msg[160];
 
-      snprintf(msg, sizeof msg, "ERR 400 '%s' is not available over MQTT (subscribe to "
-               "wavelock/<instance>/laser/+/reading instead)", word);
+      snprintf(msg, sizeof msg, "ERR 400 '%s' is not available over MQTT%s", word,
+               strstr(word, "ubscribe") ? " (subscribe to wavelock/<instance>/laser/+/reading "
+               "instead)" : "");
       reply_line(m, msg);
       continue;
     }
