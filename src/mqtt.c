@@ -856,6 +856,9 @@ finish_command(MQT_Client *m)
   } else {
     push_item(sh, &it);
   }
+  /* Commands that arrived while a deferred one waited run next. */
+  if (sh->n_in > 0 && sh->cmd_ev)
+    event_active(sh->cmd_ev, EV_READ, 0);
   pthread_mutex_unlock(&sh->mu);
   SRV_VirtualFree(m->conn);
   m->conn = NULL;

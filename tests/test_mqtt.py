@@ -130,6 +130,15 @@ with Env() as env:
         sp2 = setpoint(lab, "cool780")
         t.ok(abs(sp2 - sp0) < 1e-9, "3.1.1 command from alice moved the setpoint back", (sp0, sp2))
 
+        # ---- a deferred answer (save) and a command right behind it -----------
+        t2b = time.monotonic()
+        pub(b, "wavelock/lab1/cmd", "save", user="alice", version=4)
+        pub(b, "wavelock/lab1/cmd", "ping", user="alice", version=4)
+        got = wait_until(lambda: len(replies.messages(t2b)) >= 2, 10)
+        ps = [p for _, _, p in replies.messages(t2b)]
+        t.ok(got and ps[0].startswith("OK saved") and ps[1] == "OK",
+             "a deferred answer (save) comes first, the command queued behind it next", ps)
+
         # ---- a read-only user --------------------------------------------------
         before = stats(lab).get("mqtt_commands")
         t3 = time.monotonic()
