@@ -600,6 +600,7 @@ thread_main(void *arg)
   char cid[96];
   int offline = 0;
 
+  pthread_setname_np(pthread_self(), "wl-mqtt");   /* for top -H and the benchmark */
   memset(&t, 0, sizeof t);
   t.sh = sh;
   t.protocol = sh->cfg.protocol == CNF_MQTT_V311 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5;
