@@ -205,6 +205,10 @@ with Env() as env:
         # ---- reload: change, remove, add the group -----------------------------
         cyc0 = int(stats(lab).get("cycles", 0))
         grp = lab.mqtt_group
+        set_mqtt(lab, grp.replace('mqtt://', 'mqtq://'))
+        r = lab.d.cmd("reload")
+        t.ok(r[-1].startswith("ERR") and "mqtt.url" in r[-1] and stats(lab).get("mqtt") == "up",
+             "reload with a bad mqtt group is refused naming file:line:key; MQTT stays up", r)
         set_mqtt(lab, grp.replace('instance = "lab1"', 'instance = "lab1b"'))
         t5 = time.monotonic()
         lab.d.ok("reload")
