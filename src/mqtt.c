@@ -297,6 +297,7 @@ typedef struct {
   int logged_down;             /* the outage has been logged */
   unsigned seed;               /* for the back-off jitter */
   int closing;                 /* our own disconnect at the end: not an outage */
+  int just_up;                 /* CONNACK came: say online, subscribe (outside the callback) */
 } Thr;
 
 static double
@@ -362,8 +363,8 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
 {
   Thr *t = obj;
   MQT_Shared *sh = t->sh;
-  char topic[TOPIC_MAX];
 
+  (void)mosq;
   (void)flags;
   (void)p;
   if (rc != 0) {
@@ -389,12 +390,7 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
   t->stall_since = 0.0;
   log_info("mqtt: connected to %s (MQTT %s) as instance %s", t->where,
            t->protocol == MQTT_PROTOCOL_V5 ? "5" : "3.1.1", sh->cfg.instance);
-  snprintf(topic, sizeof topic, "%sstatus", sh->prefix);
-  mosquitto_publish_v5(mosq, NULL, topic, 6, "online", 1, true, NULL);
-  if (sh->cfg.commands) {
-    snprintf(topic, sizeof topic, "%scmd", sh->prefix);
-    mosquitto_subscribe_v5(mosq, NULL, topic, 1, 0, NULL);
-  }
+  t->just_up = 1;              /* libmosquitto holds its locks here: publish later */
   pthread_mutex_lock(&sh->mu);
   sh->st.connects++;
   sh->all_dirty = 1;
@@ -627,6 +623,17 @@ thread_main(void *arg)
       break;
     if (t.link == LINK_DOWN && now >= t.next_try)
       try_connect(&t);
+    if (t.link == LINK_UP && t.just_up) {
+      char topic[TOPIC_MAX];
+
+      t.just_up = 0;
+      snprintf(topic, sizeof topic, "%sstatus", sh->prefix);
+      mosquitto_publish_v5(t.mosq, NULL, topic, 6, "online", 1, true, NULL);
+      if (sh->cfg.commands) {
+        snprintf(topic, sizeof topic, "%scmd", sh->prefix);
+        mosquitto_subscribe_v5(t.mosq, NULL, topic, 1, 0, NULL);
+      }
+    }
     if (t.link == LINK_UP)
       pump(&t);
 
