@@ -244,6 +244,11 @@ with Env() as env:
         t.ok(got, "the will says 'offline' after kill -9 (%.1f s)" % (time.monotonic() - t8))
         ret = retained(b, "wavelock/lab2/status")
         t.eq(ret.get("wavelock/lab2/status"), "offline", "... and it is retained")
+        t9 = time.monotonic()
+        rc = lab.daemon.stop()
+        got = wait_until(lambda: ("wavelock/lab1/status", False, "offline") in
+                         watch.messages(t9), 5)
+        t.ok(rc == 0 and got, "a clean stop (SIGTERM) says 'offline' itself (exit %r)" % rc)
     finally:
         watch.close()
         for name in ("rsub", "replies"):
