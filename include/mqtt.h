@@ -29,6 +29,10 @@ struct event_base;
 #define MQT_CMD_QUEUE 64
 /* The largest packet the broker may send us (MQTT v5 property). */
 #define MQT_MAX_PACKET (256 * 1024)
+/* Readings are handed to the broker connection in batches this often (ms). */
+#define MQT_BATCH_MS 20
+/* The MQTT thread's nice value (Linux: per thread), below the lasers'. */
+#define MQT_NICE 10
 /* Reconnect back-off: first delay and cap (seconds), +-25 % jitter. */
 #define MQT_BACKOFF_MIN_S 0.5
 #define MQT_BACKOFF_MAX_S 30.0

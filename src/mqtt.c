@@ -23,6 +23,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -197,7 +199,9 @@ push_item(MQT_Shared *sh, Item *it)
   sh->count++;
   if ((unsigned long)sh->count > sh->st.queue_peak)
     sh->st.queue_peak = (unsigned long)sh->count;
-  if (sh->sleeping) {
+  /* Readings wait for the thread's next pass (MQT_BATCH_MS): no system call
+     and no wake-up per reading on the loop.  A reply wakes it. */
+  if (sh->sleeping && it->kind == ITEM_REPLY) {
     sh->sleeping = 0;
     wake(sh);
   }
@@ -597,6 +601,10 @@ thread_main(void *arg)
   int offline = 0;
 
   pthread_setname_np(pthread_self(), "wl-mqtt");   /* for top -H and the benchmark */
+  /* Publishing must never take CPU from the lasers: on Linux the nice value
+     is per thread, so this one yields to the loop and the device threads. */
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), MQT_NICE) != 0)
+    log_debug("mqtt: cannot lower the thread's priority: %s", strerror(errno));
   memset(&t, 0, sizeof t);
   t.sh = sh;
   t.protocol = sh->cfg.protocol == CNF_MQTT_V311 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5;
@@ -645,7 +653,8 @@ thread_main(void *arg)
       nfds = 2;
     }
     if (t.link == LINK_UP && !mosquitto_want_write(t.mosq)) {
-      /* Idle and keeping up: sleep until the loop queues something. */
+      /* Idle and keeping up: sleep until the next batch of readings is
+         due, or a reply or a state change wakes us. */
       pthread_mutex_lock(&sh->mu);
       if (sh->count == 0 && !sh->all_dirty && !sh->stop) {
         int dirty = 0;
@@ -653,7 +662,7 @@ thread_main(void *arg)
         for (int i = 0; i < sh->n_table && !dirty; i++)
           dirty = sh->table[i].dirty;
         sh->sleeping = !dirty;
-        timeout_ms = dirty ? 0 : (sh->cfg.tls ? 100 : 1000);
+        timeout_ms = dirty ? 0 : MQT_BATCH_MS;
       } else {
         timeout_ms = 0;
       }
