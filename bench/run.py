@@ -737,6 +737,9 @@ class Bench:
         ok = with_m["ok"] and ratio is not None and ratio <= 1.2
         self.row("7 mqtt", "256 x 100/s, every reading published: reading -> write p99 (µs)",
                  with_m["lat_p99"], base["lat_p99"], ratio, "<= 1.2x, no cycle lost", ok)
+        self.row("7 mqtt", "without MQTT: cycles, coalesced, lost, daemon CPU",
+                 "%d, %d, %d, %.0f%%" % (base["cycles"], base["coalesced"], base["lost"],
+                                         100 * base["cpu"]))
         self.row("7 mqtt", "with MQTT: cycles, coalesced, lost, daemon CPU",
                  "%d, %d, %d, %.0f%%" % (with_m["cycles"], with_m["coalesced"], with_m["lost"],
                                          100 * with_m["cpu"]))
