@@ -89,14 +89,17 @@ void MQT_Destroy(MQT_Client *m, int offline, double wait_s);
 int MQT_SameConnection(const CNF_Mqtt *a, const CNF_Mqtt *b);
 
 /* Loop thread.  Record a laser's state; published (retained) if it differs
-   from what was published last. */
+   from what was published last.  Never waits for the MQTT thread: when that
+   holds the shared lock the state is recorded by the next call (the daemon
+   calls for every laser once a second). */
 void MQT_SetState(MQT_Client *m, const MQT_LaserState *st);
 
 /* Loop thread.  A laser is gone (reload): its retained state is cleared. */
 void MQT_RemoveLaser(MQT_Client *m, const char *name);
 
 /* Loop thread.  Publish a reading of laser index (for thinning; reset with
-   MQT_ResetLasers after a reload). */
+   MQT_ResetLasers after a reload).  Never waits: dropped and counted when
+   the queue is full, the broker away or the MQTT thread holds the lock. */
 void MQT_PublishReading(MQT_Client *m, int index, const char *name, const MQT_Reading *r);
 void MQT_ResetLasers(MQT_Client *m);
 

@@ -96,6 +96,9 @@ typedef struct {
   struct event *cmd_ev;        /* NULL once the loop side is gone */
   MQT_Stats st;
   int link, protocol;
+  /* Readings the loop dropped because the thread held mu at that moment
+     (atomic: counted without the lock). */
+  unsigned long busy_drops;
 } MQT_Shared;
 
 struct MQT_Client {
@@ -1205,7 +1208,11 @@ MQT_SetState(MQT_Client *m, const MQT_LaserState *st)
   MQT_Shared *sh = m->sh;
   Entry *e;
 
-  pthread_mutex_lock(&sh->mu);
+  /* The loop never waits for the MQTT thread (which may be preempted while
+     it holds mu: it runs at a lower priority); a state not recorded now is
+     recorded by the next call, at the latest by the once-a-second pass. */
+  if (pthread_mutex_trylock(&sh->mu) != 0)
+    return;
   e = find_entry(sh, st->name);
   if (e && !e->removed && same_state(&e->st, st)) {
     pthread_mutex_unlock(&sh->mu);
@@ -1293,7 +1300,11 @@ MQT_PublishReading(MQT_Client *m, int index, const char *name, const MQT_Reading
   it.corr = NULL;
   it.len = 0;
   it.corr_len = 0;
-  pthread_mutex_lock(&sh->mu);
+  if (pthread_mutex_trylock(&sh->mu) != 0) {
+    /* The thread holds it (perhaps preempted): drop rather than wait. */
+    __atomic_add_fetch(&sh->busy_drops, 1, __ATOMIC_RELAXED);
+    return;
+  }
   if (sh->link != LINK_UP)
     sh->st.dropped++;          /* not kept for later: it would be stale */
   else
@@ -1308,6 +1319,7 @@ MQT_GetStats(MQT_Client *m, MQT_Stats *st)
 
   pthread_mutex_lock(&sh->mu);
   *st = sh->st;
+  st->dropped += __atomic_load_n(&sh->busy_drops, __ATOMIC_RELAXED);
   st->queued = (unsigned long)sh->count;
   st->link = sh->link == LINK_UP ? "up" : sh->link == LINK_CONNECTING ? "connecting" : "down";
   st->protocol = sh->link == LINK_UP ? sh->protocol : 0;
