@@ -21,6 +21,9 @@ a baseline measured in the same run (see BENCHMARKS.md for the method):
                      most with no coalesced or lost cycle; CPU per cycle
  5 memory            RSS with 14 lasers; growth per idle connection (1000)
                      and per subscribed connection
+ 7 mqtt              256 lasers at 100 readings/s with every reading
+                     published to a local mosquitto: reading -> write p99
+                     vs the same run without MQTT; MQTT thread CPU
  6 lock quality      wavelock-sim + wavelockd on conf/sim.conf: RMS true
                      error / wavemeter noise, 1 GHz step settling, relock
                      after a mode hop (by scripts/wavelock-quality when
@@ -108,6 +111,27 @@ def proc_sched(pid):
             fields = f.read().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return cpu, switches
+
+
+def thread_cpu_s(pid, comm):
+    """CPU seconds of the threads of pid named comm."""
+    cpu = 0.0
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() != comm:
+                    continue
+            with open("/proc/%d/task/%s/sched" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith("se.sum_exec_runtime"):
+                        cpu += float(line.split(":")[1]) / 1e3
+        except OSError:
+            pass
+    return cpu
 
 
 def proc_cpu_s(pid):
@@ -582,24 +606,36 @@ class Bench:
 
     # ---- 4. scale -------------------------------------------------------------
 
-    def scale_step(self, n):
+    def scale_step(self, n, mqtt_port=None):
         dur = 4 if self.q else 8
-        plant = self.start_plant(n, 32, 100, tick_us=1000, name="plantd-%d" % n)
-        conf = os.path.join(self.tmp, "b4-%d.conf" % n)
+        tag = "%d%s" % (n, "-mqtt" if mqtt_port else "")
+        plant = self.start_plant(n, 32, 100, tick_us=1000, name="plantd-%s" % tag)
+        conf = os.path.join(self.tmp, "b4-%s.conf" % tag)
         self.write_daemon_conf(conf, plant, n, 32)
-        d = self.start_daemon(conf, name="wavelockd-%d" % n, binary="bench/wavelockd-wide")
+        if mqtt_port:
+            with open(conf, "a") as f:
+                f.write('mqtt = { url = "mqtt://127.0.0.1:%d"; instance = "bench"; '
+                        'reading_interval_ms = 0; };\n' % mqtt_port)
+        d = self.start_daemon(conf, name="wavelockd-%s" % tag, binary="bench/wavelockd-wide")
         c = Client(d.port)
         locked = self.wait_locked(c, n, 10)
         time.sleep(1.0)
         c0 = self.counters(c)
         (cpu0, sw0), pcpu0 = proc_sched(d.pid), proc_cpu_s(plant.pid)
+        mcpu0 = thread_cpu_s(d.pid, "wl-mqtt")
         t0 = time.time()
         self.plant_cmd(plant, "reset")
         time.sleep(dur)
         per, agg = self.plant_stats(plant)
         (cpu1, sw1), pcpu1 = proc_sched(d.pid), proc_cpu_s(plant.pid)
+        mcpu1 = thread_cpu_s(d.pid, "wl-mqtt")
         t1 = time.time()
         c1 = self.counters(c)
+        mq = {}
+        if mqtt_port:
+            for line in c.cmd("stats"):
+                if line.startswith("mqtt="):
+                    mq = parse_kv(line)
         c.close()
         d.stop()
         plant.stop()
@@ -616,7 +652,8 @@ class Bench:
                  lat_max=agg["lat_max"], cpu=(cpu1 - cpu0) / (t1 - t0),
                  plant_cpu=(pcpu1 - pcpu0) / (t1 - t0),
                  cpu_us_per_cycle=(cpu1 - cpu0) / max(cycles, 1) * 1e6,
-                 switches_per_cycle=(sw1 - sw0) / max(cycles, 1))
+                 switches_per_cycle=(sw1 - sw0) / max(cycles, 1), mqtt=mq,
+                 mqtt_thread_cpu=(mcpu1 - mcpu0) / (t1 - t0))
         log("4 scale: %d lasers: %s (cycles %d of %d readings, coalesced %d, lost %d, "
             "daemon CPU %.0f%%, %.1f µs/cycle, p99 %.0f µs)" %
             (n, "ok" if ok else "NOT sustained", cycles, agg["sent"], coalesced, lost,
@@ -667,6 +704,57 @@ class Bench:
             f = [r for r in results if not r["ok"]][-1]
             self.row("4 scale", "first failing: %d lasers" % f["n"],
                      "coalesced %d, lost %d, CPU %.0f%%" % (f["coalesced"], f["lost"], 100 * f["cpu"]))
+
+    # ---- 7. MQTT publishing ------------------------------------------------------
+
+    def bench7(self):
+        """256 lasers at 100 readings/s, every reading published to a local
+        mosquitto, against the same run without an mqtt group."""
+        mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(mosq):
+            self.row("7 mqtt", "could not run", "mosquitto not installed")
+            return
+        port = free_port()
+        conf = os.path.join(self.tmp, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100\n" % port)
+        # In a lab the broker runs on another computer: here it shares the 2
+        # cores, so it runs at the lowest priority to stand in for that.
+        broker = Proc(self, "mosquitto", ["nice", "-n", "19", mosq, "-c", conf], stdin=False)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        # No subscriber: the broker shares the 2 cores with plantd and the
+        # daemon here (in a lab it runs elsewhere); publishing is what is
+        # measured.
+        n = 256
+        base = self.scale_step(n)
+        with_m = self.scale_step(n, mqtt_port=port)
+        broker.stop()
+        self.details["7"] = dict(without=base, with_mqtt=with_m)
+        mq = with_m.get("mqtt", {})
+        ratio = with_m["lat_p99"] / base["lat_p99"] if base["lat_p99"] else None
+        ok = with_m["ok"] and ratio is not None and ratio <= 1.2
+        self.row("7 mqtt", "256 x 100/s, every reading published: reading -> write p99 (µs)",
+                 with_m["lat_p99"], base["lat_p99"], ratio, "<= 1.2x, no cycle lost", ok)
+        self.row("7 mqtt", "without MQTT: cycles, coalesced, lost, daemon CPU",
+                 "%d, %d, %d, %.0f%%" % (base["cycles"], base["coalesced"], base["lost"],
+                                         100 * base["cpu"]))
+        self.row("7 mqtt", "with MQTT: cycles, coalesced, lost, daemon CPU",
+                 "%d, %d, %d, %.0f%%" % (with_m["cycles"], with_m["coalesced"], with_m["lost"],
+                                         100 * with_m["cpu"]))
+        pub = int(mq.get("mqtt_published", 0))
+        self.row("7 mqtt", "MQTT thread CPU (of one core), per message published",
+                 "%.0f%%, %.1f µs" % (100 * with_m["mqtt_thread_cpu"],
+                                      with_m["mqtt_thread_cpu"] * 1e6 /
+                                      max(1.0, with_m["sent"] / (4 if self.q else 8))))
+        self.row("7 mqtt", "published, dropped (whole run)",
+                 "%s, %s" % (int(mq.get("mqtt_published", 0)), int(mq.get("mqtt_dropped", 0))))
 
     # ---- 5. memory --------------------------------------------------------------
 

@@ -10,7 +10,10 @@
  * accept callback on one end of a socketpair and its buffers are pumped by
  * hand, deterministically, instead of by the event loop.
  *
- * Input: byte 0 picks the connection's role (% 3: none, monitor, control);
+ * Input: byte 0 picks the connection's role (% 3: none, monitor, control)
+ * and, with (byte 0 / 3) odd, the same bytes then also go as one MQTT
+ * command payload through src/mqtt.c (iam lines, line splitting, limits, a
+ * virtual connection with the control role; its reply must be well-formed);
  * byte 1 the delivery: bits 1..7 the chunk size in bytes (0: all at once),
  * bit 0 a wavemeter reading after every chunk (at most 16).  The rest is
  * what the client sends; the connection then sees EOF.  With FUZZ_PROTO_DUMP set in the
@@ -36,6 +39,7 @@
 #include "cmds.h"
 #include "daemon.h"
 #include "fuzz.h"
+#include "mqtt.h"
 #include "fuzz_proto.h"
 
 #define MONITOR_SECRET "fuzz-monitor-token"
@@ -76,6 +80,8 @@ static const char config_text[] =
 static WLD_Daemon *d;
 static SRV_Server *srv;
 static struct evbuffer *acc;
+static MQT_Client *mqtt;
+static int mqtt_replies;
 static char state_path[CNF_PATH_MAX];
 
 static void
@@ -102,6 +108,31 @@ setup(void)
   d->srv = srv;
   acc = evbuffer_new();
   FUZZ_CHECK(acc != NULL);
+}
+
+/* An MQTT command's reply: every line a protocol line, the last one final,
+   never ERR 500. */
+static void
+mqtt_reply(const char *r, size_t n, void *arg)
+{
+  const char *line = r, *last = NULL;
+
+  (void)arg;
+  mqtt_replies++;
+  if (getenv("FUZZ_PROTO_DUMP"))
+    fprintf(stderr, "--- mqtt reply ---\n%.*s", (int)n, r);
+  FUZZ_CHECK(n > 0 && r[n - 1] == '\n');
+  while (line < r + n) {
+    const char *nl = memchr(line, '\n', (size_t)(r + n - line));
+
+    FUZZ_CHECK(nl != NULL && nl > line);
+    FUZZ_CHECK(strncmp(line, "ERR 500", 7) != 0 && line[0] != '*');
+    for (const char *p = line; p < nl; p++)
+      FUZZ_CHECK((unsigned char)*p >= 0x20 && *p != 0x7f);
+    last = line;
+    line = nl + 1;
+  }
+  FUZZ_CHECK(last && (strncmp(last, "OK", 2) == 0 || strncmp(last, "ERR ", 4) == 0));
 }
 
 /* Move the connection's output to acc, as if the client read it, and tell
@@ -280,11 +311,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (!d)
     setup();
   role = data[0] % 3;
+  int via_mqtt = (data[0] / 3) % 2;
   chunk = data[1] >> 1;
   readings = data[1] & 1;
   data += 2;
   size -= 2;
-  became_control = role == CNF_ROLE_CONTROL ||
+  became_control = role == CNF_ROLE_CONTROL || via_mqtt ||
                    memmem(data, size, CONTROL_SECRET, strlen(CONTROL_SECRET)) != NULL;
   for (const uint8_t *p = data; (p = memchr(p, '\n', size - (size_t)(p - data))) != NULL; p++)
     newlines++;
@@ -340,6 +372,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conn_free(srv->conns, "fuzz input done");
   FUZZ_CHECK(srv->conns == NULL && SRV_ClientCount(srv) == 0 && SRV_SubscriberCount(srv) == 0);
   close(sv[1]);
+  if (via_mqtt) {
+    int before_replies = mqtt_replies;
+
+    if (!mqtt)
+      mqtt = MQT_CreateLocal(srv, "fuzz", mqtt_reply, NULL);
+    FUZZ_CHECK(mqtt != NULL);
+    FUZZ_CHECK(MQT_Inject(mqtt, data, size, "fuzz", readings) == 0);
+    event_base_loop(d->base, EVLOOP_NONBLOCK);
+    /* An answer deferred beyond this input is dropped with the client. */
+    if (mqtt_replies == before_replies) {
+      MQT_Destroy(mqtt, 0, 0.0);
+      mqtt = NULL;
+    }
+    check_lasers();
+  }
 
   if (getenv("FUZZ_PROTO_DUMP"))     /* see what the client would have read */
     fprintf(stderr, "%.*s", (int)evbuffer_get_length(acc),

@@ -43,7 +43,7 @@ mkdir -p "$work/obj" "$work/log"
 # Sources of each target besides fuzz/fuzz_<target>.c and fuzz/fuzz_util.c.
 extra_sources() {
   case $1 in
-    proto) echo "fuzz/fuzz_proto_daemon.c src/cmds.c src/params.c src/http.c src/jsonfmt.c src/metrics.c" ;;
+    proto) echo "fuzz/fuzz_proto_daemon.c src/cmds.c src/params.c src/http.c src/jsonfmt.c src/metrics.c src/mqtt.c" ;;
     *) echo "" ;;
   esac
 }

@@ -141,4 +141,9 @@ CLT_ReadResult CLT_ReadLine(CLT_Conn *c, char *line, size_t size, double deadlin
 /* Close the connection. */
 void CLT_Close(CLT_Conn *c);
 
+/* `wavelock --mqtt URL lab` (client_mqtt.c): print every instance's
+   status and lasers from the broker's retained messages; an exit status. */
+int CLT_MqttLab(const char *url, const char *user, const char *password_file,
+                const char *cafile, double timeout);
+
 #endif

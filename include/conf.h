@@ -243,6 +243,29 @@ typedef struct {
   int line;
 } CNF_Calibration;
 
+/* The mqtt group (DESIGN.md section 10): publish to and take commands from
+   an MQTT broker. */
+typedef enum { CNF_MQTT_AUTO = 0, CNF_MQTT_V5 = 5, CNF_MQTT_V311 = 4 } CNF_MqttProtocol;
+
+typedef struct {
+  int present;                       /* the group is in the file */
+  char url[256];                     /* url = "mqtt://host[:port]" | "mqtts://host[:port]" */
+  char host[256];                    /* from url */
+  int port;                          /* from url; default 1883, mqtts 8883 */
+  int tls;                           /* mqtts:// */
+  char instance[CNF_NAME_MAX];       /* topics under wavelock/<instance>/ (required) */
+  char username[128];                /* "" = none */
+  char password_file[CNF_PATH_MAX];  /* its first line is the password; "" = none */
+  char password[256];                /* read from password_file at load */
+  char cafile[CNF_PATH_MAX];         /* CA certificates for mqtts (default: the system's) */
+  int commands;                      /* take command lines on .../cmd; default false */
+  int keepalive_s;                   /* default 30 */
+  int reading_interval_ms;           /* at most one reading per laser this often; 0 = all */
+  int queue;                         /* outgoing messages waiting for the broker; default 8192 */
+  CNF_MqttProtocol protocol;         /* protocol = "auto" (5, then 3.1.1) | "5" | "3.1.1" */
+  int line;
+} CNF_Mqtt;
+
 typedef struct {
   char path[CNF_PATH_MAX];           /* the file this was loaded from */
   CNF_Server server;
@@ -259,6 +282,7 @@ typedef struct {
   int n_lasers;
   CNF_Calibration calibration;
   CNF_Sim sim;
+  CNF_Mqtt mqtt;
 } CNF_Config;
 
 /* Load and check a config file.  On success returns a new config (free with

@@ -18,6 +18,7 @@ struct event;
 struct BG_Ctx;
 struct CAL_Ctx;
 struct HTP_Server;
+struct MQT_Client;
 
 /* A state event held back during a reload (see hook_state). */
 typedef struct {
@@ -76,6 +77,8 @@ typedef struct WLD_Daemon {
   int hold_events;              /* inside CTL_Reconfigure: state events are held */
   WLD_HeldEvent *held;
   int n_held;
+
+  struct MQT_Client *mqtt;      /* the mqtt group's connection (mqtt.h); NULL without one */
 } WLD_Daemon;
 
 #endif

@@ -180,6 +180,29 @@ int SRV_Exec(SRV_Server *s, CNF_Role role, const char *peer, char *line, struct 
 /* Whether the server has a command of this name (e.g. to offer it). */
 int SRV_HasCommand(const SRV_Server *s, const char *name);
 
+/* Virtual connections: command lines run through the same parser, role
+   checks and handlers as a socket's, the answer lines collected in memory
+   (for MQTT commands).  No subscriptions (subscribe changes nothing); quit
+   only answers OK.  done(c, arg) runs on the loop when a deferred answer has
+   ended (not for an answer given at once). */
+typedef void (*SRV_VirtualDone)(SRV_Conn *c, void *arg);
+SRV_Conn *SRV_VirtualNew(SRV_Server *s, CNF_Role role, const char *peer, SRV_VirtualDone done,
+                         void *arg);
+
+/* Run one request line of n bytes (no newline): 1 answered, 0 deferred
+   (done() follows), -1 a deferred answer is still pending (nothing run).  A
+   line over SRV_LINE_MAX gets ERR 413. */
+int SRV_VirtualRun(SRV_Conn *c, const char *line, size_t n);
+
+/* Move the collected answer lines into out (NUL-terminated, cut to fit) and
+   clear them; returns the bytes copied.  With outlen 0: only the length of
+   what is collected (nothing moved). */
+size_t SRV_VirtualTake(SRV_Conn *c, char *out, size_t outlen);
+
+/* Free (a pending answer is dropped: done() never runs). */
+void SRV_VirtualFree(SRV_Conn *c);
+
+
 /* Pure helpers (unit-tested): remove telnet IAC sequences from buf in place,
    carrying state across calls in *state (start with 0); returns the new length. */
 size_t SRV_StripTelnet(unsigned char *buf, size_t len, int *state);

@@ -100,6 +100,9 @@ warnx_(const char *fmt, ...)
   fputc('\n', stderr);
 }
 
+/* Long options without a short form. */
+enum { OPT_MQTT = 0x100, OPT_MQTT_USER, OPT_MQTT_PASSWORD_FILE, OPT_MQTT_CAFILE };
+
 static void
 usage_hint(void)
 {
@@ -130,6 +133,10 @@ print_help(void)
          "  -r, --raw              plain key=value lines even on a terminal\n"
          "  -h, --help             show this help and exit\n"
          "  -V, --version          show the version and exit\n"
+         "      --mqtt URL lab     every instance's lasers from an MQTT broker's\n"
+         "                         retained state (mqtt://host[:port], mqtts://...);\n"
+         "                         with --mqtt-user USER, --mqtt-password-file FILE,\n"
+         "                         --mqtt-cafile FILE\n"
          "\n"
          "A single '-' as the command reads commands from standard input, one per line.\n"
          "\n"
@@ -752,8 +759,13 @@ main(int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { "as", required_argument, NULL, 'A' },
+    { "mqtt", required_argument, NULL, OPT_MQTT },
+    { "mqtt-user", required_argument, NULL, OPT_MQTT_USER },
+    { "mqtt-password-file", required_argument, NULL, OPT_MQTT_PASSWORD_FILE },
+    { "mqtt-cafile", required_argument, NULL, OPT_MQTT_CAFILE },
     { NULL, 0, NULL, 0 }
   };
+  const char *mqtt_url = NULL, *mqtt_user = NULL, *mqtt_pwfile = NULL, *mqtt_cafile = NULL;
   const char *token_arg = NULL, *token_file = NULL, *env;
   char *cmds[MAX_COMMANDS], *joined = NULL;
   int ncmds = 0, from_stdin = 0, status = CLT_EXIT_OK, c;
@@ -819,6 +831,18 @@ main(int argc, char **argv)
     case 'V':
       printf("wavelock %s (protocol %d)\n", PACKAGE_VERSION, WL_PROTOCOL_VERSION);
       return CLT_EXIT_OK;
+    case OPT_MQTT:
+      mqtt_url = optarg;
+      break;
+    case OPT_MQTT_USER:
+      mqtt_user = optarg;
+      break;
+    case OPT_MQTT_PASSWORD_FILE:
+      mqtt_pwfile = optarg;
+      break;
+    case OPT_MQTT_CAFILE:
+      mqtt_cafile = optarg;
+      break;
     default:
       if (optopt == 'A')
         warnx_("option --as needs an argument");
@@ -861,6 +885,16 @@ main(int argc, char **argv)
   if (strpbrk(opt.token, " \t\r\n")) {
     warnx_("the token must not contain blanks");
     return CLT_EXIT_USAGE;
+  }
+
+  /* The lab-wide view from an MQTT broker. */
+  if (mqtt_url) {
+    if (argc - optind != 1 || strcmp(argv[optind], "lab") != 0) {
+      warnx_("--mqtt: the only command is 'lab'");
+      usage_hint();
+      return CLT_EXIT_USAGE;
+    }
+    return CLT_MqttLab(mqtt_url, mqtt_user, mqtt_pwfile, mqtt_cafile, opt.timeout);
   }
 
   /* The commands. */

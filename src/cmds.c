@@ -25,6 +25,7 @@
 #include "cmds.h"
 #include "daemon.h"
 #include "log.h"
+#include "mqtt.h"
 #include "params.h"
 #include "units.h"
 #include "util.h"
@@ -549,6 +550,17 @@ cmd_stats(SRV_Conn *c, int argc, char **argv, void *ctx)
   SRV_Data(c, "lasers=%d devices=%d cycles=%lu coalesced=%lu write_errors=%lu in_flight=%d"
            " reloads=%lu reload_failures=%lu", CTL_LaserCount(d->ctl), CTL_DeviceCount(d->ctl),
            cycles, coalesced, errors, CTL_Busy(d->ctl), d->reloads, d->reload_failures);
+  if (d->mqtt) {
+    MQT_Stats ms;
+
+    MQT_GetStats(d->mqtt, &ms);
+    SRV_Data(c, "mqtt=%s mqtt_protocol=%s mqtt_published=%lu mqtt_dropped=%lu mqtt_queued=%lu"
+             " mqtt_queue_peak=%lu mqtt_queue_max=%lu mqtt_connects=%lu mqtt_republished=%lu"
+             " mqtt_commands=%lu mqtt_commands_dropped=%lu", ms.link,
+             ms.protocol == 5 ? "5" : ms.protocol == 4 ? "3.1.1" : "none", ms.published,
+             ms.dropped, ms.queued, ms.queue_peak, ms.queue_max, ms.connects, ms.republished,
+             ms.commands, ms.commands_dropped);
+  }
   SRV_Ok(c, NULL);
 }
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "log.h"
@@ -759,7 +760,11 @@ set_dir(Loader *ld, const char *path)
 
 static const char *const top_keys[] = {
   "server", "state_file", "log", "log_level", "pid_file", "user",
-  "wavemeter", "devices", "lasers", "calibration", "sim", "http", NULL
+  "wavemeter", "devices", "lasers", "calibration", "sim", "http", "mqtt", NULL
+};
+static const char *const mqtt_keys[] = {
+  "url", "instance", "username", "password_file", "cafile", "commands", "keepalive_s",
+  "reading_interval_ms", "queue", "protocol", NULL
 };
 static const char *const http_keys[] = { "listen", "max_event_readers", "session_s", NULL };
 static const char *const cal_keys[] = {
@@ -1821,6 +1826,98 @@ load_calibration(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
   return 0;
 }
 
+/* mqtt = { url; instance; username; password_file; cafile; commands;
+   keepalive_s; reading_interval_ms; queue; protocol; } */
+static int
+load_mqtt(Loader *ld, const config_setting_t *root, CNF_Mqtt *m)
+{
+  const config_setting_t *g, *s;
+  char proto[16], msg[128];
+  const char *rest;
+
+  if (get_group(ld, root, "mqtt", OPT, &g) < 0)
+    return -1;
+  if (!g)
+    return 0;
+  m->present = 1;
+  m->line = (int)config_setting_source_line(g);
+  if (check_keys(ld, g, mqtt_keys) < 0 ||
+      str_key(ld, g, "url", REQ, 1, m->url, sizeof m->url, &s) < 0)
+    return -1;
+  if (strncasecmp(m->url, "mqtt://", 7) == 0) {
+    rest = m->url + 7;
+    m->tls = 0;
+  } else if (strncasecmp(m->url, "mqtts://", 8) == 0) {
+    rest = m->url + 8;
+    m->tls = 1;
+  } else {
+    return fail(ld, s, NULL, "\"%s\": must be mqtt://host[:port] or mqtts://host[:port]",
+                m->url);
+  }
+  m->port = m->tls ? 8883 : 1883;
+  {
+    char hp[256];
+    size_t n = strcspn(rest, "/");
+
+    if (rest[n] == '/' && rest[n + 1] != '\0')
+      return fail(ld, s, NULL, "\"%s\": no path allowed after host:port", m->url);
+    if (n >= sizeof hp)
+      return fail(ld, s, NULL, "\"%s\": host too long", m->url);
+    memcpy(hp, rest, n);
+    hp[n] = '\0';
+    if (split_host_port(hp, m->host, sizeof m->host, &m->port, 1, 1, msg, sizeof msg) < 0)
+      return fail(ld, s, NULL, "\"%s\": %s", m->url, msg);
+  }
+  if (str_key(ld, g, "instance", REQ, 1, m->instance, sizeof m->instance, &s) < 0 ||
+      check_name(ld, s, m->instance) < 0 ||
+      str_key(ld, g, "username", OPT, 0, m->username, sizeof m->username, NULL) < 0 ||
+      path_key(ld, g, "password_file", m->password_file, sizeof m->password_file) < 0 ||
+      path_key(ld, g, "cafile", m->cafile, sizeof m->cafile) < 0 ||
+      bool_key(ld, g, "commands", &m->commands) < 0 ||
+      int_key_i(ld, g, "keepalive_s", OPT, 5, 3600, &m->keepalive_s) < 0 ||
+      int_key_i(ld, g, "reading_interval_ms", OPT, 0, 3600000, &m->reading_interval_ms) < 0 ||
+      int_key_i(ld, g, "queue", OPT, 16, 1000000, &m->queue) < 0)
+    return -1;
+  proto[0] = '\0';
+  if (str_key(ld, g, "protocol", OPT, 1, proto, sizeof proto, &s) < 0)
+    return -1;
+  if (s) {
+    if (strcasecmp(proto, "auto") == 0)
+      m->protocol = CNF_MQTT_AUTO;
+    else if (strcmp(proto, "5") == 0 || strcmp(proto, "5.0") == 0)
+      m->protocol = CNF_MQTT_V5;
+    else if (strcmp(proto, "3.1.1") == 0)
+      m->protocol = CNF_MQTT_V311;
+    else
+      return fail(ld, s, NULL, "\"%s\": must be \"auto\", \"5\" or \"3.1.1\"", proto);
+  }
+  if (m->cafile[0] && !m->tls)
+    return fail(ld, config_setting_get_member(g, "cafile"), NULL,
+                "needs an mqtts:// url (TLS)");
+  if (m->cafile[0] && access(m->cafile, R_OK) != 0)
+    return fail(ld, config_setting_get_member(g, "cafile"), NULL, "%s: cannot read: %s",
+                m->cafile, strerror(errno));
+  if (m->password_file[0]) {
+    FILE *f;
+    size_t n;
+
+    s = config_setting_get_member(g, "password_file");
+    if (!m->username[0])
+      return fail(ld, s, NULL, "needs a username");
+    f = fopen(m->password_file, "r");
+    if (!f)
+      return fail(ld, s, NULL, "%s: cannot read: %s", m->password_file, strerror(errno));
+    if (!fgets(m->password, sizeof m->password, f))
+      m->password[0] = '\0';
+    fclose(f);
+    n = strcspn(m->password, "\r\n");
+    m->password[n] = '\0';
+    if (!m->password[0])
+      return fail(ld, s, NULL, "%s: empty (the password is its first line)", m->password_file);
+  }
+  return 0;
+}
+
 static int
 load_top(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
 {
@@ -1875,6 +1972,8 @@ config_defaults(CNF_Config *cfg)
   cfg->calibration.max_rate_mhz_per_min = 10.0;
   cfg->calibration.tolerance_mhz = 50.0;
   cfg->calibration.period_s = 600.0;
+  cfg->mqtt.keepalive_s = 30;
+  cfg->mqtt.queue = 8192;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1956,7 +2055,8 @@ CNF_Load(const char *path, char *err, size_t errlen)
          load_devices(&ld, root, cfg) == 0 &&
          load_lasers(&ld, root, cfg) == 0 &&
          load_calibration(&ld, root, cfg) == 0 &&
-         load_sim_references(&ld, root, cfg) == 0;
+         load_sim_references(&ld, root, cfg) == 0 &&
+         load_mqtt(&ld, root, &cfg->mqtt) == 0;
   }
   config_destroy(&lc);
   if (!ok) {

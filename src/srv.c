@@ -90,6 +90,11 @@ struct SRV_Conn {
   int final_code;              /* SRV_Exec: the ERR code (0 for OK) */
   char *err_out;               /* SRV_Exec: the ERR text goes here */
   size_t err_len;
+  /* A virtual connection (SRV_VirtualNew): no socket, answers go to vout. */
+  int virt;
+  struct evbuffer *vout;
+  SRV_VirtualDone vdone;
+  void *varg;
 };
 
 struct SRV_Pending {
@@ -246,12 +251,19 @@ SRV_RoleName(CNF_Role role)
 static void conn_free(SRV_Conn *c, const char *why);
 static void process_input(SRV_Conn *c);
 
+/* Where a connection's answers go. */
+static struct evbuffer *
+conn_out(SRV_Conn *c)
+{
+  return c->virt ? c->vout : bufferevent_get_output(c->bev);
+}
+
 static void
 note_peak(SRV_Conn *c)
 {
   size_t n;
 
-  if (c->capture)
+  if (c->capture || c->virt)
     return;
   n = evbuffer_get_length(bufferevent_get_output(c->bev));
 
@@ -318,7 +330,7 @@ fmt_free(Fmt *f)
 static void
 write_line(SRV_Conn *c, const char *a, const char *b)
 {
-  struct evbuffer *out = c->capture ? c->capture : bufferevent_get_output(c->bev);
+  struct evbuffer *out = c->capture ? c->capture : conn_out(c);
 
   evbuffer_add(out, a, strlen(a));
   if (b)
@@ -447,6 +459,10 @@ SRV_Named(const SRV_Conn *c)
 void
 SRV_SetName(SRV_Conn *c, const char *name)
 {
+  if (!name || !name[0]) {      /* unnamed: the default name stays */
+    c->named = 0;
+    return;
+  }
   UTL_Strlcpy(c->name, name, sizeof c->name);
   c->named = 1;
 }
@@ -464,6 +480,9 @@ void
 SRV_Subscribe(SRV_Conn *c, int all, const unsigned char *mask, int n)
 {
   unsigned char *copy = NULL;
+
+  if (c->virt)
+    return;                 /* no socket to stream to */
 
   if (!all && n > 0) {
     copy = malloc((size_t)n);
@@ -778,7 +797,7 @@ conn_free(SRV_Conn *c, const char *why)
 static void
 start_close(SRV_Conn *c)
 {
-  if (c->state != CONN_OPEN)
+  if (c->state != CONN_OPEN || c->virt)
     return;
   c->state = CONN_FLUSH;
   c->paused = 0;
@@ -929,7 +948,7 @@ end_response(SRV_Conn *c, const char *name)
   c->final_sent = 0;
   if (evbuffer_get_length(c->held) > 0) {
     if (c->state == CONN_OPEN)
-      evbuffer_add_buffer(bufferevent_get_output(c->bev), c->held);
+      evbuffer_add_buffer(conn_out(c), c->held);
     else
       evbuffer_drain(c->held, evbuffer_get_length(c->held));
     note_peak(c);
@@ -1023,6 +1042,7 @@ SRV_Exec(SRV_Server *s, CNF_Role role, const char *peer, char *line, struct evbu
   c.err_out = err;
   c.err_len = errlen;
   UTL_Strlcpy(c.peer, peer ? peer : "internal", sizeof c.peer);
+  UTL_Strlcpy(c.name, c.peer, sizeof c.name);     /* unnamed: claims refuse it */
   err[0] = '\0';
   argc = SRV_Split(line, argv, MAX_WORDS);
   if (argc <= 0) {
@@ -1208,6 +1228,11 @@ SRV_Complete(SRV_Pending *p)
   if (c->in_handler)
     return;                 /* finished before the handler returned: it ends the response */
   end_response(c, "deferred");
+  if (c->virt) {
+    if (c->vdone)
+      c->vdone(c, c->varg);
+    return;
+  }
   if (c->state != CONN_OPEN)
     return;
   if (!c->paused && !c->eof)
@@ -1729,4 +1754,80 @@ SRV_Destroy(SRV_Server *s)
   free(s->cmds);
   explicit_bzero(s->cfg.tokens, sizeof s->cfg.tokens);
   free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Virtual connections */
+
+SRV_Conn *
+SRV_VirtualNew(SRV_Server *s, CNF_Role role, const char *peer, SRV_VirtualDone done, void *arg)
+{
+  SRV_Conn *c = calloc(1, sizeof *c);
+
+  if (!c)
+    return NULL;
+  c->vout = evbuffer_new();
+  c->held = evbuffer_new();
+  if (!c->vout || !c->held) {
+    if (c->vout)
+      evbuffer_free(c->vout);
+    if (c->held)
+      evbuffer_free(c->held);
+    free(c);
+    return NULL;
+  }
+  c->s = s;
+  c->virt = 1;
+  c->role = role;
+  c->vdone = done;
+  c->varg = arg;
+  c->state = CONN_OPEN;
+  UTL_Strlcpy(c->peer, peer ? peer : "virtual", sizeof c->peer);
+  UTL_Strlcpy(c->name, c->peer, sizeof c->name);   /* until SRV_SetName */
+  return c;
+}
+
+int
+SRV_VirtualRun(SRV_Conn *c, const char *line, size_t n)
+{
+  char buf[SRV_LINE_MAX + 1];
+
+  if (!c->virt || c->pending)
+    return -1;
+  if (n > SRV_LINE_MAX) {
+    c->last_request = UTL_Now();
+    reply_err(c, 413, "line too long");
+    return 1;
+  }
+  memcpy(buf, line, n);
+  buf[n] = '\0';
+  handle_line(c, buf, n);
+  return c->pending ? 0 : 1;
+}
+
+size_t
+SRV_VirtualTake(SRV_Conn *c, char *out, size_t outlen)
+{
+  size_t n = evbuffer_get_length(c->vout);
+
+  if (outlen == 0)
+    return n;
+  if (n >= outlen)
+    n = outlen - 1;
+  evbuffer_remove(c->vout, out, n);
+  out[n] = '\0';
+  evbuffer_drain(c->vout, evbuffer_get_length(c->vout));
+  return n;
+}
+
+void
+SRV_VirtualFree(SRV_Conn *c)
+{
+  if (!c)
+    return;
+  if (c->pending)
+    c->pending->c = NULL;
+  evbuffer_free(c->vout);
+  evbuffer_free(c->held);
+  free(c);
 }

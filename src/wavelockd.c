@@ -34,6 +34,7 @@
 #include "http.h"
 #include "log.h"
 #include "params.h"
+#include "mqtt.h"
 #include "srv.h"
 #include "statefile.h"
 #include "util.h"
@@ -459,6 +460,73 @@ restore_state(WLD_Daemon *d)
 /* ---- control runtime hooks ------------------------------------------------- */
 
 
+/* ---- MQTT (mqtt.h): a laser's retained state, published when it changes -- */
+
+static void
+mqtt_state(WLD_Daemon *d, const CTL_Laser *l)
+{
+  MQT_LaserState st;
+
+  if (!d->mqtt)
+    return;
+  memset(&st, 0, sizeof st);
+  UTL_Strlcpy(st.name, l->cfg.name, sizeof st.name);
+  st.state = LSR_StateName(l->sm.state);
+  st.setpoint_thz = l->setpoint_thz;
+  st.min_thz = l->cfg.min_thz;
+  st.max_thz = l->cfg.max_thz;
+  st.piezo_min_v = l->cfg.piezo.min_v;
+  st.piezo_max_v = l->cfg.piezo.max_v;
+  st.has_current = l->current_dev != NULL;
+  if (st.has_current) {
+    st.current_min_v = l->cfg.current.min_v;
+    st.current_max_v = l->cfg.current.max_v;
+  }
+  st.autolock = l->cfg.autolock;
+  LSR_RailName(l->rail.railed, st.railed, sizeof st.railed);
+  if (l->owner[0] && l->claim_until > UTL_WallNow())
+    UTL_Strlcpy(st.owner, l->owner, sizeof st.owner);
+  MQT_SetState(d->mqtt, &st);
+}
+
+static void
+mqtt_states(WLD_Daemon *d)
+{
+  for (int i = 0; d->mqtt && i < CTL_LaserCount(d->ctl); i++)
+    mqtt_state(d, CTL_Laser_(d->ctl, i));
+}
+
+/* After a reload: a new, changed or removed mqtt group, and removed lasers. */
+static void
+mqtt_reconfigure(WLD_Daemon *d, const CNF_Config *old)
+{
+  const CNF_Mqtt *nm = &d->cfg->mqtt;
+  char err[256];
+
+  if (d->mqtt && !MQT_SameConnection(&old->mqtt, nm)) {
+    /* The same instance on the same broker: the new connection says
+       online; another one: this one says offline. */
+    int moved = !nm->present || strcmp(old->mqtt.instance, nm->instance) != 0 ||
+                strcmp(old->mqtt.url, nm->url) != 0;
+
+    MQT_Destroy(d->mqtt, moved, 0.0);
+    d->mqtt = NULL;
+    log_info("mqtt: %s", nm->present ? "connection settings changed: reconnecting"
+                                     : "mqtt group removed: disconnected");
+  }
+  if (!d->mqtt && nm->present) {
+    d->mqtt = MQT_Create(d->base, nm, d->srv, err, sizeof err);
+    if (!d->mqtt)
+      log_error("%s", err);
+  } else if (d->mqtt) {
+    for (int i = 0; i < old->n_lasers; i++)
+      if (CNF_FindLaser(d->cfg, old->lasers[i].name) < 0)
+        MQT_RemoveLaser(d->mqtt, old->lasers[i].name);
+    MQT_ResetLasers(d->mqtt);
+  }
+  mqtt_states(d);
+}
+
 static void
 hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
 {
@@ -467,6 +535,8 @@ hook_state(CTL_Laser *l, LSR_StateId from, void *arg)
 
   log_info("laser %s: %s -> %s", l->cfg.name, LSR_StateName(from), LSR_StateName(l->sm.state));
   HTP_OnState(d->http, l, (int)from, UTL_WallNow());
+  if (!d->hold_events)
+    mqtt_state(d, l);
   if (!d->srv)
     return;
   snprintf(line, sizeof line, "state laser=%s state=%s from=%s t=%.3f%s%s", l->cfg.name,
@@ -510,6 +580,20 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
   char current[48] = "";
 
   HTP_OnReading(d->http, l, UTL_WallNow());
+  if (d->mqtt) {
+    MQT_Reading m;
+
+    m.t = UTL_WallNow();
+    m.valid = r->value > 0.0;
+    m.freq_thz = r->value;
+    m.error_mhz = l->last_error_mhz;
+    m.wm_status = m.valid ? NULL : WM_ErrorName(r->value);
+    m.piezo_v = l->piezo_v;
+    m.has_current = l->current_dev != NULL;
+    m.current_v = l->current_v;
+    m.state = LSR_StateName(l->sm.state);
+    MQT_PublishReading(d->mqtt, l->index, l->cfg.name, &m);
+  }
   if (!d->srv || SRV_SubscriberCount(d->srv) == 0)
     return;
   if (l->current_dev)
@@ -547,6 +631,7 @@ hook_railed(CTL_Laser *l, int was, void *arg)
              l->cfg.name, now_s, was_s, LSR_StateName(l->sm.state), l->last_error_mhz);
   else
     log_info("laser %s: railed=none (was %s)", l->cfg.name, was_s);
+  mqtt_state(d, l);
   if (d->srv)
     SRV_Publish(d->srv, l->index, "warning laser=%s railed=%s t=%.3f", l->cfg.name, now_s,
                 UTL_WallNow());
@@ -581,6 +666,7 @@ static void
 hook_dirty(void *arg)
 {
   WLD_ScheduleSave(arg);
+  mqtt_states(arg);
 }
 
 /* ---- calibration against the reference laser ------------------------------ */
@@ -995,6 +1081,7 @@ reload_apply(void *arg)
 
     d->cfg = nc;
     cal_setup(d, old);
+    mqtt_reconfigure(d, old);
     CNF_Free(old);
   }
   r->nc = NULL;
@@ -1132,6 +1219,7 @@ slow_cb(evutil_socket_t fd, short what, void *arg)
   int n;
 
   cal_periodic(d);
+  mqtt_states(d);             /* what changed without an event (a ramp) */
   /* Data logs are flushed once a second. */
   for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
     if (CTL_Laser_(d->ctl, i)->datalog)
@@ -1485,6 +1573,16 @@ main(int argc, char **argv)
     goto out;
   }
 
+  if (d->cfg->mqtt.present) {
+    d->mqtt = MQT_Create(d->base, &d->cfg->mqtt, d->srv, err, sizeof err);
+    if (!d->mqtt) {
+      log_error("%s", err);
+      status = 1;
+      goto out;
+    }
+    mqtt_states(d);
+  }
+
   started = 1;
   event_add(d->tick_ev, &tick);
   event_add(d->slow_ev, &slow);
@@ -1522,6 +1620,8 @@ out:
   d->cal = NULL;
   HTP_Destroy(d->http);
   d->http = NULL;
+  MQT_Destroy(d->mqtt, 1, 1.0);  /* says offline; waits up to 1 s for the broker */
+  d->mqtt = NULL;
   SRV_Destroy(d->srv);
   if (d->cfg && d->cfg->pid_file[0])
     unlink(d->cfg->pid_file);

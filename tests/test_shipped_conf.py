@@ -81,7 +81,7 @@ with Env() as env:
                             'datalog = "%s";' % env.path(os.path.basename(d)), "datalog")
 
     # ---- devices: unreachable ----------------------------------------------------------
-    urls = re.findall(r'url = "([^"]+)";', text)
+    urls = re.findall(r'^[^#\n]*url = "([^"]+)";', text, re.M)   # not the commented examples
     for u in urls:
         if u.startswith("tcp://"):
             new = "tcp://127.0.0.1:%d" % env.free_port()

@@ -1591,6 +1591,63 @@ test_create_errors(void)
   SRV_Destroy(s);
 }
 
+/* Virtual connections (as MQTT commands use): the same parser, role checks
+   and handlers, answers collected in memory. */
+static const char *
+vrun(SRV_Conn *v, const char *line, char *out, size_t outlen)
+{
+  int rc = SRV_VirtualRun(v, line, strlen(line));
+
+  SRV_VirtualTake(v, out, outlen);
+  return rc == 1 ? out : "(not answered)";
+}
+
+static void
+test_virtual(void)
+{
+  CNF_Server cfg;
+  char err[256], out[4096], longline[SRV_LINE_MAX + 64];
+  SRV_Server *s;
+  SRV_Conn *v;
+
+  base_cfg(&cfg);
+  s = SRV_Create(base, &cfg, table, N_TABLE, NULL, err, sizeof err);
+  if (!s) {
+    ok(0, "virtual: server: %s", err);
+    return;
+  }
+  v = SRV_VirtualNew(s, CNF_ROLE_MONITOR, "mqtt", NULL, NULL);
+  ok(v != NULL, "a virtual connection is made");
+  ok(strcmp(vrun(v, "echo a  b", out, sizeof out), "OK a b\n") == 0,
+     "virtual: a command runs through the table: %s", out);
+  ok(strncmp(vrun(v, "ctl", out, sizeof out), "ERR 403 ", 8) == 0,
+     "virtual: roles are checked (monitor may not ctl): %s", out);
+  ok(strncmp(vrun(v, "nosuch", out, sizeof out), "ERR 404 ", 8) == 0,
+     "virtual: an unknown command gets 404: %s", out);
+  memset(longline, 'x', sizeof longline - 1);
+  longline[sizeof longline - 1] = '\0';
+  ok(strncmp(vrun(v, longline, out, sizeof out), "ERR 413 ", 8) == 0,
+     "virtual: a line over %d bytes gets 413: %s", SRV_LINE_MAX, out);
+  ok(strncmp(vrun(v, "sub", out, sizeof out), "OK", 2) == 0 && SRV_SubscriberCount(s) == 0,
+     "virtual: subscribing makes no subscriber");
+  ok(strncmp(vrun(v, "forget", out, sizeof out), "ERR 500 ", 8) == 0,
+     "virtual: a handler without a final line gets 500: %s", out);
+  ok(strcmp(vrun(v, "quit", out, sizeof out), "OK\n") == 0 &&
+     strcmp(vrun(v, "echo still", out, sizeof out), "OK still\n") == 0,
+     "virtual: quit answers OK and the connection stays usable");
+  ok(strncmp(vrun(v, "slow-data 3", out, sizeof out), "", 0) == 0 &&
+     strstr(out, "\nOK") != NULL, "virtual: data lines then the final line are collected");
+  SRV_SetName(v, "alice");
+  ok(strcmp(SRV_Name(v), "alice") == 0, "virtual: the connection carries a name for claims");
+  ok(SRV_ClientCount(s) == 0, "virtual: not counted as a client");
+  SRV_VirtualFree(v);
+  v = SRV_VirtualNew(s, CNF_ROLE_CONTROL, "mqtt", NULL, NULL);
+  ok(v && strcmp(vrun(v, "ctl", out, sizeof out), "OK ctl\n") == 0,
+     "virtual: with the control role ctl runs: %s", out);
+  SRV_VirtualFree(v);
+  SRV_Destroy(s);
+}
+
 int
 main(void)
 {
@@ -1631,6 +1688,7 @@ main(void)
     return 1;
   }
   test_create_errors();
+  test_virtual();
 
   stop_ev = event_new(base, -1, 0, stop_cb, NULL);
   pthread_create(&th, NULL, loop_thread, NULL);
