@@ -816,6 +816,52 @@ hostport_key(Loader *ld, const config_setting_t *g, const char *key, int min_por
   return 0;
 }
 
+/* A listen setting: one "host:port" string or a list of them (at least min)
+   into list[0..*n-1].  With srv (the http group), a non-loopback address
+   needs the text protocol's tokens.  port_eg: the port of the example in
+   the error message. */
+static int
+load_listen(Loader *ld, const config_setting_t *s, int min, const CNF_Server *srv,
+            const char *port_eg, char list[][128], int *n_list)
+{
+  int n;
+
+  if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+    n = 1;
+  } else if (config_setting_type(s) == CONFIG_TYPE_ARRAY ||
+             config_setting_type(s) == CONFIG_TYPE_LIST) {
+    n = config_setting_length(s);
+  } else {
+    return fail(ld, s, NULL, "must be a list of \"host:port\" strings, not %s", type_name(s));
+  }
+  if (n < min)
+    return fail(ld, s, NULL, "needs at least one \"host:port\"");
+  if (n > CNF_MAX_LISTEN)
+    return fail(ld, s, NULL, "at most %d addresses", CNF_MAX_LISTEN);
+  *n_list = 0;
+  for (int i = 0; i < n; i++) {
+    const config_setting_t *e = config_setting_type(s) == CONFIG_TYPE_STRING ? s :
+      config_setting_get_elem(s, (unsigned int)i);
+    const char *v = NULL;
+    char host[256], msg[128];
+    int port;
+
+    if (setting_string(ld, e, &v) < 0)
+      return -1;
+    if (strlen(v) >= 128)
+      return fail(ld, e, NULL, "too long");
+    if (split_host_port(v, host, sizeof host, &port, 0, 0, msg, sizeof msg) < 0)
+      return fail(ld, e, NULL, "\"%s\": %s (expected host:port, e.g. 127.0.0.1:%s)", v, msg,
+                  port_eg);
+    /* Open to the network only with authentication, as the text protocol. */
+    if (srv && srv->n_tokens == 0 && !CNF_IsLoopback(host))
+      return fail(ld, e, NULL, "\"%s\" is not a loopback address: configure server.tokens "
+                  "so that clients must authenticate", v);
+    UTL_Strlcpy(list[(*n_list)++], v, 128);
+  }
+  return 0;
+}
+
 static int
 load_server(Loader *ld, const config_setting_t *root, CNF_Server *srv)
 {
@@ -833,40 +879,8 @@ load_server(Loader *ld, const config_setting_t *root, CNF_Server *srv)
     return -1;
 
   s = config_setting_get_member(g, "listen");
-  if (s) {
-    int n;
-
-    if (config_setting_type(s) == CONFIG_TYPE_STRING) {
-      n = 1;
-    } else if (config_setting_type(s) == CONFIG_TYPE_ARRAY ||
-               config_setting_type(s) == CONFIG_TYPE_LIST) {
-      n = config_setting_length(s);
-    } else {
-      return fail(ld, s, NULL, "must be a list of \"host:port\" strings, not %s",
-                  type_name(s));
-    }
-    if (n < 1)
-      return fail(ld, s, NULL, "needs at least one \"host:port\"");
-    if (n > CNF_MAX_LISTEN)
-      return fail(ld, s, NULL, "at most %d addresses", CNF_MAX_LISTEN);
-    srv->n_listen = 0;
-    for (int i = 0; i < n; i++) {
-      const config_setting_t *e = config_setting_type(s) == CONFIG_TYPE_STRING ? s :
-        config_setting_get_elem(s, (unsigned int)i);
-      const char *v = NULL;
-      char host[256], msg[128];
-      int port;
-
-      if (setting_string(ld, e, &v) < 0)
-        return -1;
-      if (strlen(v) >= sizeof srv->listen[0])
-        return fail(ld, e, NULL, "too long");
-      if (split_host_port(v, host, sizeof host, &port, 0, 0, msg, sizeof msg) < 0)
-        return fail(ld, e, NULL, "\"%s\": %s (expected host:port, e.g. 127.0.0.1:7470)",
-                    v, msg);
-      UTL_Strlcpy(srv->listen[srv->n_listen++], v, sizeof srv->listen[0]);
-    }
-  }
+  if (s && load_listen(ld, s, 1, NULL, "7470", srv->listen, &srv->n_listen) < 0)
+    return -1;
 
   s = config_setting_get_member(g, "tokens");
   if (s) {
@@ -931,7 +945,6 @@ static int
 load_http(Loader *ld, const config_setting_t *root, const CNF_Server *srv, CNF_Http *h)
 {
   const config_setting_t *g, *s;
-  int n;
 
   if (get_group(ld, root, "http", OPT, &g) < 0)
     return -1;
@@ -944,37 +957,7 @@ load_http(Loader *ld, const config_setting_t *root, const CNF_Server *srv, CNF_H
   s = config_setting_get_member(g, "listen");
   if (!s)
     return 0;
-  if (config_setting_type(s) == CONFIG_TYPE_STRING) {
-    n = 1;
-  } else if (config_setting_type(s) == CONFIG_TYPE_ARRAY ||
-             config_setting_type(s) == CONFIG_TYPE_LIST) {
-    n = config_setting_length(s);
-  } else {
-    return fail(ld, s, NULL, "must be a list of \"host:port\" strings, not %s", type_name(s));
-  }
-  if (n > CNF_MAX_LISTEN)
-    return fail(ld, s, NULL, "at most %d addresses", CNF_MAX_LISTEN);
-  h->n_listen = 0;
-  for (int i = 0; i < n; i++) {
-    const config_setting_t *e = config_setting_type(s) == CONFIG_TYPE_STRING ? s :
-      config_setting_get_elem(s, (unsigned int)i);
-    const char *v = NULL;
-    char host[256], msg[128];
-    int port;
-
-    if (setting_string(ld, e, &v) < 0)
-      return -1;
-    if (strlen(v) >= sizeof h->listen[0])
-      return fail(ld, e, NULL, "too long");
-    if (split_host_port(v, host, sizeof host, &port, 0, 0, msg, sizeof msg) < 0)
-      return fail(ld, e, NULL, "\"%s\": %s (expected host:port, e.g. 127.0.0.1:7471)", v, msg);
-    /* Open to the network only with authentication, as the text protocol. */
-    if (srv->n_tokens == 0 && !CNF_IsLoopback(host))
-      return fail(ld, e, NULL, "\"%s\" is not a loopback address: configure server.tokens "
-                  "so that clients must authenticate", v);
-    UTL_Strlcpy(h->listen[h->n_listen++], v, sizeof h->listen[0]);
-  }
-  return 0;
+  return load_listen(ld, s, 0, srv, "7471", h->listen, &h->n_listen);
 }
 
 static int
