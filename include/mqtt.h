@@ -37,6 +37,14 @@ struct event_base;
 #define MQT_BACKOFF_MIN_S 0.5
 #define MQT_BACKOFF_MAX_S 30.0
 
+/* The other instances (mqtt.remote): what the daemon keeps of their
+   retained wavelock/+/status and wavelock/+/laser/+/state, bounded;
+   entries past these counts, and state payloads over MQT_REMOTE_PAYLOAD
+   bytes or not the expected JSON, are ignored and counted. */
+#define MQT_REMOTE_INSTANCES 32
+#define MQT_REMOTE_LASERS 512
+#define MQT_REMOTE_PAYLOAD 4096
+
 typedef struct MQT_Client MQT_Client;
 
 /* What wavelock/<instance>/laser/<name>/state says (retained). */
@@ -106,6 +114,15 @@ void MQT_ResetLasers(MQT_Client *m);
 
 /* Loop thread: counters. */
 void MQT_GetStats(MQT_Client *m, MQT_Stats *st);
+
+/* Loop thread.  With mqtt.remote, set "remote" on o (a jansson object):
+   [{"instance", "status": "online"|"offline"|"unknown", "lasers": [{"name",
+   "state", "setpoint_thz", "owner", "railed", "autolock", "t"}], ...}]
+   sorted by instance and laser name, and "remote_info" {"link", "messages",
+   "malformed", "overflow"}.  Never waits for the MQTT thread: when that
+   holds the shared lock the previous copy is shown. */
+struct json_t;
+void MQT_AddRemote(MQT_Client *m, struct json_t *o);
 
 /* Without a broker (tests, fuzzing): command payloads given to MQT_Inject
    run as if they came on .../cmd, and the reply text goes to fn (loop
