@@ -141,4 +141,11 @@ int MQT_SplitLines(const char *p, size_t n, const char **line, size_t *len, int 
    and returns 1; 0 otherwise; -1 for an iam line without a usable name. */
 int MQT_ParseIam(const char *line, size_t n, char *name, size_t namelen);
 
+/* The kind of a topic for the other instances' view: 1 for
+   wavelock/<inst>/status, 2 for wavelock/<inst>/laser/<name>/state (inst and
+   name filled, CNF_NAME_MAX bytes each), 0 for any other topic, -1 for one of
+   these whose instance or laser name is unusable (empty, too long, not
+   printable ASCII). */
+int MQT_RemoteTopic(const char *topic, char *inst, char *name);
+
 #endif

@@ -507,31 +507,27 @@ r_str(json_t *o, const char *key, char *out, size_t len)
     UTL_Strlcpy(out, json_string_value(v), len);
 }
 
-/* A message on wavelock/<inst>/status or wavelock/<inst>/laser/<name>/state
-   of another instance: 1 when it was one of those (handled), 0 otherwise. */
-static int
-remote_message(MQT_Shared *sh, const struct mosquitto_message *msg)
+int
+MQT_RemoteTopic(const char *topic, char *inst, char *name)
 {
-  const char *tp = msg->topic, *a, *b;
-  char inst[CNF_NAME_MAX], name[CNF_NAME_MAX];
-  int is_state, bad = 0;
-  RLaser l;
-  Remote *r = sh->remote;
+  const char *a, *b;
+  int kind, bad = 0;
 
-  if (!r || strncmp(tp, "wavelock/", 9) != 0)
+  inst[0] = name[0] = '\0';
+  if (strncmp(topic, "wavelock/", 9) != 0)
     return 0;
-  a = tp + 9;
+  a = topic + 9;
   b = strchr(a, '/');
   if (!b)
     return 0;
   if (strcmp(b + 1, "status") == 0) {
-    is_state = 0;
+    kind = 1;
   } else if (strncmp(b + 1, "laser/", 6) == 0) {
     const char *c = b + 7, *e = strchr(c, '/');
 
     if (!e || strcmp(e + 1, "state") != 0)
       return 0;
-    is_state = 1;
+    kind = 2;
     if (r_level(c, (size_t)(e - c), name) != 0)
       bad = 1;
   } else {
@@ -539,7 +535,27 @@ remote_message(MQT_Shared *sh, const struct mosquitto_message *msg)
   }
   if (r_level(a, (size_t)(b - a), inst) != 0)
     bad = 1;
-  else if (strcmp(inst, sh->cfg.instance) == 0)
+  return bad ? -1 : kind;
+}
+
+/* A message on wavelock/<inst>/status or wavelock/<inst>/laser/<name>/state
+   of another instance: 1 when it was one of those (handled), 0 otherwise. */
+static int
+remote_message(MQT_Shared *sh, const struct mosquitto_message *msg)
+{
+  char inst[CNF_NAME_MAX], name[CNF_NAME_MAX];
+  int kind, is_state, bad;
+  RLaser l;
+  Remote *r = sh->remote;
+
+  if (!r)
+    return 0;
+  kind = MQT_RemoteTopic(msg->topic, inst, name);
+  if (kind == 0)
+    return 0;
+  bad = kind < 0;
+  is_state = kind == 2;
+  if (!bad && strcmp(inst, sh->cfg.instance) == 0)
     return 1;                  /* our own (MQTT 3.1.1 has no "no local") */
   memset(&l, 0, sizeof l);
   if (!bad && is_state && msg->payloadlen > 0) {
