@@ -75,6 +75,8 @@ def config_errors(env):
          "mqtt.keepalive_s"),
         ('mqtt = { url = "mqtt://127.0.0.1:1883"; instance = "x"; protocol = "4"; };',
          "mqtt.protocol"),
+        ('mqtt = { url = "mqtt://127.0.0.1:1883"; instance = "x"; remote = "yes"; };',
+         "mqtt.remote"),
     ]
     for i, (group, key) in enumerate(cases):
         path = env.write("bad%d.conf" % i, base + group + "\n")
@@ -302,9 +304,12 @@ with Env() as env:
         r = lab.d.cmd("reload")
         t.ok(r[-1].startswith("ERR") and "mqtt.url" in r[-1] and stats(lab).get("mqtt") == "up",
              "reload with a bad mqtt group is refused naming file:line:key; MQTT stays up", r)
-        set_mqtt(lab, grp.replace('instance = "lab1"', 'instance = "lab1b"'))
+        set_mqtt(lab, grp.replace('instance = "lab1"', 'instance = "lab1b"')
+                 .replace("commands = true;", "commands = true; remote = false;"))
         t5 = time.monotonic()
         lab.d.ok("reload")
+        t.ok("remote" not in api_status(lab) and "remote_info" not in api_status(lab),
+             "with remote = false /api/status has no remote view")
         got = wait_until(lambda: ("wavelock/lab1b/status", False, "online") in watch.messages(t5)
                          and ("wavelock/lab1/status", False, "offline") in watch.messages(t5), 10)
         t.ok(got, "reload with a new instance name: lab1 says offline, lab1b online")
