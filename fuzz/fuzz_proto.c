@@ -386,6 +386,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       mqtt = NULL;
     }
     check_lasers();
+    {
+      /* The same bytes as a topic for the other instances' view. */
+      char *topic = strndup((const char *)data, size), inst[CNF_NAME_MAX], name[CNF_NAME_MAX];
+
+      if (topic) {
+        int kind = MQT_RemoteTopic(topic, inst, name);
+
+        FUZZ_CHECK(kind >= -1 && kind <= 2);
+        FUZZ_CHECK(kind <= 0 || (inst[0] && strlen(inst) < CNF_NAME_MAX && !strchr(inst, '/')));
+        FUZZ_CHECK(kind != 2 || (name[0] && strlen(name) < CNF_NAME_MAX && !strchr(name, '/')));
+        free(topic);
+      }
+    }
   }
 
   if (getenv("FUZZ_PROTO_DUMP"))     /* see what the client would have read */

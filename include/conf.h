@@ -263,6 +263,8 @@ typedef struct {
   int reading_interval_ms;           /* at most one reading per laser this often; 0 = all */
   int queue;                         /* outgoing messages waiting for the broker; default 8192 */
   CNF_MqttProtocol protocol;         /* protocol = "auto" (5, then 3.1.1) | "5" | "3.1.1" */
+  int remote;                        /* keep the other instances' retained state (for the
+                                        dashboard); default: true when http is on */
   int line;
 } CNF_Mqtt;
 

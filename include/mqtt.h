@@ -37,6 +37,14 @@ struct event_base;
 #define MQT_BACKOFF_MIN_S 0.5
 #define MQT_BACKOFF_MAX_S 30.0
 
+/* The other instances (mqtt.remote): what the daemon keeps of their
+   retained wavelock/+/status and wavelock/+/laser/+/state, bounded;
+   entries past these counts, and state payloads over MQT_REMOTE_PAYLOAD
+   bytes or not the expected JSON, are ignored and counted. */
+#define MQT_REMOTE_INSTANCES 32
+#define MQT_REMOTE_LASERS 512
+#define MQT_REMOTE_PAYLOAD 4096
+
 typedef struct MQT_Client MQT_Client;
 
 /* What wavelock/<instance>/laser/<name>/state says (retained). */
@@ -107,6 +115,15 @@ void MQT_ResetLasers(MQT_Client *m);
 /* Loop thread: counters. */
 void MQT_GetStats(MQT_Client *m, MQT_Stats *st);
 
+/* Loop thread.  With mqtt.remote, set "remote" on o (a jansson object):
+   [{"instance", "status": "online"|"offline"|"unknown", "lasers": [{"name",
+   "state", "setpoint_thz", "owner", "railed", "autolock", "t"}], ...}]
+   sorted by instance and laser name, and "remote_info" {"link", "messages",
+   "malformed", "overflow"}.  Never waits for the MQTT thread: when that
+   holds the shared lock the previous copy is shown. */
+struct json_t;
+void MQT_AddRemote(MQT_Client *m, struct json_t *o);
+
 /* Without a broker (tests, fuzzing): command payloads given to MQT_Inject
    run as if they came on .../cmd, and the reply text goes to fn (loop
    thread; for a deferred command later).  MQT_Inject: 0, or -1 while the
@@ -123,5 +140,12 @@ int MQT_SplitLines(const char *p, size_t n, const char **line, size_t *len, int 
 /* Whether a line is "iam <name>": copies name (at most namelen - 1 chars)
    and returns 1; 0 otherwise; -1 for an iam line without a usable name. */
 int MQT_ParseIam(const char *line, size_t n, char *name, size_t namelen);
+
+/* The kind of a topic for the other instances' view: 1 for
+   wavelock/<inst>/status, 2 for wavelock/<inst>/laser/<name>/state (inst and
+   name filled, CNF_NAME_MAX bytes each), 0 for any other topic, -1 for one of
+   these whose instance or laser name is unusable (empty, too long, not
+   printable ASCII). */
+int MQT_RemoteTopic(const char *topic, char *inst, char *name);
 
 #endif

@@ -764,7 +764,7 @@ static const char *const top_keys[] = {
 };
 static const char *const mqtt_keys[] = {
   "url", "instance", "username", "password_file", "cafile", "commands", "keepalive_s",
-  "reading_interval_ms", "queue", "protocol", NULL
+  "reading_interval_ms", "queue", "protocol", "remote", NULL
 };
 static const char *const http_keys[] = { "listen", "max_event_readers", "session_s", NULL };
 static const char *const cal_keys[] = {
@@ -1857,6 +1857,7 @@ load_mqtt(Loader *ld, const config_setting_t *root, CNF_Mqtt *m)
       path_key(ld, g, "password_file", m->password_file, sizeof m->password_file) < 0 ||
       path_key(ld, g, "cafile", m->cafile, sizeof m->cafile) < 0 ||
       bool_key(ld, g, "commands", &m->commands) < 0 ||
+      bool_key(ld, g, "remote", &m->remote) < 0 ||
       int_key_i(ld, g, "keepalive_s", OPT, 5, 3600, &m->keepalive_s) < 0 ||
       int_key_i(ld, g, "reading_interval_ms", OPT, 0, 3600000, &m->reading_interval_ms) < 0 ||
       int_key_i(ld, g, "queue", OPT, 16, 1000000, &m->queue) < 0)
@@ -1957,6 +1958,7 @@ config_defaults(CNF_Config *cfg)
   cfg->calibration.period_s = 600.0;
   cfg->mqtt.keepalive_s = 30;
   cfg->mqtt.queue = 8192;
+  cfg->mqtt.remote = -1;       /* default: on when http is */
 }
 
 /* ------------------------------------------------------------------ */
@@ -2040,6 +2042,8 @@ CNF_Load(const char *path, char *err, size_t errlen)
          load_calibration(&ld, root, cfg) == 0 &&
          load_sim_references(&ld, root, cfg) == 0 &&
          load_mqtt(&ld, root, &cfg->mqtt) == 0;
+    if (cfg->mqtt.remote < 0)
+      cfg->mqtt.remote = cfg->http.n_listen > 0;
   }
   config_destroy(&lc);
   if (!ok) {

@@ -27,6 +27,7 @@
 #include "jsonfmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "mqtt.h"
 #include "srv.h"
 #include "util.h"
 
@@ -641,6 +642,9 @@ serve_status(HTP_Server *s, struct evhttp_request *req, CNF_Role role)
   json_object_set_new(o, "actions", json_pack("{s:b,s:b,s:b,s:b}", "lock", 1, "unlock", 1,
                                               "hold", SRV_HasCommand(s->d->srv, "hold"),
                                               "resume", SRV_HasCommand(s->d->srv, "resume")));
+  /* The other instances on the MQTT broker (read-only; mqtt.remote). */
+  if (s->d->mqtt)
+    MQT_AddRemote(s->d->mqtt, o);
   reply_json(req, 200, o);
 }
 

@@ -75,6 +75,34 @@ typedef struct {
 
 typedef enum { LINK_DOWN = 0, LINK_CONNECTING, LINK_UP } Link;
 
+/* The other instances (mqtt.remote), as their retained messages say. */
+typedef enum { R_UNKNOWN = 0, R_ONLINE, R_OFFLINE } RStatus;
+
+typedef struct {
+  char name[CNF_NAME_MAX];
+  RStatus status;
+} RInst;
+
+typedef struct {
+  char instance[CNF_NAME_MAX];
+  char name[CNF_NAME_MAX];
+  char state[16];
+  double setpoint_thz;         /* NAN when absent */
+  char owner[96];              /* "" unclaimed */
+  char railed[48];
+  int autolock;                /* -1 absent */
+  double t;                    /* the state's own time stamp (NAN when absent) */
+} RLaser;
+
+typedef struct {
+  RInst inst[MQT_REMOTE_INSTANCES];
+  int n_inst;
+  RLaser las[MQT_REMOTE_LASERS];
+  int n_las;
+  unsigned long messages, malformed, overflow;
+  unsigned long gen;           /* bumped on every change of the table */
+} Remote;
+
 typedef struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -99,6 +127,7 @@ typedef struct {
   /* Readings the loop dropped because the thread held mu at that moment
      (atomic: counted without the lock). */
   unsigned long busy_drops;
+  Remote *remote;              /* under mu; NULL without mqtt.remote */
 } MQT_Shared;
 
 struct MQT_Client {
@@ -118,6 +147,10 @@ struct MQT_Client {
   size_t lens[MQT_CMD_LINES];
   int n_lines, next_line;
   struct evbuffer *reply;
+  /* The loop's copy of sh->remote (taken when the lock is free). */
+  Remote *rview;
+  unsigned long rgen;
+  int rlink;
 };
 
 static double
@@ -181,6 +214,7 @@ shared_unref(MQT_Shared *sh)
     incoming_clear(&sh->in[i]);
   free(sh->ring);
   free(sh->table);
+  free(sh->remote);
   if (sh->wake_fd >= 0)
     close(sh->wake_fd);
   pthread_mutex_destroy(&sh->mu);
@@ -411,6 +445,186 @@ on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_propert
   lost(obj, rc, NULL);
 }
 
+/* ---- the other instances (on the MQTT thread) ---- */
+
+static RInst *
+r_inst(Remote *r, const char *name, int create)
+{
+  for (int i = 0; i < r->n_inst; i++)
+    if (strcmp(r->inst[i].name, name) == 0)
+      return &r->inst[i];
+  if (!create)
+    return NULL;
+  if (r->n_inst >= MQT_REMOTE_INSTANCES) {
+    r->overflow++;
+    return NULL;
+  }
+  memset(&r->inst[r->n_inst], 0, sizeof r->inst[0]);
+  UTL_Strlcpy(r->inst[r->n_inst].name, name, sizeof r->inst[0].name);
+  return &r->inst[r->n_inst++];
+}
+
+static int
+r_count(const Remote *r, const char *instance)
+{
+  int n = 0;
+
+  for (int i = 0; i < r->n_las; i++)
+    n += strcmp(r->las[i].instance, instance) == 0;
+  return n;
+}
+
+static void
+r_drop_inst(Remote *r, const char *name)
+{
+  RInst *x = r_inst(r, name, 0);
+
+  if (x && x->status == R_UNKNOWN && r_count(r, name) == 0)
+    *x = r->inst[--r->n_inst];
+}
+
+/* A topic level usable as a name: 1..CNF_NAME_MAX-1 printable bytes. */
+static int
+r_level(const char *p, size_t n, char *out)
+{
+  if (n == 0 || n >= CNF_NAME_MAX)
+    return -1;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)p[i] < 0x21 || (unsigned char)p[i] > 0x7e)
+      return -1;
+  memcpy(out, p, n);
+  out[n] = '\0';
+  return 0;
+}
+
+static void
+r_str(json_t *o, const char *key, char *out, size_t len)
+{
+  json_t *v = json_object_get(o, key);
+
+  out[0] = '\0';
+  if (json_is_string(v))
+    UTL_Strlcpy(out, json_string_value(v), len);
+}
+
+int
+MQT_RemoteTopic(const char *topic, char *inst, char *name)
+{
+  const char *a, *b;
+  int kind, bad = 0;
+
+  inst[0] = name[0] = '\0';
+  if (strncmp(topic, "wavelock/", 9) != 0)
+    return 0;
+  a = topic + 9;
+  b = strchr(a, '/');
+  if (!b)
+    return 0;
+  if (strcmp(b + 1, "status") == 0) {
+    kind = 1;
+  } else if (strncmp(b + 1, "laser/", 6) == 0) {
+    const char *c = b + 7, *e = strchr(c, '/');
+
+    if (!e || strcmp(e + 1, "state") != 0)
+      return 0;
+    kind = 2;
+    if (r_level(c, (size_t)(e - c), name) != 0)
+      bad = 1;
+  } else {
+    return 0;
+  }
+  if (r_level(a, (size_t)(b - a), inst) != 0)
+    bad = 1;
+  return bad ? -1 : kind;
+}
+
+/* A message on wavelock/<inst>/status or wavelock/<inst>/laser/<name>/state
+   of another instance: 1 when it was one of those (handled), 0 otherwise. */
+static int
+remote_message(MQT_Shared *sh, const struct mosquitto_message *msg)
+{
+  char inst[CNF_NAME_MAX], name[CNF_NAME_MAX];
+  int kind, is_state, bad;
+  RLaser l;
+  Remote *r = sh->remote;
+
+  if (!r)
+    return 0;
+  kind = MQT_RemoteTopic(msg->topic, inst, name);
+  if (kind == 0)
+    return 0;
+  bad = kind < 0;
+  is_state = kind == 2;
+  if (!bad && strcmp(inst, sh->cfg.instance) == 0)
+    return 1;                  /* our own (MQTT 3.1.1 has no "no local") */
+  memset(&l, 0, sizeof l);
+  if (!bad && is_state && msg->payloadlen > 0) {
+    json_error_t err;
+    json_t *o = NULL, *v;
+
+    if (msg->payloadlen > MQT_REMOTE_PAYLOAD ||
+        !(o = json_loadb(msg->payload, (size_t)msg->payloadlen, JSON_REJECT_DUPLICATES, &err)) ||
+        !json_is_object(o) || !json_is_string(json_object_get(o, "state")) ||
+        strlen(json_string_value(json_object_get(o, "state"))) >= sizeof l.state) {
+      bad = 1;
+    } else {
+      UTL_Strlcpy(l.instance, inst, sizeof l.instance);
+      UTL_Strlcpy(l.name, name, sizeof l.name);
+      r_str(o, "state", l.state, sizeof l.state);
+      r_str(o, "owner", l.owner, sizeof l.owner);
+      r_str(o, "railed", l.railed, sizeof l.railed);
+      v = json_object_get(o, "setpoint_thz");
+      l.setpoint_thz = json_is_number(v) ? json_number_value(v) : (double)NAN;
+      v = json_object_get(o, "t");
+      l.t = json_is_number(v) ? json_number_value(v) : (double)NAN;
+      v = json_object_get(o, "autolock");
+      l.autolock = json_is_boolean(v) ? json_is_true(v) : -1;
+    }
+    json_decref(o);
+  }
+  pthread_mutex_lock(&sh->mu);
+  r->messages++;
+  if (bad) {
+    r->malformed++;
+  } else if (!is_state) {
+    RInst *x = r_inst(r, inst, msg->payloadlen > 0);
+
+    if (x) {
+      if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0)
+        x->status = R_ONLINE;
+      else if (msg->payloadlen == 7 && memcmp(msg->payload, "offline", 7) == 0)
+        x->status = R_OFFLINE;
+      else if (msg->payloadlen == 0)
+        x->status = R_UNKNOWN;
+      else
+        r->malformed++;
+      r_drop_inst(r, inst);
+    }
+  } else {
+    int i;
+
+    for (i = 0; i < r->n_las; i++)
+      if (strcmp(r->las[i].instance, inst) == 0 && strcmp(r->las[i].name, name) == 0)
+        break;
+    if (msg->payloadlen == 0) {          /* retained state cleared: the laser is gone */
+      if (i < r->n_las)
+        r->las[i] = r->las[--r->n_las];
+      r_drop_inst(r, inst);
+    } else if (i == r->n_las && r->n_las >= MQT_REMOTE_LASERS) {
+      r->overflow++;
+    } else if (!r_inst(r, inst, 1)) {
+      /* too many instances: counted */
+    } else {
+      if (i == r->n_las)
+        r->n_las++;
+      r->las[i] = l;
+    }
+  }
+  r->gen++;
+  pthread_mutex_unlock(&sh->mu);
+  return 1;
+}
+
 static void
 on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
            const mosquitto_property *props)
@@ -423,6 +637,8 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
   uint16_t clen = 0;
 
   (void)mosq;
+  if (remote_message(sh, msg))
+    return;
   memset(&in, 0, sizeof in);
   in.v5 = t->protocol == MQTT_PROTOCOL_V5;
   if (msg->payloadlen > MQT_CMD_MAX) {
@@ -642,6 +858,18 @@ thread_main(void *arg)
       if (sh->cfg.commands) {
         snprintf(topic, sizeof topic, "%scmd", sh->prefix);
         mosquitto_subscribe_v5(t.mosq, NULL, topic, 1, 0, NULL);
+      }
+      if (sh->remote) {
+        /* The other instances: their retained messages come again now, so
+           start afresh (what was removed meanwhile does not linger). */
+        int opt = t.protocol == MQTT_PROTOCOL_V5 ? MQTT_SUB_OPT_NO_LOCAL : 0;
+
+        pthread_mutex_lock(&sh->mu);
+        sh->remote->n_inst = sh->remote->n_las = 0;
+        sh->remote->gen++;
+        pthread_mutex_unlock(&sh->mu);
+        mosquitto_subscribe_v5(t.mosq, NULL, "wavelock/+/status", 1, opt, NULL);
+        mosquitto_subscribe_v5(t.mosq, NULL, "wavelock/+/laser/+/state", 1, opt, NULL);
       }
     }
     if (t.link == LINK_UP)
@@ -1044,6 +1272,12 @@ MQT_Create(struct event_base *base, const CNF_Mqtt *cfg, SRV_Server *srv, char *
   sh->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (!sh->ring || !m->reply || sh->wake_fd < 0)
     goto fail;
+  if (cfg->remote) {
+    sh->remote = calloc(1, sizeof *sh->remote);
+    m->rview = calloc(1, sizeof *m->rview);
+    if (!sh->remote || !m->rview)
+      goto fail;
+  }
   snprintf(sh->prefix, sizeof sh->prefix, "wavelock/%s/", cfg->instance);
   pthread_mutex_init(&sh->mu, NULL);
   pthread_cond_init(&sh->cv, NULL);
@@ -1061,8 +1295,9 @@ MQT_Create(struct event_base *base, const CNF_Mqtt *cfg, SRV_Server *srv, char *
     goto fail_locks;
   }
   pthread_detach(m->thread);
-  log_info("mqtt: publishing as wavelock/%s/ to %s%s", cfg->instance, cfg->url,
-           cfg->commands ? ", taking commands" : "");
+  log_info("mqtt: publishing as wavelock/%s/ to %s%s%s", cfg->instance, cfg->url,
+           cfg->commands ? ", taking commands" : "",
+           cfg->remote ? ", showing the other instances" : "");
   return m;
 
 fail_locks:
@@ -1072,12 +1307,15 @@ fail:
   snprintf(err, errlen, "mqtt: cannot start: %s", strerror(errno ? errno : ENOMEM));
   if (sh) {
     free(sh->ring);
+    free(sh->remote);
     if (sh->wake_fd > 0)
       close(sh->wake_fd);
     free(sh);
   }
   if (m && m->reply)
     evbuffer_free(m->reply);
+  if (m)
+    free(m->rview);
   free(m);
   return NULL;
 }
@@ -1167,6 +1405,7 @@ MQT_Destroy(MQT_Client *m, int offline, double wait_s)
   incoming_clear(&m->cur);
   evbuffer_free(m->reply);
   free(m->last_reading);
+  free(m->rview);
   free(m);
   shared_unref(sh);
 }
@@ -1178,7 +1417,7 @@ MQT_SameConnection(const CNF_Mqtt *a, const CNF_Mqtt *b)
          strcmp(a->instance, b->instance) == 0 && strcmp(a->username, b->username) == 0 &&
          strcmp(a->password, b->password) == 0 && strcmp(a->cafile, b->cafile) == 0 &&
          a->commands == b->commands && a->keepalive_s == b->keepalive_s &&
-         a->queue == b->queue && a->protocol == b->protocol;
+         a->queue == b->queue && a->protocol == b->protocol && a->remote == b->remote;
 }
 
 static int
@@ -1324,4 +1563,110 @@ MQT_GetStats(MQT_Client *m, MQT_Stats *st)
   st->link = sh->link == LINK_UP ? "up" : sh->link == LINK_CONNECTING ? "connecting" : "down";
   st->protocol = sh->link == LINK_UP ? sh->protocol : 0;
   pthread_mutex_unlock(&sh->mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The other instances, on the loop */
+
+static int
+r_cmp(const void *pa, const void *pb)
+{
+  const RLaser *a = pa, *b = pb;
+  int c = strcmp(a->instance, b->instance);
+
+  return c ? c : strcmp(a->name, b->name);
+}
+
+static int
+r_inst_cmp(const void *pa, const void *pb)
+{
+  return strcmp(((const RInst *)pa)->name, ((const RInst *)pb)->name);
+}
+
+static void
+r_num(json_t *o, const char *key, double v)
+{
+  json_object_set_new(o, key, isfinite(v) ? json_real(v) : json_null());
+}
+
+void
+MQT_AddRemote(MQT_Client *m, json_t *o)
+{
+  MQT_Shared *sh = m->sh;
+  Remote *r = m->rview;
+  json_t *arr, *info;
+  int j = 0;
+
+  if (!r || !o)
+    return;
+  if (pthread_mutex_trylock(&sh->mu) == 0) {
+    m->rlink = sh->link;
+    if (sh->remote->gen != m->rgen) {
+      m->rgen = sh->remote->gen;
+      r->n_inst = sh->remote->n_inst;
+      r->n_las = sh->remote->n_las;
+      memcpy(r->inst, sh->remote->inst, (size_t)r->n_inst * sizeof r->inst[0]);
+      memcpy(r->las, sh->remote->las, (size_t)r->n_las * sizeof r->las[0]);
+    }
+    r->messages = sh->remote->messages;
+    r->malformed = sh->remote->malformed;
+    r->overflow = sh->remote->overflow;
+    pthread_mutex_unlock(&sh->mu);
+    qsort(r->inst, (size_t)r->n_inst, sizeof r->inst[0], r_inst_cmp);
+    qsort(r->las, (size_t)r->n_las, sizeof r->las[0], r_cmp);
+  }
+  arr = json_array();
+  info = json_object();
+  if (!arr || !info) {
+    json_decref(arr);
+    json_decref(info);
+    return;
+  }
+  for (int i = 0; i < r->n_inst; i++) {
+    const RInst *x = &r->inst[i];
+    json_t *io = json_object(), *ls = json_array();
+    int locked = 0, n = 0;
+
+    if (!io || !ls) {
+      json_decref(io);
+      json_decref(ls);
+      break;
+    }
+    /* r->las is sorted by instance as r->inst is: walk both together. */
+    while (j < r->n_las && strcmp(r->las[j].instance, x->name) < 0)
+      j++;
+    for (; j < r->n_las && strcmp(r->las[j].instance, x->name) == 0; j++) {
+      const RLaser *l = &r->las[j];
+      json_t *lo = json_object();
+
+      if (!lo)
+        continue;
+      json_object_set_new(lo, "name", json_string(l->name));
+      json_object_set_new(lo, "state", json_string(l->state));
+      r_num(lo, "setpoint_thz", l->setpoint_thz);
+      json_object_set_new(lo, "owner", l->owner[0] ? json_string(l->owner) : json_null());
+      json_object_set_new(lo, "railed", json_string(l->railed[0] ? l->railed : "none"));
+      if (l->autolock >= 0)
+        json_object_set_new(lo, "autolock", json_boolean(l->autolock));
+      r_num(lo, "t", l->t);
+      json_array_append_new(ls, lo);
+      locked += strcmp(l->state, "locked") == 0;
+      n++;
+    }
+    json_object_set_new(io, "instance", json_string(x->name));
+    json_object_set_new(io, "status", json_string(x->status == R_ONLINE ? "online" :
+                                                  x->status == R_OFFLINE ? "offline" : "unknown"));
+    json_object_set_new(io, "count", json_integer(n));
+    json_object_set_new(io, "locked", json_integer(locked));
+    json_object_set_new(io, "lasers", ls);
+    json_array_append_new(arr, io);
+  }
+  json_object_set_new(info, "link", json_string(m->rlink == LINK_UP ? "up" :
+                                                m->rlink == LINK_CONNECTING ? "connecting" :
+                                                "down"));
+  json_object_set_new(info, "messages", json_integer((json_int_t)r->messages));
+  json_object_set_new(info, "malformed", json_integer((json_int_t)r->malformed));
+  json_object_set_new(info, "overflow", json_integer((json_int_t)r->overflow));
+  json_object_set_new(o, "remote", arr);
+  json_object_set_new(o, "remote_info", info);
 }

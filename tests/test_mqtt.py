@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 import lablib
 import mqttlib
@@ -34,6 +35,28 @@ def setpoint(lab, name):
     return None
 
 
+def api_status(lab):
+    with urllib.request.urlopen("http://127.0.0.1:%d/api/status" % lab.ports[7471],
+                                timeout=5) as r:
+        return json.loads(r.read())
+
+
+def remote_of(lab, instance):
+    """The entry for instance in lab's /api/status "remote" (None if absent)."""
+    try:
+        for x in api_status(lab).get("remote", []):
+            if x.get("instance") == instance:
+                return x
+    except OSError:
+        pass
+    return None
+
+
+def remote_states(lab, instance):
+    x = remote_of(lab, instance)
+    return {l["name"]: l["state"] for l in x["lasers"]} if x else {}
+
+
 def config_errors(env):
     base = ('server: { listen = ["127.0.0.1:0"]; };\n'
             'devices = ( { name = "ao1"; url = "tcp://127.0.0.1:1"; } );\n'
@@ -52,6 +75,8 @@ def config_errors(env):
          "mqtt.keepalive_s"),
         ('mqtt = { url = "mqtt://127.0.0.1:1883"; instance = "x"; protocol = "4"; };',
          "mqtt.protocol"),
+        ('mqtt = { url = "mqtt://127.0.0.1:1883"; instance = "x"; remote = "yes"; };',
+         "mqtt.remote"),
     ]
     for i, (group, key) in enumerate(cases):
         path = env.write("bad%d.conf" % i, base + group + "\n")
@@ -227,6 +252,51 @@ with Env() as env:
              out.stdout[-2000:] + out.stderr)
         t.diag("wavelock --mqtt lab: %d rows" % len(rows))
 
+        # ---- the dashboard's view of the other instance (mqtt.remote) ----------
+        got = wait_until(lambda: len(remote_states(lab, "lab2")) == 14 and
+                         remote_states(lab, "lab2") == lab2.d.states(), 10, 0.2)
+        st1 = api_status(lab)
+        r2 = remote_of(lab, "lab2") or {}
+        truth = lab2.d.states()
+        t.ok(got and r2.get("status") == "online" and len(r2.get("lasers", [])) == 14,
+             "lab1's /api/status shows lab2 online with its 14 lasers and their states",
+             (r2, truth))
+        t.ok([x["instance"] for x in st1.get("remote", [])] == ["lab2"] and
+             st1.get("remote_info", {}).get("link") == "up",
+             "... and no other instance (not lab1 itself); remote_info link up",
+             (st1.get("remote"), st1.get("remote_info")))
+        l780 = [l for l in r2.get("lasers", []) if l["name"] == "cool780"]
+        t.ok(l780 and abs(l780[0]["setpoint_thz"] - setpoint(lab2, "cool780")) < 1e-9 and
+             "owner" in l780[0], "a remote laser carries its setpoint_thz and owner", l780)
+        got = wait_until(lambda: len(remote_states(lab2, "lab1")) == 14, 10, 0.2)
+        t.ok(got, "and lab2's /api/status shows lab1's 14 lasers")
+        lab2.wait_states("locked", names=["cool780"], timeout=60)
+        wait_until(lambda: remote_states(lab, "lab2").get("cool780") == "locked", 10, 0.1)
+        t10 = time.monotonic()
+        lab2.d.ok("unlock cool780")
+        got = wait_until(lambda: remote_states(lab, "lab2").get("cool780") == "off", 10, 0.05)
+        t.ok(got, "unlock cool780 on lab2: lab1's /api/status shows it off (%.3f s)"
+             % (time.monotonic() - t10))
+        lab2.d.ok("lock cool780")
+        # malformed and oversized state payloads of some instance: ignored, counted
+        m0 = api_status(lab)["remote_info"]["malformed"]
+        pub(b, "wavelock/labx/laser/a/state", "{not json")
+        pub(b, "wavelock/labx/laser/b/state", '{"state": 5}')
+        pub(b, "wavelock/labx/laser/c/state", '{"state": "locked", "pad": "%s"}' % ("x" * 5000))
+        pub(b, "wavelock/labx/status", "maybe")
+        got = wait_until(lambda: api_status(lab)["remote_info"]["malformed"] >= m0 + 4, 5, 0.1)
+        t.ok(got and remote_of(lab, "labx") is None and lab.alive(),
+             "malformed, wrong-typed and oversized remote payloads are ignored and counted "
+             "(%d -> %d)" % (m0, api_status(lab)["remote_info"]["malformed"]))
+        pub(b, "wavelock/labx/laser/d/state", '{"state": "locked", "setpoint_thz": 384.1}',
+            extra=["-r"])
+        got = wait_until(lambda: remote_states(lab, "labx") == {"d": "locked"}, 5, 0.1)
+        t.ok(got and remote_of(lab, "labx")["status"] == "unknown",
+             "a retained state of a third instance shows (status unknown without its status)")
+        pub(b, "wavelock/labx/laser/d/state", "", extra=["-r"])
+        got = wait_until(lambda: remote_of(lab, "labx") is None, 5, 0.1)
+        t.ok(got, "clearing its retained state removes it from the view")
+
         # ---- reload: change, remove, add the group -----------------------------
         cyc0 = int(stats(lab).get("cycles", 0))
         grp = lab.mqtt_group
@@ -234,9 +304,12 @@ with Env() as env:
         r = lab.d.cmd("reload")
         t.ok(r[-1].startswith("ERR") and "mqtt.url" in r[-1] and stats(lab).get("mqtt") == "up",
              "reload with a bad mqtt group is refused naming file:line:key; MQTT stays up", r)
-        set_mqtt(lab, grp.replace('instance = "lab1"', 'instance = "lab1b"'))
+        set_mqtt(lab, grp.replace('instance = "lab1"', 'instance = "lab1b"')
+                 .replace("commands = true;", "commands = true; remote = false;"))
         t5 = time.monotonic()
         lab.d.ok("reload")
+        t.ok("remote" not in api_status(lab) and "remote_info" not in api_status(lab),
+             "with remote = false /api/status has no remote view")
         got = wait_until(lambda: ("wavelock/lab1b/status", False, "online") in watch.messages(t5)
                          and ("wavelock/lab1/status", False, "offline") in watch.messages(t5), 10)
         t.ok(got, "reload with a new instance name: lab1 says offline, lab1b online")
@@ -269,6 +342,10 @@ with Env() as env:
         t.ok(got, "the will says 'offline' after kill -9 (%.1f s)" % (time.monotonic() - t8))
         ret = retained(b, "wavelock/lab2/status")
         t.eq(ret.get("wavelock/lab2/status"), "offline", "... and it is retained")
+        got = wait_until(lambda: (remote_of(lab, "lab2") or {}).get("status") == "offline", 10)
+        r2 = remote_of(lab, "lab2") or {}
+        t.ok(got and len(r2.get("lasers", [])) == 14, "lab1's /api/status shows lab2 offline "
+             "(its 14 lasers as last known)", r2.get("status"))
         t9 = time.monotonic()
         rc = lab.daemon.stop()
         got = wait_until(lambda: ("wavelock/lab1/status", False, "offline") in

@@ -32,6 +32,7 @@ static void
 cmd_echo(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   (void)ctx;
+  /* Unnamed (no iam, no user property): the default name is the peer. */
   SRV_Data(c, "name=%s", SRV_Named(c) ? SRV_Name(c) : "none");
   SRV_Ok(c, "%s", argc > 1 ? argv[1] : "");
 }
@@ -94,6 +95,39 @@ run(MQT_Client *m, const char *payload, size_t n)
   reply[0] = '\0';
   assert_int_equal(MQT_Inject(m, payload, n, NULL, 1), 0);
   assert_int_equal(n_replies, before + 1);
+}
+
+static void
+test_remote_topic(void **state)
+{
+  char inst[CNF_NAME_MAX], name[CNF_NAME_MAX], longname[80];
+
+  (void)state;
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/status", inst, name), 1);
+  assert_string_equal(inst, "lab2");
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/laser/cool780/state", inst, name), 2);
+  assert_string_equal(inst, "lab2");
+  assert_string_equal(name, "cool780");
+  /* Other topics of the tree, and others altogether: not ours to keep. */
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/laser/cool780/reading", inst, name), 0);
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/laser/cool780/state/x", inst, name), 0);
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/cmd", inst, name), 0);
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/statusx", inst, name), 0);
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2", inst, name), 0);
+  assert_int_equal(MQT_RemoteTopic("other/lab2/status", inst, name), 0);
+  assert_int_equal(MQT_RemoteTopic("", inst, name), 0);
+  /* Unusable names: empty, too long, not printable. */
+  assert_int_equal(MQT_RemoteTopic("wavelock//status", inst, name), -1);
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/laser//state", inst, name), -1);
+  assert_int_equal(MQT_RemoteTopic("wavelock/la b/status", inst, name), -1);
+  assert_int_equal(MQT_RemoteTopic("wavelock/lab2/laser/c\xc3\xa4/state", inst, name), -1);
+  snprintf(longname, sizeof longname, "wavelock/%.*s/status", CNF_NAME_MAX, "xxxxxxxxxxxxxxxx"
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+  assert_int_equal(MQT_RemoteTopic(longname, inst, name), -1);
+  snprintf(longname, sizeof longname, "wavelock/%.*s/status", CNF_NAME_MAX - 1, "xxxxxxxxxxxx"
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+  assert_int_equal(MQT_RemoteTopic(longname, inst, name), 1);
+  assert_int_equal((int)strlen(inst), CNF_NAME_MAX - 1);
 }
 
 static void
@@ -160,6 +194,7 @@ main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_split),
     cmocka_unit_test(test_iam),
+    cmocka_unit_test(test_remote_topic),
     cmocka_unit_test(test_commands),
   };
 
