@@ -13,7 +13,7 @@ import threading
 import time
 
 from wltest import (TAP, Env, ModbusRecorder, PyPlant, StreamPublisher, kv, lab_conf,
-                    laser_conf, prog, wait_until)
+                    laser_conf, prog, sanitized, wait_until, wrapped)
 
 tap = TAP()
 
@@ -43,19 +43,6 @@ def states(c):
 def all_locked(c):
     s = states(c)
     return len(s) == len(PLANT) and all(v == "locked" for v in s.values())
-
-
-def sanitized():
-    out = subprocess.run(["ldd", prog("wavelockd")], capture_output=True, text=True).stdout
-    return "libasan" in out
-
-
-def wrapped():
-    """wavelockd is a wrapper script, not the program (tests/soak_valgrind.sh
-    runs the daemon under valgrind that way): its speed and memory are the
-    wrapper's."""
-    with open(prog("wavelockd"), "rb") as f:
-        return f.read(4) != b"\x7fELF"
 
 
 def rss_kb(pid):

@@ -54,15 +54,7 @@ def raise_fd_limit(want):
     return True
 
 
-def sanitized():
-    """Why memory figures mean nothing for this wavelockd (a sanitizer
-    keeps freed memory in quarantine and pads every block), or None."""
-    out = subprocess.run(["ldd", wltest.prog("wavelockd")], capture_output=True,
-                         text=True).stdout
-    for lib in ("libasan", "libtsan"):
-        if lib in out:
-            return "wavelockd is built with a sanitizer (%s): memory not judged" % lib
-    return None
+sanitized = wltest.sanitized
 
 
 def rss_kb(pid):

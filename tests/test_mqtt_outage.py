@@ -17,7 +17,7 @@ import time
 import mqttlib
 from mqttlib import Broker, mqtt_group, mqtt_lab, set_mqtt, stats, retained, rss_kb
 from lablib import TruthLog, rms
-from wltest import TAP, Env, wait_until
+from wltest import TAP, Env, sanitized, wait_until
 
 OUTAGE_TOTAL_S = float(os.environ.get("WL_MQTT_OUTAGE_S", "120"))
 PERIOD_S, DOWN_S, BASELINE_S, STALL_S = 15.0, 5.0, 30.0, 25.0
@@ -99,7 +99,9 @@ with Env() as env:
         worst_reconnect = 0.0
         for i in range(n_out):
             start = time.monotonic()
-            conn0 = int(stats(lab)["mqtt_connects"])
+            st0 = stats(lab)
+            conn0 = int(st0["mqtt_connects"])
+            rep0 = int(st0.get("mqtt_republished", 0))
             b.stop()
             time.sleep(DOWN_S)
             b.start()
@@ -108,6 +110,11 @@ with Env() as env:
                           0.1):
                 reconnected += 1
                 worst_reconnect = max(worst_reconnect, time.monotonic() - tr)
+            # The daemon counts what it republished after the CONNACK; look at
+            # the broker once that is done (a subscriber that comes earlier
+            # gets the republished states live, not as retained messages).
+            wait_until(lambda: int(stats(lab).get("mqtt_republished", 0)) >= rep0 + len(names),
+                       5, 0.1)
             ret = retained(b, "wavelock/out1/#", timeout=3)
             states = [k for k in ret if k.endswith("/state")]
             if len(states) == len(names) and ret.get("wavelock/out1/status") == "online":
@@ -132,8 +139,11 @@ with Env() as env:
         t.ok(med < 1.3, "lock RMS unchanged: median ratio with/without outages %.2f" % med)
         t.diag("daemon RSS %d kB before the outages, %d kB after; mqtt %s"
                % (rss0, rss1, {k: v for k, v in s3.items() if k.startswith("mqtt")}))
-        t.ok(rss1 - rss0 < 16384, "memory bounded across the outages (RSS %+d kB)"
-             % (rss1 - rss0))
+        if sanitized():
+            t.skip("memory bounded across the outages (RSS %+d kB)" % (rss1 - rss0), sanitized())
+        else:
+            t.ok(rss1 - rss0 < 16384, "memory bounded across the outages (RSS %+d kB)"
+                 % (rss1 - rss0))
 
         # ---- the broker freezes (SIGSTOP) with the connection up -----------------
         conn0 = int(stats(lab)["mqtt_connects"])
@@ -172,7 +182,10 @@ with Env() as env:
              "(%d connections)" % len(stalled.conns))
         t.ok(st_cyc >= 0.97 * base_cyc and st_coal <= base_coal + 2 and st_med < 1.3,
              "... no cycle lost and the lock unchanged meanwhile")
-        t.ok(rss3 - rss2 < 8192, "... memory bounded (RSS %+d kB)" % (rss3 - rss2))
+        if sanitized():
+            t.skip("... memory bounded (RSS %+d kB)" % (rss3 - rss2), sanitized())
+        else:
+            t.ok(rss3 - rss2 < 8192, "... memory bounded (RSS %+d kB)" % (rss3 - rss2))
 
         # ---- back to the real broker ------------------------------------------
         set_mqtt(lab, lab.mqtt_group)

@@ -32,6 +32,24 @@ def prog(name):
     return os.path.join(BUILDDIR, name)
 
 
+def sanitized(name="wavelockd"):
+    """Why memory figures mean nothing for this program (a sanitizer keeps
+    freed memory in quarantine and pads every block), or None."""
+    out = subprocess.run(["ldd", prog(name)], capture_output=True, text=True).stdout
+    for lib in ("libasan", "libtsan"):
+        if lib in out:
+            return "%s is built with a sanitizer (%s): memory not judged" % (name, lib)
+    return None
+
+
+def wrapped(name="wavelockd"):
+    """The program is a wrapper script, not the program (tests/soak_valgrind.sh
+    runs the daemon under valgrind that way): its speed and memory are the
+    wrapper's."""
+    with open(prog(name), "rb") as f:
+        return f.read(4) != b"\x7fELF"
+
+
 class TAP:
     """Minimal TAP producer; the plan is printed at the end."""
 
