@@ -39,6 +39,7 @@
 #include "statefile.h"
 #include "util.h"
 #include "wm.h"
+#include "prio.h"
 
 #define EXIT_CONFIG 78            /* EX_CONFIG */
 #define STOP_GRACE_S 1.5          /* longest wait for running cycles at shutdown */
@@ -1483,7 +1484,7 @@ main(int argc, char **argv)
     log_error("libevent has no thread support");
     return 1;
   }
-  d->base = event_base_new();
+  d->base = PRI_NewBase();
   if (!d->base) {
     log_error("cannot create the event loop");
     return 1;
