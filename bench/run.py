@@ -660,7 +660,23 @@ class Bench:
              100 * r["cpu"], r["cpu_us_per_cycle"], agg["lat_p99"]))
         return r
 
+    def bench4_steps(self, steps):
+        """--scale-steps: only the given laser counts, no search (for A/B runs:
+        CPU and switches per cycle, coalesced and lost at a fixed load)."""
+        results = [self.scale_step(n) for n in steps]
+        self.details["4"] = results
+        for r in results:
+            self.row("4 scale", "%d lasers: sustained; coalesced, lost" % r["n"],
+                     "%s; %d, %d" % ("yes" if r["ok"] else "no", r["coalesced"], r["lost"]))
+            self.row("4 scale", "%d lasers: daemon CPU, per cycle, switches per cycle" % r["n"],
+                     "%.0f%%, %.1f µs, %.2f" % (100 * r["cpu"], r["cpu_us_per_cycle"],
+                                                r["switches_per_cycle"]))
+            self.row("4 scale", "%d lasers: latency p50/p99 (µs)" % r["n"],
+                     "%.0f / %.0f" % (r["lat_p50"], r["lat_p99"]))
+
     def bench4(self):
+        if self.args.scale_steps:
+            return self.bench4_steps([int(x) for x in self.args.scale_steps.split(",")])
         steps = [64, 128, 256, 384, 512, 768, 1024]
         results = []
         best, first_fail = None, None
@@ -708,6 +724,13 @@ class Bench:
     # ---- 7. MQTT publishing ------------------------------------------------------
 
     def bench7(self):
+        """Both parts of benchmark 7: MQTT publishing, then HTTP readers.
+        (Two methods of the same name used to hide the MQTT part.)"""
+        self.bench7_mqtt()
+        self.stop_all()
+        self.bench7_http()
+
+    def bench7_mqtt(self):
         """256 lasers at 100 readings/s, every reading published to a local
         mosquitto, against the same run without an mqtt group."""
         mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -1100,7 +1123,7 @@ class Bench:
         for s in socks:
             s.close()
 
-    def bench7(self):
+    def bench7_http(self):
         import threading
         import urllib.request
         dur = 8 if self.q else 20
@@ -1271,8 +1294,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--builddir", default=".")
     ap.add_argument("--srcdir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers "
+                    "(7m and 7h: only the MQTT or only the HTTP part of 7)")
     ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
+    ap.add_argument("--scale-steps", help="benchmark 4 at these laser counts only, e.g. 256,512")
     ap.add_argument("--wavelockd", help="daemon to measure (default BUILDDIR/wavelockd)")
     ap.add_argument("--wavelockd-wide", help="daemon for the scale benchmark "
                     "(default BUILDDIR/bench/wavelockd-wide)")
@@ -1304,6 +1329,11 @@ def main():
         plan.append(("6", b.bench6))
     if "7" in only:
         plan.append(("7", b.bench7))
+    elif "7m" in only or "7h" in only:
+        if "7m" in only:
+            plan.append(("7m", b.bench7_mqtt))
+        if "7h" in only:
+            plan.append(("7h", b.bench7_http))
     loads = []
     try:
         for num, fn in plan:
