@@ -16,7 +16,7 @@ a shuffled schedule spread over --duration seconds:
              other one with a broken copy of the config (syntax error,
              setpoint outside min_thz..max_thz, unknown device, duplicate
              channel, piezo min_v above max_v, a non-loopback listener
-             without tokens; each checked with 'wavelockd -t' first),
+             without tokens; each checked with 'wavelockd -T' first),
              restored afterwards
   kill       kill -9 of the daemon and a restart on the same config and state
              file; the kills fall in the first 60 % of the schedule, so the
@@ -174,8 +174,9 @@ def _num(text, key):
 
 
 def config_test(path):
-    """Exit status of 'wavelockd -t -c path'."""
-    p = subprocess.run([wltest.prog("wavelockd"), "-t", "-c", path],
+    """Exit status of 'wavelockd -T -c path' (the file alone: -t would also
+    bind the listeners, and the running daemon holds the dashboard's port)."""
+    p = subprocess.run([wltest.prog("wavelockd"), "-T", "-c", path],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     return p.returncode
 
@@ -852,9 +853,9 @@ def run(args):
             p = env.write("broken.conf", text)
             rc = config_test(p)
             if rc != 78:
-                bad.append("%s: wavelockd -t exits %r" % (name, rc))
+                bad.append("%s: wavelockd -T exits %r" % (name, rc))
         rc = config_test(lab.conf)
-        tap.ok(not bad and rc == 0, "the %d broken configs are refused by wavelockd -t (78), "
+        tap.ok(not bad and rc == 0, "the %d broken configs are refused by wavelockd -T (78), "
                "the soak's config is accepted (%r)" % (len(drv.variants), rc), "\n".join(bad))
 
         schedule = build_schedule(args, drv.cfg, drv.rng)

@@ -8,7 +8,8 @@ token added (every connection authenticates):
     status owner=alice claim_s=CLAIM_S.
  2. 'bob' gets 'ERR 409 claimed by alice' on every changing command
     (setpoint, lock, unlock, lock all, set, ramp, output, hold, resume,
-    release, claim), and nothing changed; reading commands still work.
+    scan, tune, release, claim), and nothing changed (no scan running);
+    reading commands (and 'scan cool780', which only reads) still work.
  3. A change by alice renews the claim (claim_s back up after a wait).
  4. 'claim cool780 steal' by bob takes it over (logged); alice now gets 409;
     alice cannot release bob's claim; bob releases it: owner=none.
@@ -103,7 +104,8 @@ with Env() as env:
         changing = ("setpoint cool780 +1 MHz", "lock cool780", "unlock cool780", "lock all",
                     "unlock all", "set cool780 window_mhz 4", "ramp cool780 +1MHz 10",
                     "output cool780 piezo 5", "hold cool780", "hold cool780 5",
-                    "resume cool780", "release cool780", "claim cool780", "claim all")
+                    "resume cool780", "scan cool780 triangle 10 2", "scan cool780 stop",
+                    "tune cool780", "release cool780", "claim cool780", "claim all")
         for who, c in (("bob", bob), ("an unnamed connection", anon)):
             for line in changing:
                 r = c.cmd(line)
@@ -113,10 +115,12 @@ with Env() as env:
                        "%s: %r -> 409 claimed by alice" % (who, line), r)
         st1 = bob.status("cool780")["cool780"]
         tap.ok(st1["state"] == "locked" and st1["setpoint_thz"] == st0["setpoint_thz"] and
+               st1.get("scan") == "none" and
                bob.get_all("cool780")["window_mhz"] != "4",
                "nothing changed: still locked at the same setpoint", (st0, st1))
         tap.ok(all(err(bob.cmd(x)).startswith("OK") for x in
-                   ("status cool780", "get cool780 kp", "setpoint cool780", "output cool780 piezo")),
+                   ("status cool780", "get cool780 kp", "setpoint cool780", "output cool780 piezo",
+                    "scan cool780")),
                "reading commands work for others")
         r = bob.cmd("set repump795 window_mhz 5")
         tap.ok(err(r).startswith("OK"), "others' unclaimed lasers stay free", r)

@@ -60,10 +60,10 @@ for seed in SEEDS:
         with open(lab.conf) as f:
             text = f.read()
         stale = [p for p in lab.ports if ":%d\"" % p in text]
-        tap.ok(sorted(lab.ports) == [1502, 1503, 1504, 1505, 7480, 7481] and not stale
+        tap.ok(sorted(lab.ports) == [1502, 1503, 1504, 1505, 7471, 7480, 7481] and not stale
                and '"127.0.0.1:0"' in text and env.dir in lab.cfg.root["state_file"],
-               "seed %d: conf/sim.conf copied with free ports for its 4 devices, the stream and "
-               "the sim control port, listen on port 0, state file in the temporary directory"
+               "seed %d: conf/sim.conf copied with free ports for its 4 devices, the stream, the "
+               "dashboard and the sim control port, listen on port 0, state file in the temporary directory"
                % seed, "ports %r, stale %r" % (lab.ports, stale))
         info, _ = lab.sim.info()
         tap.eq(info.get("seed"), str(seed), "seed %d: wavelock-sim runs with --seed %d" % (seed, seed))

@@ -32,7 +32,7 @@ static void
 cmd_echo(SRV_Conn *c, int argc, char **argv, void *ctx)
 {
   (void)ctx;
-  SRV_Data(c, "name=%s", SRV_Name(c)[0] ? SRV_Name(c) : "none");
+  SRV_Data(c, "name=%s", SRV_Named(c) ? SRV_Name(c) : "none");
   SRV_Ok(c, "%s", argc > 1 ? argv[1] : "");
 }
 
