@@ -10,7 +10,7 @@
  * priority 1 (first come, first served with the clients) until such a round
  * has run.  Ordinary work itself is cut into slices of PRI_SLICE callbacks
  * (event_config_set_max_dispatch_interval), after which the loop polls
- * again so that a reading waits behind at most that many client requests.
+ * again so that a reading waits behind at most that many client callbacks.
  */
 #ifndef WL_PRIO_H
 #define WL_PRIO_H
