@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/run.py - wavelock's benchmarks: run all six, print the table.
 
-    bench/run.py --builddir DIR [--srcdir DIR] [--only 1,2,...,8] [--quick]
+    bench/run.py --builddir DIR [--srcdir DIR] [--only 1,2,...] [--quick]
                  [--json FILE] [--markdown FILE]
                  [--wavelockd PATH] [--wavelockd-wide PATH]
 
@@ -660,7 +660,23 @@ class Bench:
              100 * r["cpu"], r["cpu_us_per_cycle"], agg["lat_p99"]))
         return r
 
+    def bench4_steps(self, steps):
+        """--scale-steps: only the given laser counts, no search (for A/B runs:
+        CPU and switches per cycle, coalesced and lost at a fixed load)."""
+        results = [self.scale_step(n) for n in steps]
+        self.details["4"] = results
+        for r in results:
+            self.row("4 scale", "%d lasers: sustained; coalesced, lost" % r["n"],
+                     "%s; %d, %d" % ("yes" if r["ok"] else "no", r["coalesced"], r["lost"]))
+            self.row("4 scale", "%d lasers: daemon CPU, per cycle, switches per cycle" % r["n"],
+                     "%.0f%%, %.1f µs, %.2f" % (100 * r["cpu"], r["cpu_us_per_cycle"],
+                                                r["switches_per_cycle"]))
+            self.row("4 scale", "%d lasers: latency p50/p99 (µs)" % r["n"],
+                     "%.0f / %.0f" % (r["lat_p50"], r["lat_p99"]))
+
     def bench4(self):
+        if self.args.scale_steps:
+            return self.bench4_steps([int(x) for x in self.args.scale_steps.split(",")])
         steps = [64, 128, 256, 384, 512, 768, 1024]
         results = []
         best, first_fail = None, None
@@ -705,14 +721,21 @@ class Bench:
             self.row("4 scale", "first failing: %d lasers" % f["n"],
                      "coalesced %d, lost %d, CPU %.0f%%" % (f["coalesced"], f["lost"], 100 * f["cpu"]))
 
-    # ---- 8. MQTT publishing ------------------------------------------------------
+    # ---- 7. MQTT publishing ------------------------------------------------------
 
-    def bench8(self):
+    def bench7(self):
+        """Both parts of benchmark 7: MQTT publishing, then HTTP readers.
+        (Two methods of the same name used to hide the MQTT part.)"""
+        self.bench7_mqtt()
+        self.stop_all()
+        self.bench7_http()
+
+    def bench7_mqtt(self):
         """256 lasers at 100 readings/s, every reading published to a local
         mosquitto, against the same run without an mqtt group."""
         mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(mosq):
-            self.row("8 mqtt", "could not run", "mosquitto not installed")
+            self.row("7 mqtt", "could not run", "mosquitto not installed")
             return
         port = free_port()
         conf = os.path.join(self.tmp, "mosquitto.conf")
@@ -736,24 +759,24 @@ class Bench:
         base = self.scale_step(n)
         with_m = self.scale_step(n, mqtt_port=port)
         broker.stop()
-        self.details["8"] = dict(without=base, with_mqtt=with_m)
+        self.details["7"] = dict(without=base, with_mqtt=with_m)
         mq = with_m.get("mqtt", {})
         ratio = with_m["lat_p99"] / base["lat_p99"] if base["lat_p99"] else None
         ok = with_m["ok"] and ratio is not None and ratio <= 1.2
-        self.row("8 mqtt", "256 x 100/s, every reading published: reading -> write p99 (µs)",
+        self.row("7 mqtt", "256 x 100/s, every reading published: reading -> write p99 (µs)",
                  with_m["lat_p99"], base["lat_p99"], ratio, "<= 1.2x, no cycle lost", ok)
-        self.row("8 mqtt", "without MQTT: cycles, coalesced, lost, daemon CPU",
+        self.row("7 mqtt", "without MQTT: cycles, coalesced, lost, daemon CPU",
                  "%d, %d, %d, %.0f%%" % (base["cycles"], base["coalesced"], base["lost"],
                                          100 * base["cpu"]))
-        self.row("8 mqtt", "with MQTT: cycles, coalesced, lost, daemon CPU",
+        self.row("7 mqtt", "with MQTT: cycles, coalesced, lost, daemon CPU",
                  "%d, %d, %d, %.0f%%" % (with_m["cycles"], with_m["coalesced"], with_m["lost"],
                                          100 * with_m["cpu"]))
         pub = int(mq.get("mqtt_published", 0))
-        self.row("8 mqtt", "MQTT thread CPU (of one core), per message published",
+        self.row("7 mqtt", "MQTT thread CPU (of one core), per message published",
                  "%.0f%%, %.1f µs" % (100 * with_m["mqtt_thread_cpu"],
                                       with_m["mqtt_thread_cpu"] * 1e6 /
                                       max(1.0, with_m["sent"] / (4 if self.q else 8))))
-        self.row("8 mqtt", "published, dropped (whole run)",
+        self.row("7 mqtt", "published, dropped (whole run)",
                  "%s, %s" % (int(mq.get("mqtt_published", 0)), int(mq.get("mqtt_dropped", 0))))
 
     # ---- 5. memory --------------------------------------------------------------
@@ -1100,7 +1123,7 @@ class Bench:
         for s in socks:
             s.close()
 
-    def bench7(self):
+    def bench7_http(self):
         import threading
         import urllib.request
         dur = 8 if self.q else 20
@@ -1271,8 +1294,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--builddir", default=".")
     ap.add_argument("--srcdir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers "
+                    "(7m and 7h: only the MQTT or only the HTTP part of 7)")
     ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
+    ap.add_argument("--scale-steps", help="benchmark 4 at these laser counts only, e.g. 256,512")
     ap.add_argument("--wavelockd", help="daemon to measure (default BUILDDIR/wavelockd)")
     ap.add_argument("--wavelockd-wide", help="daemon for the scale benchmark "
                     "(default BUILDDIR/bench/wavelockd-wide)")
@@ -1304,8 +1329,11 @@ def main():
         plan.append(("6", b.bench6))
     if "7" in only:
         plan.append(("7", b.bench7))
-    if "8" in only:
-        plan.append(("8", b.bench8))
+    elif "7m" in only or "7h" in only:
+        if "7m" in only:
+            plan.append(("7m", b.bench7_mqtt))
+        if "7h" in only:
+            plan.append(("7h", b.bench7_http))
     loads = []
     try:
         for num, fn in plan:

@@ -48,4 +48,9 @@ void UTL_SetErr(char *err, size_t errlen, const char *fmt, ...)
 /* Case-insensitive equality. */
 int UTL_StrEqCase(const char *a, const char *b);
 
+/* snprintf(buf, size, "%.*f", decimals, v), the same text, in integer
+   arithmetic where that is exact (|v| * 10^decimals < 1e15, decimals
+   0..9, not near a rounding tie), else by snprintf.  Returns the length. */
+int UTL_Fixed(char *buf, size_t size, double v, int decimals);
+
 #endif

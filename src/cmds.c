@@ -141,24 +141,37 @@ static void
 status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
 {
   char reading[200] = "freq_thz=none error_mhz=none";
-  char current[48] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "";
+  char current[64] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "";
   char claim[SRV_NAME_MAX + 40];
+  /* Numbers by UTL_Fixed (integer arithmetic, printf's text): %.Nf was
+     half of a `status` answer's cost. */
+  char f_thz[40], f_raw[40], f_err[40], f_age[40], f_sp[40], f_pz[40], f_cur[40];
 
   if (l->have_reading) {
+    UTL_Fixed(f_age, sizeof f_age, age_ms(&l->last), 0);
+    if (l->last.value > 0.0) {
+      UTL_Fixed(f_thz, sizeof f_thz, l->last.value, 9);
+      UTL_Fixed(f_err, sizeof f_err, l->last_error_mhz, 4);
+    }
     if (l->last.value > 0.0 && d->host->cal_applies(d, l->cfg.channel) &&
-        d->channels[l->cfg.channel].value > 0.0)
-      snprintf(reading, sizeof reading, "freq_thz=%.9f raw_freq_thz=%.9f error_mhz=%.4f "
-               "age_ms=%.0f", l->last.value, d->channels[l->cfg.channel].value,
-               l->last_error_mhz, age_ms(&l->last));
-    else if (l->last.value > 0.0)
-      snprintf(reading, sizeof reading, "freq_thz=%.9f error_mhz=%.4f age_ms=%.0f",
-               l->last.value, l->last_error_mhz, age_ms(&l->last));
-    else
-      snprintf(reading, sizeof reading, "freq_thz=none error_mhz=none wm_status=%s age_ms=%.0f",
-               WM_ErrorName(l->last.value), age_ms(&l->last));
+        d->channels[l->cfg.channel].value > 0.0) {
+      UTL_Fixed(f_raw, sizeof f_raw, d->channels[l->cfg.channel].value, 9);
+      snprintf(reading, sizeof reading, "freq_thz=%s raw_freq_thz=%s error_mhz=%s age_ms=%s",
+               f_thz, f_raw, f_err, f_age);
+    } else if (l->last.value > 0.0) {
+      snprintf(reading, sizeof reading, "freq_thz=%s error_mhz=%s age_ms=%s", f_thz, f_err,
+               f_age);
+    } else {
+      snprintf(reading, sizeof reading, "freq_thz=none error_mhz=none wm_status=%s age_ms=%s",
+               WM_ErrorName(l->last.value), f_age);
+    }
   }
-  if (l->current_dev)
-    snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
+  if (l->current_dev) {
+    UTL_Fixed(f_cur, sizeof f_cur, l->current_v, 6);
+    snprintf(current, sizeof current, " current_v=%s", f_cur);
+  }
+  UTL_Fixed(f_sp, sizeof f_sp, l->setpoint_thz, 9);
+  UTL_Fixed(f_pz, sizeof f_pz, l->piezo_v, 6);
   /* relock search: relocks=, and search= (step) search_pass= while searching;
      reason= for a fault of the search ("relock failed", one word here) */
   if (l->search.active)
@@ -174,10 +187,10 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
              ceil(l->claim_until - UTL_WallNow()));
   else
     snprintf(claim, sizeof claim, " owner=none claim_s=0");
-  SRV_Data(c, "name=%s state=%s setpoint_thz=%.9f %s piezo_v=%.6f%s channel=%d ramp=%d"
+  SRV_Data(c, "name=%s state=%s setpoint_thz=%s %s piezo_v=%s%s channel=%d ramp=%d"
            " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu relocks=%lu%s"
            " scan=%s%s%s",
-           l->cfg.name, LSR_StateName(l->sm.state), l->setpoint_thz, reading, l->piezo_v, current,
+           l->cfg.name, LSR_StateName(l->sm.state), f_sp, reading, f_pz, current,
            l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
            LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches,
            l->sm.relocks, relock, l->scan.active ? SCN_WaveName(l->scan.wave) : "none",

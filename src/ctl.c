@@ -39,6 +39,7 @@
 #include "mbdev.h"
 #include "regenc.h"
 #include "util.h"
+#include "prio.h"
 
 enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL, JOB_FF };
 
@@ -128,6 +129,11 @@ struct CTL_Ctx {
   CTL_Hooks hooks;
   CTL_Laser **lasers;
   int n_lasers;
+  /* channel -> lasers (indexes into lasers, -1 ends a chain), rebuilt by
+     CTL_OnReading when chan_dirty is set (creation, reload). */
+  int chan_first[CNF_MAX_CHANNEL + 1];
+  int *chan_next;
+  int chan_dirty;
   CTL_Device **devices;
   int n_devices;
   double stale_s;
@@ -467,13 +473,16 @@ static void
 post_result(Job *j)
 {
   CTL_Ctx *ctx = j->ctx;
+  int first;
 
   pthread_mutex_lock(&ctx->lock);
   j->next = NULL;
+  first = ctx->results == NULL;   /* else the loop has been woken already */
   *ctx->results_tail = j;
   ctx->results_tail = &j->next;
   pthread_mutex_unlock(&ctx->lock);
-  event_active(ctx->result_ev, EV_READ, 0);
+  if (first)
+    event_active(ctx->result_ev, EV_READ, 0);
 }
 
 static void
@@ -956,6 +965,7 @@ result_cb(evutil_socket_t fd, short what, void *arg)
 
   (void)fd;
   (void)what;
+  PRI_Enter(ctx->result_ev);
   pthread_mutex_lock(&ctx->lock);
   list = ctx->results;
   ctx->results = NULL;
@@ -1395,10 +1405,44 @@ tune_reading(CTL_Ctx *ctx, CTL_Laser *l, const WM_Reading *r)
   }
 }
 
+/* Index the lasers by channel; if memory is short, CTL_OnReading scans. */
+static int
+chan_index(CTL_Ctx *ctx)
+{
+  int *next = realloc(ctx->chan_next, ((size_t)ctx->n_lasers + 1) * sizeof *next);
+
+  if (!next)
+    return -1;
+  ctx->chan_next = next;
+  for (int c = 0; c <= CNF_MAX_CHANNEL; c++)
+    ctx->chan_first[c] = -1;
+  for (int i = ctx->n_lasers - 1; i >= 0; i--) {
+    int c = ctx->lasers[i]->cfg.channel;
+
+    next[i] = -1;
+    if (c >= 0 && c <= CNF_MAX_CHANNEL) {
+      next[i] = ctx->chan_first[c];
+      ctx->chan_first[c] = i;
+    }
+  }
+  ctx->chan_dirty = 0;
+  return 0;
+}
+
 void
 CTL_OnReading(CTL_Ctx *ctx, const WM_Reading *r)
 {
-  for (int i = 0; i < ctx->n_lasers; i++) {
+  int indexed = 0, i;
+
+  if (ctx->chan_dirty)
+    chan_index(ctx);
+  if (!ctx->chan_dirty && r->channel >= 0 && r->channel <= CNF_MAX_CHANNEL) {
+    indexed = 1;
+    i = ctx->chan_first[r->channel];
+  } else {
+    i = 0;
+  }
+  for (; indexed ? i >= 0 : i < ctx->n_lasers; i = indexed ? ctx->chan_next[i] : i + 1) {
     CTL_Laser *l = ctx->lasers[i];
     if (l->cfg.channel != r->channel)
       continue;
@@ -1604,6 +1648,7 @@ CTL_Create(struct event_base *base, const CNF_Config *cfg, const CTL_Hooks *hook
   pthread_mutex_init(&ctx->lock, NULL);
   ctx->results_tail = &ctx->results;
   ctx->result_ev = event_new(base, -1, 0, result_cb, ctx);
+  PRI_SetUrgent(ctx->result_ev);
   ctx->scan_ev = event_new(base, -1, EV_PERSIST, scan_cb, ctx);
   ctx->devices = calloc((size_t)cfg->n_devices + 1, sizeof *ctx->devices);
   ctx->lasers = calloc((size_t)cfg->n_lasers + 1, sizeof *ctx->lasers);
@@ -1622,6 +1667,7 @@ CTL_Create(struct event_base *base, const CNF_Config *cfg, const CTL_Hooks *hook
     l->index = ctx->n_lasers;
     ctx->lasers[ctx->n_lasers++] = l;
   }
+  ctx->chan_dirty = 1;
   inputs_sync(ctx);
   return ctx;
 
@@ -1916,6 +1962,8 @@ update_laser(CTL_Ctx *ctx, CTL_Laser *l, const CNF_Laser *nc)
     l->scan.active = 0;
     l->ff_have = 0;
   }
+  if (l->cfg.channel != nc->channel)
+    ctx->chan_dirty = 1;
   l->cfg = *nc;
   KEEP(kp);
   KEEP(ki);
@@ -2195,6 +2243,7 @@ CTL_Reconfigure(CTL_Ctx *ctx, const CNF_Config *cfg, char *err, size_t errlen)
   free(ctx->lasers);
   ctx->lasers = lasers;
   ctx->n_lasers = cfg->n_lasers;
+  ctx->chan_dirty = 1;
   /* Compact in case a laser could not be added. */
   {
     int n = 0;
@@ -2308,6 +2357,7 @@ CTL_Destroy(CTL_Ctx *ctx)
   free(ctx->zombies);
   free(ctx->devices);
   free(ctx->lasers);
+  free(ctx->chan_next);
   if (ctx->result_ev)
     event_free(ctx->result_ev);
   if (ctx->scan_ev)

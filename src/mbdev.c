@@ -575,11 +575,16 @@ abs_time(double mono_s, struct timespec *ts)
   }
 }
 
+/* Set on device threads: MB_Submit called there (a job for a second device)
+   signals under the lock, see MB_Submit. */
+static __thread int on_device_thread;
+
 static void *
 device_thread(void *arg)
 {
   MB_Device *d = arg;
 
+  on_device_thread = 1;
   pthread_mutex_lock(&d->lock);
   for (;;) {
     if (!d->up && !d->stopping && UTL_Now() >= d->next_try) {
@@ -701,8 +706,20 @@ MB_Submit(MB_Device *dev, MB_JobFn fn, void *arg)
   dev->tail = job;
   dev->stats.jobs_queued++;
   dev->stats.pending++;
-  pthread_cond_signal(&dev->cond);
-  pthread_mutex_unlock(&dev->lock);
+  /* The device thread drains every queued job per wake-up.  From the loop
+     thread, signal after unlocking so that the woken thread does not block
+     at once on the mutex still held here (one wake-up per cycle instead of
+     two): safe because devices are destroyed only by the loop thread, the
+     caller itself.  A device thread may submit to a second device that the
+     loop may destroy as soon as that job is done, so there the signal stays
+     under the lock. */
+  if (on_device_thread) {
+    pthread_cond_signal(&dev->cond);
+    pthread_mutex_unlock(&dev->lock);
+  } else {
+    pthread_mutex_unlock(&dev->lock);
+    pthread_cond_signal(&dev->cond);
+  }
   return 0;
 }
 

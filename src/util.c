@@ -169,3 +169,48 @@ UTL_AbsTime(int clock_id, double delay_s, struct timespec *ts)
     ts->tv_nsec -= 1000000000L;
   }
 }
+
+int
+UTL_Fixed(char *buf, size_t size, double v, int decimals)
+{
+  static const double p10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 };
+  char tmp[40];
+  double x, r, frac;
+  unsigned long long u;
+  int n = 0, len;
+
+  if (decimals < 0 || decimals > 9 || !isfinite(v))
+    return snprintf(buf, size, "%.*f", decimals, v);
+  x = fabs(v) * p10[decimals];
+  if (x >= 1e15)
+    return snprintf(buf, size, "%.*f", decimals, v);
+  r = floor(x);
+  frac = x - r;
+  /* The product may be off by an ulp of x: near .5 only printf's exact
+     decimal expansion knows the way to round. */
+  if (fabs(frac - 0.5) <= x * 1e-15 + 1e-12)
+    return snprintf(buf, size, "%.*f", decimals, v);
+  u = (unsigned long long)r + (frac > 0.5);
+  /* digits backwards into tmp */
+  for (int i = 0; i < decimals; i++) {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  }
+  if (decimals > 0)
+    tmp[n++] = '.';
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (signbit(v))
+    tmp[n++] = '-';
+  len = n;
+  if (size > 0) {
+    size_t k = 0;
+
+    for (; k + 1 < size && n > 0; k++)
+      buf[k] = tmp[--n];
+    buf[k] = '\0';
+  }
+  return len;
+}

@@ -39,6 +39,7 @@
 #include "statefile.h"
 #include "util.h"
 #include "wm.h"
+#include "prio.h"
 
 #define EXIT_CONFIG 78            /* EX_CONFIG */
 #define STOP_GRACE_S 1.5          /* longest wait for running cycles at shutdown */
@@ -577,13 +578,17 @@ static void
 hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
 {
   WLD_Daemon *d = arg;
-  char current[48] = "";
+  char current[64] = "";
+  double now = UTL_WallNow();
+  /* One line per reading for every subscriber (SRV_Publish formats once),
+     its numbers by UTL_Fixed rather than printf's %.Nf. */
+  char f_t[40], f_thz[40], f_raw[40], f_err[40], f_pz[40], f_cur[40];
 
-  HTP_OnReading(d->http, l, UTL_WallNow());
+  HTP_OnReading(d->http, l, now);
   if (d->mqtt) {
     MQT_Reading m;
 
-    m.t = UTL_WallNow();
+    m.t = now;
     m.valid = r->value > 0.0;
     m.freq_thz = r->value;
     m.error_mhz = l->last_error_mhz;
@@ -596,24 +601,32 @@ hook_reading(CTL_Laser *l, const WM_Reading *r, void *arg)
   }
   if (!d->srv || SRV_SubscriberCount(d->srv) == 0)
     return;
-  if (l->current_dev)
-    snprintf(current, sizeof current, " current_v=%.6f", l->current_v);
-  if (r->value > 0.0 && WLD_CalApplies(d, l->cfg.channel))
+  if (l->current_dev) {
+    UTL_Fixed(f_cur, sizeof f_cur, l->current_v, 6);
+    snprintf(current, sizeof current, " current_v=%s", f_cur);
+  }
+  UTL_Fixed(f_t, sizeof f_t, now, 3);
+  UTL_Fixed(f_pz, sizeof f_pz, l->piezo_v, 6);
+  if (r->value > 0.0) {
+    UTL_Fixed(f_thz, sizeof f_thz, r->value, 9);
+    UTL_Fixed(f_err, sizeof f_err, l->last_error_mhz, 4);
+  }
+  if (r->value > 0.0 && WLD_CalApplies(d, l->cfg.channel)) {
+    UTL_Fixed(f_raw, sizeof f_raw, d->channels[l->cfg.channel].value, 9);
     SRV_Publish(d->srv, l->index,
-                "reading laser=%s t=%.3f freq_thz=%.9f raw_freq_thz=%.9f error_mhz=%.4f "
-                "piezo_v=%.6f%s state=%s",
-                l->cfg.name, UTL_WallNow(), r->value, d->channels[l->cfg.channel].value,
-                l->last_error_mhz, l->piezo_v, current, LSR_StateName(l->sm.state));
-  else if (r->value > 0.0)
+                "reading laser=%s t=%s freq_thz=%s raw_freq_thz=%s error_mhz=%s "
+                "piezo_v=%s%s state=%s",
+                l->cfg.name, f_t, f_thz, f_raw, f_err, f_pz, current, LSR_StateName(l->sm.state));
+  } else if (r->value > 0.0) {
     SRV_Publish(d->srv, l->index,
-                "reading laser=%s t=%.3f freq_thz=%.9f error_mhz=%.4f piezo_v=%.6f%s state=%s",
-                l->cfg.name, UTL_WallNow(), r->value, l->last_error_mhz, l->piezo_v, current,
+                "reading laser=%s t=%s freq_thz=%s error_mhz=%s piezo_v=%s%s state=%s",
+                l->cfg.name, f_t, f_thz, f_err, f_pz, current, LSR_StateName(l->sm.state));
+  } else {
+    SRV_Publish(d->srv, l->index,
+                "reading laser=%s t=%s freq_thz=none wm_status=%s piezo_v=%s%s state=%s",
+                l->cfg.name, f_t, WM_ErrorName(r->value), f_pz, current,
                 LSR_StateName(l->sm.state));
-  else
-    SRV_Publish(d->srv, l->index,
-                "reading laser=%s t=%.3f freq_thz=none wm_status=%s piezo_v=%.6f%s state=%s",
-                l->cfg.name, UTL_WallNow(), WM_ErrorName(r->value), l->piezo_v, current,
-                LSR_StateName(l->sm.state));
+  }
 }
 
 /* An output reached a limit, or left it: a railed laser is about to lose
@@ -1483,7 +1496,7 @@ main(int argc, char **argv)
     log_error("libevent has no thread support");
     return 1;
   }
-  d->base = event_base_new();
+  d->base = PRI_NewBase();
   if (!d->base) {
     log_error("cannot create the event loop");
     return 1;

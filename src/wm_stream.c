@@ -28,6 +28,7 @@
 #include "log.h"
 #include "util.h"
 #include "wm_int.h"
+#include "prio.h"
 
 #define WM_LINE_MAX 256
 #define BACKOFF_MIN_MS 100
@@ -130,6 +131,7 @@ read_cb(struct bufferevent *bev, void *arg)
   struct evbuffer *in = bufferevent_get_input(bev);
   char line[WM_LINE_MAX + 2];
 
+  PRI_EnterBev(bev);
   for (;;) {
     size_t eol_len = 0, avail = evbuffer_get_length(in);
     struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
@@ -204,6 +206,7 @@ established(Stream *s)
     return;
   }
   bufferevent_setcb(s->bev, read_cb, NULL, event_cb, s);
+  PRI_SetUrgentBev(s->bev);
   bufferevent_set_timeouts(s->bev, &idle, NULL);
   bufferevent_enable(s->bev, EV_READ);
   s->connected = 1;

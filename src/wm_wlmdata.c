@@ -50,6 +50,7 @@
 #include "log.h"
 #include "util.h"
 #include "wm_int.h"
+#include "prio.h"
 
 #define WLM_CHANNELS 17              /* cmiWavelength1..17 */
 #define WLM_MAX_BACKENDS 4
@@ -182,6 +183,7 @@ deliver_cb(evutil_socket_t fd, short what, void *arg)
   Slot slots[WLM_CHANNELS + 1];
   double now = UTL_Now();
 
+  PRI_Enter(w->deliver_ev);
   pthread_mutex_lock(&g_lock);
   memcpy(slots, w->pending, sizeof slots);
   memset(w->pending, 0, sizeof w->pending);
@@ -398,6 +400,7 @@ wlm_start(WM_Backend *wm, struct event_base *base, char *err, size_t errlen)
   w->base = base;
   w->last_callback = UTL_Now();
   w->deliver_ev = event_new(base, -1, 0, deliver_cb, w);
+  PRI_SetUrgent(w->deliver_ev);
   if (!w->deliver_ev) {
     snprintf(err, errlen, "wavemeter: cannot create an event");
     return -1;

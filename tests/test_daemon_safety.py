@@ -105,8 +105,13 @@ with Env() as env:
     mb.release.set()
 
     def settled():
+        # The held 9 V write lands when the recorder's thread sees release:
+        # settled means the correction after it has arrived, not that the
+        # 9 V write has yet to land.
         st = kv(c.cmd("output a piezo")[0])
-        return float(st.get("piezo_v", "nan")) <= 6.0 and mb.regs[0] <= round(6.0 * SCALE)
+        w = reg_writes(mb, 0, t_out)
+        return (float(st.get("piezo_v", "nan")) <= 6.0 and mb.regs[0] <= round(6.0 * SCALE)
+                and len(w) >= 2 and w[-1] <= 6.0)
     ok = wait_until(settled, 3, 0.01)
     t_fix = time.monotonic() - t_rel
     after = reg_writes(mb, 0, t_out)

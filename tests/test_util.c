@@ -167,6 +167,52 @@ test_format_double(void **st)
   assert_int_equal(strlen(tiny), 3);
 }
 
+/* UTL_Fixed gives printf's "%.*f" text, byte for byte. */
+static void
+check_fixed(double v, int dec)
+{
+  char want[64], got[64];
+  int n = UTL_Fixed(got, sizeof got, v, dec);
+
+  snprintf(want, sizeof want, "%.*f", dec, v);
+  if (strcmp(want, got) != 0)
+    fail_msg("UTL_Fixed(%.17g, %d) = '%s', printf '%s'", v, dec, got, want);
+  assert_int_equal(n, (int)strlen(want));
+}
+
+static void
+test_fixed(void **state)
+{
+  static const double edge[] = { 0.0, -0.0, 0.5, 1.5, 2.5, -2.5, 0.125, 1e-12, -1e-12, 0.00005,
+                                 -0.00004, 384.2304844, 377.1074635, 999999.9999999999, 1e14,
+                                 -1e14, 1e16, 123456789.123456789, NAN, INFINITY, -INFINITY };
+  unsigned seed = 12345;
+
+  (void)state;
+  for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+    for (int dec = 0; dec <= 9; dec++)
+      check_fixed(edge[i], dec);
+  for (int i = 0; i < 200000; i++) {
+    double v;
+
+    seed = seed * 1103515245u + 12345u;
+    v = (double)(seed >> 4) / (double)(1u << 20);             /* up to 4096, fine steps */
+    if (i % 3 == 0)
+      v = 300.0 + v / 4096.0 * 500.0;                         /* frequencies in THz */
+    if (i % 5 == 0)
+      v = -v;
+    if (i % 7 == 0)
+      v = floor(v * 1e4) / 1e4 + 0.00005;                     /* near a tie at 4 decimals */
+    check_fixed(v, (int)(seed % 10));
+    check_fixed(v, 9);
+    check_fixed(v, 4);
+  }
+  /* A short buffer is still a string, the length the whole text's. */
+  char tiny[4];
+  assert_int_equal(UTL_Fixed(tiny, sizeof tiny, 12.345, 3), 6);
+  assert_string_equal(tiny, "12.");
+}
+
 int
 main(void)
 {
@@ -177,6 +223,7 @@ main(void)
     cmocka_unit_test(test_parse),
     cmocka_unit_test(test_scan_and_copy),
     cmocka_unit_test(test_format_double),
+    cmocka_unit_test(test_fixed),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
