@@ -759,7 +759,7 @@ class Bench:
         base = self.scale_step(n)
         with_m = self.scale_step(n, mqtt_port=port)
         broker.stop()
-        self.details["7"] = dict(without=base, with_mqtt=with_m)
+        self.details["7m"] = dict(without=base, with_mqtt=with_m)
         mq = with_m.get("mqtt", {})
         ratio = with_m["lat_p99"] / base["lat_p99"] if base["lat_p99"] else None
         ok = with_m["ok"] and ratio is not None and ratio <= 1.2
@@ -1192,7 +1192,7 @@ class Bench:
                      "%.1f / %.1f" % (p50, p99), None, None, "p99 <= 100 ms", p99 <= 100.0)
         self.row("7 http", "events read, daemon CPU", "%d, %.0f%%" % (h["events"], 100 * h["cpu"]),
                  "CPU %.0f%%" % (100 * q["cpu"]))
-        self.details["7"] = dict(quiet=dict(agg=q["agg"], cpu=q["cpu"]),
+        self.details["7h"] = dict(quiet=dict(agg=q["agg"], cpu=q["cpu"]),
                                  http=dict(agg=h["agg"], cpu=h["cpu"], events=h["events"],
                                            scrapes=h["scrapes"], n_lags=len(lg),
                                            lag_max=lg[-1] if lg else None))
@@ -1245,8 +1245,8 @@ class Bench:
                  if x["step_out_of_range"] else ""))
             out.append("6 relock from hop start (s): " + ", ".join(
                 "%s %s" % (n, fmt(v)) for n, v in sorted(x["relock"].items())))
-        if "7" in d:
-            x = d["7"]["http"]
+        if "7h" in d:
+            x = d["7h"]["http"]
             sc = [t for t, _ in x["scrapes"]]
             out.append("7: %d readings timed at 5 of the 50 readers (max %s ms); %d scrapes of "
                        "/metrics, %s ms each at most, %s bytes" %
