@@ -470,6 +470,23 @@ def programs_missing():
     return None
 
 
+def finish_lab(tap, lab, prefix=""):
+    """The end of a lab test: no value written outside an actuator's limits
+    (the sim's 'writes'), then both programs stop on SIGTERM with exit 0
+    and no sanitizer report.  Two TAP results, named after prefix."""
+    wr = lab.sim.writes()
+    viol = {k: v for k, v in wr.items() if v["limit_violations"] or v["runtime_violations"]}
+    tap.ok(not viol, "%sno value written to any of the %d actuators outside its limits "
+           "(%d writes)" % (prefix, len(wr), sum(v["count"] for v in wr.values())), viol)
+    lab.close()
+    rc_d = lab.daemon.stop(10)
+    rc_s = lab.simproc.stop(10)
+    logs = log_text(lab.daemon) + log_text(lab.simproc)
+    tap.ok(rc_d == 0 and rc_s == 0 and "Sanitizer" not in logs and "runtime error:" not in logs,
+           "%sboth programs exit 0 on SIGTERM, no sanitizer report" % prefix,
+           "wavelockd %r, wavelock-sim %r\n%s" % (rc_d, rc_s, lab.outputs()))
+
+
 def log_text(proc):
     """Everything a wltest.Proc wrote so far (also after it was stopped)."""
     try:

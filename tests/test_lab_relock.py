@@ -35,7 +35,7 @@ import threading
 import time
 
 from wltest import TAP, Env
-from lablib import Lab, SIM_CONF, log_text, programs_missing
+from lablib import Lab, SIM_CONF, finish_lab, programs_missing
 
 SEEDS = (1, 2, 3)
 MEDIAN_S = 5.0
@@ -233,17 +233,7 @@ try:
         lab = out[s].get("lab")
         if lab is None:
             continue
-        wr = lab.sim.writes()
-        viol = {k: v for k, v in wr.items() if v["limit_violations"] or v["runtime_violations"]}
-        tap.ok(not viol, "seed %d: no value written to any of the %d actuators outside its "
-               "limits (%d writes)" % (s, len(wr), sum(v["count"] for v in wr.values())), viol)
-        lab.close()
-        rc_d = lab.daemon.stop(10)
-        rc_s = lab.simproc.stop(10)
-        logs = log_text(lab.daemon) + log_text(lab.simproc)
-        tap.ok(rc_d == 0 and rc_s == 0 and "Sanitizer" not in logs and "runtime error:" not in logs,
-               "seed %d: both programs exit 0 on SIGTERM, no sanitizer report" % s,
-               "wavelockd %r, wavelock-sim %r\n%s" % (rc_d, rc_s, lab.outputs()))
+        finish_lab(tap, lab, "seed %d: " % s)
     tap.diag("run time %.1f s" % (time.monotonic() - t_run))
 finally:
     for e in envs:

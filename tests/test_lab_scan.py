@@ -22,7 +22,7 @@ import math
 import time
 
 from wltest import TAP, Env, kv
-from lablib import Lab, TruthLog, log_text, programs_missing, rms
+from lablib import Lab, TruthLog, finish_lab, programs_missing, rms
 
 AMP_MHZ = 100.0
 PERIOD_S = 10.0
@@ -189,15 +189,6 @@ with Env() as env:
     tap.ok(lab.d.cmd("ping")[-1] == "OK", "connection alive after the bad input")
 
     truth.close()
-    wr = lab.sim.writes()
-    viol = {k: v for k, v in wr.items() if v["limit_violations"] or v["runtime_violations"]}
-    tap.ok(not viol, "no value written outside the limits (%d writes)"
-           % sum(v["count"] for v in wr.values()), viol)
-    lab.close()
-    rc_d = lab.daemon.stop(10)
-    rc_s = lab.simproc.stop(10)
-    logs = log_text(lab.daemon) + log_text(lab.simproc)
-    tap.ok(rc_d == 0 and rc_s == 0 and "Sanitizer" not in logs and "runtime error:" not in logs,
-           "both programs exit 0 on SIGTERM, no sanitizer report", lab.outputs())
+    finish_lab(tap, lab)
     tap.diag("run time %.1f s" % (time.monotonic() - t_run))
 tap.done()

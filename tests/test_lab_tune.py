@@ -19,7 +19,7 @@ connection each: a tune's answer is deferred, the connection waits for it).
 import time
 
 from wltest import TAP, Env, Client, kv
-from lablib import Lab, TruthLog, log_text, programs_missing, rms
+from lablib import Lab, TruthLog, finish_lab, programs_missing, rms
 
 RMS_S = 40.0
 SETTLE_S = 8.0
@@ -142,15 +142,6 @@ with Env() as env:
     c.close()
 
     truth.close()
-    wr = lab.sim.writes()
-    viol = {k: v for k, v in wr.items() if v["limit_violations"] or v["runtime_violations"]}
-    tap.ok(not viol, "no value written outside the limits (%d writes)"
-           % sum(v["count"] for v in wr.values()), viol)
-    lab.close()
-    rc_d = lab.daemon.stop(10)
-    rc_s = lab.simproc.stop(10)
-    logs = log_text(lab.daemon) + log_text(lab.simproc)
-    tap.ok(rc_d == 0 and rc_s == 0 and "Sanitizer" not in logs and "runtime error:" not in logs,
-           "both programs exit 0 on SIGTERM, no sanitizer report", lab.outputs())
+    finish_lab(tap, lab)
     tap.diag("run time %.1f s" % (time.monotonic() - t_run))
 tap.done()
