@@ -808,18 +808,20 @@ MB_WriteGated(MB_Io *io, MB_FillFn fill, void *arg)
   return write_regs(io, 0, NULL, 0, fill, arg);
 }
 
-int
-MB_Read(MB_Io *io, int addr, uint16_t *regs, int n)
+/* What read_io reads. */
+enum { READ_REGS, READ_COIL, READ_INPUT_BIT };
+
+/* One read on the device of io, from the thread that owns its link: n
+   holding registers into dst (uint16_t[n]), or one coil or discrete input
+   into dst (uint8_t).  A failed read marks the device down.  0, or -1 with
+   errno (ENOTCONN: the device is down). */
+static int
+read_io(MB_Io *io, int what, int addr, int n, void *dst)
 {
-  MB_Device *d;
+  MB_Device *d = io->dev;
   modbus_t *ctx;
   int rc, err;
 
-  if (!io || !regs || n < 1 || n > MB_MAX_READ || addr < 0 || addr + n > 65536) {
-    errno = EINVAL;
-    return -1;
-  }
-  d = io->dev;
   pthread_mutex_lock(&d->lock);
   rc = d->up;
   pthread_mutex_unlock(&d->lock);
@@ -828,7 +830,14 @@ MB_Read(MB_Io *io, int addr, uint16_t *regs, int n)
     return -1;
   }
   ctx = link_begin(d, 0);
-  rc = ctx ? modbus_read_registers(ctx, addr, n, regs) : -1;
+  if (!ctx)
+    rc = -1;
+  else if (what == READ_REGS)
+    rc = modbus_read_registers(ctx, addr, n, dst);
+  else if (what == READ_COIL)
+    rc = modbus_read_bits(ctx, addr, 1, dst);
+  else
+    rc = modbus_read_input_bits(ctx, addr, 1, dst);
   err = rc < 0 ? (errno ? errno : EIO) : 0;
   if (rc < 0)
     link_failed(d, err);
@@ -839,6 +848,16 @@ MB_Read(MB_Io *io, int addr, uint16_t *regs, int n)
     return -1;
   }
   return 0;
+}
+
+int
+MB_Read(MB_Io *io, int addr, uint16_t *regs, int n)
+{
+  if (!io || !regs || n < 1 || n > MB_MAX_READ || addr < 0 || addr + n > 65536) {
+    errno = EINVAL;
+    return -1;
+  }
+  return read_io(io, READ_REGS, addr, n, regs);
 }
 
 MB_Device *
@@ -956,39 +975,14 @@ MB_Destroy(MB_Device *dev)
 int
 MB_ReadBit(MB_Io *io, int addr, int coil, int *bit)
 {
-  MB_Device *d;
-  modbus_t *ctx;
   uint8_t b = 0;
-  int rc, err;
 
   if (!io || !bit || addr < 0 || addr > 65535) {
     errno = EINVAL;
     return -1;
   }
-  d = io->dev;
-  pthread_mutex_lock(&d->lock);
-  rc = d->up;
-  pthread_mutex_unlock(&d->lock);
-  if (!rc) {
-    errno = ENOTCONN;
+  if (read_io(io, coil ? READ_COIL : READ_INPUT_BIT, addr, 1, &b) < 0)
     return -1;
-  }
-  ctx = link_begin(d, 0);
-  if (!ctx)
-    rc = -1;
-  else if (coil)
-    rc = modbus_read_bits(ctx, addr, 1, &b);
-  else
-    rc = modbus_read_input_bits(ctx, addr, 1, &b);
-  err = rc < 0 ? (errno ? errno : EIO) : 0;
-  if (rc < 0)
-    link_failed(d, err);
-  link_end(d);
-  if (rc < 0) {
-    mark_down(d, "read", err);
-    errno = err;
-    return -1;
-  }
   *bit = b ? 1 : 0;
   return 0;
 }
