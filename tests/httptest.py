@@ -111,3 +111,33 @@ class EventStream:
             self.sock.close()
         except OSError:
             pass
+
+
+def chromium(tap, what, height, performance_log=False):
+    """(driver, By) of a headless Chromium through chromedriver (Debian's
+    chromium, chromium-driver and python3-selenium), window 1400 x height;
+    performance_log keeps the network log (to list requests).  Where
+    Selenium is missing or Chromium cannot start, the test is skipped with
+    the reason (tap.skip on what) and ends here."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+    except ImportError as e:
+        tap.skip(what, "python3-selenium missing (scripts/deps.sh): %s" % e)
+        tap.done()
+    o = webdriver.ChromeOptions()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1400,%d" % height, "--no-first-run", "--disable-extensions",
+              "--disable-background-networking", "--disable-sync",
+              "--disable-component-update", "--disable-default-apps"):
+        o.add_argument(a)
+    if performance_log:
+        o.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    try:
+        return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o), By
+    except Exception as e:   # no binary, a driver that does not match
+        tap.skip(what, "Chromium/chromedriver cannot start: %s" %
+                 (str(e).splitlines()[0] if str(e) else type(e).__name__))
+        tap.done()

@@ -19,35 +19,16 @@ from urllib.parse import urlparse
 
 from wltest import TAP, Env, BUILDDIR, kv, wait_until
 from lablib import Lab, SIM_CONF, programs_missing
+from httptest import chromium
 
 tap = TAP()
 why = programs_missing()
 if why:
     tap.skip("dashboard in Chromium", why)
     tap.done()
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-except ImportError as e:
-    tap.skip("dashboard in Chromium", "python3-selenium missing (scripts/deps.sh): %s" % e)
-    tap.done()
-
 CONTROL = "ctl-7f3a9c0e55d2"
 MONITOR = "mon-41b8d6a2e917"
 SHOT = os.path.join(BUILDDIR, "tests", "test_http_browser.png")
-
-
-def browser():
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1400,1200", "--no-first-run", "--disable-extensions",
-              "--disable-background-networking", "--disable-sync",
-              "--disable-component-update", "--disable-default-apps"):
-        o.add_argument(a)
-    o.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
 
 
 def urls(drv):
@@ -59,12 +40,7 @@ def urls(drv):
     return out
 
 
-try:
-    drv = browser()
-except Exception as e:   # no display, no binary, a driver that does not match
-    tap.skip("dashboard in Chromium", "Chromium/chromedriver cannot start: %s" %
-             str(e).splitlines()[0] if str(e) else type(e).__name__)
-    tap.done()
+drv, By = chromium(tap, "dashboard in Chromium", 1200, performance_log=True)
 
 seen_urls = []
 try:

@@ -15,6 +15,7 @@ import mqttlib
 from mqttlib import Broker, mqtt_lab
 from wltest import TAP, Env, BUILDDIR, wait_until
 from lablib import programs_missing
+from httptest import chromium
 
 tap = TAP()
 miss = mqttlib.missing()
@@ -25,34 +26,10 @@ why = programs_missing()
 if why:
     tap.skip("other controllers on the dashboard", why)
     tap.done()
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-except ImportError as e:
-    tap.skip("other controllers on the dashboard", "python3-selenium missing: %s" % e)
-    tap.done()
-
 SHOT = os.path.join(BUILDDIR, "tests", "test_mqtt_browser.png")
 
 
-def browser():
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1400,1600", "--no-first-run", "--disable-extensions",
-              "--disable-background-networking", "--disable-sync",
-              "--disable-component-update", "--disable-default-apps"):
-        o.add_argument(a)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
-
-
-try:
-    drv = browser()
-except Exception as e:   # no binary, a driver that does not match
-    tap.skip("other controllers on the dashboard", "Chromium/chromedriver cannot start: %s" %
-             (str(e).splitlines()[0] if str(e) else type(e).__name__))
-    tap.done()
+drv, By = chromium(tap, "other controllers on the dashboard", 1600)
 
 try:
     with Env() as env:
