@@ -101,6 +101,9 @@ struct CTL_Laser {
   char owner[96];
   double claim_until;
   double claim_len_s;          /* the claim's length: a renewal adds it again */
+  /* The command layer's cache of this laser's formatted `status` line
+     (cmds.c); freed with the laser. */
+  void *status_memo;
   /* Setpoint scan (scan.h) and setpoint feed-forward. */
   SCN_Scan scan;
   int ff_have;                 /* ff_sp_mhz valid: the output follows that setpoint */

@@ -137,64 +137,181 @@ age_ms(const WM_Reading *r)
   return (UTL_Now() - r->rx_s) * 1000.0;
 }
 
-static void
-status_line(SRV_Conn *c, const WLD_Daemon *d, const CTL_Laser *l)
-{
-  char reading[200] = "freq_thz=none error_mhz=none";
-  char current[64] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "";
-  char claim[SRV_NAME_MAX + 40];
-  /* Numbers by UTL_Fixed (integer arithmetic, printf's text): %.Nf was
-     half of a `status` answer's cost. */
-  char f_thz[40], f_raw[40], f_err[40], f_age[40], f_sp[40], f_pz[40], f_cur[40];
+/* Everything a `status` line shows but the reading's age and the claim's
+   seconds left: the line is formatted from this alone, so an equal key
+   means an equal line.  Zeroed before filling (memcmp sees the padding). */
+typedef struct {
+  char name[CNF_NAME_MAX];
+  char owner[sizeof ((CTL_Laser *)0)->owner];   /* "" = no claim */
+  const char *hold_reason;
+  double value, error_mhz, raw, current_v, setpoint_thz, piezo_v;
+  unsigned long cycles, coalesced, write_errors, glitches, relocks;
+  int have_reading, has_raw, has_current, state, channel, ramp;
+  int search_active, search_step, search_pass, relock_failed, railed;
+  int scan_active, scan_wave, tune_active;
+} StatusKey;
 
+/* A laser's status line as last formatted: head, then the age in ms (if
+   there is a reading), then tail, then the claim's seconds (if claimed). */
+#define STATUS_TEXT_MAX 640
+typedef struct {
+  StatusKey key;
+  int valid;
+  char head[STATUS_TEXT_MAX];
+  char tail[STATUS_TEXT_MAX];
+} StatusMemo;
+
+static void
+status_key(StatusKey *k, const WLD_Daemon *d, const CTL_Laser *l, double now_wall)
+{
+  memset(k, 0, sizeof *k);
+  UTL_Strlcpy(k->name, l->cfg.name, sizeof k->name);
+  if (l->owner[0] && l->claim_until > now_wall)
+    UTL_Strlcpy(k->owner, l->owner, sizeof k->owner);
+  k->hold_reason = CTL_HoldReason(l);
+  k->have_reading = l->have_reading;
   if (l->have_reading) {
-    UTL_Fixed(f_age, sizeof f_age, age_ms(&l->last), 0);
+    k->value = l->last.value;
     if (l->last.value > 0.0) {
-      UTL_Fixed(f_thz, sizeof f_thz, l->last.value, 9);
-      UTL_Fixed(f_err, sizeof f_err, l->last_error_mhz, 4);
-    }
-    if (l->last.value > 0.0 && d->host->cal_applies(d, l->cfg.channel) &&
-        d->channels[l->cfg.channel].value > 0.0) {
-      UTL_Fixed(f_raw, sizeof f_raw, d->channels[l->cfg.channel].value, 9);
-      snprintf(reading, sizeof reading, "freq_thz=%s raw_freq_thz=%s error_mhz=%s age_ms=%s",
-               f_thz, f_raw, f_err, f_age);
-    } else if (l->last.value > 0.0) {
-      snprintf(reading, sizeof reading, "freq_thz=%s error_mhz=%s age_ms=%s", f_thz, f_err,
-               f_age);
-    } else {
-      snprintf(reading, sizeof reading, "freq_thz=none error_mhz=none wm_status=%s age_ms=%s",
-               WM_ErrorName(l->last.value), f_age);
+      k->error_mhz = l->last_error_mhz;
+      if (d->host->cal_applies(d, l->cfg.channel) && d->channels[l->cfg.channel].value > 0.0) {
+        k->has_raw = 1;
+        k->raw = d->channels[l->cfg.channel].value;
+      }
     }
   }
   if (l->current_dev) {
-    UTL_Fixed(f_cur, sizeof f_cur, l->current_v, 6);
+    k->has_current = 1;
+    k->current_v = l->current_v;
+  }
+  k->setpoint_thz = l->setpoint_thz;
+  k->piezo_v = l->piezo_v;
+  k->cycles = l->cycles;
+  k->coalesced = l->coalesced;
+  k->write_errors = l->write_errors;
+  k->glitches = l->glitch.glitches;
+  k->relocks = l->sm.relocks;
+  k->state = (int)l->sm.state;
+  k->channel = l->cfg.channel;
+  k->ramp = l->ramp.active;
+  k->search_active = l->search.active;
+  k->search_step = l->search.step;
+  k->search_pass = l->search.pass;
+  k->relock_failed = l->sm.relock_failed;
+  k->railed = l->rail.railed;
+  k->scan_active = l->scan.active;
+  k->scan_wave = (int)l->scan.wave;
+  k->tune_active = l->tune.active;
+}
+
+/* Format the memo's head and tail from its key.  Numbers by UTL_Fixed
+   (integer arithmetic, printf's text): %.Nf was half of a `status`
+   answer's cost before the memo. */
+static void
+status_format(StatusMemo *m)
+{
+  const StatusKey *k = &m->key;
+  char reading[200] = "freq_thz=none error_mhz=none";
+  char current[64] = "", railed[LSR_RAIL_NAME_MAX], relock[96] = "", claim[160];
+  char f_thz[40], f_raw[40], f_err[40], f_sp[40], f_pz[40], f_cur[40];
+
+  if (k->have_reading) {
+    if (k->value > 0.0) {
+      UTL_Fixed(f_thz, sizeof f_thz, k->value, 9);
+      UTL_Fixed(f_err, sizeof f_err, k->error_mhz, 4);
+    }
+    if (k->has_raw) {
+      UTL_Fixed(f_raw, sizeof f_raw, k->raw, 9);
+      snprintf(reading, sizeof reading, "freq_thz=%s raw_freq_thz=%s error_mhz=%s age_ms=",
+               f_thz, f_raw, f_err);
+    } else if (k->value > 0.0) {
+      snprintf(reading, sizeof reading, "freq_thz=%s error_mhz=%s age_ms=", f_thz, f_err);
+    } else {
+      snprintf(reading, sizeof reading, "freq_thz=none error_mhz=none wm_status=%s age_ms=",
+               WM_ErrorName(k->value));
+    }
+  }
+  if (k->has_current) {
+    UTL_Fixed(f_cur, sizeof f_cur, k->current_v, 6);
     snprintf(current, sizeof current, " current_v=%s", f_cur);
   }
-  UTL_Fixed(f_sp, sizeof f_sp, l->setpoint_thz, 9);
-  UTL_Fixed(f_pz, sizeof f_pz, l->piezo_v, 6);
+  UTL_Fixed(f_sp, sizeof f_sp, k->setpoint_thz, 9);
+  UTL_Fixed(f_pz, sizeof f_pz, k->piezo_v, 6);
   /* relock search: relocks=, and search= (step) search_pass= while searching;
      reason= for a fault of the search ("relock failed", one word here) */
-  if (l->search.active)
-    snprintf(relock, sizeof relock, " search=%d search_pass=%d", l->search.step,
-             l->search.pass);
-  else if (l->sm.relock_failed)
+  if (k->search_active)
+    snprintf(relock, sizeof relock, " search=%d search_pass=%d", k->search_step,
+             k->search_pass);
+  else if (k->relock_failed)
     snprintf(relock, sizeof relock, " reason=relock_failed");
-  else if (CTL_HoldReason(l))
-    snprintf(relock, sizeof relock, " reason=%s", CTL_HoldReason(l));
-  /* claims: owner= and claim_s= (seconds left) */
-  if (l->owner[0] && l->claim_until > UTL_WallNow())
-    snprintf(claim, sizeof claim, " owner=%s claim_s=%.0f", l->owner,
-             ceil(l->claim_until - UTL_WallNow()));
+  else if (k->hold_reason)
+    snprintf(relock, sizeof relock, " reason=%s", k->hold_reason);
+  /* claims: owner= and claim_s= (seconds left, added per answer) */
+  if (k->owner[0])
+    snprintf(claim, sizeof claim, " owner=%s claim_s=", k->owner);
   else
     snprintf(claim, sizeof claim, " owner=none claim_s=0");
-  SRV_Data(c, "name=%s state=%s setpoint_thz=%s %s piezo_v=%s%s channel=%d ramp=%d"
-           " cycles=%lu coalesced=%lu write_errors=%lu railed=%s glitches=%lu relocks=%lu%s"
-           " scan=%s%s%s",
-           l->cfg.name, LSR_StateName(l->sm.state), f_sp, reading, f_pz, current,
-           l->cfg.channel, l->ramp.active, l->cycles, l->coalesced, l->write_errors,
-           LSR_RailName(l->rail.railed, railed, sizeof railed), l->glitch.glitches,
-           l->sm.relocks, relock, l->scan.active ? SCN_WaveName(l->scan.wave) : "none",
-           l->tune.active ? " tune=running" : "", claim);
+  snprintf(m->head, sizeof m->head, "name=%s state=%s setpoint_thz=%s %s", k->name,
+           LSR_StateName((LSR_StateId)k->state), f_sp, reading);
+  snprintf(m->tail, sizeof m->tail,
+           " piezo_v=%s%s channel=%d ramp=%d cycles=%lu coalesced=%lu write_errors=%lu"
+           " railed=%s glitches=%lu relocks=%lu%s scan=%s%s%s",
+           f_pz, current, k->channel, k->ramp, k->cycles, k->coalesced, k->write_errors,
+           LSR_RailName(k->railed, railed, sizeof railed), k->glitches, k->relocks, relock,
+           k->scan_active ? SCN_WaveName((SCN_Wave)k->scan_wave) : "none",
+           k->tune_active ? " tune=running" : "", claim);
+}
+
+/* Append src to buf at *len (truncating at size). */
+static void
+put(char *buf, size_t size, size_t *len, const char *src)
+{
+  size_t n = strlen(src);
+
+  if (*len + n >= size)
+    n = size - 1 - *len;
+  memcpy(buf + *len, src, n);
+  *len += n;
+  buf[*len] = '\0';
+}
+
+/* One laser's `status` line.  Formatted again only when something it shows
+   changed (a reading, a cycle, a command): a flood of `status` requests
+   between two readings costs copies, not formatting. */
+static void
+status_line(SRV_Conn *c, const WLD_Daemon *d, CTL_Laser *l)
+{
+  double now_wall = UTL_WallNow();
+  StatusMemo *m = l->status_memo;
+  StatusKey k;
+  char line[2 * STATUS_TEXT_MAX + 64], num[40];
+  size_t len = 0;
+
+  if (!m) {
+    m = l->status_memo = calloc(1, sizeof *m);
+    if (!m) {
+      SRV_Data(c, "name=%s state=%s (out of memory)", l->cfg.name,
+               LSR_StateName(l->sm.state));
+      return;
+    }
+  }
+  status_key(&k, d, l, now_wall);
+  if (!m->valid || memcmp(&k, &m->key, sizeof k) != 0) {
+    m->key = k;
+    status_format(m);
+    m->valid = 1;
+  }
+  put(line, sizeof line, &len, m->head);
+  if (k.have_reading) {
+    UTL_Fixed(num, sizeof num, age_ms(&l->last), 0);
+    put(line, sizeof line, &len, num);
+  }
+  put(line, sizeof line, &len, m->tail);
+  if (k.owner[0]) {
+    UTL_Fixed(num, sizeof num, ceil(l->claim_until - now_wall), 0);
+    put(line, sizeof line, &len, num);
+  }
+  SRV_DataText(c, line);
 }
 
 /* ---- commands ---------------------------------------------------------------- */

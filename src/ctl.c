@@ -826,6 +826,7 @@ free_laser(CTL_Laser *l)
     fclose(l->datalog);
   free(l->job);
   free(l->gates);
+  free(l->status_memo);
   free(l);
 }
 

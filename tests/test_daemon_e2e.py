@@ -244,8 +244,18 @@ with Env() as env:
     ok = wait_until(lambda: states(c)["repump795"] == "holding", 5, 0.1)
     tap.ok(ok, "no readings for stale_ms: holding", states(c))
     held = mb.regs[1]
+    # The status line is formatted once per change and reused: with nothing
+    # changing, two answers differ in the reading's age alone.
+    s0 = c.cmd("status repump795")[0]
     time.sleep(0.5)
+    s1 = c.cmd("status repump795")[0]
     tap.eq(mb.regs[1], held, "output held while holding")
+    a0 = dict(kv.split("=", 1) for kv in s0.split())
+    a1 = dict(kv.split("=", 1) for kv in s1.split())
+    ages = (int(a0.pop("age_ms", "-1")), int(a1.pop("age_ms", "-1")))
+    tap.ok(a0 == a1 and ages[1] - ages[0] >= 450,
+           "status while nothing changes: the reading's age grows (%d -> %d ms), "
+           "the rest of the line is the same" % ages, (s0, s1))
     plant.paused = False
     tap.ok(wait_until(lambda: states(c)["repump795"] == "locked", 20, 0.2),
            "readings back: locked again")
