@@ -486,30 +486,7 @@ class Bench:
         if run2:
             phases = {}
             for phase in ("idle", "flood"):
-                log("2 steadiness: %s, %d s" % (phase, dur))
-                lg = None
-                if phase == "flood":
-                    lg = Proc(self, "loadgen-flood",
-                              [self.prog("bench/loadgen"), "-p", str(d.port), "-c", "64",
-                               "-r", "status", "-d", str(dur + 1.5), "-w", "0.5"], stdin=False)
-                    time.sleep(1.0)
-                c0 = self.counters(c)
-                cpu0 = proc_cpu_s(d.pid)
-                self.plant_cmd(plant, "reset")
-                time.sleep(dur)
-                per, agg = self.plant_stats(plant)
-                cpu1 = proc_cpu_s(d.pid)
-                c1 = self.counters(c)
-                flood = None
-                if lg:
-                    flood = parse_kv(lg.readline(dur + 10))
-                    lg.stop()
-                phases[phase] = dict(
-                    agg=agg, per=per, flood=flood,
-                    cycles=self.sum_counters(c0, c1, "cycles"),
-                    coalesced=self.sum_counters(c0, c1, "coalesced"),
-                    write_errors=self.sum_counters(c0, c1, "write_errors"),
-                    cpu=(cpu1 - cpu0) / dur)
+                phases[phase] = self.steady_phase(plant, d, c, phase, dur)
             self.details["2"] = phases
             i, f = phases["idle"], phases["flood"]
             wi, wf = i["agg"]["worst_lat_p99"], f["agg"]["worst_lat_p99"]
@@ -553,7 +530,100 @@ class Bench:
             self.bench3(d)
         c.close()
         d.stop()
+        if run2:
+            self.plant_cmd(plant, "resume")
+            self.bench2_all(plant, phases, dur)
         plant.stop()
+
+    def steady_phase(self, plant, d, c, phase, dur, readers_port=None):
+        """One phase of benchmark 2: the plant's figures over dur seconds,
+        with 64 clients flooding `status` unless phase is "idle", and 50
+        event-stream readers when readers_port is given."""
+        import threading
+        log("2 steadiness: %s, %d s" % (phase, dur))
+        lg = None
+        stop = threading.Event()
+        lags, counts, readers = [], [0], None
+        if readers_port:
+            readers = threading.Thread(target=self.http_readers,
+                                       args=(readers_port, 50, 5, stop, lags, counts))
+            readers.start()
+        if phase != "idle":
+            lg = Proc(self, "loadgen-flood",
+                      [self.prog("bench/loadgen"), "-p", str(d.port), "-c", "64",
+                       "-r", "status", "-d", str(dur + 1.5), "-w", "0.5"], stdin=False)
+            time.sleep(1.0)
+        c0 = self.counters(c)
+        cpu0 = proc_cpu_s(d.pid)
+        self.plant_cmd(plant, "reset")
+        time.sleep(dur)
+        per, agg = self.plant_stats(plant)
+        cpu1 = proc_cpu_s(d.pid)
+        c1 = self.counters(c)
+        flood = None
+        if lg:
+            flood = parse_kv(lg.readline(dur + 10))
+            lg.stop()
+        stop.set()
+        if readers:
+            readers.join()
+        return dict(agg=agg, per=per, flood=flood, events=counts[0],
+                    cycles=self.sum_counters(c0, c1, "cycles"),
+                    coalesced=self.sum_counters(c0, c1, "coalesced"),
+                    write_errors=self.sum_counters(c0, c1, "write_errors"),
+                    cpu=(cpu1 - cpu0) / dur)
+
+    def bench2_all(self, plant, phases, dur):
+        """Benchmark 2 with everything on: the 64-client flood, 50
+        event-stream readers and every reading published to a local
+        mosquitto, against the idle phase of the same run."""
+        broker, mport = self.start_broker()
+        if not broker:
+            self.row("2 steadiness", "flood + readers + MQTT: could not run",
+                     "mosquitto not installed")
+            return
+        conf = os.path.join(self.tmp, "b2-all.conf")
+        self.write_daemon_conf(conf, plant, 14, 4)
+        hport = free_port()
+        with open(conf, "a") as f:
+            f.write('http = { listen = [ "127.0.0.1:%d" ]; };\n' % hport)
+            f.write('mqtt = { url = "mqtt://127.0.0.1:%d"; instance = "bench"; '
+                    'reading_interval_ms = 0; };\n' % mport)
+        d = self.start_daemon(conf, name="wavelockd-all")
+        c = Client(d.port)
+        if not self.wait_locked(c, 14, 15):
+            log("warning: not all 14 lasers locked")
+        time.sleep(1.0)
+        a = self.steady_phase(plant, d, c, "flood + readers + MQTT", dur, readers_port=hport)
+        mq = {}
+        for line in c.cmd("stats"):
+            if line.startswith("mqtt="):
+                mq = parse_kv(line)
+        c.close()
+        d.stop()
+        broker.stop()
+        a["mqtt"] = mq
+        phases["all"] = a
+        i = phases["idle"]
+        valid = all(ph["coalesced"] == 0 and ph["agg"]["skipped"] == 0 and ph["agg"]["lost"] == 0
+                    for ph in (i, a))
+        judge = (lambda ok: ok) if valid else (lambda ok: None)
+        t15 = "<= 1.5x" if valid else "not judged: readings coalesced or late"
+        self.row("2 steadiness", "flood + readers + MQTT: latency p99 all lasers (µs)",
+                 a["agg"]["lat_p99"], i["agg"]["lat_p99"], a["agg"]["lat_p99"] / i["agg"]["lat_p99"],
+                 t15, judge(a["agg"]["lat_p99"] <= 1.5 * i["agg"]["lat_p99"]))
+        wi, wa = i["agg"]["worst_lat_p99"], a["agg"]["worst_lat_p99"]
+        self.row("2 steadiness", "flood + readers + MQTT: latency p99 worst laser (µs)", wa, wi,
+                 wa / wi, t15, judge(wa <= 1.5 * wi))
+        ji = i["agg"]["per_p99"] - i["agg"]["per_p50"]
+        ja = a["agg"]["per_p99"] - a["agg"]["per_p50"]
+        self.row("2 steadiness", "flood + readers + MQTT: period jitter p99-p50 (µs)", ja, ji,
+                 ja / ji if ji > 0 else None, t15, judge(ja <= 1.5 * ji))
+        self.row("2 steadiness", "flood + readers + MQTT: cycles/readings, coalesced; "
+                 "status req/s; events read; MQTT published, dropped; daemon CPU",
+                 "%d/%d, %d; %.0f/s; %d; %s, %s; %.0f%%" %
+                 (a["cycles"], a["agg"]["sent"], a["coalesced"], a["flood"]["rps"], a["events"],
+                  mq.get("mqtt_published", "?"), mq.get("mqtt_dropped", "?"), 100 * a["cpu"]))
 
     def loadgen(self, port, conns, request, echo=False, dur=3.0, server_pid=None):
         argv = [self.prog("bench/loadgen"), "-p", str(port), "-c", str(conns), "-r", request,
@@ -730,15 +800,14 @@ class Bench:
         self.stop_all()
         self.bench7_http()
 
-    def bench7_mqtt(self):
-        """256 lasers at 100 readings/s, every reading published to a local
-        mosquitto, against the same run without an mqtt group."""
+    def start_broker(self):
+        """A local mosquitto on a free port: (Proc, port), or (None, None)
+        when it is not installed."""
         mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(mosq):
-            self.row("7 mqtt", "could not run", "mosquitto not installed")
-            return
+            return None, None
         port = free_port()
-        conf = os.path.join(self.tmp, "mosquitto.conf")
+        conf = os.path.join(self.tmp, "mosquitto-%d.conf" % port)
         with open(conf, "w") as f:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
                     "max_queued_messages 100\n" % port)
@@ -752,6 +821,15 @@ class Bench:
                 break
             except OSError:
                 time.sleep(0.05)
+        return broker, port
+
+    def bench7_mqtt(self):
+        """256 lasers at 100 readings/s, every reading published to a local
+        mosquitto, against the same run without an mqtt group."""
+        broker, port = self.start_broker()
+        if not broker:
+            self.row("7 mqtt", "could not run", "mosquitto not installed")
+            return
         # No subscriber: the broker shares the 2 cores with plantd and the
         # daemon here (in a lab it runs elsewhere); publishing is what is
         # measured.
@@ -1207,7 +1285,7 @@ class Bench:
                        (a["lat_n"], a["lat_mean"], a["lat_sd"],
                         " ".join("%s=%s" % (k, fmt(v)) for k, v in d["1"]["mbping_spaced"].items())))
         if "2" in d:
-            for ph in ("idle", "flood"):
+            for ph in [p for p in ("idle", "flood", "all") if p in d["2"]]:
                 x = d["2"][ph]
                 p99 = [l["lat_p99"] for l in x["per"]]
                 out.append("2 %s: per-laser latency p99 %.0f..%.0f µs, period p1..p99 %.2f..%.2f ms, "
