@@ -553,6 +553,27 @@ class Bench:
                       [self.prog("bench/loadgen"), "-p", str(d.port), "-c", "64",
                        "-r", "status", "-d", str(dur + 1.5), "-w", "0.5"], stdin=False)
             time.sleep(1.0)
+        r = self.window(plant, d, c, dur)
+        r["flood"] = None
+        if lg:
+            r["flood"] = parse_kv(lg.readline(dur + 10))
+            lg.stop()
+        stop.set()
+        if readers:
+            readers.join()
+        r["events"] = counts[0]
+        return r
+
+    def mqtt_stats(self, c):
+        """The mqtt= line of the daemon's `stats`, as a dict ({} without)."""
+        for line in c.cmd("stats"):
+            if line.startswith("mqtt="):
+                return parse_kv(line)
+        return {}
+
+    def window(self, plant, d, c, dur):
+        """The plant's figures (per laser, agg) over dur seconds from a
+        reset, with the daemon's CPU share and its cycle counters."""
         c0 = self.counters(c)
         cpu0 = proc_cpu_s(d.pid)
         self.plant_cmd(plant, "reset")
@@ -560,18 +581,10 @@ class Bench:
         per, agg = self.plant_stats(plant)
         cpu1 = proc_cpu_s(d.pid)
         c1 = self.counters(c)
-        flood = None
-        if lg:
-            flood = parse_kv(lg.readline(dur + 10))
-            lg.stop()
-        stop.set()
-        if readers:
-            readers.join()
-        return dict(agg=agg, per=per, flood=flood, events=counts[0],
+        return dict(agg=agg, per=per, cpu=(cpu1 - cpu0) / dur,
                     cycles=self.sum_counters(c0, c1, "cycles"),
                     coalesced=self.sum_counters(c0, c1, "coalesced"),
-                    write_errors=self.sum_counters(c0, c1, "write_errors"),
-                    cpu=(cpu1 - cpu0) / dur)
+                    write_errors=self.sum_counters(c0, c1, "write_errors"))
 
     def bench2_all(self, plant, phases, dur):
         """Benchmark 2 with everything on: the 64-client flood, 50
@@ -595,10 +608,7 @@ class Bench:
             log("warning: not all 14 lasers locked")
         time.sleep(1.0)
         a = self.steady_phase(plant, d, c, "flood + readers + MQTT", dur, readers_port=hport)
-        mq = {}
-        for line in c.cmd("stats"):
-            if line.startswith("mqtt="):
-                mq = parse_kv(line)
+        mq = self.mqtt_stats(c)
         c.close()
         d.stop()
         broker.stop()
@@ -701,11 +711,7 @@ class Bench:
         mcpu1 = thread_cpu_s(d.pid, "wl-mqtt")
         t1 = time.time()
         c1 = self.counters(c)
-        mq = {}
-        if mqtt_port:
-            for line in c.cmd("stats"):
-                if line.startswith("mqtt="):
-                    mq = parse_kv(line)
+        mq = self.mqtt_stats(c) if mqtt_port else {}
         c.close()
         d.stop()
         plant.stop()
@@ -1237,20 +1243,12 @@ class Bench:
                     t.start()
                 time.sleep(1.5)
                 del lags[:]
-            c0 = self.counters(c)
-            cpu0 = proc_cpu_s(d.pid)
-            self.plant_cmd(plant, "reset")
-            time.sleep(dur)
-            per, agg = self.plant_stats(plant)
-            cpu1 = proc_cpu_s(d.pid)
-            c1 = self.counters(c)
+            r = self.window(plant, d, c, dur)
             stop.set()
             for t in threads:
                 t.join()
-            phases[phase] = dict(agg=agg, cpu=(cpu1 - cpu0) / dur, lags=sorted(lags),
-                                 events=counts[0], scrapes=scrapes,
-                                 cycles=self.sum_counters(c0, c1, "cycles"),
-                                 coalesced=self.sum_counters(c0, c1, "coalesced"))
+            r.update(lags=sorted(lags), events=counts[0], scrapes=scrapes)
+            phases[phase] = r
         c.close()
         d.stop()
         plant.stop()
