@@ -99,9 +99,14 @@ void SRV_Destroy(SRV_Server *s);
 void SRV_Data(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Ok(SRV_Conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void SRV_Err(SRV_Conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* SRV_Data of a line already formatted (no printf): text is changed in
-   place (control characters to '?'). */
-void SRV_DataText(SRV_Conn *c, char *text);
+/* SRV_Data of a line already formatted (no printf), len bytes without
+   the NUL.  The text must hold no control character: build it from parts
+   passed through SRV_Sanitize (and digits). */
+void SRV_DataLine(SRV_Conn *c, const char *text, size_t len);
+
+/* Control characters (and DEL) in text to '?', in place: what SRV_Data
+   does to every line. */
+void SRV_Sanitize(char *text);
 
 /* Inside a handler, before its final line: the answer comes later.  NULL
    (out of memory, or not inside a handler) means answer now. */

@@ -260,6 +260,8 @@ status_format(StatusMemo *m)
            LSR_RailName(k->railed, railed, sizeof railed), k->glitches, k->relocks, relock,
            k->scan_active ? SCN_WaveName((SCN_Wave)k->scan_wave) : "none",
            k->tune_active ? " tune=running" : "", claim);
+  SRV_Sanitize(m->head);
+  SRV_Sanitize(m->tail);
 }
 
 /* Append src to buf at *len (truncating at size). */
@@ -311,7 +313,7 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, CTL_Laser *l)
     UTL_Fixed(num, sizeof num, ceil(l->claim_until - now_wall), 0);
     put(line, sizeof line, &len, num);
   }
-  SRV_DataText(c, line);
+  SRV_DataLine(c, line, len);
 }
 
 /* ---- commands ---------------------------------------------------------------- */

@@ -273,11 +273,9 @@ note_peak(SRV_Conn *c)
 
 /* Control characters (and DEL) would let text break the framing or a
    terminal: send them as '?'. */
-static void
-sanitize(char *text)
+void
+SRV_Sanitize(char *text)
 {
-  /* A plain loop: strcspn with a 32-byte set was a few per cent of a
-     `status` answer. */
   for (unsigned char *p = (unsigned char *)text; *p; p++)
     if (*p < 32 || *p == 127)
       *p = '?';
@@ -314,7 +312,7 @@ vformat(Fmt *f, const char *fmt, va_list ap)
   }
   va_end(again);
   if (f->text)
-    sanitize(f->text);
+    SRV_Sanitize(f->text);
   return f->text;
 }
 
@@ -356,15 +354,19 @@ response_open(SRV_Conn *c, const char *what)
 
 /* A sanitized data line out (the checks of SRV_Data). */
 static void
-data_line(SRV_Conn *c, const char *text)
+data_line(SRV_Conn *c, const char *text, size_t len)
 {
-  if (text[0] == '\0' || text[0] == '*' || strncmp(text, "OK", 2) == 0 ||
+  struct evbuffer *out = c->capture ? c->capture : conn_out(c);
+
+  if (len == 0 || text[0] == '*' || strncmp(text, "OK", 2) == 0 ||
       strncmp(text, "ERR", 3) == 0) {
-    log_error("SRV: data line '%.40s' is empty or begins with OK/ERR/*", text);
-    write_line(c, "data=", text);
-  } else {
-    write_line(c, text, NULL);
+    log_error("SRV: data line '%.*s' is empty or begins with OK/ERR/*",
+              (int)(len < 40 ? len : 40), text);
+    evbuffer_add(out, "data=", 5);
   }
+  evbuffer_add(out, text, len);
+  evbuffer_add(out, "\n", 1);
+  note_peak(c);
 }
 
 void
@@ -383,17 +385,16 @@ SRV_Data(SRV_Conn *c, const char *fmt, ...)
     log_error("SRV: out of memory formatting a data line");
     return;
   }
-  data_line(c, text);
+  data_line(c, text, strlen(text));
   fmt_free(&f);
 }
 
 void
-SRV_DataText(SRV_Conn *c, char *text)
+SRV_DataLine(SRV_Conn *c, const char *text, size_t len)
 {
   if (!response_open(c, "data line"))
     return;
-  sanitize(text);
-  data_line(c, text);
+  data_line(c, text, len);
 }
 
 void

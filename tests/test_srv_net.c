@@ -171,6 +171,14 @@ cmd_baddata(SRV_Conn *c, int argc, char **argv, void *ctx)
   SRV_Data(c, "* fake");
   SRV_Data(c, "%s", "");
   SRV_Data(c, "a=1\nOK b=2");
+  {
+    char text[] = "b=1\tc=2 OK";
+
+    SRV_Sanitize(text);
+    SRV_DataLine(c, text, strlen(text));
+    SRV_DataLine(c, "OK preformatted", 15);
+    SRV_DataLine(c, "d=3 ignored", 3);
+  }
   SRV_Ok(c, "x\ry");
 }
 
@@ -918,7 +926,7 @@ test_errors(void)
 
   cmd(c, "baddata", &r);
   {
-    int fine = r.n == 5;
+    int fine = r.n == 8;
     for (int i = 0; i < r.n && i < 64; i++)
       if (r.data[i][0] == '\0' || starts(r.data[i], "OK") || starts(r.data[i], "ERR") ||
           starts(r.data[i], "*"))
@@ -930,6 +938,9 @@ test_errors(void)
         diag("data: '%s'", r.data[i]);
   }
   is(r.data[4], "a=1?OK b=2", "a newline in a data line is sent as '?'");
+  is(r.data[5], "b=1?c=2 OK", "SRV_Sanitize + SRV_DataLine: a tab sent as '?'");
+  is(r.data[6], "data=OK preformatted", "SRV_DataLine: a line beginning with OK gets data=");
+  is(r.data[7], "d=3", "SRV_DataLine sends len bytes and a newline");
 
   cmd(c, "help", &r);
   for (int i = 0; i < r.n && i < 64; i++) {
