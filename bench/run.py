@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""bench/run.py - wavelock's benchmarks: run all six, print the table.
+"""bench/run.py - wavelock's benchmarks: run them all, print the table.
 
     bench/run.py --builddir DIR [--srcdir DIR] [--only 1,2,...] [--quick]
                  [--json FILE] [--markdown FILE]
@@ -28,6 +28,9 @@ a baseline measured in the same run (see BENCHMARKS.md for the method):
                      error / wavemeter noise, 1 GHz step settling, relock
                      after a mode hop (by scripts/wavelock-quality when
                      it is there, else measured here the same way)
+ 8 starvation        512 lasers at 100 readings/s over 32 devices and 64
+                     clients flooding `status`: fresh clients connect one
+                     after another and time their whole `status` answer
  7 http              14 lasers at 50 readings/s with the http group on:
                      reading -> write latency with 50 event-stream readers
                      and /metrics scraped every second, vs none; delivery
@@ -1142,6 +1145,70 @@ class Bench:
 
     # ---- table --------------------------------------------------------------------
 
+    # ---- 8. starvation: a fresh client under load ---------------------------------
+
+    def fresh_status(self, port):
+        """Connect, ask `status`, read the whole answer: seconds taken, or
+        None if it failed."""
+        t0 = time.time()
+        try:
+            c = Client(port, timeout=10.0)
+            lines = c.cmd("status")
+            c.close()
+        except (OSError, RuntimeError):
+            return None, 0
+        return time.time() - t0, len(lines)
+
+    def bench8(self):
+        """512 lasers cycling (more than this machine may sustain: they
+        cycle at whatever rate it allows) and 64 connections flooding
+        `status`: 100 fresh clients, one after another, each time
+        connect + `status` + the whole answer."""
+        n, dur = 512, (6 if self.q else 12)
+        plant = self.start_plant(n, 32, 100, tick_us=1000, name="plantd-starve")
+        conf = os.path.join(self.tmp, "b8.conf")
+        self.write_daemon_conf(conf, plant, n, 32)
+        d = self.start_daemon(conf, name="wavelockd-starve", binary="bench/wavelockd-wide")
+        c = Client(d.port)
+        locked = self.wait_locked(c, n, 15)
+        if not locked:
+            log("warning: not all %d lasers locked" % n)
+        log("8 starvation: %d lasers, 64 clients flooding status, fresh clients" % n)
+        lg = Proc(self, "loadgen-starve",
+                  [self.prog("bench/loadgen"), "-p", str(d.port), "-c", "64",
+                   "-r", "status", "-d", str(dur + 1.0), "-w", "0.5"], stdin=False)
+        time.sleep(1.0)
+        c0 = self.counters(c)
+        times, failed, lines = [], 0, 0
+        t_end = time.time() + dur - 1.0
+        while len(times) + failed < 100 and time.time() < t_end:
+            t, k = self.fresh_status(d.port)
+            if t is None:
+                failed += 1
+            else:
+                times.append(t * 1e3)
+                lines = k
+            time.sleep(0.02)
+        c1 = self.counters(c)
+        flood = parse_kv(lg.readline(dur + 10))
+        lg.stop()
+        c.close()
+        d.stop()
+        plant.stop()
+        cycles = self.sum_counters(c0, c1, "cycles")
+        coalesced = self.sum_counters(c0, c1, "coalesced")
+        p50, p99 = percentile(times, 50), percentile(times, 99)
+        self.details["8"] = dict(n=n, locked=locked, times_ms=times, failed=failed,
+                                 lines=lines, flood=flood, cycles=cycles, coalesced=coalesced)
+        self.row("8 starvation", "fresh client's status under the flood, %d lasers: "
+                 "p50 / p99 / max (ms)" % n,
+                 "%.1f / %.1f / %.1f" % (p50, p99, max(times) if times else float("nan")),
+                 None, None, "p99 <= 100 ms", bool(times) and failed == 0 and p99 <= 100.0)
+        self.row("8 starvation", "fresh clients answered, failed; lines per answer",
+                 "%d, %d; %d" % (len(times), failed, lines))
+        self.row("8 starvation", "meanwhile: flood status req/s; cycles, coalesced",
+                 "%.0f/s; %d, %d" % (float(flood.get("rps", 0)), cycles, coalesced))
+
     # ---- 7. HTTP: event-stream readers and scrapes beside the control loop ------
 
     def http_readers(self, port, n, timed, stop, lags, counts):
@@ -1370,7 +1437,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--builddir", default=".")
     ap.add_argument("--srcdir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers "
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated benchmark numbers "
                     "(7m and 7h: only the MQTT or only the HTTP part of 7)")
     ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
     ap.add_argument("--scale-steps", help="benchmark 4 at these laser counts only, e.g. 256,512")
@@ -1410,6 +1477,8 @@ def main():
             plan.append(("7m", b.bench7_mqtt))
         if "7h" in only:
             plan.append(("7h", b.bench7_http))
+    if "8" in only:
+        plan.append(("8", b.bench8))
     loads = []
     try:
         for num, fn in plan:

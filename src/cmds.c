@@ -157,6 +157,7 @@ typedef struct {
 typedef struct {
   StatusKey key;
   int valid;
+  size_t head_len, tail_len;
   char head[STATUS_TEXT_MAX];
   char tail[STATUS_TEXT_MAX];
 } StatusMemo;
@@ -262,14 +263,14 @@ status_format(StatusMemo *m)
            k->tune_active ? " tune=running" : "", claim);
   SRV_Sanitize(m->head);
   SRV_Sanitize(m->tail);
+  m->head_len = strlen(m->head);
+  m->tail_len = strlen(m->tail);
 }
 
-/* Append src to buf at *len (truncating at size). */
+/* Append n bytes of src to buf at *len (truncating at size). */
 static void
-put(char *buf, size_t size, size_t *len, const char *src)
+put(char *buf, size_t size, size_t *len, const char *src, size_t n)
 {
-  size_t n = strlen(src);
-
   if (*len + n >= size)
     n = size - 1 - *len;
   memcpy(buf + *len, src, n);
@@ -277,16 +278,41 @@ put(char *buf, size_t size, size_t *len, const char *src)
   buf[*len] = '\0';
 }
 
+/* Append v with no decimals (as %.0f) to buf at *len. */
+static void
+put_int(char *buf, size_t size, size_t *len, double v)
+{
+  char num[40];
+  int n = UTL_Fixed(num, sizeof num, v, 0);
+
+  if (n < 0)
+    n = 0;
+  if (n >= (int)sizeof num)
+    n = (int)sizeof num - 1;
+  put(buf, size, len, num, (size_t)n);
+}
+
+/* The clocks a `status` answer reads, once per answer. */
+typedef struct {
+  double now, wall;
+} StatusClock;
+
+static void
+status_clock(StatusClock *t)
+{
+  t->now = UTL_Now();
+  t->wall = UTL_WallNow();
+}
+
 /* One laser's `status` line.  Formatted again only when something it shows
    changed (a reading, a cycle, a command): a flood of `status` requests
    between two readings costs copies, not formatting. */
 static void
-status_line(SRV_Conn *c, const WLD_Daemon *d, CTL_Laser *l)
+status_line(SRV_Conn *c, const WLD_Daemon *d, CTL_Laser *l, const StatusClock *t)
 {
-  double now_wall = UTL_WallNow();
   StatusMemo *m = l->status_memo;
   StatusKey k;
-  char line[2 * STATUS_TEXT_MAX + 64], num[40];
+  char line[2 * STATUS_TEXT_MAX + 64];
   size_t len = 0;
 
   if (!m) {
@@ -297,22 +323,18 @@ status_line(SRV_Conn *c, const WLD_Daemon *d, CTL_Laser *l)
       return;
     }
   }
-  status_key(&k, d, l, now_wall);
+  status_key(&k, d, l, t->wall);
   if (!m->valid || memcmp(&k, &m->key, sizeof k) != 0) {
     m->key = k;
     status_format(m);
     m->valid = 1;
   }
-  put(line, sizeof line, &len, m->head);
-  if (k.have_reading) {
-    UTL_Fixed(num, sizeof num, age_ms(&l->last), 0);
-    put(line, sizeof line, &len, num);
-  }
-  put(line, sizeof line, &len, m->tail);
-  if (k.owner[0]) {
-    UTL_Fixed(num, sizeof num, ceil(l->claim_until - now_wall), 0);
-    put(line, sizeof line, &len, num);
-  }
+  put(line, sizeof line, &len, m->head, m->head_len);
+  if (k.have_reading)
+    put_int(line, sizeof line, &len, (t->now - l->last.rx_s) * 1000.0);
+  put(line, sizeof line, &len, m->tail, m->tail_len);
+  if (k.owner[0])
+    put_int(line, sizeof line, &len, ceil(l->claim_until - t->wall));
   SRV_DataLine(c, line, len);
 }
 
@@ -345,9 +367,12 @@ cmd_status(SRV_Conn *c, int argc, char **argv, void *ctx)
   WLD_Daemon *d = D(ctx);
   CTL_Laser *l;
 
+  StatusClock t;
+
+  status_clock(&t);
   if (argc < 2 || strcasecmp(argv[1], "all") == 0) {
     for (int i = 0; i < CTL_LaserCount(d->ctl); i++)
-      status_line(c, d, CTL_Laser_(d->ctl, i));
+      status_line(c, d, CTL_Laser_(d->ctl, i), &t);
     SRV_Ok(c, NULL);
     return;
   }
@@ -358,7 +383,7 @@ cmd_status(SRV_Conn *c, int argc, char **argv, void *ctx)
     }
   for (int i = 1; i < argc; i++) {
     l = CTL_FindLaser(d->ctl, argv[i]);
-    status_line(c, d, l);
+    status_line(c, d, l, &t);
   }
   SRV_Ok(c, NULL);
 }
