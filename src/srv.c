@@ -586,8 +586,10 @@ deliver(SRV_Conn *c, const char *line, size_t len)
   size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
 
   if (c->in_response) {
-    /* Never inside a response: hold it until the final line is out. */
-    size_t held = evbuffer_get_length(c->held);
+    /* Never inside a response: hold it until the final line is out.  The
+       answer gathered so far counts too (c->capture: the batch). */
+    size_t held = evbuffer_get_length(c->held) +
+                  (c->capture ? evbuffer_get_length(c->capture) : 0);
 
     if (c->congested || out + held + len > SRV_OUTPUT_MAX)
       drop_event(c);
@@ -1050,8 +1052,9 @@ handle_line(SRV_Conn *c, char *line, size_t n)
     c->s->batch_busy = 0;
     if (c->state == CONN_OPEN || c->state == CONN_FLUSH)
       evbuffer_add_buffer(conn_out(c), c->s->batch);
-    else
-      evbuffer_drain(c->s->batch, evbuffer_get_length(c->s->batch));
+    /* Whatever was not moved (closed, or no memory) never reaches the
+       next answer. */
+    evbuffer_drain(c->s->batch, evbuffer_get_length(c->s->batch));
     note_peak(c);
   }
   end_response(c, cmd->name);
