@@ -735,7 +735,7 @@ static int
 parse_claim(char *fields, STF_Laser *lasers, int n, const char **why)
 {
   char *save = NULL, laser[CNF_NAME_MAX] = "", owner[96] = "";
-  double expires = NAN, len_s = NAN;
+  double expires = (double)NAN, len_s = (double)NAN;
   STF_Laser *l = NULL;
 
   for (char *kv = strtok_r(fields, " ", &save); kv; kv = strtok_r(NULL, " ", &save)) {
