@@ -4,18 +4,58 @@ while cycles run, a subscriber that never reads, bumpless reload, restart
 with the state file, kill -9 while the state file is written, and shutdown
 that holds every output."""
 
+import json
 import os
 import random
 import signal
 import socket
 import subprocess
-import threading
+import sys
 import time
 
 from wltest import (TAP, Env, ModbusRecorder, PyPlant, StreamPublisher, kv, lab_conf,
                     laser_conf, prog, sanitized, wait_until, wrapped)
 
 tap = TAP()
+HERE = os.path.dirname(os.path.abspath(__file__))
+FLOOD_S = 3.0
+
+# 50 clients, each pipelining batches of 40 requests until FLOOD_S have passed;
+# prints {"bad": [...], "batches": N} as its last line.
+FLOOD_CHILD = r"""
+import json, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from wltest import Client
+port, n, secs = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+cmds = ["ping", "status", "get cool780 ki", "nosuchcmd", "status repump795",
+        "version", "lasers", "setpoint probe852", "wavemeter", "help"] * 4
+batch = "".join(x + "\n" for x in cmds)
+bad, batches, lock = [], [0], threading.Lock()
+t_end = time.monotonic() + secs
+def job(i):
+    try:
+        cl = Client(port, timeout=30)
+        while True:
+            cl.send(batch)
+            for x in cmds:
+                f = cl.response()[-1]
+                if not (f.startswith("ERR 404") if x == "nosuchcmd" else f == "OK"):
+                    raise RuntimeError("%s -> %s" % (x, f))
+            with lock:
+                batches[0] += 1
+            if time.monotonic() >= t_end:
+                break
+        cl.close()
+    except Exception as e:
+        with lock:
+            bad.append("client %d: %r" % (i, e))
+threads = [threading.Thread(target=job, args=(i,)) for i in range(n)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(90)
+print(json.dumps({"bad": bad, "batches": batches[0]}))
+"""
 
 GAINS = {"kp": 0.0, "ki": 0.05, "kd": 0.0}
 PLANT = [
@@ -68,51 +108,39 @@ with Env() as env:
     tap.ok(max(errs) < 5.0, "true frequency error inside the 5 MHz window", errs)
 
     # ---- 50 concurrent clients while cycles run --------------------------------
+    # The clients run in a process of their own: in this one they would share
+    # the interpreter lock with the plant and the Modbus server, and slow the
+    # simulated hardware rather than the daemon.
     def cycles():
         return sum(int(kv(x)["cycles"]) for x in c.cmd("status")[:-1])
 
     # Baseline: the share of readings that become cycles with no clients,
-    # measured now, in the same run, on the same (possibly busy) machine.
+    # measured now, over as long a window, on the same (possibly busy) machine.
     b0, bs0 = cycles(), plant.sent
-    time.sleep(2.0)
+    time.sleep(FLOOD_S)
     idle_used = (cycles() - b0) / max(1, plant.sent - bs0)
     c0, s0 = cycles(), plant.sent
-    results = [None] * 50
-
-    def client_job(i):
-        try:
-            cl = env.connect(d.port, timeout=30)
-            cmds = ["ping", "status", "get cool780 ki", "nosuchcmd", "status repump795",
-                    "version", "lasers", "setpoint probe852", "wavemeter", "help"] * 4
-            cl.send("".join(x + "\n" for x in cmds))
-            finals = []
-            for x in cmds:
-                r = cl.response()
-                finals.append((x, r[-1]))
-            cl.close()
-            good = all((f.startswith("ERR 404") if x == "nosuchcmd" else f == "OK")
-                       for x, f in finals)
-            results[i] = (good, len(finals))
-        except Exception as e:  # reported below
-            results[i] = (False, repr(e))
-
-    threads = [threading.Thread(target=client_job, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    bad = [r for r in results if not r or not r[0]]
-    tap.ok(not bad, "50 pipelining clients: one final line per request, in order",
-           bad[:3])
+    child = subprocess.run([sys.executable, "-c", FLOOD_CHILD, HERE, str(d.port), "50",
+                            str(FLOOD_S)], capture_output=True, text=True, timeout=120)
     c1, s1 = cycles(), plant.sent
+    try:
+        flood = json.loads(child.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        flood = {"bad": ["no report: " + child.stdout[-300:] + child.stderr[-300:]],
+                 "batches": 0}
+    tap.ok(not flood["bad"] and flood["batches"] >= 50,
+           "50 pipelining clients: one final line per request, in order",
+           "%d batches of 40; %s" % (flood["batches"], flood["bad"][:3]))
     used = (c1 - c0) / max(1, s1 - s0)
     if wrapped():
         tap.skip("cycles kept their rate during the flood (%.2f of readings used, %.2f idle)"
                  % (used, idle_used), "wavelockd runs under a wrapper (valgrind): 20-50x slower")
     else:
-        tap.ok(used >= 0.8 * idle_used,
-               "cycles kept their rate during the flood (%.2f of readings used, %.2f idle)"
-               % (used, idle_used))
+        # A loop that served clients before readings would lose most of them;
+        # the margin is for a shared, busy machine.
+        tap.ok(used >= 0.7 * idle_used,
+               "cycles kept their rate during the flood (%.2f of readings used, %.2f idle;"
+               " %d readings in %.1f s)" % (used, idle_used, s1 - s0, FLOOD_S))
     tap.ok(all_locked(c), "still locked after the flood", states(c))
 
     # ---- a subscriber that never reads -------------------------------------------------
