@@ -414,12 +414,19 @@ class EventLog:
 
 class TruthLog:
     """Polls 'truth' on its own control connection every period seconds in a
-    background thread; samples are (monotonic time, {laser: truth dict})."""
+    background thread; samples are (monotonic time, {laser: truth dict}).
+
+    A sample's time is when the simulator computed it, not when its reply
+    arrived here: the simulator's clock (time_s, which runs at speed 1 in the
+    labs of these tests) mapped onto this process's monotonic clock by the
+    smallest arrival delay seen.  A busy machine that delays a reply then
+    does not shift the sample it carries."""
 
     def __init__(self, sim_port, period=0.05):
         self.c = SimControl(sim_port)
         self.period = period
-        self.samples = []
+        self.samples = []       # (arrival time, sim time or None, truth)
+        self.offset = None      # min(arrival - sim time)
         self.lock = threading.Lock()
         self.error = None
         self.stopping = False
@@ -434,10 +441,14 @@ class TruthLog:
             except Exception as e:      # reported through .error
                 self.error = e
                 return
+            now = time.monotonic()
+            ts = next((v["time_s"] for v in tr.values() if "time_s" in v), None)
             with self.lock:
-                self.samples.append((time.monotonic(), tr))
+                self.samples.append((now, ts, tr))
+                if ts is not None and (self.offset is None or now - ts < self.offset):
+                    self.offset = now - ts
             nxt += self.period
-            delay = nxt - time.monotonic()
+            delay = nxt - now
             if delay > 0:
                 time.sleep(delay)
             else:
@@ -446,7 +457,13 @@ class TruthLog:
     def series(self, laser, key="error_mhz", t0=0.0, t1=float("inf")):
         """[(time, value)] of one laser between t0 and t1."""
         with self.lock:
-            return [(t, tr[laser][key]) for t, tr in self.samples if t0 <= t <= t1]
+            off = self.offset
+            out = []
+            for arrived, ts, tr in self.samples:
+                t = arrived if ts is None or off is None else ts + off
+                if t0 <= t <= t1:
+                    out.append((t, tr[laser][key]))
+            return out
 
     def error_vs(self, laser, sp_thz, t0=0.0, t1=float("inf")):
         """[(time, true_thz - sp_thz in MHz)]: the true error against a

@@ -323,7 +323,8 @@ def test_faults(env):
            "the rail lasers sit on their limits (a_rail %s V at max 7, b_rail %s V at min -3)"
            % (s["a_rail"]["piezo_v"], s["b_rail"]["piezo_v"]))
 
-    # Baseline cycle rate of B's lasers.
+    # Baseline cycle rate of B's lasers: the rates below are judged against it
+    # (a busy machine's Python plant may send in bursts that coalesce).
     c0, s0 = cycles()
     time.sleep(2.0)
     c1, s1 = cycles()
@@ -355,14 +356,14 @@ def test_faults(env):
            " coalesce (coalesced +%d, +%d)" % ({k: round(v, 3) for k, v in a_rate.items()},
                                                k1["a_lock"] - k0["a_lock"], k1["a_rail"] - k0["a_rail"]),
            slow_faults[:3])
-    tap.ok(all(r >= 0.85 for r in b_rate.values()),
+    tap.ok(all(r >= 0.85 * base[n] for n, r in b_rate.items()),
            "A slow: B's lasers keep the reading rate (%s)" % {k: round(v, 3) for k, v in b_rate.items()})
     time.sleep(0.3)
     c2, s2 = cycles()
     time.sleep(1.0)
     c3, s3 = cycles()
     a_after = {n: (c3[n] - c2[n]) / max(1, s3[ch] - s2[ch]) for n, ch in (("a_lock", 1), ("a_rail", 2))}
-    tap.ok(all(r >= 0.85 for r in a_after.values()),
+    tap.ok(all(r >= 0.85 * min(base.values()) for r in a_after.values()),
            "A fast again: its lasers are back at the reading rate within 0.3 s (%s), no backlog"
            % {k: round(v, 3) for k, v in a_after.items()})
     summary_slow = ("slow A (100 ms): A cycles/reading %s, after %s; B %s" %
@@ -425,7 +426,7 @@ def test_faults(env):
         t_clr = time.monotonic()
         pinger.active.clear()
         rates = {n: (c1[n] - c0[n]) / max(1, s1[ch] - s0[ch]) for n, ch in (("b_lock", 3), ("b_rail", 4))}
-        tap.ok(all(r >= 0.85 for r in rates.values()),
+        tap.ok(all(r >= 0.85 * base[n] for n, r in rates.items()),
                "%s: B's lasers kept cycling at the reading rate (cycles/readings %s over %.1f s)"
                % (name, {k: round(v, 3) for k, v in rates.items()}, t_clr - t_inj), (c0, c1, s0, s1))
         tap.ok(all(st[l] in ("locked", "acquiring") for l in B_LASERS) and st["b_lock"] == "locked",

@@ -185,26 +185,31 @@ with Env() as env:
               during[0]["offset_mhz"] if during else None))
     tap.ok(after and all(c["state"] == "tracking" for c in after),
            "dropout: tracking again after it (%s)" % (after[-1] if after else None))
-    # The rate over spans of 1 s or more: a poll sees the daemon's readings
-    # with the jitter of their arrival.
+    # The rate over spans of 2 s or more: a poll sees the daemon's readings
+    # with the jitter of their arrival (50 ms over 2 s is 2.5 %), while a
+    # correction that jumped its 6.7 MHz at once would show over 200 MHz/min.
     steps = []
     for i, (ta, a) in enumerate(polls):
         for tb, b in polls[i + 1:]:
-            if tb - ta >= 1.0:
+            if tb - ta >= 2.0:
                 steps.append((float(b["offset_mhz"]) - float(a["offset_mhz"])) / (tb - ta) * 60)
                 break
     fastest = max(abs(x) for x in steps)
     tap.ok(fastest <= MAX_RATE * 1.1,
            "dropout: the correction never moved faster than max_rate (fastest %.1f MHz/min "
-           "over 1 s, max %g)" % (fastest, MAX_RATE))
+           "over 2 s, max %g)" % (fastest, MAX_RATE))
     worst = {n: max(abs(e) for _, e in tl_on.series(n, "error_mhz", t_drop, t_drop + 16))
              for n in LASERS}
-    # 10 s uncorrected at 40 MHz/min: 6.7 MHz of drift, then re-acquired.
-    tap.ok(all(v < 12.0 for v in worst.values()),
-           "dropout: largest true error during and after it %s MHz (drift of 10 s: %.1f MHz; "
-           "before: RMS %s)" % (" ".join("%s=%.1f" % x for x in worst.items()),
-                                DRIFT_MHZ_MIN / 6.0,
-                                " ".join("%s=%.1f" % x for x in base.items())))
+    # 10 s uncorrected at 40 MHz/min: 6.7 MHz of drift, then re-acquired; the
+    # largest of 160 samples adds a few times the noise seen before.  A
+    # correction lost instead of held would leave the whole offset (~40 MHz).
+    drift10 = DRIFT_MHZ_MIN / 6.0
+    bound = {n: drift10 + max(5.0, 6.0 * base[n]) for n in LASERS}
+    tap.ok(all(worst[n] < bound[n] for n in LASERS),
+           "dropout: largest true error during and after it %s MHz (bound: drift of 10 s "
+           "%.1f MHz + 6x the RMS before, at least 5: %s)"
+           % (" ".join("%s=%.1f" % x for x in worst.items()), drift10,
+              " ".join("%s=%.1f" % x for x in bound.items())))
 
     # ---- the reference jumps by 200 MHz ------------------------------------------------
     on.sim.ok("calib rate 0")      # the drag alone, no drift meanwhile

@@ -30,8 +30,8 @@ from lablib import Lab, log_text, programs_missing
 SEED = int(os.environ.get("WL_LAB_SEED", "7"))
 LASER = "cool780"
 GLITCH_MHZ = 3000.0
-BASE_S = 5.0
-MARGIN = 2.0
+BASE_S = 8.0
+MARGIN = 4.0         # the cycle after a held reading spans two intervals: about 2x a step
 FLOOR_V = 1e-4
 RECOVER_S = 30.0
 

@@ -431,7 +431,7 @@ test_exception(void **state)
   /* while down (the first retry is >= 225 ms away), writes fail at once */
   assert_int_equal(dev_write1(&d, 0, 2, &err, &elapsed), -1);
   assert_int_equal(err, ENOTCONN);
-  assert_true(elapsed < 0.05);
+  assert_true(elapsed < 0.2);   /* at once: far below any timeout */
 
   assert_true(dev_wait(&d, 1, 10));
   assert_int_equal(dev_write1(&d, 0, 3, &err, NULL), 0);
@@ -632,7 +632,7 @@ test_server_down_up(void **state)
   pthread_mutex_unlock(&d.lock);
   assert_int_equal(dev_write1(&d, 0, 1, &err, &elapsed), -1);
   assert_int_equal(err, ENOTCONN);
-  assert_true(elapsed < 0.05);
+  assert_true(elapsed < 0.1);   /* at once, not after a back-off */
 
   server_cmd(&s, "up");
   t_up = UTL_Now();
