@@ -61,8 +61,9 @@ with Env() as env:
     t_run = time.monotonic()
     lab = Lab(env, seed=SEED)
     ch = lab.cfg.by_name[LASER]["channel"]
-    ok = lab.wait_states("locked", [LASER], timeout=60)
-    tap.ok(ok, "%s locked" % LASER, lab.d.states())
+    # every laser, not only LASER: the others must stay locked throughout
+    ok = lab.wait_states("locked", timeout=90)
+    tap.ok(ok, "%s and the other lasers locked" % LASER, lab.d.states())
     if not ok:
         tap.bail(lab.outputs())
     kp = float(kv(lab.d.ok("get %s kp" % LASER)[0])["kp"])
