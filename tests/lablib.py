@@ -414,7 +414,7 @@ class EventLog:
 
 class TruthLog:
     """Polls 'truth' on its own control connection every period seconds in a
-    background thread; samples are (monotonic time, {laser: truth dict}).
+    background thread; series() gives (monotonic time, value) pairs.
 
     A sample's time is when the simulator computed it, not when its reply
     arrived here: the simulator's clock (time_s, which runs at speed 1 in the
