@@ -499,9 +499,12 @@ mb_handle(Conn *c, const uint8_t *req, size_t len, double t)
     if (n < 1 || n > 123 || addr + n > NREGS || len < 13 + 2 * (size_t)n) {
       mb_exception(rsp, &rlen, req, 3);
     } else {
-      for (int i = 0; i < n; i++)
+      /* One register per laser here: a request carrying several (the
+         daemon's combined writes) is a write for each of their lasers. */
+      for (int i = 0; i < n; i++) {
         r[addr + i] = (uint16_t)((req[13 + 2 * i] << 8) | req[14 + 2 * i]);
-      on_write(c->dev, addr, t);
+        on_write(c->dev, addr + i, t);
+      }
       memcpy(rsp, req, 12);
       rlen = 12;
     }

@@ -354,8 +354,9 @@ class Bench:
                'wavemeter = { backend = "stream"; address = "127.0.0.1:%d"; stale_ms = 1000; };'
                % plant.stream_port,
                'devices = (']
-        out.append(",\n".join('  { name = "d%d"; url = "tcp://127.0.0.1:%d"; unit = 1; timeout_ms = 200; }'
-                              % (d, plant.mb_ports[d]) for d in range(devices)))
+        combine = "" if self.args.no_combine else " combine_writes = true;"
+        out.append(",\n".join('  { name = "d%d"; url = "tcp://127.0.0.1:%d"; unit = 1; timeout_ms = 200;%s }'
+                              % (d, plant.mb_ports[d], combine) for d in range(devices)))
         out.append(');')
         out.append('lasers = (')
         ls = []
@@ -706,17 +707,28 @@ class Bench:
         c0 = self.counters(c)
         (cpu0, sw0), pcpu0 = proc_sched(d.pid), proc_cpu_s(plant.pid)
         mcpu0 = thread_cpu_s(d.pid, "wl-mqtt")
+        dcpu0 = thread_cpu_s(d.pid, "wl-dev")
         t0 = time.time()
         self.plant_cmd(plant, "reset")
         time.sleep(dur)
-        per, agg = self.plant_stats(plant)
         (cpu1, sw1), pcpu1 = proc_sched(d.pid), proc_cpu_s(plant.pid)
         mcpu1 = thread_cpu_s(d.pid, "wl-mqtt")
+        dcpu1 = thread_cpu_s(d.pid, "wl-dev")
         t1 = time.time()
+        # Publishing stops before the plant sums up: plantd answers no
+        # Modbus request while it sorts its samples (long at 512 lasers),
+        # and a write timing out then would count against the daemon.
+        self.plant_cmd(plant, "pause")
+        time.sleep(0.3)
+        per, agg = self.plant_stats(plant)
         c1 = self.counters(c)
         mq = self.mqtt_stats(c) if mqtt_port else {}
+        if os.environ.get("BENCH_DEBUG"):
+            log("devices: " + " | ".join(c.cmd("devices")[:4]))
         c.close()
         d.stop()
+        if os.environ.get("BENCH_DEBUG"):
+            log("daemon stderr: " + d.stderr_tail())
         plant.stop()
         cycles = self.sum_counters(c0, c1, "cycles")
         coalesced = self.sum_counters(c0, c1, "coalesced")
@@ -732,7 +744,8 @@ class Bench:
                  plant_cpu=(pcpu1 - pcpu0) / (t1 - t0),
                  cpu_us_per_cycle=(cpu1 - cpu0) / max(cycles, 1) * 1e6,
                  switches_per_cycle=(sw1 - sw0) / max(cycles, 1), mqtt=mq,
-                 mqtt_thread_cpu=(mcpu1 - mcpu0) / (t1 - t0))
+                 mqtt_thread_cpu=(mcpu1 - mcpu0) / (t1 - t0),
+                 device_threads_cpu=(dcpu1 - dcpu0) / (t1 - t0))
         log("4 scale: %d lasers: %s (cycles %d of %d readings, coalesced %d, lost %d, "
             "daemon CPU %.0f%%, %.1f µs/cycle, p99 %.0f µs)" %
             (n, "ok" if ok else "NOT sustained", cycles, agg["sent"], coalesced, lost,
@@ -1368,10 +1381,11 @@ class Bench:
         if "4" in d:
             for r in d["4"]:
                 out.append("4 %4d lasers: %s; cycles %d of %d readings, coalesced %d, lost %d, "
-                           "daemon CPU %.0f%% (%.1f µs, %.1f switches per cycle), plantd CPU %.0f%%, "
-                           "latency p50/p99 %.0f/%.0f µs" %
+                           "errors %d, daemon CPU %.0f%% (device threads %.0f%%; %.1f µs, %.1f switches "
+                           "per cycle), plantd CPU %.0f%%, latency p50/p99 %.0f/%.0f µs" %
                            (r["n"], "sustained" if r["ok"] else "NOT sustained", r["cycles"], r["sent"],
-                            r["coalesced"], r["lost"], 100 * r["cpu"], r["cpu_us_per_cycle"],
+                            r["coalesced"], r["lost"], r["errors"], 100 * r["cpu"],
+                            100 * r.get("device_threads_cpu", 0), r["cpu_us_per_cycle"],
                             r["switches_per_cycle"], 100 * r["plant_cpu"], r["lat_p50"], r["lat_p99"]))
         if "5" in d:
             for k, r in d["5"].items():
@@ -1441,6 +1455,9 @@ def main():
                     "(7m and 7h: only the MQTT or only the HTTP part of 7)")
     ap.add_argument("--quick", action="store_true", help="shorter runs (rough figures)")
     ap.add_argument("--scale-steps", help="benchmark 4 at these laser counts only, e.g. 256,512")
+    ap.add_argument("--no-combine", action="store_true",
+                    help="devices without combine_writes (the default of wavelockd.conf; also "
+                         "for a daemon older than that key)")
     ap.add_argument("--wavelockd", help="daemon to measure (default BUILDDIR/wavelockd)")
     ap.add_argument("--wavelockd-wide", help="daemon for the scale benchmark "
                     "(default BUILDDIR/bench/wavelockd-wide)")

@@ -99,6 +99,8 @@ typedef struct {
   CNF_ProbeFn probe_fn;              /* probe.function, default holding */
   int probe_reg;                     /* probe.register 0..65535; -1 (default): the
                                         lowest register the lasers use on the device */
+  int combine_writes;                /* lasers' writes to adjacent registers may share
+                                        one request (function 16); default false */
   int line;                          /* config line, for messages */
 } CNF_Device;
 

@@ -38,6 +38,7 @@ typedef struct {
   int backoff_max_ms;     /* cap, default 5000 */
   int probe_reg;          /* register read to test a device, default 0 */
   CNF_ProbeFn probe_fn;   /* how: FC03 (default), FC04, or no read (up once connected) */
+  int combine;            /* MB_WriteLater may join writes of several jobs (default 0) */
 } MB_Options;
 
 /* Fill opt with the defaults above. */
@@ -78,6 +79,36 @@ typedef int (*MB_FillFn)(void *arg, int *addr, uint16_t regs[MB_MAX_WRITE]);
    sent, the device stays up) or as MB_Write. */
 int MB_WriteGated(MB_Io *io, MB_FillFn fill, void *arg);
 
+/* After a write made with MB_WriteLater: rc 0 when acknowledged, or -1
+   with err as MB_WriteGated's errno.  Runs on the device thread, once. */
+typedef void (*MB_DoneFn)(MB_Io *io, void *arg, int rc, int err);
+
+/* Most writes one combined request carries, and most registers (function
+   16 allows 123). */
+#define MB_MAX_BATCH 64
+#define MB_MAX_RUN 123
+
+/* MB_WriteGated whose request may carry other jobs' writes too: without
+   the combine option, the same as MB_WriteGated followed by done.  With
+   it, the write waits while further jobs are queued on the device (their
+   writes join it) and goes out when none is left, the batch is full, or a
+   job does other I/O.  Then each write's fill runs, in order, right before
+   the request that carries it goes out; writes whose registers follow one
+   another (the next one's first register right after the previous one's
+   last) share one function-16 request of at most MB_MAX_RUN registers, a
+   write that does not follow starts the next request (its fill runs again
+   then), and a refused fill (ECANCELED) sends nothing of that write.  A
+   failed request fails every write it carries and the writes after it
+   (ENOTCONN: the device is down); but a combined request the module
+   answers with exception 1, 2 or 3 (it does not take function 16 over
+   those registers) turns combining off for the device, with a log line,
+   and its writes go out again one request each.  While the device is
+   down the write is made at once (and fails at once).  A job's done comes
+   at the latest once the jobs queued behind it have run.  Only from inside
+   a job; done is called exactly once (fill NULL: with EINVAL), and after
+   it the job's part of the write is over. */
+void MB_WriteLater(MB_Io *io, MB_FillFn fill, MB_DoneFn done, void *arg);
+
 /* Read n holding registers (for tests and probes).  Same rules as MB_Write. */
 int MB_Read(MB_Io *io, int addr, uint16_t *regs, int n);
 
@@ -100,14 +131,16 @@ int MB_IsUp(const MB_Device *dev);
 /* Name from the config. */
 const char *MB_Name(const MB_Device *dev);
 
-/* Counters (thread-safe snapshot).  writes: successful MB_Write calls;
+/* Counters (thread-safe snapshot).  writes: successful writes (MB_Write,
+   MB_WriteGated, each write of MB_WriteLater); requests: write requests
+   acknowledged (a combined one counts once);
    write_errors: failed ones (including the fast ENOTCONN failures while
    down); reconnects: times the device came back up after having been up
    once; jobs_queued: jobs ever accepted by MB_Submit; pending: jobs waiting
    now (not yet started); jobs_run: jobs finished; downs: up->down changes. */
 typedef struct {
   unsigned long writes, write_errors, reconnects, jobs_queued;
-  unsigned long pending, jobs_run, downs;
+  unsigned long pending, jobs_run, downs, requests;
 } MB_Stats;
 void MB_GetStats(const MB_Device *dev, MB_Stats *st);
 

@@ -778,7 +778,8 @@ static const char *const token_keys[] = { "secret", "role", NULL };
 static const char *const wm_keys[] = {
   "backend", "library", "address", "stale_ms", "poll_ms", "callback_silence_ms", NULL
 };
-static const char *const device_keys[] = { "name", "url", "unit", "timeout_ms", "probe", NULL };
+static const char *const device_keys[] = { "name", "url", "unit", "timeout_ms", "probe",
+                                            "combine_writes", NULL };
 static const char *const probe_keys[] = { "register", "function", NULL };
 static const char *const piezo_keys[] = {
   "device", "register", "format", "word_order", "scale", "offset", "min_v",
@@ -1086,6 +1087,7 @@ load_devices(Loader *ld, const config_setting_t *root, CNF_Config *cfg)
       return fail(ld, wu, NULL, "\"%s\": %s", d->url, msg);
     if (int_key_i(ld, g, "unit", OPT, 0, 247, &d->unit) < 0 ||
         int_key_i(ld, g, "timeout_ms", OPT, 1, 60000, &d->timeout_ms) < 0 ||
+        bool_key(ld, g, "combine_writes", &d->combine_writes) < 0 ||
         load_probe(ld, g, d) < 0)
       return -1;
     for (int j = 0; j < i; j++) {

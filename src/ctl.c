@@ -53,6 +53,14 @@ enum { JOB_PID = 0, JOB_RELOCK, JOB_MANUAL, JOB_FF };
 /* A tune sequence that has not ended after this long gives up. */
 #define CTL_TUNE_TIMEOUT_S 120.0
 
+/* One request's share of a job: which values it carries, to which device. */
+typedef struct {
+  struct CTL_Job *j;
+  const MB_Device *mb;
+  int piezo, current;
+  double piezo_v, current_v;   /* the values asked for (clamped at each fill) */
+} Fill;
+
 typedef struct CTL_Job {
   struct CTL_Job *next;          /* result list link */
   CTL_Ctx *ctx;
@@ -86,6 +94,7 @@ typedef struct CTL_Job {
   int piezo_ok, current_ok;  /* write acknowledged */
   int failed;                /* a write failed */
   int err;
+  Fill last;                 /* the job's last write, made with MB_WriteLater */
 } Job;
 
 /* Where and within what one actuator may be written now; mb NULL: nowhere. */
@@ -295,12 +304,6 @@ gate_put(Job *j, const Gate *g, const MB_Device *mb, int reg, const REG_Encoding
   return n;
 }
 
-typedef struct {
-  Job *j;
-  const MB_Device *mb;
-  int piezo, current;        /* which values this request carries */
-} Fill;
-
 /* MB_FillFn: the registers of one request, decided at the wire. */
 static int
 fill_cb(void *arg, int *addr, uint16_t regs[MB_MAX_WRITE])
@@ -311,6 +314,12 @@ fill_cb(void *arg, int *addr, uint16_t regs[MB_MAX_WRITE])
   int n = 0, k = 0;
 
   pthread_mutex_lock(&j->ctx->lock);
+  /* From the values asked for each time: a write filled again for a later
+     request follows the limits in force then, narrower or wider. */
+  if (f->piezo)
+    j->piezo_v = f->piezo_v;
+  if (f->current)
+    j->current_v = f->current_v;
   if (f->piezo) {
     k = gate_put(j, &gs->g[GATE_PIEZO], f->mb, j->preg, &j->penc, &j->piezo_v, regs);
     *addr = j->preg;
@@ -345,26 +354,62 @@ after_write(Job *j, const Fill *f)
 static void job_fail(Job *j);
 static void job_refused(Job *j);
 
-/* Write the piezo and/or current value of j in one request on io's device;
-   0 when acknowledged. */
+/* The outcome of one of j's requests: rc 0 when acknowledged, else -1
+   with err. */
 static int
-job_write(MB_Io *io, Job *j, int piezo, int current)
+job_written(Job *j, const Fill *f, int rc, int err)
 {
-  Fill f = { j, MB_IoDevice(io), piezo, current };
-
-  if (MB_WriteGated(io, fill_cb, &f) != 0) {
-    if (errno == ECANCELED)
+  if (rc != 0) {
+    errno = err;
+    if (err == ECANCELED)
       job_refused(j);
     else
       job_fail(j);
     return -1;
   }
-  after_write(j, &f);
-  if (piezo)
+  after_write(j, f);
+  if (f->piezo)
     j->piezo_ok = 1;
-  if (current)
+  if (f->current)
     j->current_ok = 1;
   return 0;
+}
+
+/* Write the piezo and/or current value of j in one request on io's device;
+   0 when acknowledged. */
+static int
+job_write(MB_Io *io, Job *j, int piezo, int current)
+{
+  Fill f = { j, MB_IoDevice(io), piezo, current, j->piezo_v, j->current_v };
+  int rc = MB_WriteGated(io, fill_cb, &f);
+
+  return job_written(j, &f, rc, rc != 0 ? errno : 0);
+}
+
+/* MB_DoneFn of a job's last write. */
+static void
+last_done(MB_Io *io, void *arg, int rc, int err)
+{
+  Fill *f = arg;
+
+  (void)io;
+  job_written(f->j, f, rc, err);
+  post_result(f->j);
+}
+
+/* The job's last write: it may share a request with other lasers' writes
+   on the device (MB_WriteLater); the result goes to the loop once it is
+   acknowledged or failed. */
+static void
+job_write_last(MB_Io *io, Job *j, int piezo, int current)
+{
+  j->last.j = j;
+  j->last.mb = MB_IoDevice(io);
+  j->last.piezo = piezo;
+  j->last.current = current;
+  j->last.piezo_v = j->piezo_v;
+  j->last.current_v = j->current_v;
+  MB_WriteLater(io, fill_cb, last_done, &j->last);
 }
 
 static void
@@ -445,13 +490,17 @@ job_fn(MB_Io *io, void *arg)
       /* Adjacent registers on one device: one request (function 16). */
       int both = current_here && j->creg == j->preg + REG_Count(&j->penc);
 
-      if (job_write(io, j, 1, both) != 0 || both || !j->want_current)
+      if (both || !j->want_current) {
+        job_write_last(io, j, 1, both);
+        return;
+      }
+      if (job_write(io, j, 1, 0) != 0)
         goto done;
     }
     if (j->want_current) {
       if (current_here) {
-        job_write(io, j, 0, 1);
-        goto done;
+        job_write_last(io, j, 0, 1);
+        return;
       }
       j->stage = 2;
       if (MB_Submit(j->cdev, job_fn, j) == 0)
@@ -463,7 +512,8 @@ job_fn(MB_Io *io, void *arg)
   }
 
   /* Stage 2: the current actuator on its own device. */
-  job_write(io, j, 0, 1);
+  job_write_last(io, j, 0, 1);
+  return;
 
 done:
   post_result(j);
@@ -1619,8 +1669,9 @@ static CTL_Device *
 new_device(CTL_Ctx *ctx, const CNF_Config *cfg, const CNF_Device *dc)
 {
   CTL_Device *d = calloc(1, sizeof *d);
-  MB_Options opt = { 100, 5000, dc->probe_reg >= 0 ? dc->probe_reg : probe_reg(cfg, dc->name),
-                     dc->probe_fn };
+  MB_Options opt = { .backoff_min_ms = 100, .backoff_max_ms = 5000,
+                     .probe_reg = dc->probe_reg >= 0 ? dc->probe_reg : probe_reg(cfg, dc->name),
+                     .probe_fn = dc->probe_fn, .combine = dc->combine_writes };
 
   if (!d)
     return NULL;
@@ -1936,7 +1987,8 @@ static int
 same_device_cfg(const CNF_Device *a, const CNF_Device *b)
 {
   return strcmp(a->url, b->url) == 0 && a->unit == b->unit && a->timeout_ms == b->timeout_ms &&
-         a->probe_fn == b->probe_fn && a->probe_reg == b->probe_reg;
+         a->probe_fn == b->probe_fn && a->probe_reg == b->probe_reg &&
+         a->combine_writes == b->combine_writes;
 }
 
 /* A key the new file gives the same value as the old one keeps its run-time
@@ -2324,9 +2376,10 @@ CTL_DeviceStatus(const CTL_Ctx *ctx, int i, char *buf, size_t len)
   MB_Stats st;
 
   MB_GetStats(d->mb, &st);
-  snprintf(buf, len, "name=%s url=%s unit=%d up=%d writes=%lu write_errors=%lu reconnects=%lu",
+  snprintf(buf, len,
+           "name=%s url=%s unit=%d up=%d writes=%lu write_errors=%lu reconnects=%lu requests=%lu",
            d->cfg.name, d->cfg.url, d->cfg.unit, MB_IsUp(d->mb), st.writes, st.write_errors,
-           st.reconnects);
+           st.reconnects, st.requests);
 }
 
 void

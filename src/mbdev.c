@@ -45,6 +45,13 @@ struct MB_Io {
   MB_Device *dev;
 };
 
+/* A write waiting in a device's batch (MB_WriteLater). */
+typedef struct {
+  MB_FillFn fill;
+  MB_DoneFn done;
+  void *arg;
+} Later;
+
 struct MB_Device {
   CNF_Device cfg;
   MB_Options opt;
@@ -57,6 +64,8 @@ struct MB_Device {
   int timeout_ms;
   MB_Io io;
   unsigned int seed;
+  Later batch[MB_MAX_BATCH];  /* MB_WriteLater: writes waiting to go out */
+  int n_batch;
   int backoff_ms;             /* next nominal retry delay */
   double up_since;            /* when the device last came up */
   int reported;               /* last state reported: -1 none yet, 0, 1 */
@@ -324,6 +333,7 @@ MB_DefaultOptions(MB_Options *opt)
   opt->backoff_max_ms = 5000;
   opt->probe_reg = 0;
   opt->probe_fn = CNF_PROBE_HOLDING;
+  opt->combine = 0;
 }
 
 static int
@@ -377,6 +387,7 @@ MB_Create(const CNF_Device *cfg, const MB_Options *opt,
       d->opt.probe_reg = opt->probe_reg;
     if (opt->probe_fn == CNF_PROBE_INPUT || opt->probe_fn == CNF_PROBE_NONE)
       d->opt.probe_fn = opt->probe_fn;
+    d->opt.combine = opt->combine != 0;
   }
   if (d->opt.backoff_max_ms < d->opt.backoff_min_ms)
     d->opt.backoff_max_ms = d->opt.backoff_min_ms;
@@ -575,6 +586,8 @@ abs_time(double mono_s, struct timespec *ts)
   }
 }
 
+static void flush_batch(MB_Device *d);
+
 /* Set on device threads: MB_Submit called there (a job for a second device)
    signals under the lock, see MB_Submit. */
 static __thread int on_device_thread;
@@ -585,8 +598,17 @@ device_thread(void *arg)
   MB_Device *d = arg;
 
   on_device_thread = 1;
+  pthread_setname_np(pthread_self(), "wl-dev");   /* for top -H and the benchmark */
   pthread_mutex_lock(&d->lock);
   for (;;) {
+    if (d->n_batch > 0) {
+      /* Writes waiting to be combined never wait for a reconnect (they
+         fail at once while the device is down). */
+      pthread_mutex_unlock(&d->lock);
+      flush_batch(d);
+      pthread_mutex_lock(&d->lock);
+      continue;
+    }
     if (!d->up && !d->stopping && UTL_Now() >= d->next_try) {
       pthread_mutex_unlock(&d->lock);
       try_connect(d);
@@ -594,17 +616,22 @@ device_thread(void *arg)
       continue;
     }
     if (d->head) {
-      Job *job = d->head;
+      /* Queued jobs run back to back while their writes wait to be
+         combined; the writes go out (at the top) once no job is left to
+         join them, or the device went down. */
+      do {
+        Job *job = d->head;
 
-      d->head = job->next;
-      if (!d->head)
-        d->tail = NULL;
-      d->stats.pending--;
-      pthread_mutex_unlock(&d->lock);
-      job->fn(&d->io, job->arg);
-      free(job);
-      pthread_mutex_lock(&d->lock);
-      d->stats.jobs_run++;
+        d->head = job->next;
+        if (!d->head)
+          d->tail = NULL;
+        d->stats.pending--;
+        pthread_mutex_unlock(&d->lock);
+        job->fn(&d->io, job->arg);
+        free(job);
+        pthread_mutex_lock(&d->lock);
+        d->stats.jobs_run++;
+      } while (d->n_batch > 0 && d->head && d->up);
       continue;
     }
     if (d->stopping)
@@ -756,6 +783,7 @@ write_regs(MB_Io *io, int addr, const uint16_t *regs, int n, MB_FillFn fill, voi
     return -1;
   }
   d = io->dev;
+  flush_batch(d);               /* requests go out in the order they were made */
   if (io_ready(d) < 0)
     return -1;
   ctx = link_begin(d, 0);
@@ -788,8 +816,143 @@ write_regs(MB_Io *io, int addr, const uint16_t *regs, int n, MB_FillFn fill, voi
   }
   pthread_mutex_lock(&d->lock);
   d->stats.writes++;
+  d->stats.requests++;
   pthread_mutex_unlock(&d->lock);
   return 0;
+}
+
+/* One request of the batch, from b[i]: the link is taken, then the fills
+   run in order while their registers follow on from the request's so far
+   (a refused one is marked ECANCELED and skipped); the request goes out and
+   err[] gets each carried write's outcome.  Returns the index of the first
+   write not handled (its fill runs again for the next request). */
+static int
+flush_run(MB_Device *d, const Later *b, int i, int n, int *err)
+{
+  uint16_t regs[MB_MAX_RUN], one[MB_MAX_WRITE];
+  int addr = 0, cnt = 0, carried = 0, k, rc, e;
+  modbus_t *ctx;
+
+  if (io_ready(d) < 0) {
+    err[i] = ENOTCONN;
+    return i + 1;
+  }
+  ctx = link_begin(d, 0);
+  if (!ctx) {
+    e = errno ? errno : ENOTCONN;
+    link_end(d);
+    pthread_mutex_lock(&d->lock);
+    d->stats.write_errors++;
+    pthread_mutex_unlock(&d->lock);
+    mark_down(d, "write", e);
+    err[i] = e;
+    return i + 1;
+  }
+  for (k = i; k < n && cnt + MB_MAX_WRITE <= MB_MAX_RUN && (cnt == 0 || d->opt.combine); k++) {
+    int a = 0, m = b[k].fill(b[k].arg, &a, one);
+
+    if (m < 1 || m > MB_MAX_WRITE || a < 0 || a + m > 65536) {
+      err[k] = ECANCELED;
+      continue;
+    }
+    if (cnt > 0 && a != addr + cnt)
+      break;
+    if (cnt == 0)
+      addr = a;
+    memcpy(regs + cnt, one, (size_t)m * sizeof *one);
+    cnt += m;
+    err[k] = 0;
+    carried++;
+  }
+  if (cnt == 0) {
+    link_end(d);
+    return k;
+  }
+  rc = cnt == 1 ? modbus_write_register(ctx, addr, regs[0])
+                : modbus_write_registers(ctx, addr, cnt, regs);
+  e = rc < 0 ? (errno ? errno : EIO) : 0;
+  if (rc < 0 && carried > 1 && (e == EMBXILFUN || e == EMBXILADD || e == EMBXILVAL)) {
+    /* The module refuses a write over several lasers' registers (nothing
+       of it was written): combining ends for this device, and the writes
+       go out again one request each. */
+    char why[96];
+
+    if (d->bus)
+      modbus_flush(ctx);
+    link_end(d);
+    d->opt.combine = 0;
+    log_warn("device %s: a combined write of registers %d-%d was refused (%s): combine_writes "
+             "is off for this device until it is started anew", d->cfg.name, addr,
+             addr + cnt - 1, MB_StrError(e, why, sizeof why));
+    return i;
+  }
+  if (rc < 0)
+    link_failed(d, e);
+  link_end(d);
+  pthread_mutex_lock(&d->lock);
+  if (rc < 0) {
+    d->stats.write_errors += (unsigned long)carried;
+  } else {
+    d->stats.writes += (unsigned long)carried;
+    d->stats.requests++;
+  }
+  pthread_mutex_unlock(&d->lock);
+  if (rc < 0) {
+    for (int j = i; j < k; j++)
+      if (err[j] == 0)
+        err[j] = e;
+    mark_down(d, "write", e);
+  }
+  return k;
+}
+
+/* Send the writes waiting in the batch, and tell each one its outcome. */
+static void
+flush_batch(MB_Device *d)
+{
+  Later b[MB_MAX_BATCH];
+  int err[MB_MAX_BATCH];
+  int n = d->n_batch, i = 0;
+
+  if (n == 0)
+    return;
+  /* The done functions may queue jobs, never writes here, but the batch is
+     taken whole first all the same. */
+  memcpy(b, d->batch, (size_t)n * sizeof *b);
+  d->n_batch = 0;
+  while (i < n) {
+    int next = flush_run(d, b, i, n, err);
+
+    for (int j = i; j < next; j++)
+      b[j].done(&d->io, b[j].arg, err[j] ? -1 : 0, err[j]);
+    i = next;
+  }
+}
+
+void
+MB_WriteLater(MB_Io *io, MB_FillFn fill, MB_DoneFn done, void *arg)
+{
+  MB_Device *d;
+
+  if (!io || !done)
+    return;
+  if (!fill) {
+    done(io, arg, -1, EINVAL);
+    return;
+  }
+  d = io->dev;
+  if (!d->opt.combine || !MB_IsUp(d)) {
+    int rc = write_regs(io, 0, NULL, 0, fill, arg);
+
+    done(io, arg, rc, rc < 0 ? errno : 0);
+    return;
+  }
+  if (d->n_batch == MB_MAX_BATCH)
+    flush_batch(d);
+  d->batch[d->n_batch].fill = fill;
+  d->batch[d->n_batch].done = done;
+  d->batch[d->n_batch].arg = arg;
+  d->n_batch++;
 }
 
 int
@@ -822,6 +985,7 @@ read_io(MB_Io *io, int what, int addr, int n, void *dst)
   modbus_t *ctx;
   int rc, err;
 
+  flush_batch(d);
   pthread_mutex_lock(&d->lock);
   rc = d->up;
   pthread_mutex_unlock(&d->lock);
@@ -951,6 +1115,7 @@ MB_Stop(MB_Device *dev)
       break;
     job->fn(&dev->io, job->arg);
     free(job);
+    flush_batch(dev);
     pthread_mutex_lock(&dev->lock);
     dev->stats.jobs_run++;
     pthread_mutex_unlock(&dev->lock);

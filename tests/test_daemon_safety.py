@@ -26,10 +26,18 @@ the fix:
 8. State events raised inside a reload reach the subscribers of the laser
    they are about, not of the laser that had that index before.
 9. Property test: random interleavings of reloads and `set`s of limits,
-   hand-set outputs and device delays, on TCP devices and on two RS-485
-   units sharing a port; the Modbus servers record every write: none is
+   hand-set outputs and device delays, on TCP devices (one of them
+   combining the writes of lasers on adjacent registers) and on two RS-485
+   units sharing a port; the Modbus servers record every write (every
+   register of a combined one): none is
    outside the limits in force when it left the daemon, and after each
    change every output is inside its limits once the devices are idle.
+
+10. A device that combines writes (combine_writes): hand-set writes of two
+    lasers on adjacent registers, queued behind a third laser's write held
+    on the wire, go out in one request, and a limit narrowed while they
+    waited is honoured in it; a reload that moves one of them to another
+    register meanwhile sends nothing to the old one.
 
 For 3, 5, 6 and 7 the longest ping round trip during the stall is printed
 (target 50 ms); the test fails at 250 ms, far below the stalls (1.5-3 s)
@@ -412,7 +420,9 @@ with Env() as env:
     pty = PtyPair(env, "tty")
     fs = FaultServer(env, rtu=pty.b, units=(1, 2), verbose=True)
     # laser: (device, register, file min, file max); all u16 0..10 V
-    LASERS = {"a": ("A", 0), "b": ("A", 2), "c": ("B", 0), "e": ("B", 4),
+    # B combines writes (combine_writes): c, e and f sit on adjacent
+    # registers, so writes queued behind a delayed one share a request.
+    LASERS = {"a": ("A", 0), "b": ("A", 2), "c": ("B", 0), "e": ("B", 1), "f": ("B", 2),
               "r1": ("u1", 0), "r2": ("u2", 0)}
 
     def conf9(lim):
@@ -423,6 +433,9 @@ with Env() as env:
                                      autolock=False, min_v=lo, max_v=hi,
                                      start_v=round((lo + hi) / 2, 3)))
         text = lab_conf(lasers, [("A", mbA.port), ("B", mbB.port)], pub.port)
+        text = text.replace('name = "B"; url = "tcp://127.0.0.1:%d";' % mbB.port,
+                            'name = "B"; url = "tcp://127.0.0.1:%d"; combine_writes = true;'
+                            % mbB.port)
         return text.replace(
             "timeout_ms = 200; }\n);",
             "timeout_ms = 2000; },\n"
@@ -534,22 +547,27 @@ with Env() as env:
             if not (lo - 1e-9 <= v <= hi + 1e-9) or not (lo - 1e-9 <= out <= hi + 1e-9):
                 late.append("seed %d: %s register %.4f V, reported %.4f V, limits %.3f..%.3f"
                             % (seed, n, v, out, lo, hi))
-    for t, dev, reg, vals in all_writes():
-        n = owner.get((dev, reg))
-        if n is None:
-            continue
-        # The recorders stamp a request when it arrives; fault_server's
-        # lines come once it has answered (up to its 400 ms delay later).
-        back = GRACE_S if dev in ("A", "B") else 0.45 + GRACE_S
-        v = volts(vals[0])
-        n_checked += 1
-        if not any(lo - 1e-9 <= v <= hi + 1e-9 for lo, hi in allowed(n, t, back)):
-            violations.append("%s %s reg %d: %.4f V at %.3f, allowed %s"
-                              % (n, dev, reg, v, t, allowed(n, t, back)))
+    combined = 0
+    for t, dev, addr, vals in all_writes():
+        combined += len([r for r in range(addr, addr + len(vals)) if (dev, r) in owner]) > 1
+        # Every register a request carries (a combined one: several lasers').
+        for i, raw in enumerate(vals):
+            reg = addr + i
+            n = owner.get((dev, reg))
+            if n is None:
+                continue
+            # The recorders stamp a request when it arrives; fault_server's
+            # lines come once it has answered (up to its 400 ms delay later).
+            back = GRACE_S if dev in ("A", "B") else 0.45 + GRACE_S
+            v = volts(raw)
+            n_checked += 1
+            if not any(lo - 1e-9 <= v <= hi + 1e-9 for lo, hi in allowed(n, t, back)):
+                violations.append("%s %s reg %d: %.4f V at %.3f, allowed %s"
+                                  % (n, dev, reg, v, t, allowed(n, t, back)))
     tap.ok(n_checked > 50 and not violations,
-           "property: %d operations over seeds %s, %d writes recorded at the servers, %d "
-           "outside the limits in force when they left" % (n_ops, SEEDS, n_checked,
-                                                           len(violations)),
+           "property: %d operations over seeds %s, %d writes recorded at the servers (%d "
+           "requests carrying several lasers' writes), %d outside the limits in force when "
+           "they left" % (n_ops, SEEDS, n_checked, combined, len(violations)),
            "\n".join(violations[:20]))
     tap.ok(not late, "property: after every seed's operations, every output (register and "
            "reported) is inside its limits once the devices are idle (%d outside)" % len(late),
@@ -557,6 +575,75 @@ with Env() as env:
     tap.eq(d.stop(timeout=10), 0, "wavelockd stops cleanly")
     mbA.close()
     mbB.close()
+    pub.close()
+
+# ---- 10. combined writes: a limit narrowed while writes wait to share a request --------
+with Env() as env:
+    mb = ModbusRecorder()
+    pub = StreamPublisher()
+
+    def conf10(c_reg):
+        text = slow_conf(lab_conf([laser_conf(n, i + 1, 370.0 + i, reg=(i if n != "c" else c_reg),
+                                              autolock=False, start_v=2.0 + i)
+                                   for i, n in enumerate("abc")], [("ao1", mb.port)], pub.port))
+        return text.replace('url = "tcp://127.0.0.1:%d";' % mb.port,
+                            'url = "tcp://127.0.0.1:%d"; combine_writes = true;' % mb.port)
+
+    cfg = env.write("s10.conf", conf10(2))
+    d = env.start_daemon(cfg)
+    c = env.connect(d.port)
+    wait_until(lambda: {0, 1, 2} <= {a + i for _, a, v in list(mb.writes)
+                                      for i in range(len(v))}, 5)
+    time.sleep(0.2)
+    mb.hold_reg = 0
+    t0 = time.monotonic()
+    r1 = c.cmd("output a piezo 5")
+    held = mb.held.wait(5)
+    # b and c wait behind a's write, which the device holds on the wire
+    r2 = c.cmd("output b piezo 9")
+    r3 = c.cmd("output c piezo 8")
+    r4 = c.cmd("set b piezo_max_v 6")
+    mb.hold_reg = None
+    mb.release.set()
+    wait_until(lambda: any(a == 1 for t, a, _ in list(mb.arrivals) if t >= t0), 3)
+    time.sleep(0.3)
+    after = [(a, [round(volts(x), 4) for x in v]) for t, a, v in list(mb.arrivals) if t >= t0]
+    tap.ok(held and all(r[-1].startswith("OK") for r in (r1, r2, r3, r4)) and
+           (1, [6.0, 8.0]) in after and all(not (a <= 1 < a + len(v)) or v[1 - a] <= 6.0
+                                            for a, v in after),
+           "writes of b (9 V) and c (8 V) queued behind a's held write go out in one request "
+           "(registers 1-2), b's within the 6 V it was narrowed to meanwhile (requests: %s)"
+           % after, d.output()[-1500:])
+    dev = kv(c.cmd("devices")[0])
+    tap.ok(int(dev["requests"]) < int(dev["writes"]),
+           "devices: %s writes in %s requests" % (dev["writes"], dev["requests"]))
+    tap.ok(round(volts(mb.regs[1]), 4) <= 6.0 and round(volts(mb.regs[2]), 4) == 8.0,
+           "and there they stay: b %.4f V, c %.4f V" % (volts(mb.regs[1]), volts(mb.regs[2])))
+    # A reload moves c to register 5 while c's write waits to join b's: the
+    # waiting write sends nothing to register 2, and c's value goes to 5.
+    mb.held.clear()
+    mb.release.clear()
+    mb.hold_reg = 0
+    r1 = c.cmd("output a piezo 4")
+    held = mb.held.wait(5)
+    r2 = c.cmd("output b piezo 3")
+    r3 = c.cmd("output c piezo 7")
+    env.write("s10.conf", conf10(5))
+    r4 = c.cmd("reload")
+    t_rel = time.monotonic()
+    mb.hold_reg = None
+    mb.release.set()
+    ok5 = wait_until(lambda: abs(volts(mb.regs[5]) - 7.0) < 1e-3, 3)
+    time.sleep(0.3)
+    after = [(a, [round(volts(x), 4) for x in v]) for t, a, v in list(mb.arrivals) if t >= t_rel]
+    on2 = [v for a, v in after if a <= 2 < a + len(v)]
+    tap.ok(held and all(r[-1].startswith("OK") for r in (r1, r2, r3, r4)) and ok5 and not on2
+           and abs(volts(mb.regs[1]) - 3.0) < 1e-3,
+           "a reload moving c to register 5 while its write waits to join b's: nothing written "
+           "to register 2, c's 7 V on register 5, b's 3 V on 1 (requests after the reload: %s)"
+           % after, d.output()[-1500:])
+    tap.eq(d.stop(), 0, "wavelockd stops cleanly")
+    mb.close()
     pub.close()
 
 tap.done()

@@ -127,6 +127,9 @@ status_cb(MB_Device *dev, int up, const char *why, void *arg)
   pthread_mutex_unlock(&d->lock);
 }
 
+/* The combine option of the devices dev_open_probe opens. */
+static int open_combine;
+
 static void
 dev_open_probe(Dev *d, int port, int timeout_ms, int backoff_min, int backoff_max,
                CNF_ProbeFn probe_fn, int probe_reg)
@@ -152,6 +155,7 @@ dev_open_probe(Dev *d, int port, int timeout_ms, int backoff_min, int backoff_ma
   opt.backoff_max_ms = backoff_max;
   opt.probe_fn = probe_fn;
   opt.probe_reg = probe_reg;
+  opt.combine = open_combine;
   d->dev = MB_Create(&cfg, &opt, status_cb, d);
   assert_non_null(d->dev);
   assert_string_equal(MB_Name(d->dev), cfg.name);
@@ -1078,6 +1082,278 @@ test_poll_bits(void **state)
   pthread_mutex_destroy(&p.lock);
 }
 
+/* ---- combined writes (MB_WriteLater) ---- */
+
+/* One write of a job: its registers, whether its fill refuses, and what
+   done was told. */
+typedef struct {
+  int addr, n;
+  uint16_t v[2];
+  int refuse;
+  int fills, dones, rc, err, order;
+  int sync;               /* the job writes addr with MB_Write instead */
+} Later;
+
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int open;               /* the blocker job may return */
+  int running;            /* the blocker job has started */
+  int dones;              /* done calls so far (the order counter) */
+} Batch;
+
+static Batch batch;
+
+static int
+later_fill(void *arg, int *addr, uint16_t regs[MB_MAX_WRITE])
+{
+  Later *w = arg;
+
+  w->fills++;
+  if (w->refuse)
+    return -1;
+  *addr = w->addr;
+  memcpy(regs, w->v, sizeof(uint16_t) * (size_t)w->n);
+  return w->n;
+}
+
+static void
+later_done(MB_Io *io, void *arg, int rc, int err)
+{
+  Later *w = arg;
+
+  (void)io;
+  pthread_mutex_lock(&batch.lock);
+  w->dones++;
+  w->rc = rc;
+  w->err = err;
+  w->order = ++batch.dones;
+  pthread_cond_broadcast(&batch.cond);
+  pthread_mutex_unlock(&batch.lock);
+}
+
+static void
+later_job(MB_Io *io, void *arg)
+{
+  Later *w = arg;
+
+  if (w->sync) {
+    int rc = MB_Write(io, w->addr, w->v, w->n);
+
+    later_done(io, w, rc, rc < 0 ? errno : 0);
+    return;
+  }
+  MB_WriteLater(io, later_fill, later_done, w);
+}
+
+/* Holds the device thread until batch.open, so that the jobs submitted
+   meanwhile are all queued when it returns. */
+static void
+blocker_job(MB_Io *io, void *arg)
+{
+  (void)io;
+  (void)arg;
+  pthread_mutex_lock(&batch.lock);
+  batch.running = 1;
+  pthread_cond_broadcast(&batch.cond);
+  while (!batch.open)
+    pthread_cond_wait(&batch.cond, &batch.lock);
+  pthread_mutex_unlock(&batch.lock);
+}
+
+/* Queue the writes w[0..n-1] behind a blocker, let them run, wait for
+   every done. */
+static void
+run_batch(Dev *d, Later *w, int n)
+{
+  pthread_mutex_lock(&batch.lock);
+  batch.open = batch.running = batch.dones = 0;
+  pthread_mutex_unlock(&batch.lock);
+  assert_int_equal(MB_Submit(d->dev, blocker_job, NULL), 0);
+  pthread_mutex_lock(&batch.lock);
+  while (!batch.running)
+    pthread_cond_wait(&batch.cond, &batch.lock);
+  pthread_mutex_unlock(&batch.lock);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(MB_Submit(d->dev, later_job, &w[i]), 0);
+  pthread_mutex_lock(&batch.lock);
+  batch.open = 1;
+  pthread_cond_broadcast(&batch.cond);
+  while (batch.dones < n)
+    pthread_cond_wait(&batch.cond, &batch.lock);
+  pthread_mutex_unlock(&batch.lock);
+}
+
+static Later
+later(int addr, uint16_t v)
+{
+  Later w;
+
+  memset(&w, 0, sizeof w);
+  w.addr = addr;
+  w.n = 1;
+  w.v[0] = v;
+  return w;
+}
+
+static void
+expect_regs(Server *s, int addr, int n, const char *want)
+{
+  char cmd[32], reply[512];
+
+  snprintf(cmd, sizeof cmd, "regs %d %d", addr, n);
+  assert_int_equal(HWT_Command(&s->child, cmd, reply, sizeof reply, 10), 0);
+  assert_string_equal(reply, want);
+}
+
+static void
+test_write_later(void **state)
+{
+  Server s;
+  Dev d;
+  Later w[8], many[70];
+  MB_Stats st;
+
+  (void)state;
+  pthread_mutex_init(&batch.lock, NULL);
+  pthread_cond_init(&batch.cond, NULL);
+  server_start(&s);
+  open_combine = 1;
+  dev_open(&d, s.port, 500, 300, 400);
+  open_combine = 0;
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "reset");
+
+  /* 20, 21 and 22 follow one another: one function-16 request; 30 starts
+     the next one, the refused write sends nothing, 31 joins 30, and a
+     two-register write 40-41 is followed by 42. */
+  w[0] = later(20, 1001);
+  w[1] = later(21, 1002);
+  w[2] = later(22, 1003);
+  w[3] = later(30, 2001);
+  w[4] = later(31, 9999);
+  w[4].refuse = 1;
+  w[5] = later(31, 2002);
+  w[6] = later(40, 3001);
+  w[6].n = 2;
+  w[6].v[1] = 3002;
+  w[7] = later(42, 3003);
+  run_batch(&d, w, 8);
+  for (int i = 0; i < 8; i++) {
+    assert_int_equal(w[i].dones, 1);
+    assert_int_equal(w[i].order, i + 1);          /* told in the order made */
+    assert_int_equal(w[i].rc, i == 4 ? -1 : 0);
+    assert_int_equal(w[i].err, i == 4 ? ECANCELED : 0);
+  }
+  /* each fill ran once but 30's, which ran again for its own request */
+  assert_int_equal(w[3].fills, 2);
+  assert_int_equal(w[6].fills, 2);
+  assert_int_equal(w[0].fills + w[1].fills + w[2].fills + w[4].fills + w[5].fills, 5);
+  assert_int_equal(server_stat(&s, "fc16"), 3);
+  assert_int_equal(server_stat(&s, "fc06"), 0);
+  expect_regs(&s, 20, 3, "ok regs 20 1001 1002 1003");
+  expect_regs(&s, 30, 2, "ok regs 30 2001 2002");
+  expect_regs(&s, 40, 3, "ok regs 40 3001 3002 3003");
+  MB_GetStats(d.dev, &st);
+  assert_int_equal(st.writes, 7);
+  assert_int_equal(st.requests, 3);
+
+  /* A write made without MB_WriteLater sends the waiting ones first: the
+     later value of register 50 is the one that stays. */
+  server_cmd(&s, "reset");
+  w[0] = later(50, 111);
+  w[1] = later(50, 222);
+  w[1].sync = 1;
+  w[2] = later(51, 333);
+  run_batch(&d, w, 3);
+  assert_int_equal(w[0].order, 1);
+  assert_int_equal(w[1].order, 2);
+  assert_int_equal(w[2].order, 3);
+  expect_regs(&s, 50, 2, "ok regs 50 222 333");
+  assert_int_equal(server_stat(&s, "requests"), 3);
+
+  /* A full batch goes out before the next write joins: 70 writes to
+     consecutive registers take two requests, every value arrives. */
+  server_cmd(&s, "reset");
+  for (int i = 0; i < 70; i++)
+    many[i] = later(100 + i, (uint16_t)(5000 + i));
+  run_batch(&d, many, 70);
+  assert_int_equal(server_stat(&s, "fc16"), 2);
+  assert_int_equal(server_stat(&s, "requests"), 2);
+  for (int i = 0; i < 70; i++) {
+    char want[64];
+
+    assert_int_equal(many[i].rc, 0);
+    snprintf(want, sizeof want, "ok regs %d %d", 100 + i, 5000 + i);
+    expect_regs(&s, 100 + i, 1, want);
+  }
+
+  /* A failed request fails every write it carries; the writes after it
+     find the device down. */
+  server_cmd(&s, "exception code=4 count=1 writes");
+  w[0] = later(60, 1);
+  w[1] = later(61, 2);
+  w[2] = later(70, 3);
+  run_batch(&d, w, 3);
+  assert_int_equal(w[0].err, EMBXSFAIL);
+  assert_int_equal(w[1].err, EMBXSFAIL);
+  assert_int_equal(w[2].err, ENOTCONN);
+  /* 70 was looked at for the failed request (it did not follow), and not
+     again: nothing is decided for a device that is down */
+  assert_int_equal(w[2].fills, 1);
+  MB_GetStats(d.dev, &st);
+  assert_int_equal(st.downs, 1);
+  assert_int_equal(d.downs, 1);
+  assert_true(dev_wait(&d, 1, 10));
+
+  /* A module that refuses function 16 (illegal function): the combined
+     write's values go out again one request each, the device stays up,
+     and combining stays off. */
+  server_cmd(&s, "exception code=1 fc=16");
+  server_cmd(&s, "reset");
+  w[0] = later(80, 41);
+  w[1] = later(81, 42);
+  w[2] = later(82, 43);
+  run_batch(&d, w, 3);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(w[i].rc, 0);
+    assert_int_equal(w[i].fills, 2);              /* once for the refused request */
+  }
+  expect_regs(&s, 80, 3, "ok regs 80 41 42 43");
+  assert_int_equal(server_stat(&s, "exceptions"), 1);
+  assert_int_equal(server_stat(&s, "fc06"), 3);
+  assert_true(MB_IsUp(d.dev));
+  assert_int_equal(d.downs, 1);
+  server_cmd(&s, "reset");
+  w[0] = later(80, 51);
+  w[1] = later(81, 52);
+  run_batch(&d, w, 2);
+  assert_int_equal(server_stat(&s, "fc16"), 0);
+  assert_int_equal(server_stat(&s, "fc06"), 2);
+  expect_regs(&s, 80, 2, "ok regs 80 51 52");
+  server_cmd(&s, "normal");
+  dev_close(&d);
+
+  /* Without the option every write is its own request, done at once. */
+  dev_open(&d, s.port, 500, 300, 400);
+  assert_true(dev_wait(&d, 1, 10));
+  server_cmd(&s, "normal");
+  server_cmd(&s, "reset");
+  w[0] = later(20, 7);
+  w[1] = later(21, 8);
+  w[2] = later(22, 9);
+  run_batch(&d, w, 3);
+  assert_int_equal(server_stat(&s, "fc06"), 3);
+  assert_int_equal(server_stat(&s, "fc16"), 0);
+  expect_regs(&s, 20, 3, "ok regs 20 7 8 9");
+  MB_GetStats(d.dev, &st);
+  assert_int_equal(st.requests, 3);
+  dev_close(&d);
+  HWT_Stop(&s.child);
+  pthread_cond_destroy(&batch.cond);
+  pthread_mutex_destroy(&batch.lock);
+}
+
 int
 main(void)
 {
@@ -1086,6 +1362,7 @@ main(void)
     cmocka_unit_test_teardown(test_strerror_threads, stop_servers),
     cmocka_unit_test_teardown(test_create_errors, stop_servers),
     cmocka_unit_test_teardown(test_function_codes, stop_servers),
+    cmocka_unit_test_teardown(test_write_later, stop_servers),
     cmocka_unit_test_teardown(test_poll_bits, stop_servers),
     cmocka_unit_test_teardown(test_exception, stop_servers),
     cmocka_unit_test_teardown(test_slow_device_isolated, stop_servers),
