@@ -102,6 +102,7 @@ test_good_values(void **state)
   assert_int_equal(cfg->devices[0].parsed.port, 1502);
   assert_int_equal(cfg->devices[0].unit, 1);
   assert_int_equal(cfg->devices[0].timeout_ms, 250);
+  assert_int_equal(cfg->devices[0].combine_writes, 1);
   assert_int_equal(cfg->devices[0].line, 24);
   assert_string_equal(cfg->devices[1].url, "rtu:/dev/ttyUSB0?baud=9600&parity=E&data=8&stop=2");
   assert_int_equal(cfg->devices[1].parsed.kind, CNF_URL_RTU);
@@ -112,6 +113,7 @@ test_good_values(void **state)
   assert_int_equal(cfg->devices[1].parsed.stop_bits, 2);
   assert_int_equal(cfg->devices[1].unit, 3);
   assert_int_equal(cfg->devices[1].timeout_ms, 200);
+  assert_int_equal(cfg->devices[1].combine_writes, 0);       /* the default */
 
   assert_int_equal(cfg->n_lasers, 2);
   l = &cfg->lasers[0];
@@ -520,6 +522,8 @@ static const ErrCase err_cases[] = {
   { "devices = { name = \"a\"; };\n", 1, "devices", "must be a list" },
   { "devices = ( { name = \"a\"; url = \"tcp://h:1\"; timeout_ms = 0; } );\n", 1,
     "devices.[0].timeout_ms", "between 1 and 60000" },
+  { "devices = ( { name = \"a\"; url = \"tcp://h:1\"; combine_writes = 3; } );\n", 1,
+    "devices.[0].combine_writes", "must be true or false" },
   /* lasers: required keys */
   { DEV "lasers = ( {\n channel = 1; setpoint = 384.2; min_thz = 384; max_thz = 385;\n" PIEZO CLOSE,
     2, "lasers.[0].name", "missing (required)" },
