@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <modbus.h>
 
@@ -33,15 +34,17 @@ typedef struct {
   int port;
 } Server;
 
-/* Children still running when a test fails are stopped by the teardown. */
-static HWT_Child *running[8];
+/* Children still running when a test fails are stopped by the teardown.
+   Kept by pid: the Server that started one lives on the test's stack,
+   gone by the time the teardown runs. */
+static pid_t running[8];
 
 static void
 track(HWT_Child *c)
 {
   for (int i = 0; i < 8; i++) {
-    if (!running[i]) {
-      running[i] = c;
+    if (running[i] <= 0) {             /* the teardown frees every slot */
+      running[i] = c->pid;
       return;
     }
   }
@@ -50,10 +53,14 @@ track(HWT_Child *c)
 static int
 stop_servers(void **state)
 {
+  (void)state;
   for (int i = 0; i < 8; i++) {
-    if (running[i] && running[i]->pid > 0)
-      HWT_Stop(running[i]);
-    running[i] = NULL;
+    /* Only a child of ours that has not been reaped (HWT_Stop reaps). */
+    if (running[i] > 0 && waitpid(running[i], NULL, WNOHANG) == 0) {
+      kill(running[i], SIGKILL);
+      waitpid(running[i], NULL, 0);
+    }
+    running[i] = 0;
   }
   return 0;
 }
@@ -1196,6 +1203,16 @@ later(int addr, uint16_t v)
   return w;
 }
 
+/* n writes of values v0, v0 + 1, ... to registers addr, addr + 1, ...,
+   queued and run as run_batch does. */
+static void
+run_consecutive(Dev *d, Later *w, int n, int addr, int v0)
+{
+  for (int i = 0; i < n; i++)
+    w[i] = later(addr + i, (uint16_t)(v0 + i));
+  run_batch(d, w, n);
+}
+
 static void
 expect_regs(Server *s, int addr, int n, const char *want)
 {
@@ -1275,9 +1292,7 @@ test_write_later(void **state)
   /* A full batch goes out before the next write joins: 70 writes to
      consecutive registers take two requests, every value arrives. */
   server_cmd(&s, "reset");
-  for (int i = 0; i < 70; i++)
-    many[i] = later(100 + i, (uint16_t)(5000 + i));
-  run_batch(&d, many, 70);
+  run_consecutive(&d, many, 70, 100, 5000);
   assert_int_equal(server_stat(&s, "fc16"), 2);
   assert_int_equal(server_stat(&s, "requests"), 2);
   for (int i = 0; i < 70; i++) {
@@ -1311,10 +1326,7 @@ test_write_later(void **state)
      and combining stays off. */
   server_cmd(&s, "exception code=1 fc=16");
   server_cmd(&s, "reset");
-  w[0] = later(80, 41);
-  w[1] = later(81, 42);
-  w[2] = later(82, 43);
-  run_batch(&d, w, 3);
+  run_consecutive(&d, w, 3, 80, 41);
   for (int i = 0; i < 3; i++) {
     assert_int_equal(w[i].rc, 0);
     assert_int_equal(w[i].fills, 2);              /* once for the refused request */
@@ -1325,9 +1337,7 @@ test_write_later(void **state)
   assert_true(MB_IsUp(d.dev));
   assert_int_equal(d.downs, 1);
   server_cmd(&s, "reset");
-  w[0] = later(80, 51);
-  w[1] = later(81, 52);
-  run_batch(&d, w, 2);
+  run_consecutive(&d, w, 2, 80, 51);
   assert_int_equal(server_stat(&s, "fc16"), 0);
   assert_int_equal(server_stat(&s, "fc06"), 2);
   expect_regs(&s, 80, 2, "ok regs 80 51 52");
@@ -1339,10 +1349,7 @@ test_write_later(void **state)
   assert_true(dev_wait(&d, 1, 10));
   server_cmd(&s, "normal");
   server_cmd(&s, "reset");
-  w[0] = later(20, 7);
-  w[1] = later(21, 8);
-  w[2] = later(22, 9);
-  run_batch(&d, w, 3);
+  run_consecutive(&d, w, 3, 20, 7);
   assert_int_equal(server_stat(&s, "fc06"), 3);
   assert_int_equal(server_stat(&s, "fc16"), 0);
   expect_regs(&s, 20, 3, "ok regs 20 7 8 9");
