@@ -27,7 +27,8 @@ a baseline measured in the same run (see BENCHMARKS.md for the method):
                      and per subscribed connection
  7 mqtt              256 lasers at 100 readings/s with every reading
                      published to a local mosquitto: reading -> write p99
-                     vs the same run without MQTT; MQTT thread CPU
+                     vs the same run without MQTT (median of three
+                     alternating windows each); MQTT thread CPU
  6 lock quality      wavelock-sim + wavelockd on conf/sim.conf: RMS true
                      error / wavemeter noise, 1 GHz step settling, relock
                      after a mode hop (by scripts/wavelock-quality when
@@ -697,7 +698,7 @@ class Bench:
 
     # ---- 4. scale -------------------------------------------------------------
 
-    def scale_step(self, n, mqtt_port=None):
+    def scale_step(self, n, mqtt_port=None, broker_pid=None):
         dur = 4 if self.q else 8
         tag = "%d%s" % (n, "-mqtt" if mqtt_port else "")
         plant = self.start_plant(n, 32, 100, tick_us=1000, name="plantd-%s" % tag)
@@ -715,12 +716,16 @@ class Bench:
         (cpu0, sw0), pcpu0 = proc_sched(d.pid), proc_cpu_s(plant.pid)
         mcpu0 = thread_cpu_s(d.pid, "wl-mqtt")
         dcpu0 = thread_cpu_s(d.pid, "wl-dev")
+        bcpu0 = proc_cpu_s(broker_pid) if broker_pid else 0.0
+        busy0 = cpu_busy_s()
         t0 = time.time()
         self.plant_cmd(plant, "reset")
         time.sleep(dur)
         (cpu1, sw1), pcpu1 = proc_sched(d.pid), proc_cpu_s(plant.pid)
         mcpu1 = thread_cpu_s(d.pid, "wl-mqtt")
         dcpu1 = thread_cpu_s(d.pid, "wl-dev")
+        bcpu1 = proc_cpu_s(broker_pid) if broker_pid else 0.0
+        busy1 = cpu_busy_s()
         t1 = time.time()
         # Publishing stops before the plant sums up: plantd answers no
         # Modbus request while it sorts its samples (long at 512 lasers),
@@ -752,7 +757,8 @@ class Bench:
                  cpu_us_per_cycle=(cpu1 - cpu0) / max(cycles, 1) * 1e6,
                  switches_per_cycle=(sw1 - sw0) / max(cycles, 1), mqtt=mq,
                  mqtt_thread_cpu=(mcpu1 - mcpu0) / (t1 - t0),
-                 device_threads_cpu=(dcpu1 - dcpu0) / (t1 - t0))
+                 device_threads_cpu=(dcpu1 - dcpu0) / (t1 - t0),
+                 broker_cpu=(bcpu1 - bcpu0) / (t1 - t0), machine_busy=(busy1 - busy0) / (t1 - t0))
         log("4 scale: %d lasers: %s (cycles %d of %d readings, coalesced %d, lost %d, "
             "daemon CPU %.0f%%, %.1f µs/cycle, p99 %.0f µs)" %
             (n, "ok" if ok else "NOT sustained", cycles, agg["sent"], coalesced, lost,
@@ -863,15 +869,31 @@ class Bench:
         # daemon here (in a lab it runs elsewhere); publishing is what is
         # measured.
         n = 256
-        base = self.scale_step(n)
-        with_m = self.scale_step(n, mqtt_port=port)
+        # Windows without and with MQTT alternate (one pair with --quick):
+        # a single 8 s window's p99 moves by several times between runs on
+        # this machine, so each side is judged by the median of its
+        # windows' p99, and every window must lose no cycle.
+        pairs = []
+        for _ in range(1 if self.q else 3):
+            pairs.append((self.scale_step(n),
+                          self.scale_step(n, mqtt_port=port, broker_pid=broker.pid)))
         broker.stop()
-        self.details["7m"] = dict(without=base, with_mqtt=with_m)
+        base = sorted((p[0] for p in pairs), key=lambda r: r["lat_p99"])[len(pairs) // 2]
+        with_m = sorted((p[1] for p in pairs), key=lambda r: r["lat_p99"])[len(pairs) // 2]
+        self.details["7m"] = dict(without=base, with_mqtt=with_m,
+                                  pairs=[dict(without=a, with_mqtt=b) for a, b in pairs])
         mq = with_m.get("mqtt", {})
         ratio = with_m["lat_p99"] / base["lat_p99"] if base["lat_p99"] else None
-        ok = with_m["ok"] and ratio is not None and ratio <= 1.2
-        self.row("7 mqtt", "256 x 100/s, every reading published: reading -> write p99 (µs)",
+        ok = all(b["ok"] for _, b in pairs) and ratio is not None and ratio <= 1.2
+        self.row("7 mqtt", "256 x 100/s, every reading published: reading -> write p99 (µs), "
+                 "median of %d windows" % len(pairs),
                  with_m["lat_p99"], base["lat_p99"], ratio, "<= 1.2x, no cycle lost", ok)
+        self.row("7 mqtt", "each window's p99 without / with MQTT (ms)",
+                 "; ".join("%.1f / %.1f" % (a["lat_p99"] / 1e3, b["lat_p99"] / 1e3)
+                           for a, b in pairs))
+        self.row("7 mqtt", "with MQTT, all windows: coalesced, lost",
+                 "%d, %d" % (sum(b["coalesced"] for _, b in pairs),
+                             sum(b["lost"] for _, b in pairs)))
         self.row("7 mqtt", "without MQTT: cycles, coalesced, lost, daemon CPU",
                  "%d, %d, %d, %.0f%%" % (base["cycles"], base["coalesced"], base["lost"],
                                          100 * base["cpu"]))
@@ -883,6 +905,10 @@ class Bench:
                  "%.0f%%, %.1f µs" % (100 * with_m["mqtt_thread_cpu"],
                                       with_m["mqtt_thread_cpu"] * 1e6 /
                                       max(1.0, with_m["sent"] / (4 if self.q else 8))))
+        self.row("7 mqtt", "CPU in use, of 2 cores: whole machine without / with MQTT; "
+                 "broker (nice 19)", "%.2f / %.2f; %.2f" % (base["machine_busy"],
+                                                          with_m["machine_busy"],
+                                                          with_m["broker_cpu"]))
         self.row("7 mqtt", "published, dropped (whole run)",
                  "%s, %s" % (int(mq.get("mqtt_published", 0)), int(mq.get("mqtt_dropped", 0))))
 
