@@ -735,7 +735,7 @@ class Bench:
         per, agg = self.plant_stats(plant)
         c1 = self.counters(c)
         mq = self.mqtt_stats(c) if mqtt_port else {}
-        if os.environ.get("BENCH_DEBUG"):
+        if os.environ.get("BENCH_DEBUG"):   # BENCH_DEBUG=1: each step's devices and daemon log
             log("devices: " + " | ".join(c.cmd("devices")[:4]))
         c.close()
         d.stop()
