@@ -536,21 +536,33 @@ class Lab:
         self.seed = seed
         with open(conf) as f:
             src = f.read()
-        text, self.ports = rewrite_ports(src, env.free_port,
-                                         env.path("%s.state" % name))
-        self.conf = env.write("%s.seed%d.conf" % (name, seed), text)
-        self.cfg = LabConfig(self.conf)
-        ctl = self.cfg.root.get("sim", {}).get("control")
-        if not ctl:
-            raise LabError("%s has no sim.control" % conf)
-        self.sim_port = int(ctl.rsplit(":", 1)[1])
-        self.simproc = env.start_sim(self.conf, ["--seed", str(seed)] + list(sim_args))
-        if not wait_until(lambda: _port_open(self.sim_port) or not self.simproc.alive(), 15,
-                          0.05) or not self.simproc.alive():
-            raise LabError("wavelock-sim did not start:\n" + self.simproc.output())
-        self.sim = SimControl(self.sim_port)
-        self.t_start = time.monotonic()
-        self.daemon = env.start_daemon(self.conf, list(daemon_args), timeout=15)
+        # A port found free may be taken by another test before the
+        # simulator binds it: then the lab starts again on other ports.
+        for attempt in range(3):
+            text, self.ports = rewrite_ports(src, env.free_port,
+                                             env.path("%s.state" % name))
+            self.conf = env.write("%s.seed%d.conf" % (name, seed), text)
+            self.cfg = LabConfig(self.conf)
+            ctl = self.cfg.root.get("sim", {}).get("control")
+            if not ctl:
+                raise LabError("%s has no sim.control" % conf)
+            self.sim_port = int(ctl.rsplit(":", 1)[1])
+            self.simproc = env.start_sim(self.conf, ["--seed", str(seed)] + list(sim_args))
+            if not (wait_until(lambda: _port_open(self.sim_port) or not self.simproc.alive(), 15,
+                               0.05) and self.simproc.alive()):
+                out = self.simproc.output()
+                if "Address already in use" not in out or attempt == 2:
+                    raise LabError("wavelock-sim did not start:\n" + out)
+                continue
+            self.sim = SimControl(self.sim_port)
+            self.t_start = time.monotonic()
+            try:
+                self.daemon = env.start_daemon(self.conf, list(daemon_args), timeout=15)
+                break
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                self.simproc.stop(10)
         self.port = self.daemon.port
         self.d = Daemon(self.port)
         self.events = EventLog(self.port) if events else None
