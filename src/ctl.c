@@ -403,12 +403,7 @@ last_done(MB_Io *io, void *arg, int rc, int err)
 static void
 job_write_last(MB_Io *io, Job *j, int piezo, int current)
 {
-  j->last.j = j;
-  j->last.mb = MB_IoDevice(io);
-  j->last.piezo = piezo;
-  j->last.current = current;
-  j->last.piezo_v = j->piezo_v;
-  j->last.current_v = j->current_v;
+  j->last = (Fill){ j, MB_IoDevice(io), piezo, current, j->piezo_v, j->current_v };
   MB_WriteLater(io, fill_cb, last_done, &j->last);
 }
 
