@@ -14,6 +14,7 @@ those, and remove their temporary directory at the end.
     tap.done()
 """
 
+import fcntl
 import os
 import shutil
 import signal
@@ -48,6 +49,71 @@ def wrapped(name="wavelockd"):
     wrapper's."""
     with open(prog(name), "rb") as f:
         return f.read(4) != b"\x7fELF"
+
+
+_ports_given = set()
+_port_next = None
+_port_lock = None
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _claim(port):
+    """Lock byte `port` of the build tree's port file for this process's
+    life: another test program running at the same time skips the port.
+    The kernel drops the lock when the process ends, however it ends."""
+    global _port_lock
+    try:
+        if _port_lock is None:
+            _port_lock = os.open(os.path.join(BUILDDIR, "test-ports.lock"),
+                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.lockf(_port_lock, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True         # no lock file (read-only tree): the bind check only
+
+
+def _pick_port():
+    """See Env.free_port."""
+    global _port_next
+    low = _ephemeral_low()
+    if low is not None and low > 12000:
+        first, count = low - 10000, 10000 - 1
+        if _port_next is None:
+            _port_next = int.from_bytes(os.urandom(2), "little") % count
+        for _ in range(count):
+            port = first + _port_next
+            _port_next = (_port_next + 1) % count
+            if port not in _ports_given and _bindable(port) and _claim(port):
+                _ports_given.add(port)
+                return port
+    while True:             # no range below the ephemeral one: the kernel's pick
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 class TAP:
@@ -231,12 +297,16 @@ class Env:
         return p
 
     def free_port(self):
-        """A free TCP port on 127.0.0.1 (kept unused until the test binds it)."""
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        return port
+        """A free TCP port on 127.0.0.1 (kept unused until the test binds it).
+
+        Taken below the kernel's ephemeral range: a port from bind(("", 0))
+        may be handed to another test's outgoing connection or bind(0)
+        before this test binds it (a test that floods the daemon with
+        connections sweeps that range).  Below it only another test picking
+        the same number could take it: each process starts at a random place,
+        never returns a port twice and locks each port it gives in a file
+        of the build tree (test-ports.lock), which the others respect."""
+        return _pick_port()
 
     def start(self, name, argv, stdin=None, preexec_fn=None, extra_env=None):
         p = Proc(self, name, argv, stdin, preexec_fn, extra_env)
