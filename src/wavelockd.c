@@ -1518,6 +1518,12 @@ main(int argc, char **argv)
     status = 1;
     goto out;
   }
+  /* Caught from here on: a stop or reload asked for during the rest of the
+     start-up (by a supervisor that saw the port file) waits for the loop
+     instead of killing the daemon half-started. */
+  event_add(d->sig_hup, NULL);
+  event_add(d->sig_term, NULL);
+  event_add(d->sig_int, NULL);
 
   static const CTL_Hooks hooks = { .state_changed = hook_state, .reading = hook_reading,
                                    .dirty = hook_dirty, .railed = hook_railed,
@@ -1599,9 +1605,6 @@ main(int argc, char **argv)
   started = 1;
   event_add(d->tick_ev, &tick);
   event_add(d->slow_ev, &slow);
-  event_add(d->sig_hup, NULL);
-  event_add(d->sig_term, NULL);
-  event_add(d->sig_int, NULL);
 
   log_info("wavelockd %s started: %d lasers, %d devices, port %d", PACKAGE_VERSION,
            d->cfg->n_lasers, d->cfg->n_devices, SRV_BoundPort(d->srv, 0));

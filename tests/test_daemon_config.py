@@ -9,11 +9,13 @@ its symbols, touching no actuator, and exits 1 where start-up would fail;
 import os
 import pwd
 import re
+import signal
 import socket
 import subprocess
+import time
 
 from hwtest import fake_wlmdata_path
-from wltest import TAP, Env, ModbusRecorder, lab_conf, laser_conf, prog
+from wltest import TAP, Env, ModbusRecorder, can_bind, lab_conf, laser_conf, prog
 
 tap = TAP()
 
@@ -76,17 +78,6 @@ with Env() as env:
     tap.ok(rc == 0 and "wavelockd" in out, "-V prints the version", out)
     rc, out = run([prog("wavelockd"), "--help"])
     tap.ok(rc == 0 and "--config" in out, "--help", out)
-
-
-def can_bind(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 with Env() as env:
@@ -195,6 +186,25 @@ with Env() as env:
     tap.ok(rc == 1 and "no-such-user-c19" in out, "-t: an unknown user: exit 1", out)
     tap.ok((len(mb.writes), len(mb.conns)) == touched,
            "no -t run (nor a start that failed) touched an actuator", (mb.conns, mb.writes))
+
+    # ---- a stop asked for during start-up ----------------------------------------------------
+    # A supervisor may send SIGTERM the moment the port file appears, while
+    # wavelockd is still starting its devices and wavemeter: it must stop
+    # cleanly (exit 0, outputs held), not die of the signal's default action.
+    good = conf("early-stop.conf")
+    codes = []
+    for _ in range(20):
+        n = len(env.procs)
+        d = env.start_daemon(good, wait=False)
+        portfile = env.path("wavelockd.%d.port" % n)
+        deadline = time.time() + 10
+        while not os.path.exists(portfile) and d.alive() and time.time() < deadline:
+            pass                    # no sleep: the signal should come at once
+        if d.alive():
+            os.kill(d.pid, signal.SIGTERM)
+        codes.append(d.stop(timeout=10))
+    tap.ok(codes == [0] * 20, "SIGTERM as soon as the port file appears: a clean stop "
+           "(exit 0), 20 times out of 20", codes)
     mb.close()
 
 tap.done()

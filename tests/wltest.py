@@ -64,7 +64,8 @@ def _ephemeral_low():
         return None
 
 
-def _bindable(port):
+def can_bind(port):
+    """Whether a TCP port on 127.0.0.1 can be bound now."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind(("127.0.0.1", port))
@@ -103,7 +104,7 @@ def _pick_port():
         for _ in range(count):
             port = first + _port_next
             _port_next = (_port_next + 1) % count
-            if port not in _ports_given and _bindable(port) and _claim(port):
+            if port not in _ports_given and can_bind(port) and _claim(port):
                 _ports_given.add(port)
                 return port
     while True:             # no range below the ephemeral one: the kernel's pick
