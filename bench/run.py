@@ -65,6 +65,7 @@ import time
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BUSY_CORES = 0.3        # other processes' CPU above which a verdict gets "(busy)"
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+ARGS_SRCDIR = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 
 # ---- small helpers ----------------------------------------------------------
@@ -86,12 +87,38 @@ def parse_kv(line):
     return out
 
 
+_picker = None
+
+
 def free_port():
+    """A port for a server this script starts: the tests' picker
+    (tests/wltest.py), which takes ports below the kernel's ephemeral range
+    and locks them in the build tree, so that neither the thousands of
+    client connections of the flood benchmarks nor a test run at the same
+    time can take the port before the server binds it."""
+    global _picker
+    if _picker is None:
+        _picker = _load_picker()
+    if _picker is not None:
+        return _picker()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def _load_picker():
+    """tests/wltest.py's port picker, working in --builddir (set in main)."""
+    tests = os.path.join(ARGS_SRCDIR[0], "tests")
+    if not os.path.exists(os.path.join(tests, "wltest.py")):
+        return None
+    sys.path.insert(0, tests)
+    try:
+        import wltest
+    finally:
+        sys.path.remove(tests)
+    return wltest.pick_port
 
 
 def proc_sched(pid):
@@ -900,7 +927,6 @@ class Bench:
         self.row("7 mqtt", "with MQTT: cycles, coalesced, lost, daemon CPU",
                  "%d, %d, %d, %.0f%%" % (with_m["cycles"], with_m["coalesced"], with_m["lost"],
                                          100 * with_m["cpu"]))
-        pub = int(mq.get("mqtt_published", 0))
         self.row("7 mqtt", "MQTT thread CPU (of one core), per message published",
                  "%.0f%%, %.1f µs" % (100 * with_m["mqtt_thread_cpu"],
                                       with_m["mqtt_thread_cpu"] * 1e6 /
@@ -1498,6 +1524,9 @@ def main():
     ap.add_argument("--markdown", help="write the table (with machine and load) here")
     args = ap.parse_args()
     args.builddir = os.path.abspath(args.builddir)
+    # The port picker keeps its lock file in the build tree.
+    os.environ["WL_BUILDDIR"] = args.builddir
+    ARGS_SRCDIR[0] = os.path.abspath(args.srcdir)
     only = set(args.only.split(","))
 
     b = Bench(args)

@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
 libevent-dev libmodbus-dev libconfig-dev libcmocka-dev
 libjansson-dev libmosquitto-dev mosquitto mosquitto-clients openssl
-python3 python3-pymodbus python3-serial python3-serial-asyncio
+python3 python3-pymodbus python3-serial python3-serial-asyncio python3-pyflakes
 mbpoll netcat-openbsd socat telnet expect gnuplot-nox mandoc groff-base
 chromium chromium-driver python3-selenium prometheus"
 

@@ -8,12 +8,11 @@ script tests, and a helper to run the client.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
-from wltest import SRCDIR, kv, lab_conf, laser_conf, prog, wait_until
+from wltest import SRCDIR, kv, lab_conf, laser_conf, port_open, prog, wait_until
 
 CLIENT = prog("wavelock")
 SCRIPTS = os.path.join(SRCDIR, "scripts")
@@ -115,14 +114,6 @@ def finish(p, timeout):
         _, err = p.communicate()
         rc = None
     return rc, err.decode(errors="replace")
-
-
-def port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def dead_port(env):

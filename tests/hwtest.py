@@ -23,9 +23,7 @@ import queue
 import re
 import socket
 import subprocess
-import sys
 import threading
-import time
 
 from wltest import BUILDDIR, SRCDIR, kv, prog, wait_until
 

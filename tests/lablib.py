@@ -33,7 +33,7 @@ import threading
 import time
 
 import wltest
-from wltest import Client, kv, wait_until
+from wltest import Client, kv, port_open, wait_until
 
 SIM_CONF = os.path.join(wltest.SRCDIR, "conf", "sim.conf")
 
@@ -515,14 +515,6 @@ def log_text(proc):
         return "(no log: %s)" % e
 
 
-def _port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 class Lab:
     """wavelock-sim and wavelockd on a copy of conf (default conf/sim.conf)
     with free ports, a state file in env's directory, and seed.  Attributes:
@@ -548,7 +540,7 @@ class Lab:
                 raise LabError("%s has no sim.control" % conf)
             self.sim_port = int(ctl.rsplit(":", 1)[1])
             self.simproc = env.start_sim(self.conf, ["--seed", str(seed)] + list(sim_args))
-            if not (wait_until(lambda: _port_open(self.sim_port) or not self.simproc.alive(), 15,
+            if not (wait_until(lambda: port_open(self.sim_port) or not self.simproc.alive(), 15,
                                0.05) and self.simproc.alive()):
                 out = self.simproc.output()
                 if "Address already in use" not in out or attempt == 2:
@@ -562,6 +554,7 @@ class Lab:
             except RuntimeError as e:
                 if "Address already in use" not in str(e) or attempt == 2:
                     raise
+                self.sim.close()
                 self.simproc.stop(10)
         self.port = self.daemon.port
         self.d = Daemon(self.port)
@@ -587,7 +580,7 @@ class Lab:
     def alive(self):
         """Both programs run (for an attached lab: both answer)."""
         if self.simproc is None:
-            return _port_open(self.sim_port) and _port_open(self.port)
+            return port_open(self.sim_port) and port_open(self.port)
         return self.simproc.alive() and self.daemon.alive()
 
     def outputs(self, tail=4000):

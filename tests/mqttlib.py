@@ -14,13 +14,12 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import threading
 import time
 
 from lablib import Lab, SIM_CONF
-from wltest import wait_until
+from wltest import port_open, wait_until
 
 USERS = {"alice": "apass", "bob": "bpass", "wl": "wpass"}
 ACL = """user alice
@@ -41,14 +40,6 @@ def missing():
 
 def _mosquitto():
     return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 class Broker:

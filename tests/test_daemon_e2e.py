@@ -14,7 +14,7 @@ import sys
 import time
 
 from wltest import (TAP, Env, ModbusRecorder, PyPlant, StreamPublisher, kv, lab_conf,
-                    laser_conf, prog, sanitized, wait_until, wrapped)
+                    laser_conf, sanitized, wait_until, wrapped)
 
 tap = TAP()
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -41,7 +41,7 @@ import os
 import signal
 import time
 
-from wltest import (TAP, Env, ModbusRecorder, StreamPublisher, kv, lab_conf, laser_conf, prog,
+from wltest import (TAP, Env, ModbusRecorder, StreamPublisher, kv, lab_conf, laser_conf,
                     wait_until)
 from hwtest import FaultServer
 

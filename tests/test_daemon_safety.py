@@ -47,9 +47,7 @@ the loop used to wait out.
 import os
 import random
 import re
-import shutil
 import socket
-import subprocess
 import time
 
 from wltest import (TAP, Env, ModbusRecorder, Pinger, StreamPublisher, BUILDDIR, kv,

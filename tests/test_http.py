@@ -15,7 +15,6 @@ turns it on), no tokens (loopback):
     and so are a cross-origin POST and a form POST."""
 
 import json
-import os
 import shutil
 import subprocess
 import time

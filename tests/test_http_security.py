@@ -20,13 +20,10 @@ conf/sim.conf with a monitor and a control token):
     progress for HTP_STALL_S (30 s); memory stays bounded meanwhile."""
 
 import json
-import os
 import resource
 import socket
-import threading
 import time
 
-import subprocess
 
 import wltest
 from wltest import TAP, Env, wait_until

@@ -19,7 +19,7 @@ import os
 import re
 import time
 
-from wltest import TAP, Env, ModbusRecorder, kv, lab_conf, laser_conf, prog, wait_until
+from wltest import TAP, Env, ModbusRecorder, lab_conf, laser_conf, prog, wait_until
 from hwtest import StreamPub, fake_wlmdata_path, status_all, wavemeter
 
 tap = TAP()
@@ -355,8 +355,6 @@ def test_stream(env):
 
     # ---- error codes -----------------------------------------------------------------
     h0 = head()
-    held = st("s2")["piezo_v"]
-    t_err = time.monotonic()
     results = []
     for code, name in ERROR_NAMES:
         send(2, "%.9f" % (T2 + 0.1e-6))           # regulating again first

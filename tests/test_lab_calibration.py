@@ -22,8 +22,6 @@ fixed true frequency sits on channel 4.
   - bad calibration groups: file:line errors, exit 78.
 """
 
-import math
-import os
 import re
 import subprocess
 import time

@@ -32,7 +32,7 @@ import signal
 import subprocess
 import time
 
-from wltest import TAP, Env, kv, prog, wait_until
+from wltest import TAP, Env, prog, wait_until
 from lablib import Daemon, Lab, SIM_CONF, LabError, log_text, programs_missing
 
 CLAIM_S = 60

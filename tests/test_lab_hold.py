@@ -38,8 +38,8 @@ import statistics
 import subprocess
 import time
 
-from wltest import TAP, Env, kv, prog
-from lablib import Lab, SIM_CONF, LabError, log_text, programs_missing
+from wltest import TAP, Env, prog
+from lablib import Lab, SIM_CONF, LabError, programs_missing
 
 HELD_S = 3.0
 LOCK_S = 60.0

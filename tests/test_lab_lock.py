@@ -26,7 +26,6 @@ Seeds: WL_LAB_SEEDS (space-separated), default "1 2 3".
 """
 
 import os
-import sys
 import time
 
 from wltest import TAP, Env

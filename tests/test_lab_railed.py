@@ -19,7 +19,7 @@ loop drives the piezo to a limit instead of onto the setpoint and it stays
 
 import time
 
-from wltest import TAP, Env, kv, wait_until
+from wltest import TAP, Env
 from lablib import Lab, LabError, log_text, programs_missing
 
 CONF = """

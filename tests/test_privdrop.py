@@ -13,10 +13,8 @@ can write, the daemon keeps running and says so: 'save' answers ERR and the
 log has "cannot write state file".  An unknown user stops the start with
 exit status 1, and that failed start (still root) writes no state file.  Skipped (TAP skip) when not run as root."""
 
-import grp
 import os
 import pwd
-import signal
 import time
 
 from wltest import (TAP, Env, ModbusRecorder, PyPlant, StreamPublisher, kv, lab_conf,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from wltest import TAP, Env, SRCDIR, BUILDDIR, wait_until
+from wltest import TAP, Env, SRCDIR, wait_until
 from clientlab import (CLIENT, SCRIPTS, Lab, clean_environ, dead_port, have_programs,
                        run_client, run_script)
 

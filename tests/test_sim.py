@@ -3,7 +3,6 @@
 Modbus TCP servers, wavemeter stream and control port, checked from the
 outside (raw sockets, pymodbus and mbpoll as Modbus clients)."""
 
-import os
 import re
 import shutil
 import signal

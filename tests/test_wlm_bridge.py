@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 
-from wltest import TAP, Env, SRCDIR, kv, lab_conf, laser_conf, prog, wait_until
+from wltest import TAP, Env, SRCDIR, lab_conf, laser_conf, wait_until
 from hwtest import PYTHON3, PymodbusServer, fake_wlmdata_path, status_all, wavemeter
 
 tap = TAP()

@@ -76,6 +76,15 @@ def can_bind(port):
         s.close()
 
 
+def port_open(port, timeout=1.0):
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _claim(port):
     """Lock byte `port` of the build tree's port file for this process's
     life: another test program running at the same time skips the port.
@@ -93,7 +102,7 @@ def _claim(port):
         return True         # no lock file (read-only tree): the bind check only
 
 
-def _pick_port():
+def pick_port():
     """See Env.free_port."""
     global _port_next
     low = _ephemeral_low()
@@ -307,7 +316,7 @@ class Env:
         the same number could take it: each process starts at a random place,
         never returns a port twice and locks each port it gives in a file
         of the build tree (test-ports.lock), which the others respect."""
-        return _pick_port()
+        return pick_port()
 
     def start(self, name, argv, stdin=None, preexec_fn=None, extra_env=None):
         p = Proc(self, name, argv, stdin, preexec_fn, extra_env)
